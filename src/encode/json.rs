@@ -1,0 +1,179 @@
+//! Native JSON `market_data` frames, written by hand into a byte buffer:
+//! no allocation, no formatting machinery, exact fixed-point prices.
+//!
+//! ```json
+//! {"type":"market_data","token":2885,"symbol":"RELIANCE","exchange":"NSE","mode":2,"seq":1042,"ts":1763712000123456789,"data":{"ltp":2850.5,"ltq":10,"volume":1500000,"open":2820.0,"high":2860.0,"low":2815.0,"close":2848.25,"bid":2850.45,"ask":2850.55,"bid_qty":500,"ask_qty":750,"oi":0}}
+//! ```
+//! Depth mode adds `"depth":{"buy":[{"price":..,"quantity":..,"orders":..}],"sell":[..]}`.
+
+use std::ops::Range;
+
+use super::Marks;
+use crate::instrument::Instrument;
+use crate::tick::{write_price, Level, Mode, Tick};
+use crate::ws::frame;
+
+/// Append `s` as a JSON string (quoted, escaped).
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    for &b in s.as_bytes() {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0..=0x1f => {
+                out.extend_from_slice(b"\\u00");
+                out.push(b"0123456789abcdef"[usize::from(b >> 4)]);
+                out.push(b"0123456789abcdef"[usize::from(b & 0xf)]);
+            }
+            _ => out.push(b),
+        }
+    }
+    out.push(b'"');
+}
+
+#[inline]
+fn int(out: &mut Vec<u8>, key: &[u8], v: impl itoa::Integer) {
+    out.extend_from_slice(key);
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+}
+
+#[inline]
+fn price(out: &mut Vec<u8>, key: &[u8], raw: i64, dec: u8) {
+    out.extend_from_slice(key);
+    write_price(out, raw, dec);
+}
+
+fn levels(out: &mut Vec<u8>, side: &[Level], n: usize, dec: u8) {
+    out.push(b'[');
+    for (i, l) in side.iter().take(n).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        price(out, b"{\"price\":", l.price, dec);
+        int(out, b",\"quantity\":", l.qty);
+        int(out, b",\"orders\":", l.orders);
+        out.push(b'}');
+    }
+    out.push(b']');
+}
+
+/// Append a `market_data` text frame; returns the frame's range in `out`.
+pub fn market_data(out: &mut Vec<u8>, mode: Mode, t: &Tick, ins: &Instrument, marks: Marks) -> Range<usize> {
+    let start = frame::begin(out);
+    let dec = ins.price_decimals;
+    int(out, b"{\"type\":\"market_data\",\"token\":", t.token);
+    out.extend_from_slice(b",\"symbol\":");
+    write_str(out, &ins.symbol);
+    out.extend_from_slice(b",\"exchange\":");
+    write_str(out, &ins.exchange);
+    int(out, b",\"mode\":", mode as u8);
+    int(out, b",\"seq\":", t.seq);
+    int(out, b",\"ts\":", t.ts_ns);
+    if marks.snapshot {
+        out.extend_from_slice(b",\"snapshot\":true");
+    }
+    if marks.conflated {
+        out.extend_from_slice(b",\"conflated\":true");
+    }
+    price(out, b",\"data\":{\"ltp\":", t.ltp, dec);
+    if mode != Mode::Ltp {
+        int(out, b",\"ltq\":", t.ltq);
+        int(out, b",\"volume\":", t.volume);
+        price(out, b",\"open\":", t.open, dec);
+        price(out, b",\"high\":", t.high, dec);
+        price(out, b",\"low\":", t.low, dec);
+        price(out, b",\"close\":", t.close, dec);
+        price(out, b",\"bid\":", t.bid, dec);
+        price(out, b",\"ask\":", t.ask, dec);
+        int(out, b",\"bid_qty\":", t.bid_qty);
+        int(out, b",\"ask_qty\":", t.ask_qty);
+        int(out, b",\"oi\":", t.oi);
+    }
+    if mode == Mode::Depth {
+        let n = usize::from(t.depth_levels.min(crate::tick::DEPTH_LEVELS as u8));
+        out.extend_from_slice(b",\"depth\":{\"buy\":");
+        levels(out, &t.depth.bids, n, dec);
+        out.extend_from_slice(b",\"sell\":");
+        levels(out, &t.depth.asks, n, dec);
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"}}");
+    frame::finish(out, start, frame::OP_TEXT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::instrument::Registry;
+
+    pub(crate) fn sample() -> Tick {
+        let mut t = Tick {
+            token: 2885,
+            seq: 1042,
+            ts_ns: 1_763_712_000_123_456_789,
+            ltp: 285050,
+            ltq: 10,
+            volume: 1_500_000,
+            open: 282000,
+            high: 286000,
+            low: 281500,
+            close: 284825,
+            bid: 285045,
+            ask: 285055,
+            bid_qty: 500,
+            ask_qty: 750,
+            depth_levels: 2,
+            ..Tick::default()
+        };
+        t.depth.bids[0] = Level { price: 285045, qty: 500, orders: 3 };
+        t.depth.bids[1] = Level { price: 285040, qty: 100, orders: 1 };
+        t.depth.asks[0] = Level { price: 285055, qty: 750, orders: 4 };
+        t.depth.asks[1] = Level { price: 285060, qty: 25, orders: 2 };
+        t
+    }
+
+    fn payload(mode: Mode, marks: Marks) -> String {
+        let reg = Registry::bundled();
+        let ins = reg.get(reg.slot_of_token(2885).unwrap());
+        let mut out = Vec::new();
+        let r = market_data(&mut out, mode, &sample(), ins, marks);
+        let f = &out[r];
+        assert_eq!(frame::frame_len(f), Some(f.len()));
+        let hl = if f[1] == 126 { 4 } else { 2 };
+        String::from_utf8(f[hl..].to_vec()).unwrap()
+    }
+
+    #[test]
+    fn quote_matches_the_spec_example() {
+        assert_eq!(
+            payload(Mode::Quote, Marks::default()),
+            r#"{"type":"market_data","token":2885,"symbol":"RELIANCE","exchange":"NSE","mode":2,"seq":1042,"ts":1763712000123456789,"data":{"ltp":2850.5,"ltq":10,"volume":1500000,"open":2820.0,"high":2860.0,"low":2815.0,"close":2848.25,"bid":2850.45,"ask":2850.55,"bid_qty":500,"ask_qty":750,"oi":0}}"#
+        );
+    }
+
+    #[test]
+    fn ltp_and_marks() {
+        assert_eq!(
+            payload(Mode::Ltp, Marks { snapshot: true, conflated: false }),
+            r#"{"type":"market_data","token":2885,"symbol":"RELIANCE","exchange":"NSE","mode":1,"seq":1042,"ts":1763712000123456789,"snapshot":true,"data":{"ltp":2850.5}}"#
+        );
+    }
+
+    #[test]
+    fn depth_is_valid_json_with_levels() {
+        let s = payload(Mode::Depth, Marks { snapshot: false, conflated: true });
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(v["mode"], 3);
+        assert_eq!(v["conflated"], true);
+        assert_eq!(v["data"]["depth"]["buy"][1]["price"], 2850.4);
+        assert_eq!(v["data"]["depth"]["sell"][0]["quantity"], 750);
+        assert_eq!(v["data"]["depth"]["sell"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn strings_are_escaped() {
+        let mut out = Vec::new();
+        write_str(&mut out, "a\"b\\c\n");
+        assert_eq!(out, br#""a\"b\\c\u000a""#);
+    }
+}

@@ -1,0 +1,274 @@
+//! Frame headers out (server frames: unmasked, so one encoded frame serves
+//! every subscriber) and frame parsing in (tungstenite's `FrameHeader`).
+
+use std::io::Cursor;
+use std::ops::Range;
+
+use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
+use tungstenite::protocol::frame::FrameHeader;
+
+/// Text frame opcode.
+pub const OP_TEXT: u8 = 0x1;
+/// Binary frame opcode.
+pub const OP_BINARY: u8 = 0x2;
+/// Close frame opcode.
+pub const OP_CLOSE: u8 = 0x8;
+/// Pong frame opcode.
+pub const OP_PONG: u8 = 0xA;
+
+/// Longest server frame header (no mask): 2 + 8 bytes.
+pub const MAX_HEADER: usize = 10;
+
+/// Reserve room for a header at the end of `out`; write the payload after
+/// it and call [`finish`]. Returns the reservation's start.
+#[inline]
+pub fn begin(out: &mut Vec<u8>) -> usize {
+    let start = out.len();
+    out.extend_from_slice(&[0; MAX_HEADER]);
+    start
+}
+
+/// Write the header for the payload that follows the reservation at
+/// `start`, right-aligned so header and payload are contiguous, and return
+/// the frame's byte range in `out` (the unused reservation bytes stay
+/// before it). No payload bytes move.
+#[inline]
+pub fn finish(out: &mut [u8], start: usize, opcode: u8) -> Range<usize> {
+    let payload_len = out.len() - start - MAX_HEADER;
+    let mut hdr = [0u8; MAX_HEADER];
+    let n = header(&mut hdr, opcode, payload_len);
+    let at = start + MAX_HEADER - n;
+    out[at..start + MAX_HEADER].copy_from_slice(&hdr[..n]);
+    at..out.len()
+}
+
+/// Format an unmasked, final frame header for `len` payload bytes into
+/// `buf`; returns the header length (2, 4 or 10).
+#[inline]
+pub fn header(buf: &mut [u8; MAX_HEADER], opcode: u8, len: usize) -> usize {
+    buf[0] = 0x80 | opcode;
+    if len < 126 {
+        buf[1] = len as u8;
+        2
+    } else if len <= u16::MAX as usize {
+        buf[1] = 126;
+        buf[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        4
+    } else {
+        buf[1] = 127;
+        buf[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
+    }
+}
+
+/// Append a whole frame with `payload` to `out`.
+pub fn append(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
+    let mut hdr = [0u8; MAX_HEADER];
+    let n = header(&mut hdr, opcode, payload.len());
+    out.extend_from_slice(&hdr[..n]);
+    out.extend_from_slice(payload);
+}
+
+/// Append a close frame with `code` and `reason` (truncated to fit 125 bytes).
+pub fn append_close(out: &mut Vec<u8>, code: u16, reason: &str) {
+    let mut p = [0u8; 125];
+    p[..2].copy_from_slice(&code.to_be_bytes());
+    let mut r = reason.len().min(123);
+    while !reason.is_char_boundary(r) {
+        r -= 1;
+    }
+    p[2..2 + r].copy_from_slice(&reason.as_bytes()[..r]);
+    append(out, OP_CLOSE, &p[..2 + r]);
+}
+
+/// Length of the frame starting at `buf[0]`, if its header is complete.
+/// Used to find frame boundaries in an out-buffer (server frames only).
+#[inline]
+pub fn frame_len(buf: &[u8]) -> Option<usize> {
+    let b1 = *buf.get(1)? & 0x7F;
+    match b1 {
+        126 => Some(4 + u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?) as usize),
+        127 => Some(10 + u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize),
+        n => Some(2 + n as usize),
+    }
+}
+
+/// What a client frame is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Text data frame (or first fragment).
+    Text,
+    /// Binary data frame (or first fragment).
+    Binary,
+    /// Continuation of a fragmented message.
+    Continuation,
+    /// Close.
+    Close,
+    /// Ping.
+    Ping,
+    /// Pong.
+    Pong,
+}
+
+/// A complete client frame in the input buffer, payload already unmasked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Parsed {
+    /// Frame kind.
+    pub kind: Kind,
+    /// FIN bit.
+    pub fin: bool,
+    /// Payload byte range within the buffer given to [`parse`].
+    pub payload: Range<usize>,
+    /// Bytes consumed (header + payload).
+    pub consumed: usize,
+}
+
+/// Why a client frame was refused; each maps to a close code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameError {
+    /// Malformed header, reserved bits or opcode, bad control frame (1002).
+    Protocol(&'static str),
+    /// Client frames must be masked (1002).
+    Unmasked,
+    /// Declared payload longer than the limit (1009).
+    TooBig,
+}
+
+impl FrameError {
+    /// Close code and reason to send for this error.
+    pub fn close(self) -> (u16, &'static str) {
+        match self {
+            FrameError::Protocol(why) => (super::close::PROTOCOL, why),
+            FrameError::Unmasked => (super::close::PROTOCOL, "client frames must be masked"),
+            FrameError::TooBig => (super::close::TOO_BIG, "frame exceeds the size limit"),
+        }
+    }
+}
+
+/// Parse one client frame from the start of `buf`, unmasking its payload in
+/// place. `Ok(None)`: need more bytes. Rejects a too-long frame as soon as
+/// its header arrives, before buffering the payload.
+///
+/// # Errors
+/// See [`FrameError`].
+pub fn parse(buf: &mut [u8], max_payload: usize) -> Result<Option<Parsed>, FrameError> {
+    let mut cur = Cursor::new(&*buf);
+    let (hdr, len) = match FrameHeader::parse(&mut cur) {
+        Ok(Some(h)) => h,
+        Ok(None) => return Ok(None),
+        Err(_) => return Err(FrameError::Protocol("invalid frame header")),
+    };
+    if hdr.rsv1 || hdr.rsv2 || hdr.rsv3 {
+        return Err(FrameError::Protocol("reserved bits set without an extension"));
+    }
+    let kind = match hdr.opcode {
+        OpCode::Data(Data::Text) => Kind::Text,
+        OpCode::Data(Data::Binary) => Kind::Binary,
+        OpCode::Data(Data::Continue) => Kind::Continuation,
+        OpCode::Control(Control::Close) => Kind::Close,
+        OpCode::Control(Control::Ping) => Kind::Ping,
+        OpCode::Control(Control::Pong) => Kind::Pong,
+        _ => return Err(FrameError::Protocol("reserved opcode")),
+    };
+    let control = matches!(kind, Kind::Close | Kind::Ping | Kind::Pong);
+    if control && (len > 125 || !hdr.is_final) {
+        return Err(FrameError::Protocol("control frames must be final and at most 125 bytes"));
+    }
+    let Some(mask) = hdr.mask else {
+        return Err(FrameError::Unmasked);
+    };
+    if len > max_payload as u64 {
+        return Err(FrameError::TooBig);
+    }
+    let start = cur.position() as usize;
+    let end = start + len as usize;
+    if buf.len() < end {
+        return Ok(None);
+    }
+    for (i, b) in buf[start..end].iter_mut().enumerate() {
+        *b ^= mask[i & 3];
+    }
+    Ok(Some(Parsed { kind, fin: hdr.is_final, payload: start..end, consumed: end }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn masked(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
+        let mask = [0x37, 0xfa, 0x21, 0x3d];
+        let mut out = vec![if fin { 0x80 } else { 0 } | opcode];
+        if payload.len() < 126 {
+            out.push(0x80 | payload.len() as u8);
+        } else {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        }
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
+        out
+    }
+
+    #[test]
+    fn parses_rfc_masked_hello() {
+        // RFC 6455 §5.7: a single-frame masked text message "Hello".
+        let mut buf = vec![0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
+        let p = parse(&mut buf, 1024).unwrap().unwrap();
+        assert_eq!((p.kind, p.fin, p.consumed), (Kind::Text, true, 11));
+        assert_eq!(&buf[p.payload], b"Hello");
+    }
+
+    #[test]
+    fn refusals_map_to_close_codes() {
+        let cases: Vec<(&str, Vec<u8>, usize, FrameError)> = vec![
+            ("unmasked", vec![0x81, 0x05, b'H', b'e', b'l', b'l', b'o'], 1024, FrameError::Unmasked),
+            ("too big", masked(OP_TEXT, true, &[b'x'; 300]), 100, FrameError::TooBig),
+            ("rsv1", { let mut f = masked(OP_TEXT, true, b"x"); f[0] |= 0x40; f }, 1024, FrameError::Protocol("reserved bits set without an extension")),
+            ("reserved opcode", masked(0x3, true, b"x"), 1024, FrameError::Protocol("invalid frame header")),
+            ("fragmented ping", masked(0x9, false, b"x"), 1024, FrameError::Protocol("control frames must be final and at most 125 bytes")),
+        ];
+        for (label, mut buf, max, want) in cases {
+            assert_eq!(parse(&mut buf, max).unwrap_err(), want, "{label}");
+        }
+        assert_eq!(FrameError::TooBig.close().0, 1009);
+        assert_eq!(FrameError::Unmasked.close().0, 1002);
+    }
+
+    #[test]
+    fn too_big_is_refused_from_the_header_alone() {
+        let mut hdr = vec![0x81, 0xFF, 0, 0, 0, 0, 0, 1, 0, 1, 1, 2, 3, 4];
+        assert_eq!(parse(&mut hdr, 65536).unwrap_err(), FrameError::TooBig);
+    }
+
+    #[test]
+    fn partial_frames_wait_for_more() {
+        let full = masked(OP_TEXT, true, b"{\"action\":\"ping\"}");
+        for cut in 0..full.len() {
+            let mut part = full[..cut].to_vec();
+            assert_eq!(parse(&mut part, 1024).unwrap(), None, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn server_headers_round_trip_through_frame_len() {
+        for len in [0usize, 1, 125, 126, 65535, 65536, 1 << 20] {
+            let mut out = Vec::new();
+            let start = begin(&mut out);
+            out.resize(out.len() + len, b'a');
+            let r = finish(&mut out, start, OP_TEXT);
+            assert_eq!(frame_len(&out[r.clone()]), Some(r.len()), "len {len}");
+            let mut c = Cursor::new(&out[r.clone()]);
+            let (h, l) = FrameHeader::parse(&mut c).unwrap().unwrap();
+            assert_eq!((l as usize, h.mask, h.is_final), (len, None, true));
+        }
+    }
+
+    #[test]
+    fn close_reason_is_truncated_on_a_char_boundary() {
+        let mut out = Vec::new();
+        append_close(&mut out, 1009, &"é".repeat(100));
+        assert_eq!(out[1] as usize, out.len() - 2);
+        assert!(out.len() - 2 <= 125);
+        assert!(std::str::from_utf8(&out[4..]).is_ok());
+    }
+}
