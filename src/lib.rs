@@ -4,3 +4,7 @@ pub mod lvc;
 pub mod ring;
 pub mod tick;
 pub mod ws;
+pub mod config;
+pub mod metrics;
+pub mod subs;
+pub mod feed;

@@ -207,3 +207,10 @@ mod tests {
         assert_eq!(Mode::parse("bogus"), None);
     }
 }
+
+/// Wall-clock now, ns since the Unix epoch (CLOCK_REALTIME via the vDSO).
+/// Feeds stamp with it and workers read it once per loop turn.
+#[inline]
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}

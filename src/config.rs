@@ -1,0 +1,346 @@
+//! Flags, file and defaults → one validated [`Config`].
+//!
+//! Every flag is also a key of the optional TOML file given by `--config`
+//! (same name, kebab-case: `max-connections = 5000`). A flag on the command
+//! line wins over the file; the file wins over the built-in default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use serde::Deserialize;
+
+/// Raw command-line flags; each `None` falls back to the file, then default.
+#[derive(Parser, Deserialize, Debug, Default, Clone)]
+#[command(name = "tickcast", version, about = "Low-latency market-data fan-out over WebSocket.", long_about = None)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Args {
+    /// TOML file whose keys are these flags' names (`listen = "0.0.0.0:8080"`).
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Address for WebSocket and HTTP [default: 127.0.0.1:8080]. Port 0 picks a free port (printed at start).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+
+    /// Instrument master CSV: the native layout or a Kite `instruments.csv` dump [default: bundled NIFTY 50 + indices].
+    #[arg(long, value_name = "PATH")]
+    pub master: Option<PathBuf>,
+
+    /// Feed source, repeatable: `sim` or `sim:rate=N` (ticks per second over the whole master) [default: sim:rate=2000].
+    #[arg(long = "feed", value_name = "SPEC")]
+    pub feed: Option<Vec<String>>,
+
+    /// Worker threads, each with its own event loop and listener [default: cores − 1, at least 1].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+
+    /// CPUs to pin threads to, e.g. `0,1` or `0-3`: feeds first, then workers, wrapping around [default: no pinning].
+    #[arg(long, value_name = "LIST")]
+    pub cpus: Option<String>,
+
+    /// How an idle worker waits: `park` (block in epoll, woken by feeds) or `spin` (busy-poll a dedicated core) [default: park].
+    #[arg(long, value_name = "park|spin")]
+    pub idle: Option<String>,
+
+    /// Default delivery when a client's out-buffer passes its limit: `conflate` (newest value per instrument, with a gap notice) or `disconnect` (close 1013) [default: conflate].
+    #[arg(long, value_name = "conflate|disconnect")]
+    pub slow_consumer: Option<String>,
+
+    /// Most concurrent connections; more are answered 503 [default: 100000].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Most subscriptions per connection [default: 3000].
+    #[arg(long, value_name = "N")]
+    pub max_subscriptions: Option<usize>,
+
+    /// Idle connections get a heartbeat with feed health this often [default: 1000].
+    #[arg(long, value_name = "MS")]
+    pub heartbeat_ms: Option<u64>,
+
+    /// How long a disconnected client_id keeps its subscriptions for a reconnect [default: 600].
+    #[arg(long, value_name = "SECS")]
+    pub session_ttl_secs: Option<u64>,
+
+    /// Largest client message accepted; larger closes with 1009 [default: 65536].
+    #[arg(long, value_name = "BYTES")]
+    pub max_message_bytes: Option<usize>,
+
+    /// Per-client out-buffer limit before the slow-consumer policy applies [default: 4194304].
+    #[arg(long, value_name = "BYTES")]
+    pub out_buffer_bytes: Option<usize>,
+
+    /// Ticks each feed→worker ring holds [default: 65536].
+    #[arg(long, value_name = "N")]
+    pub ring_capacity: Option<usize>,
+}
+
+macro_rules! merge_fields {
+    ($cli:ident, $file:ident; $($f:ident),*) => {
+        Args { config: $cli.config, $($f: $cli.$f.or($file.$f)),* }
+    };
+}
+
+impl Args {
+    /// Command-line values over file values.
+    pub fn over(self, file: Args) -> Args {
+        let cli = self;
+        merge_fields!(cli, file; listen, master, feed, workers, cpus, idle, slow_consumer, max_connections,
+            max_subscriptions, heartbeat_ms, session_ttl_secs, max_message_bytes, out_buffer_bytes, ring_capacity)
+    }
+}
+
+/// A feed source, parsed from `--feed`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FeedSpec {
+    /// Built-in random-walk simulator at `rate` ticks per second in total.
+    Sim {
+        /// Ticks per second over the whole master.
+        rate: u64,
+    },
+}
+
+impl FeedSpec {
+    /// Parse `sim` / `sim:rate=N`.
+    ///
+    /// # Errors
+    /// Unknown kinds or options, with the accepted forms.
+    pub fn parse(spec: &str) -> Result<FeedSpec> {
+        let (kind, opts) = spec.split_once(':').unwrap_or((spec, ""));
+        match kind {
+            "sim" => {
+                let mut rate = DEFAULT_SIM_RATE;
+                for kv in opts.split(',').filter(|s| !s.is_empty()) {
+                    match kv.split_once('=') {
+                        Some(("rate", v)) => {
+                            rate = v.parse().ok().filter(|&r| r > 0).with_context(|| format!("feed `{spec}`: rate must be a positive integer, got `{v}`"))?
+                        }
+                        _ => bail!("feed `{spec}`: unknown option `{kv}` (sim takes `rate=N`)"),
+                    }
+                }
+                Ok(FeedSpec::Sim { rate })
+            }
+            _ => bail!("feed `{spec}`: unknown source `{kind}` (supported: `sim`, `sim:rate=N`)"),
+        }
+    }
+}
+
+/// Default simulator rate, ticks per second.
+pub const DEFAULT_SIM_RATE: u64 = 2000;
+
+/// How an idle worker waits for work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Idle {
+    /// Block in epoll; feeds wake the worker through its `mio::Waker`.
+    Park,
+    /// Poll with a zero timeout in a loop (a dedicated core).
+    Spin,
+}
+
+/// Default delivery policy under slow-consumer pressure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlowConsumer {
+    /// Keep only the newest value per instrument until the client drains.
+    Conflate,
+    /// Close with 1013.
+    Disconnect,
+}
+
+/// The validated configuration everything else runs on.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// WebSocket + HTTP listen address.
+    pub listen: SocketAddr,
+    /// Instrument master; `None` = bundled.
+    pub master: Option<PathBuf>,
+    /// Feed sources.
+    pub feeds: Vec<FeedSpec>,
+    /// Worker threads.
+    pub workers: usize,
+    /// CPUs to pin to (feeds first, then workers); empty = no pinning.
+    pub cpus: Vec<usize>,
+    /// Idle strategy.
+    pub idle: Idle,
+    /// Default slow-consumer policy.
+    pub slow_consumer: SlowConsumer,
+    /// Connection cap.
+    pub max_connections: usize,
+    /// Per-connection subscription cap.
+    pub max_subscriptions: usize,
+    /// Heartbeat period for idle connections.
+    pub heartbeat_ms: u64,
+    /// Session retention after disconnect.
+    pub session_ttl_secs: u64,
+    /// Largest accepted client message.
+    pub max_message_bytes: usize,
+    /// Per-client out-buffer high-water mark.
+    pub out_buffer_bytes: usize,
+    /// Ring capacity per (feed, worker).
+    pub ring_capacity: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config::from_args(Args::default()).expect("defaults are valid")
+    }
+}
+
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1)).clamp(1, 8)
+}
+
+/// Parse `0,2,4-6` into CPU ids.
+///
+/// # Errors
+/// Anything that is not a comma list of ids and ranges.
+pub fn parse_cpus(list: &str) -> Result<Vec<usize>> {
+    let mut out = Vec::new();
+    for part in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let bad = || format!("--cpus `{list}`: `{part}` is not a CPU id or range like 2-5");
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) = (a.trim().parse().with_context(bad)?, b.trim().parse().with_context(bad)?);
+                if a > b {
+                    bail!(bad());
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(part.parse().with_context(bad)?),
+        }
+    }
+    Ok(out)
+}
+
+impl Config {
+    /// Parse the process arguments and the `--config` file.
+    ///
+    /// # Errors
+    /// Unreadable/invalid file, or an invalid value (the message names it).
+    pub fn load(args: Args) -> Result<Config> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => Args::default(),
+        };
+        Config::from_args(args.over(file))
+    }
+
+    /// Validate merged arguments, filling defaults.
+    ///
+    /// # Errors
+    /// An invalid value; the message names the flag and the accepted values.
+    pub fn from_args(a: Args) -> Result<Config> {
+        let feeds = match a.feed {
+            Some(list) if !list.is_empty() => list.iter().map(|s| FeedSpec::parse(s)).collect::<Result<_>>()?,
+            _ => vec![FeedSpec::Sim { rate: DEFAULT_SIM_RATE }],
+        };
+        let idle = match a.idle.as_deref() {
+            None | Some("park") => Idle::Park,
+            Some("spin") => Idle::Spin,
+            Some(o) => bail!("--idle `{o}`: expected `park` or `spin`"),
+        };
+        let slow_consumer = match a.slow_consumer.as_deref() {
+            None | Some("conflate") => SlowConsumer::Conflate,
+            Some("disconnect") => SlowConsumer::Disconnect,
+            Some(o) => bail!("--slow-consumer `{o}`: expected `conflate` or `disconnect`"),
+        };
+        let workers = a.workers.unwrap_or_else(default_workers);
+        if workers == 0 || workers > crate::ring::MAX_WORKERS {
+            bail!("--workers {workers}: must be 1..={}", crate::ring::MAX_WORKERS);
+        }
+        let cpus = match &a.cpus {
+            Some(list) => parse_cpus(list)?,
+            None => Vec::new(),
+        };
+        let positive = |name: &str, v: Option<usize>, default: usize| -> Result<usize> {
+            match v {
+                Some(0) => bail!("--{name} must be at least 1"),
+                Some(v) => Ok(v),
+                None => Ok(default),
+            }
+        };
+        let heartbeat_ms = a.heartbeat_ms.unwrap_or(1000);
+        if heartbeat_ms == 0 {
+            bail!("--heartbeat-ms must be at least 1");
+        }
+        let ring_capacity = positive("ring-capacity", a.ring_capacity, 65536)?;
+        Ok(Config {
+            listen: a.listen.unwrap_or_else(|| "127.0.0.1:8080".parse().expect("literal address")),
+            master: a.master,
+            feeds,
+            workers,
+            cpus,
+            idle,
+            slow_consumer,
+            max_connections: positive("max-connections", a.max_connections, 100_000)?,
+            max_subscriptions: positive("max-subscriptions", a.max_subscriptions, 3000)?,
+            heartbeat_ms,
+            session_ttl_secs: a.session_ttl_secs.unwrap_or(600),
+            max_message_bytes: positive("max-message-bytes", a.max_message_bytes, 64 * 1024)?,
+            out_buffer_bytes: positive("out-buffer-bytes", a.out_buffer_bytes, 4 * 1024 * 1024)?,
+            ring_capacity,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<Args> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(argv: &[&str]) -> Result<Config> {
+        Config::load(Args::try_parse_from(std::iter::once("tickcast").chain(argv.iter().copied()))?)
+    }
+
+    #[test]
+    fn defaults_serve_the_simulator_on_8080() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.feeds, vec![FeedSpec::Sim { rate: 2000 }]);
+        assert_eq!((c.max_subscriptions, c.heartbeat_ms, c.out_buffer_bytes), (3000, 1000, 4 << 20));
+        assert_eq!((c.idle, c.slow_consumer), (Idle::Park, SlowConsumer::Conflate));
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let dir = std::env::temp_dir().join(format!("tickcast-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("t.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\nworkers = 3\nfeed = [\"sim:rate=50\"]\nmax-subscriptions = 10\n").unwrap();
+        let c = parse(&["--config", file.to_str().unwrap(), "--workers", "2"]).unwrap();
+        assert_eq!((c.listen.port(), c.workers, c.max_subscriptions), (9000, 2, 10));
+        assert_eq!(c.feeds, vec![FeedSpec::Sim { rate: 50 }]);
+        std::fs::write(&file, "listn = 1\n").unwrap();
+        let err = parse(&["--config", file.to_str().unwrap()]).unwrap_err();
+        assert!(format!("{err:#}").contains("unknown field `listn`"), "{err:#}");
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--idle", "nap"], "--idle `nap`"),
+            (&["--feed", "carrier-pigeon"], "unknown source `carrier-pigeon`"),
+            (&["--feed", "sim:rate=0"], "rate must be a positive integer"),
+            (&["--feed", "sim:speed=3"], "unknown option `speed=3`"),
+            (&["--cpus", "3-1"], "--cpus `3-1`"),
+            (&["--workers", "0"], "--workers 0"),
+            (&["--slow-consumer", "pray"], "--slow-consumer `pray`"),
+        ];
+        for (argv, want) in cases {
+            let err = parse(argv).unwrap_err();
+            assert!(format!("{err:#}").contains(want), "{argv:?}: {err:#}");
+        }
+    }
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpus("0,2,4-6").unwrap(), vec![0, 2, 4, 5, 6]);
+        assert!(parse_cpus("x").is_err());
+    }
+}
