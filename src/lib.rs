@@ -1,10 +1,41 @@
+//! tickcast: market data in from feeds, out over WebSocket to many clients.
+//!
+//! ```text
+//!  feed thread(s)                 SPSC rings               worker threads (mio)
+//!  sim ──► Tick ──► Fanout::publish ──► one per worker ──► drain ──► subs[slot] ──► encode once
+//!                   │ last-value cache                                   │           per encoding
+//!                   └ interest bits (only workers that care)             └─► append to each
+//!                                                                           client's out-buffer
+//!                                                                           → one writev per turn
+//! ```
+//!
+//! Modules, in the order a tick travels:
+//! - [`config`]: flags and TOML → validated `Config`.
+//! - [`instrument`]: the registry; token → slot (direct index), symbol → slot.
+//! - [`tick`]: the normalised `Tick` and fixed-point prices.
+//! - [`feed`]: sources (the simulator) and their health.
+//! - [`lvc`]: the per-slot last-value cache (seqlock).
+//! - [`ring`]: rings, interest bits and the wake protocol.
+//! - [`worker`]: the event loop: accept, read, control, drain, fan out, flush.
+//! - [`subs`]: the per-worker, slot-indexed subscription table.
+//! - [`encode`]: JSON and rkyv frames, built once per (tick, encoding).
+//! - [`ws`]: WebSocket frames and handshake, sans-IO.
+//! - [`http`]: `/status`, `/metrics`, `/healthz`, the page.
+//! - [`metrics`]: counters and latency histograms.
+//! - [`session`]: subscriptions kept for reconnecting client ids.
+//! - [`server`]: start-up, threads, pinning, shutdown.
+
+pub mod config;
 pub mod encode;
+pub mod feed;
+pub mod http;
 pub mod instrument;
 pub mod lvc;
-pub mod ring;
-pub mod tick;
-pub mod ws;
-pub mod config;
 pub mod metrics;
+pub mod ring;
+pub mod server;
+pub mod session;
 pub mod subs;
-pub mod feed;
+pub mod tick;
+pub mod worker;
+pub mod ws;

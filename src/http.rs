@@ -1,0 +1,179 @@
+//! Plain HTTP on the main port: `/status` (JSON), `/metrics` (Prometheus
+//! text), `/healthz`, and the built-in page at `/`. Rendered on request from
+//! the shared counters and the merged worker histograms (control plane).
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use serde_json::{json, Value};
+
+use crate::metrics::{new_histogram, percentiles};
+use crate::server::{Shared, SERVER_NAME};
+use crate::tick::now_ns;
+use crate::ws::handshake::Request;
+
+/// Answer a non-upgrade request: (status, content type, body).
+pub fn respond(shared: &Shared, req: &Request) -> (u16, &'static str, Vec<u8>) {
+    if req.method != "GET" && req.method != "HEAD" {
+        return (405, "text/plain", b"only GET is supported\n".to_vec());
+    }
+    match req.path.as_str() {
+        "/status" => (200, "application/json", status(shared).to_string().into_bytes()),
+        "/metrics" => (200, "text/plain; version=0.0.4", metrics(shared).into_bytes()),
+        "/healthz" => {
+            let now = now_ns();
+            let live = shared.feeds.iter().any(|f| f.state_name(now) == "live");
+            if live {
+                (200, "text/plain", b"ok\n".to_vec())
+            } else {
+                (503, "text/plain", b"no live feed\n".to_vec())
+            }
+        }
+        "/" => (200, "text/html; charset=utf-8", PAGE.as_bytes().to_vec()),
+        _ => (404, "text/plain", b"not found; try /stream (WebSocket), /status, /metrics, /healthz\n".to_vec()),
+    }
+}
+
+/// Counters, gauges and merged latency, as named values.
+struct Snapshot {
+    counters: Vec<(&'static str, &'static str, u64)>,
+    connections: u64,
+    subscriptions: u64,
+    overruns: u64,
+    latency: [(&'static str, u64); 5],
+    latency_count: u64,
+}
+
+fn snapshot(shared: &Shared) -> Snapshot {
+    let c = &shared.counters;
+    let l = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let mut hist = new_histogram();
+    let (mut connections, mut subscriptions) = (0, 0);
+    for g in &shared.gauges {
+        connections += l(&g.connections);
+        subscriptions += l(&g.subscriptions);
+        let _ = hist.add(&*g.latency.lock());
+    }
+    Snapshot {
+        counters: vec![
+            ("connections_accepted", "Connections accepted", l(&c.connections_total)),
+            ("connections_rejected", "Connections refused at the connection limit", l(&c.connections_rejected)),
+            ("handshake_failures", "Connections that never completed a valid handshake", l(&c.handshake_failures)),
+            ("bad_requests", "Client requests answered with an error frame", l(&c.bad_requests)),
+            ("protocol_errors", "Connections closed for WebSocket protocol violations", l(&c.protocol_errors)),
+            ("oversized_messages", "Connections closed for oversized messages (1009)", l(&c.oversized)),
+            ("slow_consumer_conflations", "Times a client passed its out-buffer limit and was conflated", l(&c.slow_conflations)),
+            ("slow_consumer_disconnects", "Slow clients closed with 1013", l(&c.slow_disconnects)),
+            ("gaps_sent", "Gap notices sent to clients", l(&c.gaps_sent)),
+            ("frames_sent", "Data frames queued to clients", l(&c.frames_sent)),
+            ("bytes_written", "Bytes written to client sockets", l(&c.bytes_written)),
+            ("sessions_restored", "Reconnects that got their subscriptions back", l(&c.sessions_restored)),
+        ],
+        connections,
+        subscriptions,
+        overruns: shared.feeds.iter().map(|f| l(&f.push.overruns)).sum(),
+        latency: percentiles(&hist),
+        latency_count: hist.len(),
+    }
+}
+
+/// The `/status` document.
+pub fn status(shared: &Shared) -> Value {
+    let now = now_ns();
+    let s = snapshot(shared);
+    let feeds: Vec<Value> = shared
+        .feeds
+        .iter()
+        .map(|f| {
+            json!({"name": f.name, "kind": f.kind, "state": f.state_name(now),
+                "ticks": f.ticks.load(Ordering::Relaxed), "ring_overruns": f.push.overruns.load(Ordering::Relaxed),
+                "last_tick_age_ms": f.last_tick_age_ms(now)})
+        })
+        .collect();
+    let workers: Vec<Value> = shared
+        .gauges
+        .iter()
+        .enumerate()
+        .map(|(i, g)| json!({"id": i, "connections": g.connections.load(Ordering::Relaxed), "subscriptions": g.subscriptions.load(Ordering::Relaxed)}))
+        .collect();
+    let mut latency = serde_json::Map::new();
+    latency.insert("count".into(), json!(s.latency_count));
+    for (k, v) in s.latency {
+        latency.insert(k.into(), json!(v));
+    }
+    let mut counters = serde_json::Map::new();
+    for (k, _, v) in &s.counters {
+        counters.insert((*k).into(), json!(v));
+    }
+    json!({
+        "server": SERVER_NAME,
+        "uptime_s": shared.started.elapsed().as_secs(),
+        "market_open": shared.market_open.load(Ordering::Relaxed),
+        "instruments": shared.registry.len(),
+        "connections": s.connections,
+        "subscriptions": s.subscriptions,
+        "ring_overruns": s.overruns,
+        "feeds": feeds,
+        "workers": workers,
+        "counters": counters,
+        "latency_ns": latency,
+    })
+}
+
+/// The `/metrics` Prometheus exposition.
+pub fn metrics(shared: &Shared) -> String {
+    let now = now_ns();
+    let s = snapshot(shared);
+    let mut out = String::with_capacity(4096);
+    let mut gauge = |name: &str, help: &str, kind: &str, v: u64| {
+        let _ = writeln!(out, "# HELP tickcast_{name} {help}\n# TYPE tickcast_{name} {kind}\ntickcast_{name} {v}");
+    };
+    gauge("connections", "Open client connections", "gauge", s.connections);
+    gauge("subscriptions", "Active subscriptions", "gauge", s.subscriptions);
+    gauge("ring_overruns_total", "Ticks dropped because a worker ring was full", "counter", s.overruns);
+    for (name, help, v) in &s.counters {
+        gauge(&format!("{name}_total"), help, "counter", *v);
+    }
+    let _ = writeln!(out, "# HELP tickcast_latency_ns Source timestamp to bytes written, ns\n# TYPE tickcast_latency_ns summary");
+    for ((_, v), (_, q)) in s.latency.iter().zip(crate::metrics::PERCENTILES) {
+        let _ = writeln!(out, "tickcast_latency_ns{{quantile=\"{q}\"}} {v}");
+    }
+    let _ = writeln!(out, "tickcast_latency_ns_count {}", s.latency_count);
+    let _ = writeln!(out, "# HELP tickcast_feed_ticks_total Ticks published per feed\n# TYPE tickcast_feed_ticks_total counter");
+    for f in &shared.feeds {
+        let _ = writeln!(out, "tickcast_feed_ticks_total{{feed=\"{}\"}} {}", f.name, f.ticks.load(Ordering::Relaxed));
+    }
+    let _ = writeln!(out, "# HELP tickcast_feed_up 1 when the feed is live\n# TYPE tickcast_feed_up gauge");
+    for f in &shared.feeds {
+        let _ = writeln!(out, "tickcast_feed_up{{feed=\"{}\"}} {}", f.name, u8::from(f.state_name(now) == "live"));
+    }
+    out
+}
+
+/// The built-in page: subscribe by symbol and watch ticks.
+const PAGE: &str = r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>tickcast</title>
+<style>body{font:14px system-ui,sans-serif;margin:2em}table{border-collapse:collapse}td,th{padding:2px 10px;text-align:right}th{text-align:left}</style>
+</head><body>
+<h1>tickcast</h1>
+<p>WebSocket at <code>/stream</code>; status at <a href="/status">/status</a>, metrics at <a href="/metrics">/metrics</a>.</p>
+<form id="f"><input id="s" value="RELIANCE,TCS,INFY" size="40"> <button>subscribe (quote)</button></form>
+<table><thead><tr><th>symbol</th><td>ltp</td><td>bid</td><td>ask</td><td>volume</td><td>seq</td></tr></thead><tbody id="t"></tbody></table>
+<script>
+const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/stream");
+const rows = {};
+ws.onmessage = (e) => {
+  const m = JSON.parse(e.data);
+  if (m.type !== "market_data") return;
+  let r = rows[m.token];
+  if (!r) { r = rows[m.token] = document.getElementById("t").insertRow(); for (let i = 0; i < 6; i++) r.insertCell(); }
+  const d = m.data;
+  [m.symbol, d.ltp, d.bid, d.ask, d.volume, m.seq].forEach((v, i) => r.cells[i].textContent = v ?? "");
+};
+document.getElementById("f").onsubmit = (e) => {
+  e.preventDefault();
+  const symbols = document.getElementById("s").value.split(",").map(s => s.trim()).filter(Boolean);
+  ws.send(JSON.stringify({action: "subscribe", symbols, mode: "quote"}));
+};
+</script></body></html>
+"#;

@@ -1,0 +1,227 @@
+//! Start-up and shut-down: build the registry, the hub (rings, interest,
+//! last values), the listeners, the feed and worker threads (pinned when
+//! asked), and stop them all on SIGTERM / SIGINT.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::config::Config;
+use crate::feed::{self, FeedCtx, FeedHealth};
+use crate::instrument::Registry;
+use crate::metrics::{Counters, WorkerGauges};
+use crate::ring::{Hub, WorkerSignal};
+use crate::session::Sessions;
+use crate::worker::{Worker, WorkerSetup};
+
+/// Name and version sent in the welcome and `/status`.
+pub const SERVER_NAME: &str = concat!("tickcast ", env!("CARGO_PKG_VERSION"));
+
+/// State shared by all threads. Read-mostly; the few writable parts are
+/// atomics or control-plane locks.
+pub struct Shared {
+    /// Validated configuration.
+    pub config: Config,
+    /// Instruments.
+    pub registry: Arc<Registry>,
+    /// Interest bits and last values.
+    pub hub: Hub,
+    /// Health of each feed, in `--feed` order.
+    pub feeds: Vec<Arc<FeedHealth>>,
+    /// Event counters.
+    pub counters: Counters,
+    /// One per worker.
+    pub gauges: Vec<WorkerGauges>,
+    /// Saved subscriptions of disconnected client ids.
+    pub sessions: Sessions,
+    /// Set to stop every thread.
+    pub shutdown: Arc<AtomicBool>,
+    /// Open connections across workers (the connection cap).
+    pub open_connections: AtomicU64,
+    /// Market open (always, until a schedule is configured).
+    pub market_open: AtomicBool,
+    /// Process start.
+    pub started: Instant,
+}
+
+/// A running server.
+pub struct Server {
+    shared: Arc<Shared>,
+    signals: Vec<Arc<WorkerSignal>>,
+    threads: Vec<JoinHandle<()>>,
+    local_addr: SocketAddr,
+}
+
+/// Bind one `SO_REUSEPORT` listener per worker on the same address. The
+/// port is first probed without `SO_REUSEPORT`, so a port held by another
+/// process fails with "address in use" instead of being silently shared.
+fn listeners(addr: SocketAddr, n: usize) -> Result<(Vec<std::net::TcpListener>, SocketAddr)> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let bind = |addr: SocketAddr, reuse_port: bool| -> std::io::Result<Socket> {
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        s.set_reuse_address(true)?;
+        if reuse_port {
+            s.set_reuse_port(true)?;
+        }
+        s.bind(&addr.into())?;
+        Ok(s)
+    };
+    if addr.port() != 0 {
+        drop(bind(addr, false).with_context(|| format!("cannot listen on {addr} (is another server using it?)"))?);
+    }
+    let first = bind(addr, true).with_context(|| format!("cannot listen on {addr}"))?;
+    let actual = first.local_addr()?.as_socket().context("listener has no socket address")?;
+    let mut out = vec![first];
+    for _ in 1..n {
+        out.push(bind(actual, true).with_context(|| format!("cannot add a listener on {actual}"))?);
+    }
+    let out = out
+        .into_iter()
+        .map(|s| {
+            s.listen(4096)?;
+            s.set_nonblocking(true)?;
+            Ok(s.into())
+        })
+        .collect::<std::io::Result<_>>()
+        .context("listen")?;
+    Ok((out, actual))
+}
+
+fn pin(cpus: &[usize], index: usize, what: &str) {
+    if cpus.is_empty() {
+        return;
+    }
+    let id = cpus[index % cpus.len()];
+    if !core_affinity::set_for_current(core_affinity::CoreId { id }) {
+        log::warn!("could not pin {what} to CPU {id}");
+    }
+}
+
+impl Server {
+    /// Load everything and start the threads.
+    ///
+    /// # Errors
+    /// Unreadable master, unbindable address, thread or epoll failures.
+    pub fn start(config: Config) -> Result<Server> {
+        let registry = Arc::new(match &config.master {
+            Some(p) => Registry::load(p)?,
+            None => Registry::bundled(),
+        });
+        let (listeners, local_addr) = listeners(config.listen, config.workers)?;
+        let mut polls = Vec::new();
+        let mut signals = Vec::new();
+        for _ in 0..config.workers {
+            let poll = mio::Poll::new().context("creating epoll")?;
+            let waker = mio::Waker::new(poll.registry(), mio::Token(usize::MAX - 1)).context("creating waker")?;
+            signals.push(Arc::new(WorkerSignal { sleeping: AtomicBool::new(false), waker }));
+            polls.push(poll);
+        }
+        let hub = Hub::new(registry.len(), signals.clone(), config.ring_capacity);
+        let sources = feed::build(&config.feeds, &registry);
+        let names = feed::names(&sources);
+        let feeds: Vec<Arc<FeedHealth>> = sources.iter().zip(names).map(|(s, n)| Arc::new(FeedHealth::new(n, s.kind()))).collect();
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(Shared {
+            registry: registry.clone(),
+            hub,
+            feeds: feeds.clone(),
+            counters: Counters::default(),
+            gauges: (0..config.workers).map(|_| WorkerGauges::default()).collect(),
+            sessions: Sessions::new(Duration::from_secs(config.session_ttl_secs)),
+            shutdown: shutdown.clone(),
+            open_connections: AtomicU64::new(0),
+            market_open: AtomicBool::new(true),
+            started: Instant::now(),
+            config: config.clone(),
+        });
+
+        let mut rings: Vec<Vec<rtrb::Consumer<crate::tick::Tick>>> = (0..config.workers).map(|_| Vec::new()).collect();
+        let mut threads = Vec::new();
+        let n_feeds = sources.len();
+        for (i, (source, health)) in sources.into_iter().zip(feeds).enumerate() {
+            let (fanout, consumers) = shared.hub.connect_feed(health.push.clone());
+            for (w, c) in consumers.into_iter().enumerate() {
+                rings[w].push(c);
+            }
+            let ctx = FeedCtx { fanout, health: health.clone(), shutdown: shutdown.clone(), registry: registry.clone() };
+            let cpus = config.cpus.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("feed-{}", health.name))
+                    .spawn(move || {
+                        pin(&cpus, i, "feed");
+                        source.run(ctx);
+                    })
+                    .context("spawning a feed thread")?,
+            );
+        }
+        for (id, ((poll, listener), rings)) in polls.into_iter().zip(listeners).zip(rings).enumerate() {
+            let setup = WorkerSetup { id, poll, listener, signal: signals[id].clone(), rings };
+            let worker = Worker::new(setup, shared.clone()).context("starting a worker")?;
+            let cpus = config.cpus.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("worker-{id}"))
+                    .spawn(move || {
+                        pin(&cpus, n_feeds + id, "worker");
+                        worker.run();
+                    })
+                    .context("spawning a worker thread")?,
+            );
+        }
+        Ok(Server { shared, signals, threads, local_addr })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Shared state (status, counters).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Stop every thread: clients get close 1001; returns when all exited.
+    pub fn stop(self) {
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        for s in &self.signals {
+            let _ = s.waker.wake();
+        }
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Run until SIGTERM or SIGINT, then stop cleanly.
+///
+/// # Errors
+/// Start-up failures (see [`Server::start`]).
+pub fn run(config: Config) -> Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
+    }
+    let server = Server::start(config)?;
+    let addr = server.local_addr();
+    println!("{SERVER_NAME} listening on ws://{addr}/stream (status: http://{addr}/status)");
+    let s = server.shared();
+    let feeds: Vec<String> = s.config.feeds.iter().map(|f| format!("{f:?}")).collect();
+    log::info!("{} instruments, {} worker(s), feeds: {}", s.registry.len(), s.config.workers, feeds.join(", "));
+    let mut last_sweep = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(20));
+        if last_sweep.elapsed() > Duration::from_secs(10) {
+            server.shared().sessions.sweep(Instant::now());
+            last_sweep = Instant::now();
+        }
+    }
+    log::info!("shutting down");
+    server.stop();
+    Ok(())
+}

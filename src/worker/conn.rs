@@ -1,0 +1,237 @@
+//! One client connection: its socket, input buffer, and two output lanes.
+//!
+//! The *control lane* (acks, errors, pongs, gaps, heartbeats, close) and
+//! the *data lane* (market data) are separate buffers written with one
+//! `writev`: [rest of a half-written data frame][control][data]. So control
+//! replies never wait behind queued data, and frames never interleave.
+
+use std::io::{self, IoSlice, Write};
+
+use mio::net::TcpStream;
+
+use crate::encode::Format;
+use crate::instrument::Slot;
+use crate::ws::frame;
+
+/// Where a connection is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Reading the HTTP request head.
+    Handshake,
+    /// Upgraded: exchanging WebSocket frames.
+    Open,
+    /// Sending what is queued (HTTP response or close frame), then closing.
+    Closing,
+}
+
+/// A fragmented message being reassembled.
+pub struct Fragments {
+    /// Text or binary (the first frame's kind).
+    pub binary: bool,
+    /// Payload so far.
+    pub bytes: Vec<u8>,
+}
+
+/// Bits of `Conn::logged`: events already logged for this connection.
+pub mod logged {
+    /// Slow-consumer conflation.
+    pub const SLOW: u8 = 1 << 0;
+    /// A bad request.
+    pub const BAD_REQUEST: u8 = 1 << 1;
+}
+
+/// One connection's state. Buffers stay unallocated until used, so an idle
+/// connection costs little more than this struct and its socket.
+pub struct Conn {
+    /// The socket.
+    pub sock: TcpStream,
+    /// Life-cycle phase.
+    pub phase: Phase,
+    /// Received, not yet parsed bytes.
+    pub inbuf: Vec<u8>,
+    /// A fragmented message in progress.
+    pub frag: Option<Fragments>,
+    /// Control lane: `ctrl[ctrl_pos..]` is unsent.
+    ctrl: Vec<u8>,
+    ctrl_pos: usize,
+    /// Data lane: `data[data_pos..]` is unsent.
+    data: Vec<u8>,
+    data_pos: usize,
+    /// A frame boundary in `data` at or before the next unknown one; frames
+    /// are walked from here to find where the half-sent frame ends.
+    data_mark: usize,
+    /// Data frame format chosen at connect.
+    pub format: Format,
+    /// Client id (given or generated).
+    pub client_id: String,
+    /// Subscribed slots, in subscription order.
+    pub slots: Vec<Slot>,
+    /// Queued for this turn's flush.
+    pub dirty: bool,
+    /// Data lane over the limit: ticks are held back (conflated).
+    pub congested: bool,
+    /// Time anything was last queued, ns (heartbeats go to idle clients).
+    pub last_tx_ns: u64,
+    /// Accept time, ns (handshake timeout).
+    pub opened_ns: u64,
+    /// `logged::*` bits.
+    pub logged: u8,
+}
+
+impl Conn {
+    /// A freshly accepted connection.
+    pub fn new(sock: TcpStream, now_ns: u64) -> Conn {
+        Conn {
+            sock,
+            phase: Phase::Handshake,
+            inbuf: Vec::new(),
+            frag: None,
+            ctrl: Vec::new(),
+            ctrl_pos: 0,
+            data: Vec::new(),
+            data_pos: 0,
+            data_mark: 0,
+            format: Format::Json,
+            client_id: String::new(),
+            slots: Vec::new(),
+            dirty: false,
+            congested: false,
+            last_tx_ns: now_ns,
+            opened_ns: now_ns,
+            logged: 0,
+        }
+    }
+
+    /// Queue raw bytes on the control lane (HTTP responses, whole frames).
+    #[inline]
+    pub fn ctrl_raw(&mut self, bytes: &[u8]) {
+        self.ctrl.extend_from_slice(bytes);
+    }
+
+    /// Queue a text frame on the control lane.
+    pub fn ctrl_text(&mut self, json: &[u8], now_ns: u64) {
+        frame::append(&mut self.ctrl, frame::OP_TEXT, json);
+        self.last_tx_ns = now_ns;
+    }
+
+    /// Queue a complete frame on the data lane.
+    #[inline]
+    pub fn data_frame(&mut self, frame: &[u8], now_ns: u64) {
+        self.data.extend_from_slice(frame);
+        self.last_tx_ns = now_ns;
+    }
+
+    /// Unsent data-lane bytes.
+    #[inline]
+    pub fn data_pending(&self) -> usize {
+        self.data.len() - self.data_pos
+    }
+
+    /// Unsent control-lane bytes.
+    #[inline]
+    pub fn ctrl_pending(&self) -> usize {
+        self.ctrl.len() - self.ctrl_pos
+    }
+
+    /// Nothing left to send.
+    pub fn is_drained(&self) -> bool {
+        self.data_pending() == 0 && self.ctrl_pending() == 0
+    }
+
+    /// Queue a close frame and stop sending data: the unsent data lane is cut
+    /// back to the end of the frame already on the wire (a close frame must
+    /// be the last frame, and frames must not be cut).
+    pub fn close(&mut self, code: u16, reason: &str) {
+        if self.phase == Phase::Closing {
+            return;
+        }
+        let end = self.frame_end();
+        self.data.truncate(end);
+        frame::append_close(&mut self.ctrl, code, reason);
+        self.phase = Phase::Closing;
+        self.congested = false;
+    }
+
+    /// End of the data frame containing `data_pos` (= `data_pos` at a boundary).
+    fn frame_end(&mut self) -> usize {
+        while self.data_mark < self.data_pos {
+            match frame::frame_len(&self.data[self.data_mark..]) {
+                Some(n) => self.data_mark += n,
+                None => break,
+            }
+        }
+        self.data_mark.max(self.data_pos).min(self.data.len())
+    }
+
+    /// Write as much as the socket takes in one `writev`: the rest of a
+    /// half-sent data frame, then the control lane, then data.
+    ///
+    /// Returns `Ok(true)` when everything was written, `Ok(false)` on
+    /// WouldBlock (wait for a writable event).
+    ///
+    /// # Errors
+    /// The socket failed: the connection is dead.
+    pub fn flush(&mut self, bytes_written: &mut u64) -> io::Result<bool> {
+        loop {
+            if self.is_drained() {
+                self.compact();
+                return Ok(true);
+            }
+            let split = if self.ctrl_pending() > 0 { self.frame_end() } else { self.data_pos };
+            let (a, c) = (&self.data[self.data_pos..split], &self.data[split..]);
+            let b = &self.ctrl[self.ctrl_pos..];
+            let bufs = [IoSlice::new(a), IoSlice::new(b), IoSlice::new(c)];
+            match self.sock.write_vectored(&bufs) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(mut n) => {
+                    *bytes_written += n as u64;
+                    let (la, lb) = (a.len(), b.len());
+                    let take_a = n.min(la);
+                    self.data_pos += take_a;
+                    n -= take_a;
+                    let take_b = n.min(lb);
+                    self.ctrl_pos += take_b;
+                    n -= take_b;
+                    if take_a == la && n > 0 {
+                        // Data written after the control lane: past `split`.
+                        self.data_pos = split + n;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.compact();
+                    return Ok(false);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Reclaim sent bytes; give back memory a burst left behind.
+    fn compact(&mut self) {
+        const KEEP: usize = 64 * 1024;
+        if self.ctrl_pos == self.ctrl.len() {
+            self.ctrl.clear();
+            self.ctrl_pos = 0;
+            if self.ctrl.capacity() > KEEP {
+                self.ctrl = Vec::new();
+            }
+        }
+        if self.data_pos == self.data.len() {
+            self.data.clear();
+            self.data_pos = 0;
+            self.data_mark = 0;
+            if self.data.capacity() > KEEP {
+                self.data = Vec::new();
+            }
+        } else if self.data_pos > self.data.len() / 2 && self.data_pos > KEEP {
+            let mark = self.frame_end();
+            self.data.drain(..self.data_pos);
+            self.data_mark = mark - self.data_pos;
+            self.data_pos = 0;
+        }
+        if self.inbuf.is_empty() && self.inbuf.capacity() > KEEP {
+            self.inbuf = Vec::new();
+        }
+    }
+}

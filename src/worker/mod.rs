@@ -1,0 +1,842 @@
+//! A worker: one pinned thread, one `mio::Poll`, its own `SO_REUSEPORT`
+//! listener, its connections, its subscription table, its histogram.
+//!
+//! One turn (an Aeron-style agent duty cycle):
+//! socket events → client requests → drain rings → fan out (encode once per
+//! tick and encoding, append to every subscriber) → timers → one `writev`
+//! per dirty connection → record latency. The idle strategy decides what
+//! happens when a turn found nothing to do.
+//!
+//! Never on the per-tick, per-client path: allocation (buffers reuse their
+//! capacity), locks, hashing, string work. A slow or broken client only
+//! ever costs its own buffers.
+
+pub mod conn;
+mod native;
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io::{self, Read};
+use std::sync::atomic::{fence, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest as Ready, Poll, Token};
+
+use crate::config::{Idle, SlowConsumer};
+use crate::encode::{self, Encoding, FrameCache, Marks};
+use crate::instrument::Slot;
+use crate::metrics::{new_histogram, Counters};
+use crate::ring::WorkerSignal;
+use crate::server::Shared;
+use crate::subs::{Added, ConnId, Delivery, SubTable};
+use crate::tick::{now_ns, Tick};
+use crate::ws::{close, frame, handshake};
+use conn::{Conn, Fragments, Phase};
+
+const WAKER: Token = Token(usize::MAX - 1);
+const LISTENER: Token = Token(usize::MAX - 2);
+
+/// Ticks taken from one ring per turn before moving on (bounds a turn).
+const DRAIN_LIMIT: usize = 8192;
+/// Bytes read from one connection per turn before serving others.
+const READ_BUDGET: usize = 256 * 1024;
+/// Read buffer shared by all of a worker's connections.
+const READ_CHUNK: usize = 64 * 1024;
+/// How often idle connections are checked (heartbeats, handshake timeouts).
+const HOUSEKEEPING_NS: u64 = 100_000_000;
+/// How often the local histogram is merged into the shared one.
+const PUBLISH_NS: u64 = 500_000_000;
+/// A connection that has not finished its HTTP request by then is closed.
+const HANDSHAKE_TIMEOUT_NS: u64 = 10_000_000_000;
+/// Longest a parked worker sleeps without a timer due.
+const MAX_PARK_NS: u64 = 100_000_000;
+
+/// Why a connection is being closed by the server (for counters and logs).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CloseReason {
+    code: u16,
+    reason: &'static str,
+}
+
+/// Everything one worker thread owns.
+pub struct Worker {
+    id: usize,
+    shared: Arc<Shared>,
+    poll: Poll,
+    listener: TcpListener,
+    signal: Arc<WorkerSignal>,
+    rings: Vec<rtrb::Consumer<Tick>>,
+    conns: Vec<Option<Conn>>,
+    free: Vec<u32>,
+    subs: SubTable,
+    cache: FrameCache,
+    /// Scratch for per-client frames and control replies.
+    scratch: Vec<u8>,
+    rbuf: Box<[u8]>,
+    dirty: Vec<ConnId>,
+    reread: Vec<ConnId>,
+    /// Rate-capped subscriptions waiting for their interval: (due ns, conn, slot).
+    timers: BinaryHeap<Reverse<(u64, u32, u32)>>,
+    /// Source timestamps of ticks delivered this turn.
+    batch_ts: Vec<u64>,
+    hist: Histogram<u64>,
+    default_delivery: Delivery,
+    next_housekeeping_ns: u64,
+    next_publish_ns: u64,
+    frames: u64,
+    bytes: u64,
+    open: u64,
+}
+
+/// Everything needed to start a worker thread.
+pub struct WorkerSetup {
+    /// Worker index (interest bit).
+    pub id: usize,
+    /// Its poll (the signal's waker is registered on it).
+    pub poll: Poll,
+    /// Its listener.
+    pub listener: std::net::TcpListener,
+    /// Its wake signal.
+    pub signal: Arc<WorkerSignal>,
+    /// Its ring ends, one per feed.
+    pub rings: Vec<rtrb::Consumer<Tick>>,
+}
+
+impl Worker {
+    /// Build a worker; registers its listener.
+    ///
+    /// # Errors
+    /// Registration with epoll failed.
+    pub fn new(setup: WorkerSetup, shared: Arc<Shared>) -> io::Result<Worker> {
+        let mut listener = TcpListener::from_std(setup.listener);
+        setup.poll.registry().register(&mut listener, LISTENER, Ready::READABLE)?;
+        let slots = shared.registry.len();
+        let default_delivery = match shared.config.slow_consumer {
+            SlowConsumer::Conflate => Delivery::Conflate,
+            SlowConsumer::Disconnect => Delivery::Lossless,
+        };
+        Ok(Worker {
+            id: setup.id,
+            poll: setup.poll,
+            listener,
+            signal: setup.signal,
+            rings: setup.rings,
+            conns: Vec::new(),
+            free: Vec::new(),
+            subs: SubTable::new(slots),
+            cache: FrameCache::default(),
+            scratch: Vec::with_capacity(4096),
+            rbuf: vec![0; READ_CHUNK].into_boxed_slice(),
+            dirty: Vec::new(),
+            reread: Vec::new(),
+            timers: BinaryHeap::new(),
+            batch_ts: Vec::with_capacity(DRAIN_LIMIT),
+            hist: new_histogram(),
+            default_delivery,
+            next_housekeeping_ns: 0,
+            next_publish_ns: 0,
+            frames: 0,
+            bytes: 0,
+            open: 0,
+            shared,
+        })
+    }
+
+    /// Run until shutdown, then close every client with 1001.
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let spin = self.shared.config.idle == Idle::Spin;
+        let mut busy = true;
+        while !self.shared.shutdown.load(Ordering::Relaxed) {
+            let timeout = if spin || busy || !self.reread.is_empty() { Some(Duration::ZERO) } else { self.park_timeout() };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    log::error!("worker {}: poll failed: {e}", self.id);
+                    break;
+                }
+            }
+            self.signal.sleeping.store(false, Ordering::Relaxed);
+            busy = self.turn(&events);
+        }
+        self.shutdown();
+    }
+
+    /// Decide how long to park: announce sleep, re-check the rings (see the
+    /// wake protocol in `ring`), and sleep until the next timer at most.
+    fn park_timeout(&mut self) -> Option<Duration> {
+        self.signal.sleeping.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if self.rings.iter().any(|r| !r.is_empty()) {
+            self.signal.sleeping.store(false, Ordering::Relaxed);
+            return Some(Duration::ZERO);
+        }
+        let now = now_ns();
+        let mut due = self.next_housekeeping_ns.min(now + MAX_PARK_NS);
+        if let Some(Reverse((t, _, _))) = self.timers.peek() {
+            due = due.min(*t);
+        }
+        Some(Duration::from_nanos(due.saturating_sub(now)))
+    }
+
+    /// One duty cycle. Returns true if it did any work.
+    fn turn(&mut self, events: &Events) -> bool {
+        let now = now_ns();
+        let mut work = !events.is_empty();
+        for ev in events.iter() {
+            match ev.token() {
+                WAKER => {}
+                LISTENER => self.accept(now),
+                Token(t) => {
+                    let id = ConnId(t as u32);
+                    if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                        self.on_readable(id, now);
+                    }
+                    if ev.is_writable() {
+                        self.on_writable(id, now);
+                    }
+                }
+            }
+        }
+        for id in std::mem::take(&mut self.reread) {
+            self.on_readable(id, now);
+        }
+        work |= self.drain(now) > 0;
+        if self.timers.peek().is_some_and(|Reverse((t, _, _))| *t <= now) {
+            self.fire_timers(now);
+        }
+        if now >= self.next_housekeeping_ns {
+            self.housekeeping(now);
+            self.next_housekeeping_ns = now + HOUSEKEEPING_NS;
+        }
+        self.flush_dirty(now);
+        if !self.batch_ts.is_empty() {
+            let done = now_ns();
+            for &ts in &self.batch_ts {
+                self.hist.saturating_record(done.saturating_sub(ts).max(1));
+            }
+            self.batch_ts.clear();
+        }
+        if now >= self.next_publish_ns {
+            self.publish_metrics();
+            self.next_publish_ns = now + PUBLISH_NS;
+        }
+        work
+    }
+
+    // ── connections ────────────────────────────────────────────────────
+
+    fn accept(&mut self, now: u64) {
+        loop {
+            match self.listener.accept() {
+                Ok((sock, _)) => self.admit(sock, now),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // EMFILE and friends: leave the rest in the backlog.
+                    log::warn!("worker {}: accept failed: {e}", self.id);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn admit(&mut self, mut sock: TcpStream, now: u64) {
+        let c = &self.shared.counters;
+        let max = self.shared.config.max_connections as u64;
+        if self.shared.open_connections.fetch_add(1, Ordering::Relaxed) >= max {
+            self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
+            Counters::inc(&c.connections_rejected);
+            let body = format!("connection limit reached ({max}); try again later\n");
+            // Best effort: the socket is fresh, so a short response fits its buffer.
+            let _ = io::Write::write(&mut sock, &handshake::http_response(503, "text/plain", body.as_bytes()));
+            return;
+        }
+        Counters::inc(&c.connections_total);
+        let _ = sock.set_nodelay(true);
+        let id = match self.free.pop() {
+            Some(id) => id,
+            None => {
+                self.conns.push(None);
+                (self.conns.len() - 1) as u32
+            }
+        };
+        if let Err(e) = self.poll.registry().register(&mut sock, Token(id as usize), Ready::READABLE | Ready::WRITABLE) {
+            log::warn!("worker {}: register failed: {e}", self.id);
+            self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
+            self.free.push(id);
+            return;
+        }
+        self.conns[id as usize] = Some(Conn::new(sock, now));
+        self.open += 1;
+    }
+
+    #[inline]
+    fn conn(&mut self, id: ConnId) -> Option<&mut Conn> {
+        self.conns.get_mut(id.0 as usize).and_then(Option::as_mut)
+    }
+
+    fn mark_dirty(&mut self, id: ConnId) {
+        if let Some(c) = self.conn(id) {
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty.push(id);
+            }
+        }
+    }
+
+    /// Drop a connection now: unsubscribe everything, save its session.
+    fn drop_conn(&mut self, id: ConnId) {
+        let Some(mut c) = self.conns.get_mut(id.0 as usize).and_then(Option::take) else { return };
+        let mut saved = Vec::with_capacity(c.slots.len());
+        for &slot in &c.slots {
+            if let Some(s) = self.subs.get(slot, id) {
+                let token = self.shared.registry.get(slot).token;
+                saved.push(crate::session::SavedSub { token, mode: s.enc.mode, delivery: s.delivery });
+            }
+            if self.subs.unsubscribe(slot, id) == Some(true) {
+                self.shared.hub.interest.clear(slot, self.id);
+            }
+        }
+        if !c.client_id.is_empty() {
+            self.shared.sessions.save(&c.client_id, saved, std::time::Instant::now());
+        }
+        let _ = self.poll.registry().deregister(&mut c.sock);
+        self.free.push(id.0);
+        self.open -= 1;
+        self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Queue a close frame (or drop outright before the upgrade) and count why.
+    pub(crate) fn close_conn(&mut self, id: ConnId, why: CloseReason) {
+        let counters = &self.shared.counters;
+        match why.code {
+            close::PROTOCOL | close::INVALID_DATA => Counters::inc(&counters.protocol_errors),
+            close::TOO_BIG => Counters::inc(&counters.oversized),
+            close::TRY_AGAIN_LATER => Counters::inc(&counters.slow_disconnects),
+            _ => {}
+        }
+        let Some(c) = self.conn(id) else { return };
+        if c.phase == Phase::Open {
+            log::info!("closing client {} with {}: {}", c.client_id, why.code, why.reason);
+            c.close(why.code, why.reason);
+            self.mark_dirty(id);
+        } else {
+            self.drop_conn(id);
+        }
+    }
+
+    fn on_readable(&mut self, id: ConnId, now: u64) {
+        let mut budget = READ_BUDGET;
+        loop {
+            let Some(c) = self.conns.get_mut(id.0 as usize).and_then(Option::as_mut) else { return };
+            match c.sock.read(&mut self.rbuf) {
+                Ok(0) => {
+                    // Peer closed (or half-closed): nothing more will come.
+                    self.drop_conn(id);
+                    return;
+                }
+                Ok(n) => {
+                    if c.phase != Phase::Closing {
+                        c.inbuf.extend_from_slice(&self.rbuf[..n]);
+                    }
+                    self.process_input(id, now);
+                    budget = budget.saturating_sub(n);
+                    if budget == 0 {
+                        self.reread.push(id);
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.drop_conn(id);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_writable(&mut self, id: ConnId, now: u64) {
+        if self.conn(id).is_some_and(|c| !c.is_drained()) {
+            self.write(id, now);
+        }
+    }
+
+    /// Flush one connection; handle completion, relief and death.
+    fn write(&mut self, id: ConnId, now: u64) {
+        let mut bytes = 0;
+        let Some(c) = self.conn(id) else { return };
+        let res = c.flush(&mut bytes);
+        self.bytes += bytes;
+        match res {
+            Ok(true) => {
+                let c = self.conn(id).expect("present above");
+                if c.phase == Phase::Closing {
+                    self.drop_conn(id);
+                } else if c.congested {
+                    self.relieve(id, now);
+                }
+            }
+            Ok(false) => {
+                let limit = self.shared.config.out_buffer_bytes;
+                if self.conn(id).is_some_and(|c| c.congested && c.data_pending() <= limit / 2) {
+                    self.relieve(id, now);
+                }
+            }
+            Err(_) => self.drop_conn(id),
+        }
+    }
+
+    fn flush_dirty(&mut self, now: u64) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for &id in &dirty {
+            if let Some(c) = self.conn(id) {
+                c.dirty = false;
+                self.write(id, now);
+            }
+        }
+        dirty.clear();
+        // Relief may have queued more: keep those for the next turn.
+        if self.dirty.is_empty() {
+            self.dirty = dirty;
+        }
+    }
+
+    // ── input ──────────────────────────────────────────────────────────
+
+    fn process_input(&mut self, id: ConnId, now: u64) {
+        let Some(c) = self.conn(id) else { return };
+        match c.phase {
+            Phase::Handshake => self.on_handshake(id, now),
+            Phase::Open => self.on_frames(id, now),
+            Phase::Closing => c.inbuf.clear(),
+        }
+    }
+
+    fn http_reply(&mut self, id: ConnId, status: u16, ctype: &str, body: &[u8]) {
+        if let Some(c) = self.conn(id) {
+            c.ctrl_raw(&handshake::http_response(status, ctype, body));
+            c.phase = Phase::Closing;
+        }
+        self.mark_dirty(id);
+    }
+
+    fn on_handshake(&mut self, id: ConnId, now: u64) {
+        let Some(c) = self.conn(id) else { return };
+        let (req, n) = match handshake::parse(&c.inbuf) {
+            handshake::Head::Partial => return,
+            handshake::Head::Invalid(status, why) => {
+                Counters::inc(&self.shared.counters.handshake_failures);
+                self.http_reply(id, status, "text/plain", format!("{why}\n").as_bytes());
+                return;
+            }
+            handshake::Head::Complete(req, n) => (req, n),
+        };
+        c.inbuf.drain(..n);
+        if !req.upgrade {
+            let (status, ctype, body) = crate::http::respond(&self.shared, &req);
+            self.http_reply(id, status, ctype, &body);
+            return;
+        }
+        if let Some(why) = req.upgrade_error() {
+            Counters::inc(&self.shared.counters.handshake_failures);
+            self.http_reply(id, 400, "text/plain", format!("{why}\n").as_bytes());
+            return;
+        }
+        match req.path.as_str() {
+            "/stream" => {
+                if let Err(why) = native::open(self, id, &req, now) {
+                    Counters::inc(&self.shared.counters.handshake_failures);
+                    self.http_reply(id, 400, "text/plain", format!("{why}\n").as_bytes());
+                    return;
+                }
+            }
+            other => {
+                Counters::inc(&self.shared.counters.handshake_failures);
+                let body = format!("no WebSocket endpoint at {other}; the native stream is at /stream\n");
+                self.http_reply(id, 404, "text/plain", body.as_bytes());
+                return;
+            }
+        }
+        self.mark_dirty(id);
+        if self.conn(id).is_some_and(|c| !c.inbuf.is_empty()) {
+            self.on_frames(id, now);
+        }
+    }
+
+    fn on_frames(&mut self, id: ConnId, now: u64) {
+        let max = self.shared.config.max_message_bytes;
+        let Some(c) = self.conn(id) else { return };
+        let mut buf = std::mem::take(&mut c.inbuf);
+        let mut off = 0;
+        while off < buf.len() {
+            let parsed = match frame::parse(&mut buf[off..], max) {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(e) => {
+                    let (code, reason) = e.close();
+                    self.close_conn(id, CloseReason { code, reason });
+                    break;
+                }
+            };
+            let payload = off + parsed.payload.start..off + parsed.payload.end;
+            off += parsed.consumed;
+            if let Err(why) = self.on_frame(id, parsed.kind, parsed.fin, &mut buf[payload], now) {
+                self.close_conn(id, why);
+            }
+            if self.conn(id).is_none_or(|c| c.phase != Phase::Open) {
+                break;
+            }
+        }
+        buf.drain(..off);
+        if let Some(c) = self.conn(id) {
+            if c.phase == Phase::Open {
+                c.inbuf = buf;
+            }
+        }
+    }
+
+    fn on_frame(&mut self, id: ConnId, kind: frame::Kind, fin: bool, payload: &mut [u8], now: u64) -> Result<(), CloseReason> {
+        use frame::Kind;
+        let max = self.shared.config.max_message_bytes;
+        let c = self.conn(id).expect("caller checked");
+        match kind {
+            Kind::Ping => {
+                frame::append(&mut self.scratch_clear(), frame::OP_PONG, payload);
+                let pong = std::mem::take(&mut self.scratch);
+                if let Some(c) = self.conn(id) {
+                    c.ctrl_raw(&pong);
+                }
+                self.scratch = pong;
+                self.mark_dirty(id);
+                Ok(())
+            }
+            Kind::Pong => Ok(()),
+            Kind::Close => {
+                // Echo the peer's code (RFC 6455 §5.5.1), then close.
+                let code = if payload.len() >= 2 { u16::from_be_bytes([payload[0], payload[1]]) } else { close::NORMAL };
+                let code = if matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) { code } else { close::PROTOCOL };
+                c.close(code, "");
+                self.mark_dirty(id);
+                Ok(())
+            }
+            Kind::Continuation => {
+                let Some(f) = c.frag.as_mut() else {
+                    return Err(CloseReason { code: close::PROTOCOL, reason: "continuation frame without a message to continue" });
+                };
+                if f.bytes.len() + payload.len() > max {
+                    return Err(CloseReason { code: close::TOO_BIG, reason: "message exceeds the size limit" });
+                }
+                f.bytes.extend_from_slice(payload);
+                if fin {
+                    let f = c.frag.take().expect("checked above");
+                    let mut bytes = f.bytes;
+                    self.on_message(id, f.binary, &mut bytes, now)?;
+                }
+                Ok(())
+            }
+            Kind::Text | Kind::Binary => {
+                if c.frag.is_some() {
+                    return Err(CloseReason { code: close::PROTOCOL, reason: "new message started inside a fragmented one" });
+                }
+                let binary = kind == Kind::Binary;
+                if fin {
+                    self.on_message(id, binary, payload, now)
+                } else {
+                    c.frag = Some(Fragments { binary, bytes: payload.to_vec() });
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    fn scratch_clear(&mut self) -> &mut Vec<u8> {
+        self.scratch.clear();
+        &mut self.scratch
+    }
+
+    fn on_message(&mut self, id: ConnId, binary: bool, payload: &mut [u8], now: u64) -> Result<(), CloseReason> {
+        if binary {
+            native::reply_error(self, id, None, "unsupported", "binary messages are not accepted; send requests as JSON text frames", now);
+            return Ok(());
+        }
+        if std::str::from_utf8(payload).is_err() {
+            return Err(CloseReason { code: close::INVALID_DATA, reason: "text frame is not valid UTF-8" });
+        }
+        native::handle(self, id, payload, now);
+        Ok(())
+    }
+
+    // ── subscriptions ──────────────────────────────────────────────────
+
+    /// Subscribe `id` to `slot`; a new subscription gets the cached last
+    /// value first (snapshot-then-live). Returns false at the per-connection
+    /// limit.
+    pub(crate) fn subscribe(&mut self, id: ConnId, slot: Slot, enc: Encoding, delivery: Delivery, now: u64) -> Result<(), &'static str> {
+        let limit = self.shared.config.max_subscriptions;
+        let c = self.conn(id).ok_or("connection gone")?;
+        let known = c.slots.contains(&slot);
+        if !known && c.slots.len() >= limit {
+            return Err("subscription limit reached");
+        }
+        match self.subs.subscribe(slot, id, enc, delivery) {
+            Added::Updated => return Ok(()),
+            Added::New { first } => {
+                if first {
+                    // SeqCst bit before the cache read: see `ring` and `lvc`.
+                    self.shared.hub.interest.set(slot, self.id);
+                }
+            }
+        }
+        let c = self.conns[id.0 as usize].as_mut().expect("checked above");
+        c.slots.push(slot);
+        if let Some(t) = self.shared.hub.lvc.load(slot) {
+            let ins = self.shared.registry.get(slot);
+            let sub = self.subs.get_mut(slot, id).expect("just added");
+            sub.last_seq = t.seq;
+            if c.congested {
+                sub.pending = true;
+            } else {
+                self.scratch.clear();
+                let r = encode::encode(&mut self.scratch, enc, &t, ins, Marks { snapshot: true, conflated: false });
+                c.data_frame(&self.scratch[r], now);
+                self.frames += 1;
+            }
+        }
+        self.mark_dirty(id);
+        Ok(())
+    }
+
+    /// Remove `id`'s subscription to `slot`; false if there was none.
+    pub(crate) fn unsubscribe(&mut self, id: ConnId, slot: Slot) -> bool {
+        match self.subs.unsubscribe(slot, id) {
+            None => false,
+            Some(now_empty) => {
+                if now_empty {
+                    self.shared.hub.interest.clear(slot, self.id);
+                }
+                if let Some(c) = self.conn(id) {
+                    if let Some(i) = c.slots.iter().position(|&s| s == slot) {
+                        c.slots.remove(i);
+                    }
+                }
+                true
+            }
+        }
+    }
+
+    // ── fan-out ────────────────────────────────────────────────────────
+
+    /// Drain every ring (up to a limit each) and fan the ticks out.
+    fn drain(&mut self, now: u64) -> usize {
+        let mut rings = std::mem::take(&mut self.rings);
+        let mut n = 0;
+        for ring in &mut rings {
+            let avail = ring.slots().min(DRAIN_LIMIT);
+            if avail == 0 {
+                continue;
+            }
+            let chunk = ring.read_chunk(avail).expect("slots() said these are available");
+            let (a, b) = chunk.as_slices();
+            for t in a.iter().chain(b) {
+                self.fan_out(t, now);
+            }
+            chunk.commit_all();
+            n += avail;
+        }
+        self.rings = rings;
+        n
+    }
+
+    /// The hot path: one tick to every subscriber of its slot.
+    #[inline]
+    fn fan_out(&mut self, t: &Tick, now: u64) {
+        let slot = Slot(t.slot);
+        let limit = self.shared.config.out_buffer_bytes;
+        let ins = self.shared.registry.get(slot);
+        self.cache.reset();
+        let mut delivered = false;
+        for sub in self.subs.subscribers_mut(slot) {
+            if t.seq <= sub.last_seq {
+                continue; // already sent (snapshot overlap)
+            }
+            let Some(c) = self.conns.get_mut(sub.conn.0 as usize).and_then(Option::as_mut) else {
+                debug_assert!(false, "subscription of a dropped connection");
+                continue;
+            };
+            if let Delivery::MaxRate { interval_ns } = sub.delivery {
+                if now < sub.next_ok_ns {
+                    if !sub.pending {
+                        sub.pending = true;
+                        self.timers.push(Reverse((sub.next_ok_ns, sub.conn.0, slot.0)));
+                    }
+                    continue;
+                }
+                sub.next_ok_ns = now + interval_ns;
+            }
+            if c.congested || c.phase != Phase::Open {
+                if sub.delivery == Delivery::Lossless && c.phase == Phase::Open {
+                    c.close(close::TRY_AGAIN_LATER, "slow consumer: lossless subscription fell behind the out-buffer limit");
+                    Counters::inc(&self.shared.counters.slow_disconnects);
+                    if !c.dirty {
+                        c.dirty = true;
+                        self.dirty.push(sub.conn);
+                    }
+                } else {
+                    sub.pending = true;
+                }
+                continue;
+            }
+            let frame = self.cache.get(sub.enc, t, ins);
+            c.data_frame(frame, now);
+            sub.last_seq = t.seq;
+            self.frames += 1;
+            delivered = true;
+            if c.data_pending() > limit {
+                c.congested = true;
+                Counters::inc(&self.shared.counters.slow_conflations);
+                if c.logged & conn::logged::SLOW == 0 {
+                    c.logged |= conn::logged::SLOW;
+                    log::warn!("client {} is a slow consumer: {} bytes queued; conflating", c.client_id, c.data_pending());
+                }
+            }
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty.push(sub.conn);
+            }
+        }
+        if delivered {
+            self.batch_ts.push(t.ts_ns);
+        }
+    }
+
+    /// Deliver the newest value of a held-back subscription, marked
+    /// `conflated`; a `gap` notice first when `with_gap` and seqs were skipped.
+    fn deliver_latest(&mut self, id: ConnId, slot: Slot, with_gap: bool, now: u64) {
+        let Some(t) = self.shared.hub.lvc.load(slot) else { return };
+        let Some(sub) = self.subs.get_mut(slot, id) else { return };
+        sub.pending = false;
+        if t.seq <= sub.last_seq {
+            return;
+        }
+        let (from, to) = (sub.last_seq + 1, t.seq - 1);
+        let conflated = to >= from && sub.last_seq != 0;
+        sub.last_seq = t.seq;
+        let enc = sub.enc;
+        if let Delivery::MaxRate { interval_ns } = sub.delivery {
+            sub.next_ok_ns = now + interval_ns;
+        }
+        let ins = self.shared.registry.get(slot);
+        let Some(c) = self.conns.get_mut(id.0 as usize).and_then(Option::as_mut) else { return };
+        if with_gap && conflated {
+            native::write_gap(&mut self.scratch, t.token, from, to);
+            c.ctrl_text(&self.scratch, now);
+            Counters::inc(&self.shared.counters.gaps_sent);
+        }
+        self.scratch.clear();
+        let r = encode::encode(&mut self.scratch, enc, &t, ins, Marks { snapshot: false, conflated });
+        c.data_frame(&self.scratch[r], now);
+        self.frames += 1;
+        self.mark_dirty(id);
+    }
+
+    /// The client drained below half its limit: send what was held back.
+    fn relieve(&mut self, id: ConnId, now: u64) {
+        let Some(c) = self.conn(id) else { return };
+        c.congested = false;
+        let slots = std::mem::take(&mut c.slots);
+        for &slot in &slots {
+            if self.subs.get(slot, id).is_some_and(|s| s.pending && !matches!(s.delivery, Delivery::MaxRate { .. })) {
+                self.deliver_latest(id, slot, true, now);
+            }
+        }
+        if let Some(c) = self.conn(id) {
+            c.slots = slots;
+        }
+    }
+
+    fn fire_timers(&mut self, now: u64) {
+        while let Some(&Reverse((due, conn, slot))) = self.timers.peek() {
+            if due > now {
+                break;
+            }
+            self.timers.pop();
+            let (id, slot) = (ConnId(conn), Slot(slot));
+            let ready = self.subs.get(slot, id).is_some_and(|s| s.pending) && self.conn(id).is_some_and(|c| !c.congested);
+            if ready {
+                self.deliver_latest(id, slot, false, now);
+            }
+        }
+    }
+
+    // ── timers, metrics, shutdown ──────────────────────────────────────
+
+    fn housekeeping(&mut self, now: u64) {
+        let hb_ns = self.shared.config.heartbeat_ms * 1_000_000;
+        let mut heartbeat: Option<Vec<u8>> = None;
+        for i in 0..self.conns.len() {
+            let id = ConnId(i as u32);
+            let Some(c) = self.conns[i].as_mut() else { continue };
+            match c.phase {
+                Phase::Handshake if now.saturating_sub(c.opened_ns) > HANDSHAKE_TIMEOUT_NS => {
+                    Counters::inc(&self.shared.counters.handshake_failures);
+                    self.drop_conn(id);
+                }
+                Phase::Open if now.saturating_sub(c.last_tx_ns) >= hb_ns => {
+                    let hb = heartbeat.get_or_insert_with(|| native::heartbeat(&self.shared, now));
+                    c.ctrl_text(hb, now);
+                    self.mark_dirty(id);
+                }
+                Phase::Closing if now.saturating_sub(c.last_tx_ns) > HANDSHAKE_TIMEOUT_NS => {
+                    // A peer that never reads its close frame.
+                    self.drop_conn(id);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn publish_metrics(&mut self) {
+        let g = &self.shared.gauges[self.id];
+        g.connections.store(self.open, Ordering::Relaxed);
+        g.subscriptions.store(self.subs.len() as u64, Ordering::Relaxed);
+        if !self.hist.is_empty() {
+            let _ = g.latency.lock().add(&self.hist);
+            self.hist.reset();
+        }
+        let c = &self.shared.counters;
+        Counters::add(&c.frames_sent, std::mem::take(&mut self.frames));
+        Counters::add(&c.bytes_written, std::mem::take(&mut self.bytes));
+    }
+
+    /// Close 1001 to every client, give them up to a second to drain, exit.
+    fn shutdown(&mut self) {
+        let now = now_ns();
+        for i in 0..self.conns.len() {
+            let id = ConnId(i as u32);
+            match self.conns[i].as_mut().map(|c| c.phase) {
+                Some(Phase::Open) => {
+                    self.conns[i].as_mut().expect("matched").close(close::GOING_AWAY, "server shutting down");
+                    self.write(id, now);
+                }
+                Some(_) => self.drop_conn(id),
+                None => {}
+            }
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        let mut events = Events::with_capacity(256);
+        while self.open > 0 && std::time::Instant::now() < deadline {
+            let _ = self.poll.poll(&mut events, Some(Duration::from_millis(10)));
+            for ev in events.iter() {
+                let Token(t) = ev.token();
+                if t < self.conns.len() {
+                    self.write(ConnId(t as u32), now);
+                }
+            }
+        }
+        self.publish_metrics();
+    }
+}

@@ -1,0 +1,377 @@
+//! The native protocol (`GET /stream`): the welcome, client requests parsed
+//! with simd-json, and their replies. Replies go on the control lane.
+//!
+//! ```json
+//! {"action":"subscribe","tokens":[2885,11536],"mode":"quote","id":7}
+//! {"type":"subscription_response","id":7,"status":"success","data":{"action":"subscribe","subscribed":[{"token":2885,"symbol":"RELIANCE","exchange":"NSE","mode":"quote"}],"rejected":[{"token":99999999,"reason":"unknown token"}],"total_subscribed":1}}
+//! {"type":"error","id":7,"code":"bad_request","message":"field `tokens` must be an array of integers"}
+//! ```
+
+use serde_json::{json, Map, Value};
+use simd_json::prelude::*;
+use simd_json::BorrowedValue;
+
+use super::Worker;
+use crate::encode::{Encoding, Format};
+use crate::instrument::Slot;
+use crate::metrics::Counters;
+use crate::server::{Shared, SERVER_NAME};
+use crate::subs::{ConnId, Delivery};
+use crate::tick::Mode;
+use crate::ws::handshake::{accept_response, Request};
+
+/// Longest client id accepted.
+const MAX_CLIENT_ID: usize = 128;
+
+/// The actions a client may send, for error messages.
+const ACTIONS: &str = "subscribe, unsubscribe, get_subscriptions, snapshot, ping";
+
+/// A request refused as a whole: `error` frame with this code and message.
+struct Refusal(&'static str, String);
+
+fn bad(msg: impl Into<String>) -> Refusal {
+    Refusal("bad_request", msg.into())
+}
+
+/// Accept the upgrade: 101, welcome, restored session, query subscription.
+///
+/// # Errors
+/// A bad query parameter; the caller answers 400 with the message.
+pub(super) fn open(w: &mut Worker, id: ConnId, req: &Request, now: u64) -> Result<(), String> {
+    let format = match req.param("format") {
+        None => Format::Json,
+        Some(f) => Format::parse(&f).ok_or_else(|| format!("format `{f}`: expected json or rkyv"))?,
+    };
+    let client_id = match req.param("client_id") {
+        Some(cid) if cid.is_empty() || cid.len() > MAX_CLIENT_ID || cid.chars().any(char::is_control) => {
+            return Err(format!("client_id must be 1..={MAX_CLIENT_ID} printable characters"));
+        }
+        Some(cid) => cid,
+        None => format!("{:016x}", fastrand::u64(..)),
+    };
+    let key = req.ws_key.as_deref().expect("upgrade_error checked the key");
+    let market_open = w.shared.market_open.load(std::sync::atomic::Ordering::Relaxed);
+    let c = w.conn(id).expect("caller holds the connection");
+    c.ctrl_raw(accept_response(key).as_bytes());
+    c.phase = super::Phase::Open;
+    c.format = format;
+    c.client_id = client_id.clone();
+    let welcome = json!({"type": "welcome", "client_id": client_id, "server": SERVER_NAME, "format": format.name(), "market_open": market_open});
+    c.ctrl_text(welcome.to_string().as_bytes(), now);
+
+    if let Some(saved) = w.shared.sessions.take(&client_id, std::time::Instant::now()) {
+        Counters::inc(&w.shared.counters.sessions_restored);
+        let mut subscribed = Vec::new();
+        for s in saved {
+            let Some(slot) = w.shared.registry.slot_of_token(s.token) else { continue };
+            if w.subscribe(id, slot, Encoding { format, mode: s.mode }, s.delivery, now).is_ok() {
+                subscribed.push(entry(w, slot, Some(s.mode)));
+            }
+        }
+        let total = total(w, id);
+        let reply = json!({"type": "subscription_response", "status": "success",
+            "data": {"action": "restore", "subscribed": subscribed, "rejected": [], "total_subscribed": total}});
+        send(w, id, &reply, now);
+    }
+
+    if let Some(tokens) = req.param("tokens") {
+        let mut body = format!("{{\"action\":\"subscribe\",\"tokens\":[{tokens}]");
+        if let Some(mode) = req.param("mode") {
+            body.push_str(&format!(",\"mode\":{}", Value::String(mode)));
+        }
+        body.push('}');
+        let mut bytes = body.into_bytes();
+        handle(w, id, &mut bytes, now);
+    }
+    Ok(())
+}
+
+/// Handle one text message.
+pub(super) fn handle(w: &mut Worker, id: ConnId, payload: &mut [u8], now: u64) {
+    let parsed = simd_json::to_borrowed_value(payload);
+    let v = match parsed {
+        Ok(v) => v,
+        Err(e) => {
+            let msg = format!("malformed JSON: {e}");
+            return reply_error(w, id, None, "bad_request", &msg, now);
+        }
+    };
+    let req_id = v.get("id").map(|i| owned(i));
+    let result = match v.as_object() {
+        None => Err(bad("a request must be a JSON object with an `action`")),
+        Some(_) => dispatch(w, id, &v, req_id.clone(), now),
+    };
+    if let Err(Refusal(code, msg)) = result {
+        reply_error(w, id, req_id, code, &msg, now);
+    }
+}
+
+fn dispatch(w: &mut Worker, id: ConnId, v: &BorrowedValue, req_id: Option<Value>, now: u64) -> Result<(), Refusal> {
+    let action = match v.get("action") {
+        None => return Err(bad(format!("missing field `action` (one of {ACTIONS})"))),
+        Some(a) => a.as_str().ok_or_else(|| bad("field `action` must be a string"))?,
+    };
+    match action {
+        "subscribe" => subscribe(w, id, v, req_id, now),
+        "unsubscribe" => unsubscribe(w, id, v, req_id, now),
+        "get_subscriptions" => {
+            let conn = w.conn(id).expect("live connection");
+            let slots = conn.slots.clone();
+            let list: Vec<Value> = slots
+                .iter()
+                .filter_map(|&slot| {
+                    let s = w.subs.get(slot, id)?;
+                    let mut e = entry(w, slot, Some(s.enc.mode));
+                    e["delivery"] = json!(s.delivery.name());
+                    if let Delivery::MaxRate { interval_ns } = s.delivery {
+                        e["max_rate"] = json!(1_000_000_000 / interval_ns.max(1));
+                    }
+                    Some(e)
+                })
+                .collect();
+            let total = list.len();
+            let reply = with_id(json!({"type": "subscription_response", "status": "success",
+                "data": {"action": "get_subscriptions", "subscriptions": list, "total_subscribed": total}}), req_id);
+            send(w, id, &reply, now);
+            Ok(())
+        }
+        "snapshot" => snapshot(w, id, v, req_id, now),
+        "ping" => {
+            let reply = with_id(json!({"type": "pong", "ts": now}), req_id);
+            send(w, id, &reply, now);
+            Ok(())
+        }
+        other => Err(Refusal("unknown_action", format!("unknown action `{}` (expected one of {ACTIONS})", other.chars().take(64).collect::<String>()))),
+    }
+}
+
+/// A target named by a request: a resolved slot or why not.
+enum Target {
+    Found(Slot),
+    Unknown(Value),
+}
+
+/// Resolve `tokens` (integers, O(1)) and `symbols`/`stocks` (one hash lookup each).
+fn targets(w: &Worker, v: &BorrowedValue) -> Result<Vec<Target>, Refusal> {
+    let mut out = Vec::new();
+    let reg = &w.shared.registry;
+    let mut any = false;
+    if let Some(tokens) = v.get("tokens") {
+        any = true;
+        let arr = tokens.as_array().ok_or_else(|| bad("field `tokens` must be an array of integers"))?;
+        for t in arr {
+            let n = match (t.as_u64(), t.as_i64()) {
+                (Some(n), _) => u32::try_from(n).ok().and_then(|n| reg.slot_of_token(n)).ok_or(json!(n)),
+                (None, Some(neg)) => Err(json!(neg)),
+                _ => return Err(bad("field `tokens` must be an array of integers")),
+            };
+            match n {
+                Ok(slot) => out.push(Target::Found(slot)),
+                Err(token) => out.push(Target::Unknown(json!({"token": token, "reason": "unknown token"}))),
+            }
+        }
+    }
+    for key in ["symbols", "stocks"] {
+        if let Some(syms) = v.get(key) {
+            any = true;
+            let arr = syms.as_array().ok_or_else(|| bad(format!("field `{key}` must be an array of strings")))?;
+            for s in arr {
+                let s = s.as_str().ok_or_else(|| bad(format!("field `{key}` must be an array of strings")))?;
+                match reg.slot_of_symbol(s) {
+                    Some(slot) => out.push(Target::Found(slot)),
+                    None => out.push(Target::Unknown(json!({"symbol": s.chars().take(64).collect::<String>(), "reason": "unknown symbol"}))),
+                }
+            }
+        }
+    }
+    if !any {
+        return Err(bad("the request needs `tokens` (integers) or `symbols` (strings)"));
+    }
+    Ok(out)
+}
+
+fn mode_of(v: &BorrowedValue, default: Mode) -> Result<Mode, Refusal> {
+    match v.get("mode") {
+        None => Ok(default),
+        Some(m) => m
+            .as_str()
+            .and_then(Mode::parse)
+            .or_else(|| match m.as_u64() {
+                Some(1) => Some(Mode::Ltp),
+                Some(2) => Some(Mode::Quote),
+                Some(3) => Some(Mode::Depth),
+                _ => None,
+            })
+            .ok_or_else(|| bad("field `mode` must be one of \"ltp\", \"quote\", \"depth\" (or 1, 2, 3)")),
+    }
+}
+
+fn delivery_of(v: &BorrowedValue, default: Delivery) -> Result<Delivery, Refusal> {
+    if let Some(r) = v.get("max_rate") {
+        let n = r.as_f64().filter(|n| n.is_finite() && *n > 0.0).ok_or_else(|| bad("field `max_rate` must be a positive number of updates per second"))?;
+        return Ok(Delivery::MaxRate { interval_ns: (1e9 / n).max(1.0) as u64 });
+    }
+    match v.get("delivery") {
+        None => Ok(default),
+        Some(d) => match d.as_str() {
+            Some("conflate") => Ok(Delivery::Conflate),
+            Some("lossless") => Ok(Delivery::Lossless),
+            Some("max_rate") => Err(bad("delivery `max_rate` needs a `max_rate` field (updates per second)")),
+            _ => Err(bad("field `delivery` must be \"conflate\", \"lossless\" or \"max_rate\"")),
+        },
+    }
+}
+
+fn subscribe(w: &mut Worker, id: ConnId, v: &BorrowedValue, req_id: Option<Value>, now: u64) -> Result<(), Refusal> {
+    let mode = mode_of(v, Mode::Ltp)?;
+    let delivery = delivery_of(v, w.default_delivery)?;
+    let targets = targets(w, v)?;
+    let format = w.conn(id).expect("live connection").format;
+    let (mut subscribed, mut rejected) = (Vec::new(), Vec::new());
+    for t in targets {
+        match t {
+            Target::Found(slot) => match w.subscribe(id, slot, Encoding { format, mode }, delivery, now) {
+                Ok(()) => subscribed.push(entry(w, slot, Some(mode))),
+                Err(why) => {
+                    let mut e = entry(w, slot, None);
+                    e["reason"] = json!(format!("{why} ({} per connection)", w.shared.config.max_subscriptions));
+                    rejected.push(e);
+                }
+            },
+            Target::Unknown(e) => rejected.push(e),
+        }
+    }
+    respond(w, id, "subscribe", "subscribed", subscribed, rejected, req_id, now);
+    Ok(())
+}
+
+fn unsubscribe(w: &mut Worker, id: ConnId, v: &BorrowedValue, req_id: Option<Value>, now: u64) -> Result<(), Refusal> {
+    let targets = targets(w, v)?;
+    let (mut done, mut rejected) = (Vec::new(), Vec::new());
+    for t in targets {
+        match t {
+            Target::Found(slot) if w.unsubscribe(id, slot) => done.push(entry(w, slot, None)),
+            Target::Found(slot) => {
+                let mut e = entry(w, slot, None);
+                e["reason"] = json!("not subscribed");
+                rejected.push(e);
+            }
+            Target::Unknown(e) => rejected.push(e),
+        }
+    }
+    respond(w, id, "unsubscribe", "unsubscribed", done, rejected, req_id, now);
+    Ok(())
+}
+
+fn snapshot(w: &mut Worker, id: ConnId, v: &BorrowedValue, req_id: Option<Value>, now: u64) -> Result<(), Refusal> {
+    let mode = mode_of(v, Mode::Quote)?;
+    let targets = targets(w, v)?;
+    let (mut data, mut rejected) = (Vec::new(), Vec::new());
+    let mut buf = Vec::new();
+    for t in targets {
+        match t {
+            Target::Found(slot) => match w.shared.hub.lvc.load(slot) {
+                Some(tick) => {
+                    buf.clear();
+                    let enc = Encoding { format: Format::Json, mode };
+                    let r = crate::encode::encode(&mut buf, enc, &tick, w.shared.registry.get(slot), crate::encode::Marks { snapshot: true, conflated: false });
+                    let frame = &buf[r];
+                    let skip = if frame[1] & 0x7f == 126 { 4 } else { 2 };
+                    data.push(serde_json::from_slice::<Value>(&frame[skip..]).expect("encoder writes valid JSON"));
+                }
+                None => {
+                    let mut e = entry(w, slot, None);
+                    e["reason"] = json!("no data yet");
+                    rejected.push(e);
+                }
+            },
+            Target::Unknown(e) => rejected.push(e),
+        }
+    }
+    let reply = with_id(json!({"type": "snapshot", "status": "success", "data": data, "rejected": rejected}), req_id);
+    send(w, id, &reply, now);
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn respond(w: &mut Worker, id: ConnId, action: &str, key: &str, ok: Vec<Value>, rejected: Vec<Value>, req_id: Option<Value>, now: u64) {
+    let status = if ok.is_empty() && !rejected.is_empty() { "error" } else { "success" };
+    let total = total(w, id);
+    let mut data = Map::new();
+    data.insert("action".into(), json!(action));
+    data.insert(key.into(), Value::Array(ok));
+    data.insert("rejected".into(), Value::Array(rejected));
+    data.insert("total_subscribed".into(), json!(total));
+    let reply = with_id(json!({"type": "subscription_response", "status": status, "data": data}), req_id);
+    send(w, id, &reply, now);
+}
+
+fn total(w: &mut Worker, id: ConnId) -> usize {
+    w.conn(id).map_or(0, |c| c.slots.len())
+}
+
+/// `{"token","symbol","exchange"[,"mode"]}` for a slot.
+fn entry(w: &Worker, slot: Slot, mode: Option<Mode>) -> Value {
+    let ins = w.shared.registry.get(slot);
+    let mut e = json!({"token": ins.token, "symbol": &*ins.symbol, "exchange": &*ins.exchange});
+    if let Some(m) = mode {
+        e["mode"] = json!(m.name());
+    }
+    e
+}
+
+fn with_id(mut v: Value, req_id: Option<Value>) -> Value {
+    if let Some(i) = req_id {
+        v["id"] = i;
+    }
+    v
+}
+
+/// A simd-json value as a serde_json one (for echoing `id`).
+fn owned(v: &BorrowedValue) -> Value {
+    serde_json::from_str(&simd_json::to_string(v).unwrap_or_default()).unwrap_or(Value::Null)
+}
+
+fn send(w: &mut Worker, id: ConnId, v: &Value, now: u64) {
+    let text = v.to_string();
+    if let Some(c) = w.conn(id) {
+        c.ctrl_text(text.as_bytes(), now);
+    }
+    w.mark_dirty(id);
+}
+
+/// Send an `error` frame; the connection stays open.
+pub(super) fn reply_error(w: &mut Worker, id: ConnId, req_id: Option<Value>, code: &str, message: &str, now: u64) {
+    Counters::inc(&w.shared.counters.bad_requests);
+    if let Some(c) = w.conn(id) {
+        if c.logged & super::conn::logged::BAD_REQUEST == 0 {
+            c.logged |= super::conn::logged::BAD_REQUEST;
+            log::info!("client {}: {code}: {message}", c.client_id);
+        }
+    }
+    let reply = with_id(json!({"type": "error", "code": code, "message": message}), req_id);
+    send(w, id, &reply, now);
+}
+
+/// `{"type":"gap","token":..,"from_seq":..,"to_seq":..}` into `out`.
+pub(super) fn write_gap(out: &mut Vec<u8>, token: u32, from: u64, to: u64) {
+    out.clear();
+    let mut b = itoa::Buffer::new();
+    out.extend_from_slice(b"{\"type\":\"gap\",\"token\":");
+    out.extend_from_slice(b.format(token).as_bytes());
+    out.extend_from_slice(b",\"from_seq\":");
+    out.extend_from_slice(b.format(from).as_bytes());
+    out.extend_from_slice(b",\"to_seq\":");
+    out.extend_from_slice(b.format(to).as_bytes());
+    out.push(b'}');
+}
+
+/// The heartbeat every idle client gets, with feed health.
+pub(super) fn heartbeat(shared: &Shared, now: u64) -> Vec<u8> {
+    let feeds: Vec<Value> = shared
+        .feeds
+        .iter()
+        .map(|f| json!({"name": f.name, "state": f.state_name(now), "last_tick_age_ms": f.last_tick_age_ms(now)}))
+        .collect();
+    json!({"type": "heartbeat", "ts": now, "feeds": feeds}).to_string().into_bytes()
+}
