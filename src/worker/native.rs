@@ -124,7 +124,8 @@ fn dispatch(w: &mut Worker, id: ConnId, v: &BorrowedValue, req_id: Option<Value>
                     let mut e = entry(w, slot, Some(s.enc.mode));
                     e["delivery"] = json!(s.delivery.name());
                     if let Delivery::MaxRate { interval_ns } = s.delivery {
-                        e["max_rate"] = json!(1_000_000_000 / interval_ns.max(1));
+                        let rate = 1e9 / interval_ns.max(1) as f64;
+                        e["max_rate"] = if (rate - rate.round()).abs() < 1e-6 { json!(rate.round() as u64) } else { json!(rate) };
                     }
                     Some(e)
                 })
@@ -208,7 +209,7 @@ fn mode_of(v: &BorrowedValue, default: Mode) -> Result<Mode, Refusal> {
 
 fn delivery_of(v: &BorrowedValue, default: Delivery) -> Result<Delivery, Refusal> {
     if let Some(r) = v.get("max_rate") {
-        let n = r.as_f64().filter(|n| n.is_finite() && *n > 0.0).ok_or_else(|| bad("field `max_rate` must be a positive number of updates per second"))?;
+        let n = r.cast_f64().filter(|n| n.is_finite() && *n > 0.0).ok_or_else(|| bad("field `max_rate` must be a positive number of updates per second"))?;
         return Ok(Delivery::MaxRate { interval_ns: (1e9 / n).max(1.0) as u64 });
     }
     match v.get("delivery") {

@@ -1,0 +1,273 @@
+//! Shared test helpers: start the real `tickcast` binary on an ephemeral
+//! port and talk to it over real sockets.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+/// A running server process; killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Server {
+    /// Start with extra flags (always `--listen 127.0.0.1:0`).
+    pub fn start(args: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tickcast"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn tickcast");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read banner");
+        let addr = line
+            .split("ws://")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .unwrap_or_else(|| panic!("no address in banner {line:?}"))
+            .parse()
+            .unwrap();
+        Server { child, addr }
+    }
+
+    /// The default test server: simulator at 5000 ticks/s, warmed up so
+    /// every instrument has a last value (and so a snapshot).
+    pub fn sim() -> Server {
+        let s = Server::start(&["--feed", "sim:rate=5000"]);
+        s.warm();
+        s
+    }
+
+    /// Wait until the feeds published enough ticks to have touched every
+    /// instrument of the bundled master.
+    pub fn warm(&self) {
+        self.status_until("a warm cache", |st| st["feeds"][0]["ticks"].as_u64().unwrap_or(0) > 2000);
+    }
+
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("ws://{}{}", self.addr, path_and_query)
+    }
+
+    pub fn connect(&self, path_and_query: &str) -> Client {
+        Client::connect(&self.url(path_and_query))
+    }
+
+    /// Connect to `/stream` and read the welcome.
+    pub fn native(&self) -> Client {
+        let mut c = self.connect("/stream");
+        let w = c.recv_json();
+        assert_eq!(w["type"], "welcome", "{w}");
+        c
+    }
+
+    /// A plain HTTP GET: (status, body).
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let mut s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        (status, body)
+    }
+
+    /// `/status` as JSON.
+    pub fn status(&self) -> Value {
+        serde_json::from_str(&self.get("/status").1).expect("status is JSON")
+    }
+
+    /// Poll `/status` until `pred` holds (counters are published every 0.5 s).
+    pub fn status_until(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let s = self.status();
+            if pred(&s) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "status never showed {what}: {s}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn terminate(&mut self) {
+        unsafe_free_kill(self.child.id(), "-TERM");
+    }
+}
+
+/// Send a signal with the `kill` command (keeps tests free of `unsafe`).
+pub fn unsafe_free_kill(pid: u32, sig: &str) {
+    Command::new("kill").args([sig, &pid.to_string()]).status().unwrap();
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A real WebSocket client (tungstenite, blocking, with a read timeout).
+pub struct Client {
+    pub ws: WebSocket<MaybeTlsStream<TcpStream>>,
+}
+
+impl Client {
+    pub fn connect(url: &str) -> Client {
+        let (ws, _) = tungstenite::connect(url).unwrap_or_else(|e| panic!("connect {url}: {e}"));
+        if let MaybeTlsStream::Plain(s) = ws.get_ref() {
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        }
+        Client { ws }
+    }
+
+    pub fn send(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).unwrap();
+    }
+
+    pub fn send_json(&mut self, v: Value) {
+        self.send(&v.to_string());
+    }
+
+    /// Next message of any kind (panics on timeout or close).
+    pub fn recv(&mut self) -> Message {
+        loop {
+            match self.ws.read() {
+                Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => continue,
+                Ok(m) => return m,
+                Err(e) => panic!("recv: {e}"),
+            }
+        }
+    }
+
+    /// Next text message as JSON (skipping heartbeats would hide a stall, so
+    /// callers that loop must bound themselves: see [`Client::recv_until`]).
+    pub fn recv_json(&mut self) -> Value {
+        match self.recv() {
+            Message::Text(t) => serde_json::from_str(&t).unwrap_or_else(|e| panic!("bad JSON {t}: {e}")),
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+
+    /// Read JSON messages until one matches `pred` (skipping others).
+    pub fn recv_until(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let m = self.recv();
+            if let Message::Text(t) = m {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if pred(&v) {
+                    return v;
+                }
+            }
+        }
+        panic!("never received {what}");
+    }
+
+    /// Read until a message of `type` arrives.
+    pub fn recv_type(&mut self, ty: &str) -> Value {
+        self.recv_until(ty, |v| v["type"] == ty)
+    }
+
+    /// Send a request and return its reply (matched by `id`).
+    pub fn request(&mut self, mut req: Value, id: u64) -> Value {
+        req["id"] = id.into();
+        self.send_json(req);
+        self.recv_until("reply", |v| v["id"] == id)
+    }
+
+    /// Read until the server closes; returns the close code and reason.
+    pub fn recv_close(&mut self) -> (u16, String) {
+        loop {
+            match self.ws.read() {
+                Ok(Message::Close(Some(f))) => return (f.code.into(), f.reason.to_string()),
+                Ok(Message::Close(None)) => return (1005, String::new()),
+                Ok(_) => continue,
+                Err(e) => panic!("connection ended without a close frame: {e}"),
+            }
+        }
+    }
+}
+
+/// A raw TCP connection that has completed the upgrade to `path`.
+pub fn raw_upgrade(addr: SocketAddr, path: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut b).unwrap();
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    s
+}
+
+/// A masked client frame.
+pub fn client_frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
+    let mask = [1u8, 2, 3, 4];
+    let mut out = vec![if fin { 0x80 } else { 0 } | opcode];
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n if n <= 65535 => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
+    out
+}
+
+/// Read one server frame from a raw stream: (opcode, payload).
+pub fn read_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
+    let mut h = [0u8; 2];
+    s.read_exact(&mut h).unwrap();
+    let len = match h[1] & 0x7f {
+        126 => {
+            let mut l = [0u8; 2];
+            s.read_exact(&mut l).unwrap();
+            u16::from_be_bytes(l) as usize
+        }
+        127 => {
+            let mut l = [0u8; 8];
+            s.read_exact(&mut l).unwrap();
+            u64::from_be_bytes(l) as usize
+        }
+        n => n as usize,
+    };
+    let mut p = vec![0u8; len];
+    s.read_exact(&mut p).unwrap();
+    (h[0] & 0x0f, p)
+}
+
+/// Read raw frames until a close frame: its code and reason.
+pub fn read_close(s: &mut TcpStream) -> (u16, String) {
+    loop {
+        let (op, p) = read_frame(s);
+        if op == 0x8 {
+            let code = u16::from_be_bytes([p[0], p[1]]);
+            return (code, String::from_utf8_lossy(&p[2..]).into_owned());
+        }
+    }
+}
