@@ -39,6 +39,7 @@ pub fn parse(buf: &[u8]) -> Head {
     let mut headers = [httparse::EMPTY_HEADER; 48];
     let mut req = httparse::Request::new(&mut headers);
     let n = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) if n > MAX_HEAD => return Head::Invalid(431, "request head too large"),
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => return Head::Invalid(431, "request head too large"),
         Ok(httparse::Status::Partial) => return Head::Partial,
@@ -178,6 +179,8 @@ mod tests {
         assert!(matches!(parse(b"\x16\x03\x01garbage\r\n\r\n"), Head::Invalid(400, _)));
         let huge = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(MAX_HEAD + 1));
         assert!(matches!(parse(huge.as_bytes()), Head::Invalid(431, _)));
+        let complete = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(MAX_HEAD + 1));
+        assert!(matches!(parse(complete.as_bytes()), Head::Invalid(431, _)));
     }
 
     #[test]

@@ -71,13 +71,17 @@ impl Server {
         c
     }
 
-    /// A plain HTTP GET: (status, body).
+    /// A plain HTTP GET: (status, body); status 0 if the exchange failed.
     pub fn get(&self, path: &str) -> (u16, String) {
-        let mut s = TcpStream::connect(self.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
+        let exchange = || -> std::io::Result<String> {
+            let mut s = TcpStream::connect(self.addr)?;
+            s.set_read_timeout(Some(Duration::from_secs(10)))?;
+            write!(s, "GET {path} HTTP/1.1\r\nHost: t\r\n\r\n")?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)?;
+            Ok(out)
+        };
+        let out = exchange().unwrap_or_default();
         let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
         let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
         (status, body)
@@ -85,18 +89,25 @@ impl Server {
 
     /// `/status` as JSON.
     pub fn status(&self) -> Value {
-        serde_json::from_str(&self.get("/status").1).expect("status is JSON")
+        let (code, body) = self.get("/status");
+        assert_eq!(code, 200, "/status answered {code}: {body}");
+        serde_json::from_str(&body).expect("status is JSON")
     }
 
     /// Poll `/status` until `pred` holds (counters are published every 0.5 s).
     pub fn status_until(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(15);
+        let mut last = String::new();
         loop {
-            let s = self.status();
-            if pred(&s) {
-                return s;
+            let (code, body) = self.get("/status");
+            if code == 200 {
+                let s: Value = serde_json::from_str(&body).expect("status is JSON");
+                if pred(&s) {
+                    return s;
+                }
+                last = body;
             }
-            assert!(Instant::now() < deadline, "status never showed {what}: {s}");
+            assert!(Instant::now() < deadline, "status never showed {what}: {last}");
             std::thread::sleep(Duration::from_millis(100));
         }
     }
