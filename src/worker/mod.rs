@@ -700,7 +700,7 @@ impl Worker {
                 Counters::inc(&self.shared.counters.slow_conflations);
                 if c.logged & conn::logged::SLOW == 0 {
                     c.logged |= conn::logged::SLOW;
-                    log::warn!("client {} is a slow consumer: {} bytes queued; conflating", c.client_id, c.data_pending());
+                    log::warn!("client {} passed its out-buffer limit ({} bytes queued): slow-consumer policy applies", c.client_id, c.data_pending());
                 }
             }
             if !c.dirty {
