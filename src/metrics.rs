@@ -73,16 +73,35 @@ pub struct WorkerGauges {
 
 impl Default for WorkerGauges {
     fn default() -> WorkerGauges {
-        WorkerGauges { connections: AtomicU64::new(0), subscriptions: AtomicU64::new(0), latency: Mutex::new(new_histogram()) }
+        WorkerGauges {
+            connections: AtomicU64::new(0),
+            subscriptions: AtomicU64::new(0),
+            latency: Mutex::new(new_histogram()),
+        }
     }
 }
 
 /// Percentiles reported everywhere, as (label, quantile).
-pub const PERCENTILES: [(&str, f64); 5] = [("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("p99_9", 0.999), ("max", 1.0)];
+pub const PERCENTILES: [(&str, f64); 5] = [
+    ("p50", 0.50),
+    ("p90", 0.90),
+    ("p99", 0.99),
+    ("p99_9", 0.999),
+    ("max", 1.0),
+];
 
 /// Latency percentiles of `h` in ns, as (label, value) pairs.
 pub fn percentiles(h: &Histogram<u64>) -> [(&'static str, u64); 5] {
-    PERCENTILES.map(|(l, q)| (l, if q >= 1.0 { h.max() } else { h.value_at_quantile(q) }))
+    PERCENTILES.map(|(l, q)| {
+        (
+            l,
+            if q >= 1.0 {
+                h.max()
+            } else {
+                h.value_at_quantile(q)
+            },
+        )
+    })
 }
 
 #[cfg(test)]

@@ -168,6 +168,15 @@ pub fn write_price(out: &mut Vec<u8>, raw: i64, decimals: u8) {
     out.extend_from_slice(s.as_bytes());
 }
 
+/// Wall-clock now, ns since the Unix epoch (CLOCK_REALTIME via the vDSO).
+/// Feeds stamp with it and workers read it once per loop turn.
+#[inline]
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,11 +215,4 @@ mod tests {
         assert_eq!(Mode::parse("full"), Some(Mode::Depth));
         assert_eq!(Mode::parse("bogus"), None);
     }
-}
-
-/// Wall-clock now, ns since the Unix epoch (CLOCK_REALTIME via the vDSO).
-/// Feeds stamp with it and workers read it once per loop turn.
-#[inline]
-pub fn now_ns() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }

@@ -143,7 +143,17 @@ fn quote(h: WireHeader, t: &Tick, depth_levels: u32) -> WireQuote {
 }
 
 fn levels(side: &[Level; DEPTH_LEVELS], n: usize) -> [WireLevel; DEPTH_LEVELS] {
-    std::array::from_fn(|i| if i < n { WireLevel { price: side[i].price, qty: side[i].qty, orders: side[i].orders } } else { WireLevel::default() })
+    std::array::from_fn(|i| {
+        if i < n {
+            WireLevel {
+                price: side[i].price,
+                qty: side[i].qty,
+                orders: side[i].orders,
+            }
+        } else {
+            WireLevel::default()
+        }
+    })
 }
 
 thread_local! {
@@ -154,7 +164,13 @@ thread_local! {
 
 fn archive<T>(value: &T, out: &mut Vec<u8>)
 where
-    T: for<'a> Serialize<rkyv::api::high::HighSerializer<AlignedVec, rkyv::ser::allocator::ArenaHandle<'a>, rkyv::rancor::Failure>>,
+    T: for<'a> Serialize<
+        rkyv::api::high::HighSerializer<
+            AlignedVec,
+            rkyv::ser::allocator::ArenaHandle<'a>,
+            rkyv::rancor::Failure,
+        >,
+    >,
 {
     SCRATCH.with_borrow_mut(|buf| {
         buf.clear();
@@ -167,7 +183,13 @@ where
 }
 
 /// Append a binary `market_data` frame; returns its range in `out`.
-pub fn market_data(out: &mut Vec<u8>, mode: Mode, t: &Tick, ins: &Instrument, marks: Marks) -> Range<usize> {
+pub fn market_data(
+    out: &mut Vec<u8>,
+    mode: Mode,
+    t: &Tick,
+    ins: &Instrument,
+    marks: Marks,
+) -> Range<usize> {
     let start = frame::begin(out);
     let h = header(mode, t, ins, marks);
     match mode {
@@ -175,7 +197,11 @@ pub fn market_data(out: &mut Vec<u8>, mode: Mode, t: &Tick, ins: &Instrument, ma
         Mode::Quote => archive(&quote(h, t, 0), out),
         Mode::Depth => {
             let n = usize::from(t.depth_levels).min(DEPTH_LEVELS);
-            let d = WireDepth { q: quote(h, t, n as u32), bids: levels(&t.depth.bids, n), asks: levels(&t.depth.asks, n) };
+            let d = WireDepth {
+                q: quote(h, t, n as u32),
+                bids: levels(&t.depth.bids, n),
+                asks: levels(&t.depth.asks, n),
+            };
             archive(&d, out)
         }
     }
@@ -199,10 +225,34 @@ mod tests {
     fn frame_payload(mode: Mode) -> AlignedVec {
         let reg = Registry::bundled();
         let ins = reg.get(reg.slot_of_token(2885).unwrap());
-        let mut t = Tick { token: 2885, seq: 7, ts_ns: 99, ltp: 285050, volume: 5, bid: 1, ask: 2, oi: 3, depth_levels: 5, ..Tick::default() };
-        t.depth.asks[4] = Level { price: 42, qty: 43, orders: 44 };
+        let mut t = Tick {
+            token: 2885,
+            seq: 7,
+            ts_ns: 99,
+            ltp: 285050,
+            volume: 5,
+            bid: 1,
+            ask: 2,
+            oi: 3,
+            depth_levels: 5,
+            ..Tick::default()
+        };
+        t.depth.asks[4] = Level {
+            price: 42,
+            qty: 43,
+            orders: 44,
+        };
         let mut out = Vec::new();
-        let r = market_data(&mut out, mode, &t, ins, Marks { snapshot: true, conflated: false });
+        let r = market_data(
+            &mut out,
+            mode,
+            &t,
+            ins,
+            Marks {
+                snapshot: true,
+                conflated: false,
+            },
+        );
         let f = &out[r];
         assert_eq!(f[0], 0x82, "final binary frame");
         let hl = if f[1] == 126 { 4 } else { 2 };
@@ -237,10 +287,26 @@ mod tests {
         assert_eq!(p[7], WIRE_VERSION);
         assert_eq!(u64::from_le_bytes(p[8..16].try_into().unwrap()), 7);
         assert_eq!(i64::from_le_bytes(p[24..32].try_into().unwrap()), 285050);
-        assert_eq!(u32::from_le_bytes(p[44..48].try_into().unwrap()), 5, "depth_levels");
-        assert_eq!(u64::from_le_bytes(p[48..56].try_into().unwrap()), 5, "volume");
+        assert_eq!(
+            u32::from_le_bytes(p[44..48].try_into().unwrap()),
+            5,
+            "depth_levels"
+        );
+        assert_eq!(
+            u64::from_le_bytes(p[48..56].try_into().unwrap()),
+            5,
+            "volume"
+        );
         assert_eq!(u64::from_le_bytes(p[104..112].try_into().unwrap()), 3, "oi");
-        assert_eq!(i64::from_le_bytes(p[256..264].try_into().unwrap()), 42, "asks[4].price");
-        assert_eq!(u32::from_le_bytes(p[268..272].try_into().unwrap()), 44, "asks[4].orders");
+        assert_eq!(
+            i64::from_le_bytes(p[256..264].try_into().unwrap()),
+            42,
+            "asks[4].price"
+        );
+        assert_eq!(
+            u32::from_le_bytes(p[268..272].try_into().unwrap()),
+            44,
+            "asks[4].orders"
+        );
     }
 }

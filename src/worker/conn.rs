@@ -110,8 +110,13 @@ impl Conn {
 
     /// Queue a text frame on the control lane.
     pub fn ctrl_text(&mut self, json: &[u8], now_ns: u64) {
-        frame::append(&mut self.ctrl, frame::OP_TEXT, json);
+        self.ctrl_frame(frame::OP_TEXT, json);
         self.last_tx_ns = now_ns;
+    }
+
+    /// Queue a frame of any opcode on the control lane.
+    pub fn ctrl_frame(&mut self, opcode: u8, payload: &[u8]) {
+        frame::append(&mut self.ctrl, opcode, payload);
     }
 
     /// Queue a complete frame on the data lane.
@@ -177,7 +182,11 @@ impl Conn {
                 self.compact();
                 return Ok(true);
             }
-            let split = if self.ctrl_pending() > 0 { self.frame_end() } else { self.data_pos };
+            let split = if self.ctrl_pending() > 0 {
+                self.frame_end()
+            } else {
+                self.data_pos
+            };
             let (a, c) = (&self.data[self.data_pos..split], &self.data[split..]);
             let b = &self.ctrl[self.ctrl_pos..];
             let bufs = [IoSlice::new(a), IoSlice::new(b), IoSlice::new(c)];

@@ -112,7 +112,10 @@ impl Worker {
     /// Registration with epoll failed.
     pub fn new(setup: WorkerSetup, shared: Arc<Shared>) -> io::Result<Worker> {
         let mut listener = TcpListener::from_std(setup.listener);
-        setup.poll.registry().register(&mut listener, LISTENER, Ready::READABLE)?;
+        setup
+            .poll
+            .registry()
+            .register(&mut listener, LISTENER, Ready::READABLE)?;
         let slots = shared.registry.len();
         let default_delivery = match shared.config.slow_consumer {
             SlowConsumer::Conflate => Delivery::Conflate,
@@ -151,7 +154,11 @@ impl Worker {
         let spin = self.shared.config.idle == Idle::Spin;
         let mut busy = true;
         while !self.shared.shutdown.load(Ordering::Relaxed) {
-            let timeout = if spin || busy || !self.reread.is_empty() { Some(Duration::ZERO) } else { self.park_timeout() };
+            let timeout = if spin || busy || !self.reread.is_empty() {
+                Some(Duration::ZERO)
+            } else {
+                self.park_timeout()
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     log::error!("worker {}: poll failed: {e}", self.id);
@@ -204,7 +211,11 @@ impl Worker {
             self.on_readable(id, now);
         }
         work |= self.drain(now) > 0;
-        if self.timers.peek().is_some_and(|Reverse((t, _, _))| *t <= now) {
+        if self
+            .timers
+            .peek()
+            .is_some_and(|Reverse((t, _, _))| *t <= now)
+        {
             self.fire_timers(now);
         }
         if now >= self.next_housekeeping_ns {
@@ -251,7 +262,10 @@ impl Worker {
             Counters::inc(&c.connections_rejected);
             let body = format!("connection limit reached ({max}); try again later\n");
             // Best effort: the socket is fresh, so a short response fits its buffer.
-            let _ = io::Write::write(&mut sock, &handshake::http_response(503, "text/plain", body.as_bytes()));
+            let _ = io::Write::write(
+                &mut sock,
+                &handshake::http_response(503, "text/plain", body.as_bytes()),
+            );
             return;
         }
         Counters::inc(&c.connections_total);
@@ -263,7 +277,11 @@ impl Worker {
                 (self.conns.len() - 1) as u32
             }
         };
-        if let Err(e) = self.poll.registry().register(&mut sock, Token(id as usize), Ready::READABLE | Ready::WRITABLE) {
+        if let Err(e) = self.poll.registry().register(
+            &mut sock,
+            Token(id as usize),
+            Ready::READABLE | Ready::WRITABLE,
+        ) {
             log::warn!("worker {}: register failed: {e}", self.id);
             self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
             self.free.push(id);
@@ -289,19 +307,27 @@ impl Worker {
 
     /// Drop a connection now: unsubscribe everything, save its session.
     fn drop_conn(&mut self, id: ConnId) {
-        let Some(mut c) = self.conns.get_mut(id.0 as usize).and_then(Option::take) else { return };
+        let Some(mut c) = self.conns.get_mut(id.0 as usize).and_then(Option::take) else {
+            return;
+        };
         let mut saved = Vec::with_capacity(c.slots.len());
         for &slot in &c.slots {
             if let Some(s) = self.subs.get(slot, id) {
                 let token = self.shared.registry.get(slot).token;
-                saved.push(crate::session::SavedSub { token, mode: s.enc.mode, delivery: s.delivery });
+                saved.push(crate::session::SavedSub {
+                    token,
+                    mode: s.enc.mode,
+                    delivery: s.delivery,
+                });
             }
             if self.subs.unsubscribe(slot, id) == Some(true) {
                 self.shared.hub.interest.clear(slot, self.id);
             }
         }
         if !c.client_id.is_empty() {
-            self.shared.sessions.save(&c.client_id, saved, std::time::Instant::now());
+            self.shared
+                .sessions
+                .save(&c.client_id, saved, std::time::Instant::now());
         }
         let _ = self.poll.registry().deregister(&mut c.sock);
         self.free.push(id.0);
@@ -320,7 +346,12 @@ impl Worker {
         }
         let Some(c) = self.conn(id) else { return };
         if c.phase == Phase::Open {
-            log::info!("closing client {} with {}: {}", c.client_id, why.code, why.reason);
+            log::info!(
+                "closing client {} with {}: {}",
+                c.client_id,
+                why.code,
+                why.reason
+            );
             c.close(why.code, why.reason);
             self.mark_dirty(id);
         } else {
@@ -331,7 +362,9 @@ impl Worker {
     fn on_readable(&mut self, id: ConnId, now: u64) {
         let mut budget = READ_BUDGET;
         loop {
-            let Some(c) = self.conns.get_mut(id.0 as usize).and_then(Option::as_mut) else { return };
+            let Some(c) = self.conns.get_mut(id.0 as usize).and_then(Option::as_mut) else {
+                return;
+            };
             match c.sock.read(&mut self.rbuf) {
                 Ok(0) => {
                     // Peer closed (or half-closed): nothing more will come.
@@ -382,7 +415,10 @@ impl Worker {
             }
             Ok(false) => {
                 let limit = self.shared.config.out_buffer_bytes;
-                if self.conn(id).is_some_and(|c| c.congested && c.data_pending() <= limit / 2) {
+                if self
+                    .conn(id)
+                    .is_some_and(|c| c.congested && c.data_pending() <= limit / 2)
+                {
                     self.relieve(id, now);
                 }
             }
@@ -456,7 +492,8 @@ impl Worker {
             }
             other => {
                 Counters::inc(&self.shared.counters.handshake_failures);
-                let body = format!("no WebSocket endpoint at {other}; the native stream is at /stream\n");
+                let body =
+                    format!("no WebSocket endpoint at {other}; the native stream is at /stream\n");
                 self.http_reply(id, 404, "text/plain", body.as_bytes());
                 return;
             }
@@ -499,36 +536,52 @@ impl Worker {
         }
     }
 
-    fn on_frame(&mut self, id: ConnId, kind: frame::Kind, fin: bool, payload: &mut [u8], now: u64) -> Result<(), CloseReason> {
+    fn on_frame(
+        &mut self,
+        id: ConnId,
+        kind: frame::Kind,
+        fin: bool,
+        payload: &mut [u8],
+        now: u64,
+    ) -> Result<(), CloseReason> {
         use frame::Kind;
         let max = self.shared.config.max_message_bytes;
         let c = self.conn(id).expect("caller checked");
         match kind {
             Kind::Ping => {
-                frame::append(&mut self.scratch_clear(), frame::OP_PONG, payload);
-                let pong = std::mem::take(&mut self.scratch);
-                if let Some(c) = self.conn(id) {
-                    c.ctrl_raw(&pong);
-                }
-                self.scratch = pong;
+                c.ctrl_frame(frame::OP_PONG, payload);
                 self.mark_dirty(id);
                 Ok(())
             }
             Kind::Pong => Ok(()),
             Kind::Close => {
                 // Echo the peer's code (RFC 6455 §5.5.1), then close.
-                let code = if payload.len() >= 2 { u16::from_be_bytes([payload[0], payload[1]]) } else { close::NORMAL };
-                let code = if matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) { code } else { close::PROTOCOL };
+                let code = if payload.len() >= 2 {
+                    u16::from_be_bytes([payload[0], payload[1]])
+                } else {
+                    close::NORMAL
+                };
+                let code = if matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) {
+                    code
+                } else {
+                    close::PROTOCOL
+                };
                 c.close(code, "");
                 self.mark_dirty(id);
                 Ok(())
             }
             Kind::Continuation => {
                 let Some(f) = c.frag.as_mut() else {
-                    return Err(CloseReason { code: close::PROTOCOL, reason: "continuation frame without a message to continue" });
+                    return Err(CloseReason {
+                        code: close::PROTOCOL,
+                        reason: "continuation frame without a message to continue",
+                    });
                 };
                 if f.bytes.len() + payload.len() > max {
-                    return Err(CloseReason { code: close::TOO_BIG, reason: "message exceeds the size limit" });
+                    return Err(CloseReason {
+                        code: close::TOO_BIG,
+                        reason: "message exceeds the size limit",
+                    });
                 }
                 f.bytes.extend_from_slice(payload);
                 if fin {
@@ -540,31 +593,48 @@ impl Worker {
             }
             Kind::Text | Kind::Binary => {
                 if c.frag.is_some() {
-                    return Err(CloseReason { code: close::PROTOCOL, reason: "new message started inside a fragmented one" });
+                    return Err(CloseReason {
+                        code: close::PROTOCOL,
+                        reason: "new message started inside a fragmented one",
+                    });
                 }
                 let binary = kind == Kind::Binary;
                 if fin {
                     self.on_message(id, binary, payload, now)
                 } else {
-                    c.frag = Some(Fragments { binary, bytes: payload.to_vec() });
+                    c.frag = Some(Fragments {
+                        binary,
+                        bytes: payload.to_vec(),
+                    });
                     Ok(())
                 }
             }
         }
     }
 
-    fn scratch_clear(&mut self) -> &mut Vec<u8> {
-        self.scratch.clear();
-        &mut self.scratch
-    }
-
-    fn on_message(&mut self, id: ConnId, binary: bool, payload: &mut [u8], now: u64) -> Result<(), CloseReason> {
+    fn on_message(
+        &mut self,
+        id: ConnId,
+        binary: bool,
+        payload: &mut [u8],
+        now: u64,
+    ) -> Result<(), CloseReason> {
         if binary {
-            native::reply_error(self, id, None, "unsupported", "binary messages are not accepted; send requests as JSON text frames", now);
+            native::reply_error(
+                self,
+                id,
+                None,
+                "unsupported",
+                "binary messages are not accepted; send requests as JSON text frames",
+                now,
+            );
             return Ok(());
         }
         if std::str::from_utf8(payload).is_err() {
-            return Err(CloseReason { code: close::INVALID_DATA, reason: "text frame is not valid UTF-8" });
+            return Err(CloseReason {
+                code: close::INVALID_DATA,
+                reason: "text frame is not valid UTF-8",
+            });
         }
         native::handle(self, id, payload, now);
         Ok(())
@@ -575,7 +645,14 @@ impl Worker {
     /// Subscribe `id` to `slot`; a new subscription gets the cached last
     /// value first (snapshot-then-live). Returns false at the per-connection
     /// limit.
-    pub(crate) fn subscribe(&mut self, id: ConnId, slot: Slot, enc: Encoding, delivery: Delivery, now: u64) -> Result<(), &'static str> {
+    pub(crate) fn subscribe(
+        &mut self,
+        id: ConnId,
+        slot: Slot,
+        enc: Encoding,
+        delivery: Delivery,
+        now: u64,
+    ) -> Result<(), &'static str> {
         let limit = self.shared.config.max_subscriptions;
         let c = self.conn(id).ok_or("connection gone")?;
         let known = c.slots.contains(&slot);
@@ -601,7 +678,16 @@ impl Worker {
                 sub.pending = true;
             } else {
                 self.scratch.clear();
-                let r = encode::encode(&mut self.scratch, enc, &t, ins, Marks { snapshot: true, conflated: false });
+                let r = encode::encode(
+                    &mut self.scratch,
+                    enc,
+                    &t,
+                    ins,
+                    Marks {
+                        snapshot: true,
+                        conflated: false,
+                    },
+                );
                 c.data_frame(&self.scratch[r], now);
                 self.frames += 1;
             }
@@ -639,7 +725,9 @@ impl Worker {
             if avail == 0 {
                 continue;
             }
-            let chunk = ring.read_chunk(avail).expect("slots() said these are available");
+            let chunk = ring
+                .read_chunk(avail)
+                .expect("slots() said these are available");
             let (a, b) = chunk.as_slices();
             for t in a.iter().chain(b) {
                 self.fan_out(t, now);
@@ -663,7 +751,11 @@ impl Worker {
             if t.seq <= sub.last_seq {
                 continue; // already sent (snapshot overlap)
             }
-            let Some(c) = self.conns.get_mut(sub.conn.0 as usize).and_then(Option::as_mut) else {
+            let Some(c) = self
+                .conns
+                .get_mut(sub.conn.0 as usize)
+                .and_then(Option::as_mut)
+            else {
                 debug_assert!(false, "subscription of a dropped connection");
                 continue;
             };
@@ -671,7 +763,8 @@ impl Worker {
                 if now < sub.next_ok_ns {
                     if !sub.pending {
                         sub.pending = true;
-                        self.timers.push(Reverse((sub.next_ok_ns, sub.conn.0, slot.0)));
+                        self.timers
+                            .push(Reverse((sub.next_ok_ns, sub.conn.0, slot.0)));
                     }
                     continue;
                 }
@@ -679,7 +772,10 @@ impl Worker {
             }
             if c.congested || c.phase != Phase::Open {
                 if sub.delivery == Delivery::Lossless && c.phase == Phase::Open {
-                    c.close(close::TRY_AGAIN_LATER, "slow consumer: lossless subscription fell behind the out-buffer limit");
+                    c.close(
+                        close::TRY_AGAIN_LATER,
+                        "slow consumer: lossless subscription fell behind the out-buffer limit",
+                    );
                     Counters::inc(&self.shared.counters.slow_disconnects);
                     if !c.dirty {
                         c.dirty = true;
@@ -716,8 +812,12 @@ impl Worker {
     /// Deliver the newest value of a held-back subscription, marked
     /// `conflated`; a `gap` notice first when `with_gap` and seqs were skipped.
     fn deliver_latest(&mut self, id: ConnId, slot: Slot, with_gap: bool, now: u64) {
-        let Some(t) = self.shared.hub.lvc.load(slot) else { return };
-        let Some(sub) = self.subs.get_mut(slot, id) else { return };
+        let Some(t) = self.shared.hub.lvc.load(slot) else {
+            return;
+        };
+        let Some(sub) = self.subs.get_mut(slot, id) else {
+            return;
+        };
         sub.pending = false;
         if t.seq <= sub.last_seq {
             return;
@@ -730,14 +830,25 @@ impl Worker {
             sub.next_ok_ns = now + interval_ns;
         }
         let ins = self.shared.registry.get(slot);
-        let Some(c) = self.conns.get_mut(id.0 as usize).and_then(Option::as_mut) else { return };
+        let Some(c) = self.conns.get_mut(id.0 as usize).and_then(Option::as_mut) else {
+            return;
+        };
         if with_gap && conflated {
             native::write_gap(&mut self.scratch, t.token, from, to);
             c.ctrl_text(&self.scratch, now);
             Counters::inc(&self.shared.counters.gaps_sent);
         }
         self.scratch.clear();
-        let r = encode::encode(&mut self.scratch, enc, &t, ins, Marks { snapshot: false, conflated });
+        let r = encode::encode(
+            &mut self.scratch,
+            enc,
+            &t,
+            ins,
+            Marks {
+                snapshot: false,
+                conflated,
+            },
+        );
         c.data_frame(&self.scratch[r], now);
         self.frames += 1;
         self.mark_dirty(id);
@@ -749,7 +860,11 @@ impl Worker {
         c.congested = false;
         let slots = std::mem::take(&mut c.slots);
         for &slot in &slots {
-            if self.subs.get(slot, id).is_some_and(|s| s.pending && !matches!(s.delivery, Delivery::MaxRate { .. })) {
+            if self
+                .subs
+                .get(slot, id)
+                .is_some_and(|s| s.pending && !matches!(s.delivery, Delivery::MaxRate { .. }))
+            {
                 self.deliver_latest(id, slot, true, now);
             }
         }
@@ -765,7 +880,8 @@ impl Worker {
             }
             self.timers.pop();
             let (id, slot) = (ConnId(conn), Slot(slot));
-            let ready = self.subs.get(slot, id).is_some_and(|s| s.pending) && self.conn(id).is_some_and(|c| !c.congested);
+            let ready = self.subs.get(slot, id).is_some_and(|s| s.pending)
+                && self.conn(id).is_some_and(|c| !c.congested);
             if ready {
                 self.deliver_latest(id, slot, false, now);
             }
@@ -779,7 +895,9 @@ impl Worker {
         let mut heartbeat: Option<Vec<u8>> = None;
         for i in 0..self.conns.len() {
             let id = ConnId(i as u32);
-            let Some(c) = self.conns[i].as_mut() else { continue };
+            let Some(c) = self.conns[i].as_mut() else {
+                continue;
+            };
             match c.phase {
                 Phase::Handshake if now.saturating_sub(c.opened_ns) > HANDSHAKE_TIMEOUT_NS => {
                     Counters::inc(&self.shared.counters.handshake_failures);
@@ -802,7 +920,8 @@ impl Worker {
     fn publish_metrics(&mut self) {
         let g = &self.shared.gauges[self.id];
         g.connections.store(self.open, Ordering::Relaxed);
-        g.subscriptions.store(self.subs.len() as u64, Ordering::Relaxed);
+        g.subscriptions
+            .store(self.subs.len() as u64, Ordering::Relaxed);
         if !self.hist.is_empty() {
             let _ = g.latency.lock().add(&self.hist);
             self.hist.reset();
@@ -819,7 +938,10 @@ impl Worker {
             let id = ConnId(i as u32);
             match self.conns[i].as_mut().map(|c| c.phase) {
                 Some(Phase::Open) => {
-                    self.conns[i].as_mut().expect("matched").close(close::GOING_AWAY, "server shutting down");
+                    self.conns[i]
+                        .as_mut()
+                        .expect("matched")
+                        .close(close::GOING_AWAY, "server shutting down");
                     self.write(id, now);
                 }
                 Some(_) => self.drop_conn(id),
