@@ -116,9 +116,10 @@ impl FeedSpec {
                 for kv in opts.split(',').filter(|s| !s.is_empty()) {
                     match kv.split_once('=') {
                         Some(("rate", v)) => {
-                            rate = v.parse().ok().filter(|&r| r > 0).with_context(|| {
-                                format!("feed `{spec}`: rate must be a positive integer, got `{v}`")
-                            })?
+                            rate =
+                                v.parse().ok().filter(|&r| r > 0).with_context(|| {
+                                    format!("feed `{spec}`: rate must be a positive integer, got `{v}`")
+                                })?
                         }
                         _ => bail!("feed `{spec}`: unknown option `{kv}` (sim takes `rate=N`)"),
                     }
@@ -191,9 +192,7 @@ impl Default for Config {
 }
 
 fn default_workers() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get().saturating_sub(1))
-        .clamp(1, 8)
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1)).clamp(1, 8)
 }
 
 /// Parse `0,2,4-6` into CPU ids.
@@ -206,10 +205,7 @@ pub fn parse_cpus(list: &str) -> Result<Vec<usize>> {
         let bad = || format!("--cpus `{list}`: `{part}` is not a CPU id or range like 2-5");
         match part.split_once('-') {
             Some((a, b)) => {
-                let (a, b): (usize, usize) = (
-                    a.trim().parse().with_context(bad)?,
-                    b.trim().parse().with_context(bad)?,
-                );
+                let (a, b): (usize, usize) = (a.trim().parse().with_context(bad)?, b.trim().parse().with_context(bad)?);
                 if a > b {
                     bail!(bad());
                 }
@@ -240,13 +236,8 @@ impl Config {
     /// An invalid value; the message names the flag and the accepted values.
     pub fn from_args(a: Args) -> Result<Config> {
         let feeds = match a.feed {
-            Some(list) if !list.is_empty() => list
-                .iter()
-                .map(|s| FeedSpec::parse(s))
-                .collect::<Result<_>>()?,
-            _ => vec![FeedSpec::Sim {
-                rate: DEFAULT_SIM_RATE,
-            }],
+            Some(list) if !list.is_empty() => list.iter().map(|s| FeedSpec::parse(s)).collect::<Result<_>>()?,
+            _ => vec![FeedSpec::Sim { rate: DEFAULT_SIM_RATE }],
         };
         let idle = match a.idle.as_deref() {
             None | Some("park") => Idle::Park,
@@ -260,10 +251,7 @@ impl Config {
         };
         let workers = a.workers.unwrap_or_else(default_workers);
         if workers == 0 || workers > crate::ring::MAX_WORKERS {
-            bail!(
-                "--workers {workers}: must be 1..={}",
-                crate::ring::MAX_WORKERS
-            );
+            bail!("--workers {workers}: must be 1..={}", crate::ring::MAX_WORKERS);
         }
         let cpus = match &a.cpus {
             Some(list) => parse_cpus(list)?,
@@ -282,9 +270,7 @@ impl Config {
         }
         let ring_capacity = positive("ring-capacity", a.ring_capacity, 65536)?;
         Ok(Config {
-            listen: a
-                .listen
-                .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("literal address")),
+            listen: a.listen.unwrap_or_else(|| "127.0.0.1:8080".parse().expect("literal address")),
             master: a.master,
             feeds,
             workers,
@@ -303,8 +289,7 @@ impl Config {
 }
 
 fn read_file(path: &Path) -> Result<Args> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading config file {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
 }
 
@@ -313,9 +298,7 @@ mod tests {
     use super::*;
 
     fn parse(argv: &[&str]) -> Result<Config> {
-        Config::load(Args::try_parse_from(
-            std::iter::once("tickcast").chain(argv.iter().copied()),
-        )?)
+        Config::load(Args::try_parse_from(std::iter::once("tickcast").chain(argv.iter().copied()))?)
     }
 
     #[test]
@@ -323,14 +306,8 @@ mod tests {
         let c = parse(&[]).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.feeds, vec![FeedSpec::Sim { rate: 2000 }]);
-        assert_eq!(
-            (c.max_subscriptions, c.heartbeat_ms, c.out_buffer_bytes),
-            (3000, 1000, 4 << 20)
-        );
-        assert_eq!(
-            (c.idle, c.slow_consumer),
-            (Idle::Park, SlowConsumer::Conflate)
-        );
+        assert_eq!((c.max_subscriptions, c.heartbeat_ms, c.out_buffer_bytes), (3000, 1000, 4 << 20));
+        assert_eq!((c.idle, c.slow_consumer), (Idle::Park, SlowConsumer::Conflate));
     }
 
     #[test]
@@ -338,29 +315,24 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("tickcast-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("t.toml");
-        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\nworkers = 3\nfeed = [\"sim:rate=50\"]\nmax-subscriptions = 10\n").unwrap();
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\nworkers = 3\nfeed = [\"sim:rate=50\"]\nmax-subscriptions = 10\n",
+        )
+        .unwrap();
         let c = parse(&["--config", file.to_str().unwrap(), "--workers", "2"]).unwrap();
-        assert_eq!(
-            (c.listen.port(), c.workers, c.max_subscriptions),
-            (9000, 2, 10)
-        );
+        assert_eq!((c.listen.port(), c.workers, c.max_subscriptions), (9000, 2, 10));
         assert_eq!(c.feeds, vec![FeedSpec::Sim { rate: 50 }]);
         std::fs::write(&file, "listn = 1\n").unwrap();
         let err = parse(&["--config", file.to_str().unwrap()]).unwrap_err();
-        assert!(
-            format!("{err:#}").contains("unknown field `listn`"),
-            "{err:#}"
-        );
+        assert!(format!("{err:#}").contains("unknown field `listn`"), "{err:#}");
     }
 
     #[test]
     fn bad_values_name_the_flag() {
         let cases: &[(&[&str], &str)] = &[
             (&["--idle", "nap"], "--idle `nap`"),
-            (
-                &["--feed", "carrier-pigeon"],
-                "unknown source `carrier-pigeon`",
-            ),
+            (&["--feed", "carrier-pigeon"], "unknown source `carrier-pigeon`"),
             (&["--feed", "sim:rate=0"], "rate must be a positive integer"),
             (&["--feed", "sim:speed=3"], "unknown option `speed=3`"),
             (&["--cpus", "3-1"], "--cpus `3-1`"),

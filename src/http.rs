@@ -18,16 +18,8 @@ pub fn respond(shared: &Shared, req: &Request) -> (u16, &'static str, Vec<u8>) {
         return (405, "text/plain", b"only GET is supported\n".to_vec());
     }
     match req.path.as_str() {
-        "/status" => (
-            200,
-            "application/json",
-            status(shared).to_string().into_bytes(),
-        ),
-        "/metrics" => (
-            200,
-            "text/plain; version=0.0.4",
-            metrics(shared).into_bytes(),
-        ),
+        "/status" => (200, "application/json", status(shared).to_string().into_bytes()),
+        "/metrics" => (200, "text/plain; version=0.0.4", metrics(shared).into_bytes()),
         "/healthz" => {
             let now = now_ns();
             let live = shared.feeds.iter().any(|f| f.state_name(now) == "live");
@@ -38,11 +30,7 @@ pub fn respond(shared: &Shared, req: &Request) -> (u16, &'static str, Vec<u8>) {
             }
         }
         "/" => (200, "text/html; charset=utf-8", PAGE.as_bytes().to_vec()),
-        _ => (
-            404,
-            "text/plain",
-            b"not found; try /stream (WebSocket), /status, /metrics, /healthz\n".to_vec(),
-        ),
+        _ => (404, "text/plain", b"not found; try /stream (WebSocket), /status, /metrics, /healthz\n".to_vec()),
     }
 }
 
@@ -68,62 +56,23 @@ fn snapshot(shared: &Shared) -> Snapshot {
     }
     Snapshot {
         counters: vec![
-            (
-                "connections_accepted",
-                "Connections accepted",
-                l(&c.connections_total),
-            ),
-            (
-                "connections_rejected",
-                "Connections refused at the connection limit",
-                l(&c.connections_rejected),
-            ),
-            (
-                "handshake_failures",
-                "Connections that never completed a valid handshake",
-                l(&c.handshake_failures),
-            ),
-            (
-                "bad_requests",
-                "Client requests answered with an error frame",
-                l(&c.bad_requests),
-            ),
-            (
-                "protocol_errors",
-                "Connections closed for WebSocket protocol violations",
-                l(&c.protocol_errors),
-            ),
-            (
-                "oversized_messages",
-                "Connections closed for oversized messages (1009)",
-                l(&c.oversized),
-            ),
+            ("connections_accepted", "Connections accepted", l(&c.connections_total)),
+            ("connections_rejected", "Connections refused at the connection limit", l(&c.connections_rejected)),
+            ("handshake_failures", "Connections that never completed a valid handshake", l(&c.handshake_failures)),
+            ("bad_requests", "Client requests answered with an error frame", l(&c.bad_requests)),
+            ("protocol_errors", "Connections closed for WebSocket protocol violations", l(&c.protocol_errors)),
+            ("oversized_messages", "Connections closed for oversized messages (1009)", l(&c.oversized)),
+            ("policy_closes", "Connections closed for policy violations (1008)", l(&c.policy_closes)),
             (
                 "slow_consumer_conflations",
                 "Times a client passed its out-buffer limit and was conflated",
                 l(&c.slow_conflations),
             ),
-            (
-                "slow_consumer_disconnects",
-                "Slow clients closed with 1013",
-                l(&c.slow_disconnects),
-            ),
+            ("slow_consumer_disconnects", "Slow clients closed with 1013", l(&c.slow_disconnects)),
             ("gaps_sent", "Gap notices sent to clients", l(&c.gaps_sent)),
-            (
-                "frames_sent",
-                "Data frames queued to clients",
-                l(&c.frames_sent),
-            ),
-            (
-                "bytes_written",
-                "Bytes written to client sockets",
-                l(&c.bytes_written),
-            ),
-            (
-                "sessions_restored",
-                "Reconnects that got their subscriptions back",
-                l(&c.sessions_restored),
-            ),
+            ("frames_sent", "Data frames queued to clients", l(&c.frames_sent)),
+            ("bytes_written", "Bytes written to client sockets", l(&c.bytes_written)),
+            ("sessions_restored", "Reconnects that got their subscriptions back", l(&c.sessions_restored)),
         ],
         connections,
         subscriptions,
@@ -182,57 +131,32 @@ pub fn metrics(shared: &Shared) -> String {
     let s = snapshot(shared);
     let mut out = String::with_capacity(4096);
     let mut gauge = |name: &str, help: &str, kind: &str, v: u64| {
-        let _ = writeln!(
-            out,
-            "# HELP tickcast_{name} {help}\n# TYPE tickcast_{name} {kind}\ntickcast_{name} {v}"
-        );
+        let _ = writeln!(out, "# HELP tickcast_{name} {help}\n# TYPE tickcast_{name} {kind}\ntickcast_{name} {v}");
     };
-    gauge(
-        "connections",
-        "Open client connections",
-        "gauge",
-        s.connections,
-    );
-    gauge(
-        "subscriptions",
-        "Active subscriptions",
-        "gauge",
-        s.subscriptions,
-    );
-    gauge(
-        "ring_overruns_total",
-        "Ticks dropped because a worker ring was full",
-        "counter",
-        s.overruns,
-    );
+    gauge("connections", "Open client connections", "gauge", s.connections);
+    gauge("subscriptions", "Active subscriptions", "gauge", s.subscriptions);
+    gauge("ring_overruns_total", "Ticks dropped because a worker ring was full", "counter", s.overruns);
     for (name, help, v) in &s.counters {
         gauge(&format!("{name}_total"), help, "counter", *v);
     }
-    let _ = writeln!(out, "# HELP tickcast_latency_ns Source timestamp to bytes written, ns\n# TYPE tickcast_latency_ns summary");
+    let _ = writeln!(
+        out,
+        "# HELP tickcast_latency_ns Source timestamp to bytes written, ns\n# TYPE tickcast_latency_ns summary"
+    );
     for ((_, v), (_, q)) in s.latency.iter().zip(crate::metrics::PERCENTILES) {
         let _ = writeln!(out, "tickcast_latency_ns{{quantile=\"{q}\"}} {v}");
     }
     let _ = writeln!(out, "tickcast_latency_ns_count {}", s.latency_count);
-    let _ = writeln!(out, "# HELP tickcast_feed_ticks_total Ticks published per feed\n# TYPE tickcast_feed_ticks_total counter");
-    for f in &shared.feeds {
-        let _ = writeln!(
-            out,
-            "tickcast_feed_ticks_total{{feed=\"{}\"}} {}",
-            f.name,
-            f.ticks.load(Ordering::Relaxed)
-        );
-    }
     let _ = writeln!(
         out,
-        "# HELP tickcast_feed_up 1 when the feed is live\n# TYPE tickcast_feed_up gauge"
+        "# HELP tickcast_feed_ticks_total Ticks published per feed\n# TYPE tickcast_feed_ticks_total counter"
     );
     for f in &shared.feeds {
-        let _ = writeln!(
-            out,
-            "tickcast_feed_up{{feed=\"{}\"}} {}",
-            f.name,
-            u8::from(f.state_name(now) == "live")
-        );
+        let _ = writeln!(out, "tickcast_feed_ticks_total{{feed=\"{}\"}} {}", f.name, f.ticks.load(Ordering::Relaxed));
+    }
+    let _ = writeln!(out, "# HELP tickcast_feed_up 1 when the feed is live\n# TYPE tickcast_feed_up gauge");
+    for f in &shared.feeds {
+        let _ = writeln!(out, "tickcast_feed_up{{feed=\"{}\"}} {}", f.name, u8::from(f.state_name(now) == "live"));
     }
     out
 }

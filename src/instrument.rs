@@ -96,9 +96,7 @@ pub struct Registry {
 
 impl fmt::Debug for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Registry")
-            .field("len", &self.instruments.len())
-            .finish()
+        f.debug_struct("Registry").field("len", &self.instruments.len()).finish()
     }
 }
 
@@ -125,26 +123,15 @@ impl Registry {
         for (slot, ins) in instruments.iter().enumerate() {
             let slot = slot as u32;
             if by_token.get(ins.token).is_some() {
-                bail!(
-                    "duplicate token {} ({}:{})",
-                    ins.token,
-                    ins.exchange,
-                    ins.symbol
-                );
+                bail!("duplicate token {} ({}:{})", ins.token, ins.exchange, ins.symbol);
             }
             by_token.insert(ins.token, slot);
-            by_key
-                .entry(format!("{}:{}", ins.exchange, ins.symbol).into_boxed_str())
-                .or_insert(slot);
+            by_key.entry(format!("{}:{}", ins.exchange, ins.symbol).into_boxed_str()).or_insert(slot);
             if !ins.isin.is_empty() {
                 by_key.entry(ins.isin.clone()).or_insert(slot);
             }
         }
-        Ok(Registry {
-            instruments,
-            by_token,
-            by_key,
-        })
+        Ok(Registry { instruments, by_token, by_key })
     }
 
     /// The bundled NIFTY 50 + indices master.
@@ -158,10 +145,8 @@ impl Registry {
     /// # Errors
     /// Unreadable file, unknown header, or a malformed row (with its line).
     pub fn load(path: &Path) -> Result<Registry> {
-        let bytes = std::fs::read(path)
-            .with_context(|| format!("reading instrument master {}", path.display()))?;
-        let list = parse_master(&bytes)
-            .with_context(|| format!("parsing instrument master {}", path.display()))?;
+        let bytes = std::fs::read(path).with_context(|| format!("reading instrument master {}", path.display()))?;
+        let list = parse_master(&bytes).with_context(|| format!("parsing instrument master {}", path.display()))?;
         Registry::new(list).with_context(|| format!("instrument master {}", path.display()))
     }
 
@@ -230,10 +215,7 @@ impl Registry {
 
     /// Every instrument, in slot order.
     pub fn iter(&self) -> impl Iterator<Item = (Slot, &Instrument)> {
-        self.instruments
-            .iter()
-            .enumerate()
-            .map(|(i, ins)| (Slot(i as u32), ins))
+        self.instruments.iter().enumerate().map(|(i, ins)| (Slot(i as u32), ins))
     }
 }
 
@@ -259,10 +241,7 @@ fn parse_fixed(s: &str, decimals: u8) -> Option<i64> {
 
 /// Decimals needed to express `tick_size` exactly, at least 2.
 fn decimals_of(tick_size: &str) -> u8 {
-    let frac = tick_size
-        .trim()
-        .split_once('.')
-        .map_or("", |(_, f)| f.trim_end_matches('0'));
+    let frac = tick_size.trim().split_once('.').map_or("", |(_, f)| f.trim_end_matches('0'));
     frac.len().clamp(2, 8) as u8
 }
 
@@ -271,9 +250,7 @@ fn decimals_of(tick_size: &str) -> u8 {
 /// # Errors
 /// Unknown header or a malformed row; the message names the line.
 pub fn parse_master(bytes: &[u8]) -> Result<Vec<Instrument>> {
-    let mut rdr = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .from_reader(bytes);
+    let mut rdr = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(bytes);
     let headers = rdr.headers().context("reading the header line")?.clone();
     let col = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
     let kite = col("instrument_token").is_some() && col("tradingsymbol").is_some();
@@ -286,24 +263,17 @@ pub fn parse_master(bytes: &[u8]) -> Result<Vec<Instrument>> {
         bail!("unknown master layout: expected a `token,exchange,symbol,…` header or a Kite dump (`instrument_token,exchange_token,tradingsymbol,…`)");
     };
     let c_exchange = need("exchange")?;
-    let (c_name, c_isin, c_tick, c_lot) =
-        (col("name"), col("isin"), col("tick_size"), col("lot_size"));
-    let (c_dec, c_ref) = (
-        col("price_decimals"),
-        col("ref_price").or_else(|| col("last_price")),
-    );
+    let (c_name, c_isin, c_tick, c_lot) = (col("name"), col("isin"), col("tick_size"), col("lot_size"));
+    let (c_dec, c_ref) = (col("price_decimals"), col("ref_price").or_else(|| col("last_price")));
 
     let mut out = Vec::new();
     for (i, rec) in rdr.records().enumerate() {
         let line = i + 2;
         let rec = rec.with_context(|| format!("line {line}"))?;
         let field = |c: Option<usize>| c.and_then(|c| rec.get(c)).unwrap_or("");
-        let token: u32 = field(Some(c_token)).parse().with_context(|| {
-            format!(
-                "line {line}: token `{}` is not an unsigned integer",
-                field(Some(c_token))
-            )
-        })?;
+        let token: u32 = field(Some(c_token))
+            .parse()
+            .with_context(|| format!("line {line}: token `{}` is not an unsigned integer", field(Some(c_token))))?;
         let tick_str = match field(c_tick) {
             "" => "0.05",
             t => t,
@@ -321,9 +291,7 @@ pub fn parse_master(bytes: &[u8]) -> Result<Vec<Instrument>> {
             .with_context(|| format!("line {line}: bad tick_size `{tick_str}`"))?;
         let lot_size = match field(c_lot) {
             "" => 1,
-            l => l
-                .parse()
-                .with_context(|| format!("line {line}: bad lot_size `{l}`"))?,
+            l => l.parse().with_context(|| format!("line {line}: bad lot_size `{l}`"))?,
         };
         let ref_price = match field(c_ref) {
             "" => 0,
@@ -356,22 +324,14 @@ mod tests {
     fn bundled_master_has_nifty_names_with_real_tokens() {
         let reg = Registry::bundled();
         assert!(reg.len() >= 54, "NIFTY 50 plus indices, got {}", reg.len());
-        for (token, sym, isin) in [
-            (2885, "RELIANCE", "INE002A01018"),
-            (11536, "TCS", "INE467B01029"),
-            (1594, "INFY", "INE009A01021"),
-        ] {
+        for (token, sym, isin) in
+            [(2885, "RELIANCE", "INE002A01018"), (11536, "TCS", "INE467B01029"), (1594, "INFY", "INE009A01021")]
+        {
             let slot = reg.slot_of_token(token).expect("token present");
             let ins = reg.get(slot);
-            assert_eq!(
-                (&*ins.symbol, &*ins.isin, &*ins.exchange),
-                (sym, isin, "NSE")
-            );
+            assert_eq!((&*ins.symbol, &*ins.isin, &*ins.exchange), (sym, isin, "NSE"));
             assert_eq!(reg.slot_of_symbol(sym), Some(slot));
-            assert_eq!(
-                reg.slot_of_symbol(&format!("nse:{}", sym.to_lowercase())),
-                Some(slot)
-            );
+            assert_eq!(reg.slot_of_symbol(&format!("nse:{}", sym.to_lowercase())), Some(slot));
             assert_eq!(reg.slot_of_symbol(isin), Some(slot));
         }
     }
@@ -393,10 +353,7 @@ mod tests {
                    268041,1047,USDINR24DECFUT,USDINR,0,2024-12-27,0,0.0025,1,FUT,CDS-FUT,CDS\n";
         let reg = Registry::new(parse_master(csv.as_bytes()).unwrap()).unwrap();
         let rel = reg.get(reg.slot_of_token(738561).unwrap());
-        assert_eq!(
-            (&*rel.symbol, rel.tick_size, rel.price_decimals),
-            ("RELIANCE", 5, 2)
-        );
+        assert_eq!((&*rel.symbol, rel.tick_size, rel.price_decimals), ("RELIANCE", 5, 2));
         assert_eq!(&*rel.name, "RELIANCE INDUSTRIES, LTD");
         let fut = reg.get(reg.slot_of_symbol("CDS:USDINR24DECFUT").unwrap());
         assert_eq!((fut.tick_size, fut.price_decimals), (25, 4));
@@ -406,22 +363,12 @@ mod tests {
     fn bad_masters_say_what_is_wrong() {
         let cases: &[(&str, &str, &str)] = &[
             ("unknown header", "a,b\n1,2\n", "unknown master layout"),
-            (
-                "bad token",
-                "token,exchange,symbol\nabc,NSE,X\n",
-                "line 2: token `abc`",
-            ),
-            (
-                "duplicate",
-                "token,exchange,symbol\n1,NSE,X\n1,NSE,Y\n",
-                "duplicate token 1",
-            ),
+            ("bad token", "token,exchange,symbol\nabc,NSE,X\n", "line 2: token `abc`"),
+            ("duplicate", "token,exchange,symbol\n1,NSE,X\n1,NSE,Y\n", "duplicate token 1"),
             ("empty", "token,exchange,symbol\n", "no instruments"),
         ];
         for (label, csv, want) in cases {
-            let err = parse_master(csv.as_bytes())
-                .and_then(Registry::new)
-                .unwrap_err();
+            let err = parse_master(csv.as_bytes()).and_then(Registry::new).unwrap_err();
             assert!(format!("{err:#}").contains(want), "{label}: {err:#}");
         }
     }
@@ -439,12 +386,7 @@ mod tests {
             price_decimals: 2,
             ref_price: 0,
         };
-        let reg = Registry::new(vec![
-            mk(7, "A"),
-            mk(u32::MAX - 1, "B"),
-            mk(300_000_000, "C"),
-        ])
-        .unwrap();
+        let reg = Registry::new(vec![mk(7, "A"), mk(u32::MAX - 1, "B"), mk(300_000_000, "C")]).unwrap();
         assert_eq!(reg.slot_of_token(u32::MAX - 1), Some(Slot(1)));
         assert_eq!(reg.slot_of_token(300_000_000), Some(Slot(2)));
         assert_eq!(reg.slot_of_token(300_000_001), None);

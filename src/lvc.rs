@@ -34,10 +34,7 @@ impl LastValues {
     /// A cache for `slots` instruments, all empty (`seq == 0`).
     pub fn new(slots: usize) -> LastValues {
         let entries = (0..slots)
-            .map(|_| Entry {
-                version: AtomicU64::new(0),
-                words: std::array::from_fn(|_| AtomicU64::new(0)),
-            })
+            .map(|_| Entry { version: AtomicU64::new(0), words: std::array::from_fn(|_| AtomicU64::new(0)) })
             .collect();
         LastValues { entries }
     }
@@ -100,12 +97,7 @@ mod tests {
     fn empty_until_stored() {
         let lv = LastValues::new(2);
         assert!(lv.load(Slot(0)).is_none());
-        let t = Tick {
-            token: 5,
-            seq: 9,
-            ltp: 100,
-            ..Tick::default()
-        };
+        let t = Tick { token: 5, seq: 9, ltp: 100, ..Tick::default() };
         lv.store(Slot(1), &t);
         assert_eq!(lv.load(Slot(1)), Some(t));
         assert!(lv.load(Slot(0)).is_none());
@@ -141,13 +133,7 @@ mod tests {
             })
             .collect();
         for s in 1..=200_000u64 {
-            let mut t = Tick {
-                seq: s,
-                ltp: s as i64,
-                volume: s,
-                oi: s,
-                ..Tick::default()
-            };
+            let mut t = Tick { seq: s, ltp: s as i64, volume: s, oi: s, ..Tick::default() };
             t.depth.asks[4].price = s as i64;
             lv.store(Slot(0), &t);
         }

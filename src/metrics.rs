@@ -26,6 +26,8 @@ pub struct Counters {
     pub protocol_errors: AtomicU64,
     /// Connections closed for oversized messages (1009).
     pub oversized: AtomicU64,
+    /// Connections closed for policy violations (1008).
+    pub policy_closes: AtomicU64,
     /// Times a client crossed its out-buffer limit and was conflated.
     pub slow_conflations: AtomicU64,
     /// Clients closed with 1013 as slow consumers.
@@ -82,26 +84,11 @@ impl Default for WorkerGauges {
 }
 
 /// Percentiles reported everywhere, as (label, quantile).
-pub const PERCENTILES: [(&str, f64); 5] = [
-    ("p50", 0.50),
-    ("p90", 0.90),
-    ("p99", 0.99),
-    ("p99_9", 0.999),
-    ("max", 1.0),
-];
+pub const PERCENTILES: [(&str, f64); 5] = [("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("p99_9", 0.999), ("max", 1.0)];
 
 /// Latency percentiles of `h` in ns, as (label, value) pairs.
 pub fn percentiles(h: &Histogram<u64>) -> [(&'static str, u64); 5] {
-    PERCENTILES.map(|(l, q)| {
-        (
-            l,
-            if q >= 1.0 {
-                h.max()
-            } else {
-                h.value_at_quantile(q)
-            },
-        )
-    })
+    PERCENTILES.map(|(l, q)| (l, if q >= 1.0 { h.max() } else { h.value_at_quantile(q) }))
 }
 
 #[cfg(test)]

@@ -31,9 +31,7 @@ pub struct Interest {
 impl Interest {
     /// No interest anywhere, for `slots` slots.
     pub fn new(slots: usize) -> Interest {
-        Interest {
-            bits: (0..slots).map(|_| AtomicU64::new(0)).collect(),
-        }
+        Interest { bits: (0..slots).map(|_| AtomicU64::new(0)).collect() }
     }
 
     /// Worker `w` now has a subscriber on `slot`. SeqCst: orders the bit
@@ -143,10 +141,7 @@ pub struct Hub {
 impl Hub {
     /// A hub for `slots` instruments and the given worker signals.
     pub fn new(slots: usize, signals: Vec<Arc<WorkerSignal>>, capacity: usize) -> Hub {
-        assert!(
-            signals.len() <= MAX_WORKERS,
-            "at most {MAX_WORKERS} workers"
-        );
+        assert!(signals.len() <= MAX_WORKERS, "at most {MAX_WORKERS} workers");
         Hub {
             interest: Arc::new(Interest::new(slots)),
             lvc: Arc::new(crate::lvc::LastValues::new(slots)),
@@ -158,9 +153,7 @@ impl Hub {
     /// New rings for one feed: its `Fanout` and one consumer per worker
     /// (index = worker id), which the caller hands to the workers.
     pub fn connect_feed(&self, stats: Arc<PushStats>) -> (Fanout, Vec<rtrb::Consumer<Tick>>) {
-        let (producers, consumers) = (0..self.signals.len())
-            .map(|_| rtrb::RingBuffer::new(self.capacity))
-            .unzip();
+        let (producers, consumers) = (0..self.signals.len()).map(|_| rtrb::RingBuffer::new(self.capacity)).unzip();
         let fanout = Fanout {
             producers,
             signals: self.signals.clone(),
@@ -184,10 +177,7 @@ mod tests {
     fn parked_worker_never_misses_a_tick() {
         let poll = mio::Poll::new().unwrap();
         let waker = mio::Waker::new(poll.registry(), mio::Token(0)).unwrap();
-        let signal = Arc::new(WorkerSignal {
-            sleeping: AtomicBool::new(false),
-            waker,
-        });
+        let signal = Arc::new(WorkerSignal { sleeping: AtomicBool::new(false), waker });
         let hub = Hub::new(1, vec![signal.clone()], 64);
         hub.interest.set(Slot(0), 0);
         let (mut fanout, mut consumers) = hub.connect_feed(Arc::new(PushStats::default()));
@@ -205,22 +195,15 @@ mod tests {
                 signal.sleeping.store(true, Ordering::SeqCst);
                 fence(Ordering::SeqCst);
                 if rx.is_empty() && next <= N {
-                    poll.poll(&mut events, Some(Duration::from_secs(10)))
-                        .unwrap();
-                    assert!(
-                        !events.is_empty() || !rx.is_empty(),
-                        "lost wake-up: parked 10 s with ticks pending"
-                    );
+                    poll.poll(&mut events, Some(Duration::from_secs(10))).unwrap();
+                    assert!(!events.is_empty() || !rx.is_empty(), "lost wake-up: parked 10 s with ticks pending");
                 }
                 signal.sleeping.store(false, Ordering::SeqCst);
             }
         });
         let mut seq = 1;
         while seq <= N {
-            let t = Tick {
-                seq,
-                ..Tick::default()
-            };
+            let t = Tick { seq, ..Tick::default() };
             if fanout.producers[0].slots() > 0 {
                 fanout.publish(&t);
                 seq += 1;

@@ -71,17 +71,10 @@ fn listeners(addr: SocketAddr, n: usize) -> Result<(Vec<std::net::TcpListener>, 
         Ok(s)
     };
     if addr.port() != 0 {
-        drop(
-            bind(addr, false).with_context(|| {
-                format!("cannot listen on {addr} (is another server using it?)")
-            })?,
-        );
+        drop(bind(addr, false).with_context(|| format!("cannot listen on {addr} (is another server using it?)"))?);
     }
     let first = bind(addr, true).with_context(|| format!("cannot listen on {addr}"))?;
-    let actual = first
-        .local_addr()?
-        .as_socket()
-        .context("listener has no socket address")?;
+    let actual = first.local_addr()?.as_socket().context("listener has no socket address")?;
     let mut out = vec![first];
     for _ in 1..n {
         out.push(bind(actual, true).with_context(|| format!("cannot add a listener on {actual}"))?);
@@ -123,31 +116,22 @@ impl Server {
         let mut signals = Vec::new();
         for _ in 0..config.workers {
             let poll = mio::Poll::new().context("creating epoll")?;
-            let waker = mio::Waker::new(poll.registry(), mio::Token(usize::MAX - 1))
-                .context("creating waker")?;
-            signals.push(Arc::new(WorkerSignal {
-                sleeping: AtomicBool::new(false),
-                waker,
-            }));
+            let waker = mio::Waker::new(poll.registry(), mio::Token(usize::MAX - 1)).context("creating waker")?;
+            signals.push(Arc::new(WorkerSignal { sleeping: AtomicBool::new(false), waker }));
             polls.push(poll);
         }
         let hub = Hub::new(registry.len(), signals.clone(), config.ring_capacity);
         let sources = feed::build(&config.feeds, &registry);
         let names = feed::names(&sources);
-        let feeds: Vec<Arc<FeedHealth>> = sources
-            .iter()
-            .zip(names)
-            .map(|(s, n)| Arc::new(FeedHealth::new(n, s.kind())))
-            .collect();
+        let feeds: Vec<Arc<FeedHealth>> =
+            sources.iter().zip(names).map(|(s, n)| Arc::new(FeedHealth::new(n, s.kind()))).collect();
         let shutdown = Arc::new(AtomicBool::new(false));
         let shared = Arc::new(Shared {
             registry: registry.clone(),
             hub,
             feeds: feeds.clone(),
             counters: Counters::default(),
-            gauges: (0..config.workers)
-                .map(|_| WorkerGauges::default())
-                .collect(),
+            gauges: (0..config.workers).map(|_| WorkerGauges::default()).collect(),
             sessions: Sessions::new(Duration::from_secs(config.session_ttl_secs)),
             shutdown: shutdown.clone(),
             open_connections: AtomicU64::new(0),
@@ -156,8 +140,7 @@ impl Server {
             config: config.clone(),
         });
 
-        let mut rings: Vec<Vec<rtrb::Consumer<crate::tick::Tick>>> =
-            (0..config.workers).map(|_| Vec::new()).collect();
+        let mut rings: Vec<Vec<rtrb::Consumer<crate::tick::Tick>>> = (0..config.workers).map(|_| Vec::new()).collect();
         let mut threads = Vec::new();
         let n_feeds = sources.len();
         for (i, (source, health)) in sources.into_iter().zip(feeds).enumerate() {
@@ -165,12 +148,8 @@ impl Server {
             for (w, c) in consumers.into_iter().enumerate() {
                 rings[w].push(c);
             }
-            let ctx = FeedCtx {
-                fanout,
-                health: health.clone(),
-                shutdown: shutdown.clone(),
-                registry: registry.clone(),
-            };
+            let ctx =
+                FeedCtx { fanout, health: health.clone(), shutdown: shutdown.clone(), registry: registry.clone() };
             let cpus = config.cpus.clone();
             threads.push(
                 std::thread::Builder::new()
@@ -182,16 +161,8 @@ impl Server {
                     .context("spawning a feed thread")?,
             );
         }
-        for (id, ((poll, listener), rings)) in
-            polls.into_iter().zip(listeners).zip(rings).enumerate()
-        {
-            let setup = WorkerSetup {
-                id,
-                poll,
-                listener,
-                signal: signals[id].clone(),
-                rings,
-            };
+        for (id, ((poll, listener), rings)) in polls.into_iter().zip(listeners).zip(rings).enumerate() {
+            let setup = WorkerSetup { id, poll, listener, signal: signals[id].clone(), rings };
             let worker = Worker::new(setup, shared.clone()).context("starting a worker")?;
             let cpus = config.cpus.clone();
             threads.push(
@@ -204,12 +175,7 @@ impl Server {
                     .context("spawning a worker thread")?,
             );
         }
-        Ok(Server {
-            shared,
-            signals,
-            threads,
-            local_addr,
-        })
+        Ok(Server { shared, signals, threads, local_addr })
     }
 
     /// The address actually bound (useful with port 0).
@@ -248,12 +214,7 @@ pub fn run(config: Config) -> Result<()> {
     println!("{SERVER_NAME} listening on ws://{addr}/stream (status: http://{addr}/status)");
     let s = server.shared();
     let feeds: Vec<String> = s.config.feeds.iter().map(|f| format!("{f:?}")).collect();
-    log::info!(
-        "{} instruments, {} worker(s), feeds: {}",
-        s.registry.len(),
-        s.config.workers,
-        feeds.join(", ")
-    );
+    log::info!("{} instruments, {} worker(s), feeds: {}", s.registry.len(), s.config.workers, feeds.join(", "));
     let mut last_sweep = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(20));

@@ -32,10 +32,7 @@ pub struct Sessions {
 impl Sessions {
     /// A store keeping sessions for `ttl` after disconnect.
     pub fn new(ttl: Duration) -> Sessions {
-        Sessions {
-            ttl,
-            map: Mutex::new(HashMap::new()),
-        }
+        Sessions { ttl, map: Mutex::new(HashMap::new()) }
     }
 
     /// Remember `subs` for `client_id` (replacing what was there).
@@ -43,9 +40,7 @@ impl Sessions {
         if subs.is_empty() || self.ttl.is_zero() {
             return;
         }
-        self.map
-            .lock()
-            .insert(client_id.to_string(), (now + self.ttl, subs));
+        self.map.lock().insert(client_id.to_string(), (now + self.ttl, subs));
     }
 
     /// Take back what `client_id` had, unless it expired.
@@ -70,11 +65,7 @@ mod tests {
     fn saved_then_taken_once_until_expiry() {
         let s = Sessions::new(Duration::from_secs(10));
         let t0 = Instant::now();
-        let sub = SavedSub {
-            token: 2885,
-            mode: Mode::Quote,
-            delivery: Delivery::Conflate,
-        };
+        let sub = SavedSub { token: 2885, mode: Mode::Quote, delivery: Delivery::Conflate };
         s.save("a", vec![sub], t0);
         assert_eq!(s.take("a", t0 + Duration::from_secs(1)), Some(vec![sub]));
         assert_eq!(s.take("a", t0), None, "taken once");

@@ -83,21 +83,12 @@ pub struct SubTable {
 impl SubTable {
     /// An empty table for `slots` instruments.
     pub fn new(slots: usize) -> SubTable {
-        SubTable {
-            by_slot: (0..slots).map(|_| SubList::new()).collect(),
-            total: 0,
-        }
+        SubTable { by_slot: (0..slots).map(|_| SubList::new()).collect(), total: 0 }
     }
 
     /// Subscribe `conn` to `slot` (or change its encoding and delivery).
     #[inline]
-    pub fn subscribe(
-        &mut self,
-        slot: Slot,
-        conn: ConnId,
-        enc: Encoding,
-        delivery: Delivery,
-    ) -> Added {
+    pub fn subscribe(&mut self, slot: Slot, conn: ConnId, enc: Encoding, delivery: Delivery) -> Added {
         debug_assert!(slot.idx() < self.by_slot.len());
         let list = &mut self.by_slot[slot.idx()];
         if let Some(s) = list.iter_mut().find(|s| s.conn == conn) {
@@ -106,14 +97,7 @@ impl SubTable {
             return Added::Updated;
         }
         let first = list.is_empty();
-        list.push(Sub {
-            conn,
-            enc,
-            delivery,
-            last_seq: 0,
-            next_ok_ns: 0,
-            pending: false,
-        });
+        list.push(Sub { conn, enc, delivery, last_seq: 0, next_ok_ns: 0, pending: false });
         self.total += 1;
         Added::New { first }
     }
@@ -163,30 +147,15 @@ mod tests {
     use crate::encode::Format;
     use crate::tick::Mode;
 
-    const JSON_LTP: Encoding = Encoding {
-        format: Format::Json,
-        mode: Mode::Ltp,
-    };
-    const JSON_QUOTE: Encoding = Encoding {
-        format: Format::Json,
-        mode: Mode::Quote,
-    };
+    const JSON_LTP: Encoding = Encoding { format: Format::Json, mode: Mode::Ltp };
+    const JSON_QUOTE: Encoding = Encoding { format: Format::Json, mode: Mode::Quote };
 
     #[test]
     fn subscribe_update_unsubscribe() {
         let mut t = SubTable::new(4);
-        assert_eq!(
-            t.subscribe(Slot(1), ConnId(7), JSON_LTP, Delivery::Conflate),
-            Added::New { first: true }
-        );
-        assert_eq!(
-            t.subscribe(Slot(1), ConnId(8), JSON_LTP, Delivery::Conflate),
-            Added::New { first: false }
-        );
-        assert_eq!(
-            t.subscribe(Slot(1), ConnId(7), JSON_QUOTE, Delivery::Lossless),
-            Added::Updated
-        );
+        assert_eq!(t.subscribe(Slot(1), ConnId(7), JSON_LTP, Delivery::Conflate), Added::New { first: true });
+        assert_eq!(t.subscribe(Slot(1), ConnId(8), JSON_LTP, Delivery::Conflate), Added::New { first: false });
+        assert_eq!(t.subscribe(Slot(1), ConnId(7), JSON_QUOTE, Delivery::Lossless), Added::Updated);
         assert_eq!(t.len(), 2);
         assert_eq!(t.get(Slot(1), ConnId(7)).unwrap().enc, JSON_QUOTE);
         assert_eq!(t.unsubscribe(Slot(1), ConnId(7)), Some(false));
@@ -206,11 +175,7 @@ mod tests {
             assert_eq!(t.unsubscribe(Slot(0), ConnId(c)), Some(false));
         }
         assert_eq!(t.len(), 500);
-        let mut left: Vec<u32> = t
-            .subscribers_mut(Slot(0))
-            .iter()
-            .map(|s| s.conn.0)
-            .collect();
+        let mut left: Vec<u32> = t.subscribers_mut(Slot(0)).iter().map(|s| s.conn.0).collect();
         left.sort_unstable();
         assert_eq!(left, (1..1000).step_by(2).collect::<Vec<_>>());
     }

@@ -172,9 +172,7 @@ pub fn write_price(out: &mut Vec<u8>, raw: i64, decimals: u8) {
 /// Feeds stamp with it and workers read it once per loop turn.
 #[inline]
 pub fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
 #[cfg(test)]

@@ -15,36 +15,11 @@ fn bad_requests_get_error_frames_and_the_connection_stays_open() {
     let s = Server::sim();
     let mut c = s.native();
     let cases: &[(&str, &str, &str, &str)] = &[
-        (
-            "malformed JSON",
-            r#"{"action":"subscribe","tokens":[2885"#,
-            "bad_request",
-            "malformed JSON",
-        ),
-        (
-            "not an object",
-            r#"[1,2,3]"#,
-            "bad_request",
-            "must be a JSON object",
-        ),
-        (
-            "missing action",
-            r#"{"tokens":[2885]}"#,
-            "bad_request",
-            "missing field `action`",
-        ),
-        (
-            "action not a string",
-            r#"{"action":5}"#,
-            "bad_request",
-            "field `action` must be a string",
-        ),
-        (
-            "unknown action",
-            r#"{"action":"teleport"}"#,
-            "unknown_action",
-            "unknown action `teleport`",
-        ),
+        ("malformed JSON", r#"{"action":"subscribe","tokens":[2885"#, "bad_request", "malformed JSON"),
+        ("not an object", r#"[1,2,3]"#, "bad_request", "must be a JSON object"),
+        ("missing action", r#"{"tokens":[2885]}"#, "bad_request", "missing field `action`"),
+        ("action not a string", r#"{"action":5}"#, "bad_request", "field `action` must be a string"),
+        ("unknown action", r#"{"action":"teleport"}"#, "unknown_action", "unknown action `teleport`"),
         (
             "tokens not an array",
             r#"{"action":"subscribe","tokens":"2885"}"#,
@@ -69,12 +44,7 @@ fn bad_requests_get_error_frames_and_the_connection_stays_open() {
             "bad_request",
             "field `symbols` must be an array of strings",
         ),
-        (
-            "nothing to subscribe",
-            r#"{"action":"subscribe"}"#,
-            "bad_request",
-            "needs `tokens`",
-        ),
+        ("nothing to subscribe", r#"{"action":"subscribe"}"#, "bad_request", "needs `tokens`"),
         (
             "bad mode",
             r#"{"action":"subscribe","tokens":[2885],"mode":"everything"}"#,
@@ -105,14 +75,8 @@ fn bad_requests_get_error_frames_and_the_connection_stays_open() {
         assert_eq!(p["type"], "pong", "{label}");
     }
     let e = c.request(json!({"action": "teleport"}), 77);
-    assert_eq!(
-        (e["type"].as_str(), e["id"].as_u64()),
-        (Some("error"), Some(77)),
-        "errors echo the id"
-    );
-    s.status_until("counted bad requests", |st| {
-        st["counters"]["bad_requests"].as_u64() >= Some(cases.len() as u64)
-    });
+    assert_eq!((e["type"].as_str(), e["id"].as_u64()), (Some("error"), Some(77)), "errors echo the id");
+    s.status_until("counted bad requests", |st| st["counters"]["bad_requests"].as_u64() >= Some(cases.len() as u64));
 }
 
 #[test]
@@ -122,12 +86,7 @@ fn unknown_tokens_and_symbols_are_rejected_per_entry() {
     let r = c.request(json!({"action": "subscribe", "tokens": [0, 4294967295u64, 99999999999u64, -5], "symbols": ["BSE:RELIANCE", ""]}), 1);
     let rejected = r["data"]["rejected"].as_array().unwrap();
     assert_eq!(rejected.len(), 6, "{r}");
-    assert!(
-        rejected
-            .iter()
-            .all(|e| e["reason"] == "unknown token" || e["reason"] == "unknown symbol"),
-        "{r}"
-    );
+    assert!(rejected.iter().all(|e| e["reason"] == "unknown token" || e["reason"] == "unknown symbol"), "{r}");
     assert_eq!(r["status"], "error");
 }
 
@@ -145,10 +104,7 @@ fn client_binary_messages_get_an_error_and_stay_open() {
 fn oversized_messages_close_with_1009() {
     let s = Server::start(&["--max-message-bytes", "1024"]);
     let mut c = s.native();
-    let big = format!(
-        r#"{{"action":"subscribe","symbols":["{}"]}}"#,
-        "A".repeat(4096)
-    );
+    let big = format!(r#"{{"action":"subscribe","symbols":["{}"]}}"#, "A".repeat(4096));
     c.send(&big);
     let (code, reason) = c.recv_close();
     assert_eq!(code, 1009, "{reason}");
@@ -161,23 +117,18 @@ fn oversized_messages_close_with_1009() {
     hdr.extend_from_slice(&[9, 9, 9, 9]);
     raw.write_all(&hdr).unwrap();
     assert_eq!(read_close(&mut raw).0, 1009);
-    s.status_until("the oversize counted", |st| {
-        st["counters"]["oversized_messages"] == 1
-    });
+    s.status_until("the oversize counted", |st| st["counters"]["oversized_messages"] == 1);
 }
 
 #[test]
 fn unmasked_client_frames_close_with_1002() {
     let s = Server::sim();
     let mut raw = raw_upgrade(s.addr, "/stream");
-    raw.write_all(&[0x81, 0x04, b'p', b'i', b'n', b'g'])
-        .unwrap();
+    raw.write_all(&[0x81, 0x04, b'p', b'i', b'n', b'g']).unwrap();
     let (code, reason) = read_close(&mut raw);
     assert_eq!(code, 1002);
     assert!(reason.contains("masked"), "{reason}");
-    s.status_until("the protocol error counted", |st| {
-        st["counters"]["protocol_errors"] == 1
-    });
+    s.status_until("the protocol error counted", |st| st["counters"]["protocol_errors"] == 1);
 }
 
 #[test]
@@ -195,11 +146,7 @@ fn protocol_violations_close_with_1002_or_1007() {
             1002,
         ),
         ("orphan continuation", client_frame(0x0, true, b"x"), 1002),
-        (
-            "invalid UTF-8",
-            client_frame(0x1, true, &[0xff, 0xfe]),
-            1007,
-        ),
+        ("invalid UTF-8", client_frame(0x1, true, &[0xff, 0xfe]), 1007),
     ];
     for (label, bytes, want) in cases {
         let mut raw = raw_upgrade(s.addr, "/stream");
@@ -214,23 +161,15 @@ fn fragmented_messages_are_reassembled_and_pings_answered() {
     let mut raw = raw_upgrade(s.addr, "/stream");
     assert_eq!(read_frame(&mut raw).0, 0x1, "welcome");
     let msg = br#"{"action":"ping","id":"frag"}"#;
-    raw.write_all(&client_frame(0x1, false, &msg[..10]))
-        .unwrap();
+    raw.write_all(&client_frame(0x1, false, &msg[..10])).unwrap();
     raw.write_all(&client_frame(0x9, true, b"hi")).unwrap(); // a ping between fragments
     raw.write_all(&client_frame(0x0, true, &msg[10..])).unwrap();
     let (op, payload) = read_frame(&mut raw);
-    assert_eq!(
-        (op, payload.as_slice()),
-        (0xA, &b"hi"[..]),
-        "pong echoes the ping payload first"
-    );
+    assert_eq!((op, payload.as_slice()), (0xA, &b"hi"[..]), "pong echoes the ping payload first");
     let (op, payload) = read_frame(&mut raw);
     assert_eq!(op, 0x1);
     let v: serde_json::Value = serde_json::from_slice(&payload).unwrap();
-    assert_eq!(
-        (v["type"].as_str(), v["id"].as_str()),
-        (Some("pong"), Some("frag"))
-    );
+    assert_eq!((v["type"].as_str(), v["id"].as_str()), (Some("pong"), Some("frag")));
 }
 
 #[test]
@@ -248,9 +187,7 @@ fn bad_handshakes_get_http_errors_and_others_are_served() {
     let s = Server::sim();
     // Half-finished handshake: a client that stops mid-request.
     let mut stuck = TcpStream::connect(s.addr).unwrap();
-    stuck
-        .write_all(b"GET /stream HTTP/1.1\r\nHost: x\r\nUpg")
-        .unwrap();
+    stuck.write_all(b"GET /stream HTTP/1.1\r\nHost: x\r\nUpg").unwrap();
     let answer = |req: &str| {
         let mut t = TcpStream::connect(s.addr).unwrap();
         t.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -270,10 +207,7 @@ fn bad_handshakes_get_http_errors_and_others_are_served() {
     ];
     for (label, req, status) in cases {
         let out = answer(req);
-        assert!(
-            out.starts_with(&format!("HTTP/1.1 {status}")),
-            "{label}: {out:?}"
-        );
+        assert!(out.starts_with(&format!("HTTP/1.1 {status}")), "{label}: {out:?}");
     }
     // The stuck client did not block anyone.
     let mut c = s.native();
@@ -287,10 +221,7 @@ fn abrupt_disconnects_leave_the_server_healthy() {
     for round in 0..3 {
         let mut clients: Vec<_> = (0..20).map(|_| s.native()).collect();
         for (i, c) in clients.iter_mut().enumerate() {
-            c.request(
-                json!({"action": "subscribe", "tokens": [2885, 11536, 1594], "mode": "depth"}),
-                i as u64,
-            );
+            c.request(json!({"action": "subscribe", "tokens": [2885, 11536, 1594], "mode": "depth"}), i as u64);
         }
         // Drop the TCP connections without a close handshake, some mid-frame.
         for (i, mut c) in clients.into_iter().enumerate() {
@@ -301,9 +232,7 @@ fn abrupt_disconnects_leave_the_server_healthy() {
             }
             drop(c); // no close handshake: the socket just goes away
         }
-        s.status_until(&format!("round {round} cleaned up"), |st| {
-            st["connections"] == 0 && st["subscriptions"] == 0
-        });
+        s.status_until(&format!("round {round} cleaned up"), |st| st["connections"] == 0 && st["subscriptions"] == 0);
     }
     let mut c = s.native();
     c.request(json!({"action": "subscribe", "tokens": [2885]}), 1);
@@ -315,25 +244,13 @@ fn subscription_limit_rejects_the_excess_with_a_reason() {
     let s = Server::start(&["--max-subscriptions", "2"]);
     s.warm();
     let mut c = s.native();
-    let r = c.request(
-        json!({"action": "subscribe", "tokens": [2885, 11536, 1594]}),
-        1,
-    );
+    let r = c.request(json!({"action": "subscribe", "tokens": [2885, 11536, 1594]}), 1);
     assert_eq!(r["data"]["total_subscribed"], 2);
     let rej = &r["data"]["rejected"][0];
     assert_eq!(rej["token"], 1594);
-    assert!(
-        rej["reason"]
-            .as_str()
-            .unwrap()
-            .contains("subscription limit reached (2 per connection)"),
-        "{r}"
-    );
+    assert!(rej["reason"].as_str().unwrap().contains("subscription limit reached (2 per connection)"), "{r}");
     // Changing the mode of an existing subscription is not a new one.
-    let r = c.request(
-        json!({"action": "subscribe", "tokens": [2885], "mode": "quote"}),
-        2,
-    );
+    let r = c.request(json!({"action": "subscribe", "tokens": [2885], "mode": "quote"}), 2);
     assert_eq!(r["status"], "success");
 }
 
@@ -350,7 +267,21 @@ fn connection_limit_answers_503() {
     assert!(out.contains("connection limit reached (2)"), "{out:?}");
     drop(second);
     // A slot is free again: the status request itself gets in.
-    s.status_until("the rejection counted", |st| {
-        st["counters"]["connections_rejected"] == 1
-    });
+    s.status_until("the rejection counted", |st| st["counters"]["connections_rejected"] == 1);
+}
+
+#[test]
+fn a_client_that_floods_requests_without_reading_is_closed_1008() {
+    let s = Server::start(&["--out-buffer-bytes", "65536"]);
+    let mut raw = raw_upgrade(s.addr, "/stream");
+    let ping = client_frame(0x1, true, br#"{"action":"ping","id":"flood-flood-flood"}"#);
+    let burst: Vec<u8> = ping.iter().copied().cycle().take(ping.len() * 4000).collect();
+    // Write without reading; the server must close rather than buffer forever.
+    let _ = raw.set_write_timeout(Some(Duration::from_secs(5)));
+    for _ in 0..20 {
+        if raw.write_all(&burst).is_err() {
+            break;
+        }
+    }
+    s.status_until("the flood cut off", |st| st["connections"] == 0 && st["counters"]["policy_closes"] == 1);
 }

@@ -14,11 +14,7 @@ fn collect_market_data(c: &mut Client, n: usize) -> Vec<Value> {
     let mut last: HashMap<u64, u64> = HashMap::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while out.len() < n {
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {n} market_data frames in 30 s",
-            out.len()
-        );
+        assert!(Instant::now() < deadline, "only {} of {n} market_data frames in 30 s", out.len());
         let v = c.recv_json();
         if v["type"] != "market_data" {
             continue;
@@ -26,19 +22,10 @@ fn collect_market_data(c: &mut Client, n: usize) -> Vec<Value> {
         let token = v["token"].as_u64().unwrap();
         let seq = v["seq"].as_u64().unwrap();
         match last.insert(token, seq) {
-            None => assert_eq!(
-                v["snapshot"], true,
-                "first frame of {token} is the snapshot: {v}"
-            ),
+            None => assert_eq!(v["snapshot"], true, "first frame of {token} is the snapshot: {v}"),
             Some(prev) => {
-                assert!(
-                    seq > prev,
-                    "seq must strictly increase for {token}: {prev} then {seq}"
-                );
-                assert!(
-                    v.get("snapshot").is_none(),
-                    "only the first frame is a snapshot: {v}"
-                );
+                assert!(seq > prev, "seq must strictly increase for {token}: {prev} then {seq}");
+                assert!(v.get("snapshot").is_none(), "only the first frame is a snapshot: {v}");
             }
         }
         out.push(v);
@@ -65,70 +52,42 @@ fn welcome_names_the_server_and_format() {
 fn subscribe_by_token_acks_then_snapshot_then_live_in_seq_order() {
     let s = Server::sim();
     let mut c = s.native();
-    let ack = c.request(
-        json!({"action": "subscribe", "tokens": [2885, 11536, 99999999], "mode": "quote"}),
-        7,
-    );
+    let ack = c.request(json!({"action": "subscribe", "tokens": [2885, 11536, 99999999], "mode": "quote"}), 7);
     assert_eq!(ack["type"], "subscription_response");
     assert_eq!(ack["status"], "success");
     let d = &ack["data"];
     assert_eq!(d["action"], "subscribe");
-    assert_eq!(
-        d["subscribed"][0],
-        json!({"token": 2885, "symbol": "RELIANCE", "exchange": "NSE", "mode": "quote"})
-    );
+    assert_eq!(d["subscribed"][0], json!({"token": 2885, "symbol": "RELIANCE", "exchange": "NSE", "mode": "quote"}));
     assert_eq!(d["subscribed"][1]["symbol"], "TCS");
-    assert_eq!(
-        d["rejected"],
-        json!([{"token": 99999999, "reason": "unknown token"}])
-    );
+    assert_eq!(d["rejected"], json!([{"token": 99999999, "reason": "unknown token"}]));
     assert_eq!(d["total_subscribed"], 2);
     let frames = collect_market_data(&mut c, 40);
-    let tokens: std::collections::HashSet<u64> = frames
-        .iter()
-        .map(|f| f["token"].as_u64().unwrap())
-        .collect();
+    let tokens: std::collections::HashSet<u64> = frames.iter().map(|f| f["token"].as_u64().unwrap()).collect();
     assert_eq!(tokens, [2885, 11536].into_iter().collect());
     let f = &frames[0];
     assert_eq!(f["mode"], 2);
-    for k in [
-        "ltp", "ltq", "volume", "open", "high", "low", "close", "bid", "ask", "bid_qty", "ask_qty",
-        "oi",
-    ] {
+    for k in ["ltp", "ltq", "volume", "open", "high", "low", "close", "bid", "ask", "bid_qty", "ask_qty", "oi"] {
         assert!(f["data"][k].is_number(), "quote field {k} in {f}");
     }
-    assert!(
-        f["ts"].as_u64().unwrap() > 1_600_000_000_000_000_000,
-        "ts is ns since epoch"
-    );
+    assert!(f["ts"].as_u64().unwrap() > 1_600_000_000_000_000_000, "ts is ns since epoch");
 }
 
 #[test]
 fn subscribe_by_symbol_with_exchange_default_and_stocks_alias() {
     let s = Server::sim();
     let mut c = s.native();
-    let ack = c.request(
-        json!({"action": "subscribe", "symbols": ["NSE:RELIANCE", "tcs", "NOPE"]}),
-        1,
-    );
+    let ack = c.request(json!({"action": "subscribe", "symbols": ["NSE:RELIANCE", "tcs", "NOPE"]}), 1);
     let d = &ack["data"];
     assert_eq!(d["subscribed"].as_array().unwrap().len(), 2);
     assert_eq!(d["subscribed"][1]["token"], 11536);
     assert_eq!(d["subscribed"][0]["mode"], "ltp", "ltp is the default mode");
-    assert_eq!(
-        d["rejected"],
-        json!([{"symbol": "NOPE", "reason": "unknown symbol"}])
-    );
+    assert_eq!(d["rejected"], json!([{"symbol": "NOPE", "reason": "unknown symbol"}]));
     let ack = c.request(json!({"action": "subscribe", "stocks": ["INFY"]}), 2);
     assert_eq!(ack["data"]["subscribed"][0]["token"], 1594);
     assert_eq!(ack["data"]["total_subscribed"], 3);
     let f = c.recv_until("ltp frame", |v| v["type"] == "market_data");
     assert_eq!(f["mode"], 1);
-    assert_eq!(
-        f["data"].as_object().unwrap().len(),
-        1,
-        "ltp mode carries only ltp: {f}"
-    );
+    assert_eq!(f["data"].as_object().unwrap().len(), 1, "ltp mode carries only ltp: {f}");
 }
 
 #[test]
@@ -145,20 +104,12 @@ fn all_rejected_is_an_error_status() {
 fn subscribing_again_changes_the_mode_without_duplicates() {
     let s = Server::sim();
     let mut c = s.native();
-    c.request(
-        json!({"action": "subscribe", "tokens": [2885], "mode": "ltp"}),
-        1,
-    );
+    c.request(json!({"action": "subscribe", "tokens": [2885], "mode": "ltp"}), 1);
     collect_market_data(&mut c, 3);
-    let ack = c.request(
-        json!({"action": "subscribe", "tokens": [2885], "mode": "depth"}),
-        2,
-    );
+    let ack = c.request(json!({"action": "subscribe", "tokens": [2885], "mode": "depth"}), 2);
     assert_eq!(ack["data"]["subscribed"][0]["mode"], "depth");
     assert_eq!(ack["data"]["total_subscribed"], 1);
-    let f = c.recv_until("depth frame", |v| {
-        v["type"] == "market_data" && v["mode"] == 3
-    });
+    let f = c.recv_until("depth frame", |v| v["type"] == "market_data" && v["mode"] == 3);
     let depth = &f["data"]["depth"];
     assert_eq!(depth["buy"].as_array().unwrap().len(), 5);
     assert_eq!(depth["sell"].as_array().unwrap().len(), 5);
@@ -176,10 +127,7 @@ fn unsubscribe_stops_data() {
     c.request(json!({"action": "subscribe", "tokens": [2885, 11536]}), 1);
     collect_market_data(&mut c, 4);
     let ack = c.request(json!({"action": "unsubscribe", "tokens": [2885, 1594]}), 2);
-    assert_eq!(
-        ack["data"]["unsubscribed"],
-        json!([{"token": 2885, "symbol": "RELIANCE", "exchange": "NSE"}])
-    );
+    assert_eq!(ack["data"]["unsubscribed"], json!([{"token": 2885, "symbol": "RELIANCE", "exchange": "NSE"}]));
     assert_eq!(ack["data"]["rejected"][0]["reason"], "not subscribed");
     assert_eq!(ack["data"]["total_subscribed"], 1);
     // Everything after the ack is for TCS only; read a good number of frames.
@@ -203,18 +151,9 @@ fn unsubscribe_stops_data() {
 fn get_subscriptions_lists_modes_and_delivery() {
     let s = Server::sim();
     let mut c = s.native();
-    c.request(
-        json!({"action": "subscribe", "tokens": [2885], "mode": "quote"}),
-        1,
-    );
-    c.request(
-        json!({"action": "subscribe", "symbols": ["INFY"], "mode": 3, "delivery": "lossless"}),
-        2,
-    );
-    c.request(
-        json!({"action": "subscribe", "tokens": [11536], "max_rate": 4}),
-        3,
-    );
+    c.request(json!({"action": "subscribe", "tokens": [2885], "mode": "quote"}), 1);
+    c.request(json!({"action": "subscribe", "symbols": ["INFY"], "mode": 3, "delivery": "lossless"}), 2);
+    c.request(json!({"action": "subscribe", "tokens": [11536], "max_rate": 4}), 3);
     let r = c.request(json!({"action": "get_subscriptions"}), 4);
     assert_eq!(r["type"], "subscription_response");
     assert_eq!(
@@ -232,30 +171,14 @@ fn get_subscriptions_lists_modes_and_delivery() {
 fn snapshot_returns_last_values_without_subscribing() {
     let s = Server::sim();
     let mut c = s.native();
-    let r = c.request(
-        json!({"action": "snapshot", "tokens": [2885, 4242424], "mode": "quote"}),
-        9,
-    );
+    let r = c.request(json!({"action": "snapshot", "tokens": [2885, 4242424], "mode": "quote"}), 9);
     assert_eq!(r["type"], "snapshot");
     let d = &r["data"][0];
-    assert_eq!(
-        (
-            d["token"].as_u64(),
-            d["snapshot"].as_bool(),
-            d["mode"].as_u64()
-        ),
-        (Some(2885), Some(true), Some(2))
-    );
+    assert_eq!((d["token"].as_u64(), d["snapshot"].as_bool(), d["mode"].as_u64()), (Some(2885), Some(true), Some(2)));
     assert!(d["data"]["bid"].is_number());
-    assert_eq!(
-        r["rejected"],
-        json!([{"token": 4242424, "reason": "unknown token"}])
-    );
+    assert_eq!(r["rejected"], json!([{"token": 4242424, "reason": "unknown token"}]));
     let subs = c.request(json!({"action": "get_subscriptions"}), 10);
-    assert_eq!(
-        subs["data"]["total_subscribed"], 0,
-        "snapshot does not subscribe"
-    );
+    assert_eq!(subs["data"]["total_subscribed"], 0, "snapshot does not subscribe");
 }
 
 #[test]
@@ -266,10 +189,7 @@ fn ping_pong_echoes_id_and_carries_ts() {
     assert_eq!(p["type"], "pong");
     assert!(p["ts"].as_u64().unwrap() > 0);
     let p = c.request(json!({"action": "ping", "id": "abc"}), 0);
-    assert_eq!(
-        p["id"], 0,
-        "the helper's id wins; string ids are echoed too:"
-    );
+    assert_eq!(p["id"], 0, "the helper's id wins; string ids are echoed too:");
     c.send(r#"{"action":"ping","id":"abc"}"#);
     assert_eq!(c.recv_type("pong")["id"], "abc");
 }
@@ -290,17 +210,9 @@ fn same_client_id_gets_its_subscriptions_back() {
     let s = Server::sim();
     let mut c = s.connect("/stream?client_id=desk-7");
     c.recv_json();
-    c.request(
-        json!({"action": "subscribe", "tokens": [2885, 1594], "mode": "quote"}),
-        1,
-    );
+    c.request(json!({"action": "subscribe", "tokens": [2885, 1594], "mode": "quote"}), 1);
     let seen = collect_market_data(&mut c, 6);
-    let last_seen = seen
-        .iter()
-        .filter(|f| f["token"] == 2885)
-        .map(|f| f["seq"].as_u64().unwrap())
-        .max()
-        .unwrap_or(0);
+    let last_seen = seen.iter().filter(|f| f["token"] == 2885).map(|f| f["seq"].as_u64().unwrap()).max().unwrap_or(0);
     drop(c);
     std::thread::sleep(Duration::from_millis(300));
     let mut again = s.connect("/stream?client_id=desk-7");
@@ -311,10 +223,7 @@ fn same_client_id_gets_its_subscriptions_back() {
     assert_eq!(restored["data"]["subscribed"][0]["mode"], "quote");
     let frames = collect_market_data(&mut again, 6);
     let first = frames.iter().find(|f| f["token"] == 2885).unwrap();
-    assert!(
-        first["seq"].as_u64().unwrap() >= last_seen,
-        "snapshot is the newest value"
-    );
+    assert!(first["seq"].as_u64().unwrap() >= last_seen, "snapshot is the newest value");
     // Another id does not see them.
     let mut other = s.connect("/stream?client_id=desk-8");
     other.recv_json();
@@ -339,17 +248,11 @@ fn idle_clients_get_heartbeats_with_feed_health() {
 fn rate_capped_subscription_delivers_the_newest_value_marked_conflated() {
     let s = Server::start(&["--feed", "sim:rate=20000"]);
     let mut c = s.native();
-    c.request(
-        json!({"action": "subscribe", "tokens": [2885], "max_rate": 5}),
-        1,
-    );
+    c.request(json!({"action": "subscribe", "tokens": [2885], "max_rate": 5}), 1);
     let started = Instant::now();
     let mut frames = Vec::new();
     while frames.len() < 6 {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "capped stream stalled: {frames:?}"
-        );
+        assert!(started.elapsed() < Duration::from_secs(30), "capped stream stalled: {frames:?}");
         let v = c.recv_json();
         if v["type"] == "market_data" {
             frames.push(v);
@@ -359,16 +262,9 @@ fn rate_capped_subscription_delivers_the_newest_value_marked_conflated() {
     assert!(seqs.windows(2).all(|w| w[1] > w[0]), "{seqs:?}");
     // At 20k ticks/s over 54 instruments RELIANCE ticks ~370 times a second;
     // five capped updates must have skipped ticks and said so.
-    assert!(
-        frames[1..].iter().any(|f| f["conflated"] == true),
-        "skips are flagged: {frames:?}"
-    );
+    assert!(frames[1..].iter().any(|f| f["conflated"] == true), "skips are flagged: {frames:?}");
     let span = seqs[5] - seqs[0];
-    assert!(
-        span > 5,
-        "capped: 6 frames spanned {span} seqs in {:?}",
-        started.elapsed()
-    );
+    assert!(span > 5, "capped: 6 frames spanned {span} seqs in {:?}", started.elapsed());
 }
 
 #[test]
@@ -377,16 +273,7 @@ fn plain_http_endpoints() {
     let (code, body) = s.get("/healthz");
     assert_eq!((code, body.as_str()), (200, "ok\n"));
     let st = s.status();
-    for k in [
-        "server",
-        "connections",
-        "subscriptions",
-        "feeds",
-        "ring_overruns",
-        "counters",
-        "latency_ns",
-        "workers",
-    ] {
+    for k in ["server", "connections", "subscriptions", "feeds", "ring_overruns", "counters", "latency_ns", "workers"] {
         assert!(st.get(k).is_some(), "/status has {k}: {st}");
     }
     for k in ["p50", "p90", "p99", "p99_9", "max", "count"] {
@@ -413,25 +300,14 @@ fn plain_http_endpoints() {
 fn status_counts_connections_subscriptions_and_latency() {
     let s = Server::sim();
     let mut c = s.native();
-    c.request(
-        json!({"action": "subscribe", "tokens": [2885, 11536, 1594]}),
-        1,
-    );
+    c.request(json!({"action": "subscribe", "tokens": [2885, 11536, 1594]}), 1);
     collect_market_data(&mut c, 20);
     let st = s.status_until("the subscriptions and latency", |st| {
         st["subscriptions"] == 3 && st["latency_ns"]["count"].as_u64() > Some(0)
     });
-    assert_eq!(
-        st["connections"], 1,
-        "the status request itself is HTTP, not counted until upgraded: {st}"
-    );
+    assert_eq!(st["connections"], 1, "the status request itself is HTTP, not counted until upgraded: {st}");
     let p = &st["latency_ns"];
-    assert!(
-        p["p50"].as_u64() <= p["p99"].as_u64() && p["p99"].as_u64() <= p["max"].as_u64(),
-        "{p}"
-    );
+    assert!(p["p50"].as_u64() <= p["p99"].as_u64() && p["p99"].as_u64() <= p["max"].as_u64(), "{p}");
     drop(c);
-    s.status_until("the disconnect", |st| {
-        st["connections"] == 0 && st["subscriptions"] == 0
-    });
+    s.status_until("the disconnect", |st| st["connections"] == 0 && st["subscriptions"] == 0);
 }

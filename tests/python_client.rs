@@ -18,10 +18,7 @@ fn python_client_speaks_json_and_decodes_rkyv_with_struct() {
     assert!(script.is_file(), "missing {}", script.display());
 
     let deps = Command::new("python3")
-        .args([
-            "-c",
-            "import websocket, struct, json; print(websocket.__version__)",
-        ])
+        .args(["-c", "import websocket, struct, json; print(websocket.__version__)"])
         .output()
         .unwrap_or_else(|e| panic!("python3 is required for this test and could not be run: {e}"));
     assert!(
@@ -45,9 +42,6 @@ fn python_client_speaks_json_and_decodes_rkyv_with_struct() {
         script.display(),
         out.status
     );
-    assert!(
-        stdout.contains("OK"),
-        "no success line from the Python client:\n{stdout}\n{stderr}"
-    );
+    assert!(stdout.contains("OK"), "no success line from the Python client:\n{stdout}\n{stderr}");
     println!("{stdout}");
 }

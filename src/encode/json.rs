@@ -58,13 +58,7 @@ fn levels(out: &mut Vec<u8>, side: &[Level], n: usize, dec: u8) {
 }
 
 /// Append a `market_data` text frame; returns the frame's range in `out`.
-pub fn market_data(
-    out: &mut Vec<u8>,
-    mode: Mode,
-    t: &Tick,
-    ins: &Instrument,
-    marks: Marks,
-) -> Range<usize> {
+pub fn market_data(out: &mut Vec<u8>, mode: Mode, t: &Tick, ins: &Instrument, marks: Marks) -> Range<usize> {
     let start = frame::begin(out);
     let dec = ins.price_decimals;
     int(out, b"{\"type\":\"market_data\",\"token\":", t.token);
@@ -131,26 +125,10 @@ mod tests {
             depth_levels: 2,
             ..Tick::default()
         };
-        t.depth.bids[0] = Level {
-            price: 285045,
-            qty: 500,
-            orders: 3,
-        };
-        t.depth.bids[1] = Level {
-            price: 285040,
-            qty: 100,
-            orders: 1,
-        };
-        t.depth.asks[0] = Level {
-            price: 285055,
-            qty: 750,
-            orders: 4,
-        };
-        t.depth.asks[1] = Level {
-            price: 285060,
-            qty: 25,
-            orders: 2,
-        };
+        t.depth.bids[0] = Level { price: 285045, qty: 500, orders: 3 };
+        t.depth.bids[1] = Level { price: 285040, qty: 100, orders: 1 };
+        t.depth.asks[0] = Level { price: 285055, qty: 750, orders: 4 };
+        t.depth.asks[1] = Level { price: 285060, qty: 25, orders: 2 };
         t
     }
 
@@ -176,26 +154,14 @@ mod tests {
     #[test]
     fn ltp_and_marks() {
         assert_eq!(
-            payload(
-                Mode::Ltp,
-                Marks {
-                    snapshot: true,
-                    conflated: false
-                }
-            ),
+            payload(Mode::Ltp, Marks { snapshot: true, conflated: false }),
             r#"{"type":"market_data","token":2885,"symbol":"RELIANCE","exchange":"NSE","mode":1,"seq":1042,"ts":1763712000123456789,"snapshot":true,"data":{"ltp":2850.5}}"#
         );
     }
 
     #[test]
     fn depth_is_valid_json_with_levels() {
-        let s = payload(
-            Mode::Depth,
-            Marks {
-                snapshot: false,
-                conflated: true,
-            },
-        );
+        let s = payload(Mode::Depth, Marks { snapshot: false, conflated: true });
         let v: serde_json::Value = serde_json::from_str(&s).unwrap();
         assert_eq!(v["mode"], 3);
         assert_eq!(v["conflated"], true);

@@ -73,13 +73,7 @@ pub struct Marks {
 }
 
 /// Encode `tick` as a complete frame appended to `out`; returns its range.
-pub fn encode(
-    out: &mut Vec<u8>,
-    enc: Encoding,
-    tick: &Tick,
-    ins: &Instrument,
-    marks: Marks,
-) -> Range<usize> {
+pub fn encode(out: &mut Vec<u8>, enc: Encoding, tick: &Tick, ins: &Instrument, marks: Marks) -> Range<usize> {
     match enc.format {
         Format::Json => json::market_data(out, enc.mode, tick, ins, marks),
         Format::Rkyv => rkyv::market_data(out, enc.mode, tick, ins, marks),

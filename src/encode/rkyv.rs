@@ -145,11 +145,7 @@ fn quote(h: WireHeader, t: &Tick, depth_levels: u32) -> WireQuote {
 fn levels(side: &[Level; DEPTH_LEVELS], n: usize) -> [WireLevel; DEPTH_LEVELS] {
     std::array::from_fn(|i| {
         if i < n {
-            WireLevel {
-                price: side[i].price,
-                qty: side[i].qty,
-                orders: side[i].orders,
-            }
+            WireLevel { price: side[i].price, qty: side[i].qty, orders: side[i].orders }
         } else {
             WireLevel::default()
         }
@@ -165,11 +161,7 @@ thread_local! {
 fn archive<T>(value: &T, out: &mut Vec<u8>)
 where
     T: for<'a> Serialize<
-        rkyv::api::high::HighSerializer<
-            AlignedVec,
-            rkyv::ser::allocator::ArenaHandle<'a>,
-            rkyv::rancor::Failure,
-        >,
+        rkyv::api::high::HighSerializer<AlignedVec, rkyv::ser::allocator::ArenaHandle<'a>, rkyv::rancor::Failure>,
     >,
 {
     SCRATCH.with_borrow_mut(|buf| {
@@ -183,13 +175,7 @@ where
 }
 
 /// Append a binary `market_data` frame; returns its range in `out`.
-pub fn market_data(
-    out: &mut Vec<u8>,
-    mode: Mode,
-    t: &Tick,
-    ins: &Instrument,
-    marks: Marks,
-) -> Range<usize> {
+pub fn market_data(out: &mut Vec<u8>, mode: Mode, t: &Tick, ins: &Instrument, marks: Marks) -> Range<usize> {
     let start = frame::begin(out);
     let h = header(mode, t, ins, marks);
     match mode {
@@ -197,11 +183,8 @@ pub fn market_data(
         Mode::Quote => archive(&quote(h, t, 0), out),
         Mode::Depth => {
             let n = usize::from(t.depth_levels).min(DEPTH_LEVELS);
-            let d = WireDepth {
-                q: quote(h, t, n as u32),
-                bids: levels(&t.depth.bids, n),
-                asks: levels(&t.depth.asks, n),
-            };
+            let d =
+                WireDepth { q: quote(h, t, n as u32), bids: levels(&t.depth.bids, n), asks: levels(&t.depth.asks, n) };
             archive(&d, out)
         }
     }
@@ -237,22 +220,9 @@ mod tests {
             depth_levels: 5,
             ..Tick::default()
         };
-        t.depth.asks[4] = Level {
-            price: 42,
-            qty: 43,
-            orders: 44,
-        };
+        t.depth.asks[4] = Level { price: 42, qty: 43, orders: 44 };
         let mut out = Vec::new();
-        let r = market_data(
-            &mut out,
-            mode,
-            &t,
-            ins,
-            Marks {
-                snapshot: true,
-                conflated: false,
-            },
-        );
+        let r = market_data(&mut out, mode, &t, ins, Marks { snapshot: true, conflated: false });
         let f = &out[r];
         assert_eq!(f[0], 0x82, "final binary frame");
         let hl = if f[1] == 126 { 4 } else { 2 };
@@ -287,26 +257,10 @@ mod tests {
         assert_eq!(p[7], WIRE_VERSION);
         assert_eq!(u64::from_le_bytes(p[8..16].try_into().unwrap()), 7);
         assert_eq!(i64::from_le_bytes(p[24..32].try_into().unwrap()), 285050);
-        assert_eq!(
-            u32::from_le_bytes(p[44..48].try_into().unwrap()),
-            5,
-            "depth_levels"
-        );
-        assert_eq!(
-            u64::from_le_bytes(p[48..56].try_into().unwrap()),
-            5,
-            "volume"
-        );
+        assert_eq!(u32::from_le_bytes(p[44..48].try_into().unwrap()), 5, "depth_levels");
+        assert_eq!(u64::from_le_bytes(p[48..56].try_into().unwrap()), 5, "volume");
         assert_eq!(u64::from_le_bytes(p[104..112].try_into().unwrap()), 3, "oi");
-        assert_eq!(
-            i64::from_le_bytes(p[256..264].try_into().unwrap()),
-            42,
-            "asks[4].price"
-        );
-        assert_eq!(
-            u32::from_le_bytes(p[268..272].try_into().unwrap()),
-            44,
-            "asks[4].orders"
-        );
+        assert_eq!(i64::from_le_bytes(p[256..264].try_into().unwrap()), 42, "asks[4].price");
+        assert_eq!(u32::from_le_bytes(p[268..272].try_into().unwrap()), 44, "asks[4].orders");
     }
 }

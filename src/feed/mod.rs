@@ -65,13 +65,7 @@ impl FeedHealth {
     /// `connecting`, `live`, `stale` (live but silent for `STALE_AFTER_MS`) or `down`.
     pub fn state_name(&self, now_ns: u64) -> &'static str {
         match self.state.load(Ordering::Relaxed) {
-            STATE_LIVE
-                if self
-                    .last_tick_age_ms(now_ns)
-                    .is_some_and(|a| a > STALE_AFTER_MS) =>
-            {
-                "stale"
-            }
+            STATE_LIVE if self.last_tick_age_ms(now_ns).is_some_and(|a| a > STALE_AFTER_MS) => "stale",
             STATE_LIVE => "live",
             STATE_DOWN => "down",
             _ => "connecting",
@@ -109,10 +103,7 @@ pub trait Source: Send + 'static {
 /// Build the sources for `specs`. Simulators split the master between them
 /// (slot `i` belongs to simulator `i % n`) so every slot has one writer.
 pub fn build(specs: &[FeedSpec], registry: &Registry) -> Vec<Box<dyn Source>> {
-    let sims = specs
-        .iter()
-        .filter(|s| matches!(s, FeedSpec::Sim { .. }))
-        .count();
+    let sims = specs.iter().filter(|s| matches!(s, FeedSpec::Sim { .. })).count();
     let mut sim_index = 0;
     specs
         .iter()
@@ -130,15 +121,8 @@ pub fn build(specs: &[FeedSpec], registry: &Registry) -> Vec<Box<dyn Source>> {
 pub fn names(sources: &[Box<dyn Source>]) -> Vec<String> {
     let mut out: Vec<String> = Vec::with_capacity(sources.len());
     for s in sources {
-        let n = out
-            .iter()
-            .filter(|o| o.split('#').next() == Some(s.kind()))
-            .count();
-        out.push(if n == 0 {
-            s.kind().to_string()
-        } else {
-            format!("{}#{}", s.kind(), n + 1)
-        });
+        let n = out.iter().filter(|o| o.split('#').next() == Some(s.kind())).count();
+        out.push(if n == 0 { s.kind().to_string() } else { format!("{}#{}", s.kind(), n + 1) });
     }
     out
 }

@@ -41,11 +41,7 @@ impl Sim {
             .map(|(slot, ins)| {
                 let step = ins.tick_size.max(1);
                 let scale = 10i64.pow(u32::from(ins.price_decimals));
-                let start = if ins.ref_price > 0 {
-                    ins.ref_price
-                } else {
-                    (100 + i64::from(ins.token % 4000)) * scale
-                };
+                let start = if ins.ref_price > 0 { ins.ref_price } else { (100 + i64::from(ins.token % 4000)) * scale };
                 let ltp = (start / step).max(1) * step;
                 let tick = Tick {
                     token: ins.token,
@@ -59,11 +55,7 @@ impl Sim {
                     depth_levels: DEPTH_LEVELS as u8,
                     ..Tick::default()
                 };
-                Walk {
-                    tick,
-                    step,
-                    lot: ins.lot_size.max(1),
-                }
+                Walk { tick, step, lot: ins.lot_size.max(1) }
             })
             .collect();
         Sim { walks, rate, rng }
@@ -87,24 +79,14 @@ impl Sim {
         t.volume += u64::from(t.ltq);
         t.bid = (t.ltp - w.step).max(w.step);
         t.ask = t.ltp + w.step;
-        for (i, (b, a)) in t
-            .depth
-            .bids
-            .iter_mut()
-            .zip(t.depth.asks.iter_mut())
-            .enumerate()
-        {
+        for (i, (b, a)) in t.depth.bids.iter_mut().zip(t.depth.asks.iter_mut()).enumerate() {
             let i = i as i64;
             *b = Level {
                 price: (t.bid - i * w.step).max(w.step),
                 qty: w.lot * rng.u32(1..=500),
                 orders: rng.u32(1..=20),
             };
-            *a = Level {
-                price: t.ask + i * w.step,
-                qty: w.lot * rng.u32(1..=500),
-                orders: rng.u32(1..=20),
-            };
+            *a = Level { price: t.ask + i * w.step, qty: w.lot * rng.u32(1..=500), orders: rng.u32(1..=20) };
         }
         t.bid_qty = t.depth.bids[0].qty;
         t.ask_qty = t.depth.asks[0].qty;
@@ -122,25 +104,18 @@ impl Source for Sim {
 
     fn run(mut self: Box<Self>, mut ctx: FeedCtx) {
         if self.walks.is_empty() {
-            ctx.health
-                .state
-                .store(STATE_DOWN, std::sync::atomic::Ordering::Relaxed);
+            ctx.health.state.store(STATE_DOWN, std::sync::atomic::Ordering::Relaxed);
             return;
         }
-        ctx.health
-            .state
-            .store(STATE_LIVE, std::sync::atomic::Ordering::Relaxed);
+        ctx.health.state.store(STATE_LIVE, std::sync::atomic::Ordering::Relaxed);
         let start = Instant::now();
         let mut sent: u64 = 0;
         while !stopping(&ctx.shutdown) {
             let elapsed = start.elapsed().as_nanos() as u64;
-            let due = ((u128::from(elapsed) * u128::from(self.rate) / 1_000_000_000) as u64)
-                .saturating_sub(sent);
+            let due = ((u128::from(elapsed) * u128::from(self.rate) / 1_000_000_000) as u64).saturating_sub(sent);
             if due == 0 {
                 let next_ns = (u128::from(sent + 1) * 1_000_000_000 / u128::from(self.rate)) as u64;
-                std::thread::sleep(Duration::from_nanos(
-                    next_ns.saturating_sub(elapsed).min(1_000_000),
-                ));
+                std::thread::sleep(Duration::from_nanos(next_ns.saturating_sub(elapsed).min(1_000_000)));
                 continue;
             }
             let n = due.min(MAX_BATCH);
@@ -154,9 +129,7 @@ impl Source for Sim {
             ctx.health.published(n, ts);
             sent += n;
         }
-        ctx.health
-            .state
-            .store(STATE_DOWN, std::sync::atomic::Ordering::Relaxed);
+        ctx.health.state.store(STATE_DOWN, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -182,11 +182,7 @@ impl Conn {
                 self.compact();
                 return Ok(true);
             }
-            let split = if self.ctrl_pending() > 0 {
-                self.frame_end()
-            } else {
-                self.data_pos
-            };
+            let split = if self.ctrl_pending() > 0 { self.frame_end() } else { self.data_pos };
             let (a, c) = (&self.data[self.data_pos..split], &self.data[split..]);
             let b = &self.ctrl[self.ctrl_pos..];
             let bufs = [IoSlice::new(a), IoSlice::new(b), IoSlice::new(c)];

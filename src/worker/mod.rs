@@ -112,10 +112,7 @@ impl Worker {
     /// Registration with epoll failed.
     pub fn new(setup: WorkerSetup, shared: Arc<Shared>) -> io::Result<Worker> {
         let mut listener = TcpListener::from_std(setup.listener);
-        setup
-            .poll
-            .registry()
-            .register(&mut listener, LISTENER, Ready::READABLE)?;
+        setup.poll.registry().register(&mut listener, LISTENER, Ready::READABLE)?;
         let slots = shared.registry.len();
         let default_delivery = match shared.config.slow_consumer {
             SlowConsumer::Conflate => Delivery::Conflate,
@@ -154,11 +151,8 @@ impl Worker {
         let spin = self.shared.config.idle == Idle::Spin;
         let mut busy = true;
         while !self.shared.shutdown.load(Ordering::Relaxed) {
-            let timeout = if spin || busy || !self.reread.is_empty() {
-                Some(Duration::ZERO)
-            } else {
-                self.park_timeout()
-            };
+            let timeout =
+                if spin || busy || !self.reread.is_empty() { Some(Duration::ZERO) } else { self.park_timeout() };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     log::error!("worker {}: poll failed: {e}", self.id);
@@ -211,11 +205,7 @@ impl Worker {
             self.on_readable(id, now);
         }
         work |= self.drain(now) > 0;
-        if self
-            .timers
-            .peek()
-            .is_some_and(|Reverse((t, _, _))| *t <= now)
-        {
+        if self.timers.peek().is_some_and(|Reverse((t, _, _))| *t <= now) {
             self.fire_timers(now);
         }
         if now >= self.next_housekeeping_ns {
@@ -262,10 +252,7 @@ impl Worker {
             Counters::inc(&c.connections_rejected);
             let body = format!("connection limit reached ({max}); try again later\n");
             // Best effort: the socket is fresh, so a short response fits its buffer.
-            let _ = io::Write::write(
-                &mut sock,
-                &handshake::http_response(503, "text/plain", body.as_bytes()),
-            );
+            let _ = io::Write::write(&mut sock, &handshake::http_response(503, "text/plain", body.as_bytes()));
             return;
         }
         Counters::inc(&c.connections_total);
@@ -277,11 +264,8 @@ impl Worker {
                 (self.conns.len() - 1) as u32
             }
         };
-        if let Err(e) = self.poll.registry().register(
-            &mut sock,
-            Token(id as usize),
-            Ready::READABLE | Ready::WRITABLE,
-        ) {
+        if let Err(e) = self.poll.registry().register(&mut sock, Token(id as usize), Ready::READABLE | Ready::WRITABLE)
+        {
             log::warn!("worker {}: register failed: {e}", self.id);
             self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
             self.free.push(id);
@@ -314,20 +298,14 @@ impl Worker {
         for &slot in &c.slots {
             if let Some(s) = self.subs.get(slot, id) {
                 let token = self.shared.registry.get(slot).token;
-                saved.push(crate::session::SavedSub {
-                    token,
-                    mode: s.enc.mode,
-                    delivery: s.delivery,
-                });
+                saved.push(crate::session::SavedSub { token, mode: s.enc.mode, delivery: s.delivery });
             }
             if self.subs.unsubscribe(slot, id) == Some(true) {
                 self.shared.hub.interest.clear(slot, self.id);
             }
         }
         if !c.client_id.is_empty() {
-            self.shared
-                .sessions
-                .save(&c.client_id, saved, std::time::Instant::now());
+            self.shared.sessions.save(&c.client_id, saved, std::time::Instant::now());
         }
         let _ = self.poll.registry().deregister(&mut c.sock);
         self.free.push(id.0);
@@ -341,17 +319,13 @@ impl Worker {
         match why.code {
             close::PROTOCOL | close::INVALID_DATA => Counters::inc(&counters.protocol_errors),
             close::TOO_BIG => Counters::inc(&counters.oversized),
+            close::POLICY => Counters::inc(&counters.policy_closes),
             close::TRY_AGAIN_LATER => Counters::inc(&counters.slow_disconnects),
             _ => {}
         }
         let Some(c) = self.conn(id) else { return };
         if c.phase == Phase::Open {
-            log::info!(
-                "closing client {} with {}: {}",
-                c.client_id,
-                why.code,
-                why.reason
-            );
+            log::info!("closing client {} with {}: {}", c.client_id, why.code, why.reason);
             c.close(why.code, why.reason);
             self.mark_dirty(id);
         } else {
@@ -415,10 +389,7 @@ impl Worker {
             }
             Ok(false) => {
                 let limit = self.shared.config.out_buffer_bytes;
-                if self
-                    .conn(id)
-                    .is_some_and(|c| c.congested && c.data_pending() <= limit / 2)
-                {
+                if self.conn(id).is_some_and(|c| c.congested && c.data_pending() <= limit / 2) {
                     self.relieve(id, now);
                 }
             }
@@ -492,8 +463,7 @@ impl Worker {
             }
             other => {
                 Counters::inc(&self.shared.counters.handshake_failures);
-                let body =
-                    format!("no WebSocket endpoint at {other}; the native stream is at /stream\n");
+                let body = format!("no WebSocket endpoint at {other}; the native stream is at /stream\n");
                 self.http_reply(id, 404, "text/plain", body.as_bytes());
                 return;
             }
@@ -523,6 +493,11 @@ impl Worker {
             off += parsed.consumed;
             if let Err(why) = self.on_frame(id, parsed.kind, parsed.fin, &mut buf[payload], now) {
                 self.close_conn(id, why);
+            }
+            let limit = self.shared.config.out_buffer_bytes;
+            if self.conn(id).is_some_and(|c| c.ctrl_pending() > limit) {
+                let reason = "replies are not being read: control lane over the out-buffer limit";
+                self.close_conn(id, CloseReason { code: close::POLICY, reason });
             }
             if self.conn(id).is_none_or(|c| c.phase != Phase::Open) {
                 break;
@@ -556,16 +531,9 @@ impl Worker {
             Kind::Pong => Ok(()),
             Kind::Close => {
                 // Echo the peer's code (RFC 6455 §5.5.1), then close.
-                let code = if payload.len() >= 2 {
-                    u16::from_be_bytes([payload[0], payload[1]])
-                } else {
-                    close::NORMAL
-                };
-                let code = if matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) {
-                    code
-                } else {
-                    close::PROTOCOL
-                };
+                let code =
+                    if payload.len() >= 2 { u16::from_be_bytes([payload[0], payload[1]]) } else { close::NORMAL };
+                let code = if matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) { code } else { close::PROTOCOL };
                 c.close(code, "");
                 self.mark_dirty(id);
                 Ok(())
@@ -578,10 +546,7 @@ impl Worker {
                     });
                 };
                 if f.bytes.len() + payload.len() > max {
-                    return Err(CloseReason {
-                        code: close::TOO_BIG,
-                        reason: "message exceeds the size limit",
-                    });
+                    return Err(CloseReason { code: close::TOO_BIG, reason: "message exceeds the size limit" });
                 }
                 f.bytes.extend_from_slice(payload);
                 if fin {
@@ -602,23 +567,14 @@ impl Worker {
                 if fin {
                     self.on_message(id, binary, payload, now)
                 } else {
-                    c.frag = Some(Fragments {
-                        binary,
-                        bytes: payload.to_vec(),
-                    });
+                    c.frag = Some(Fragments { binary, bytes: payload.to_vec() });
                     Ok(())
                 }
             }
         }
     }
 
-    fn on_message(
-        &mut self,
-        id: ConnId,
-        binary: bool,
-        payload: &mut [u8],
-        now: u64,
-    ) -> Result<(), CloseReason> {
+    fn on_message(&mut self, id: ConnId, binary: bool, payload: &mut [u8], now: u64) -> Result<(), CloseReason> {
         if binary {
             native::reply_error(
                 self,
@@ -631,10 +587,7 @@ impl Worker {
             return Ok(());
         }
         if std::str::from_utf8(payload).is_err() {
-            return Err(CloseReason {
-                code: close::INVALID_DATA,
-                reason: "text frame is not valid UTF-8",
-            });
+            return Err(CloseReason { code: close::INVALID_DATA, reason: "text frame is not valid UTF-8" });
         }
         native::handle(self, id, payload, now);
         Ok(())
@@ -673,21 +626,12 @@ impl Worker {
         if let Some(t) = self.shared.hub.lvc.load(slot) {
             let ins = self.shared.registry.get(slot);
             let sub = self.subs.get_mut(slot, id).expect("just added");
-            sub.last_seq = t.seq;
             if c.congested {
-                sub.pending = true;
+                sub.pending = true; // delivered when the client drains
             } else {
+                sub.last_seq = t.seq;
                 self.scratch.clear();
-                let r = encode::encode(
-                    &mut self.scratch,
-                    enc,
-                    &t,
-                    ins,
-                    Marks {
-                        snapshot: true,
-                        conflated: false,
-                    },
-                );
+                let r = encode::encode(&mut self.scratch, enc, &t, ins, Marks { snapshot: true, conflated: false });
                 c.data_frame(&self.scratch[r], now);
                 self.frames += 1;
             }
@@ -725,9 +669,7 @@ impl Worker {
             if avail == 0 {
                 continue;
             }
-            let chunk = ring
-                .read_chunk(avail)
-                .expect("slots() said these are available");
+            let chunk = ring.read_chunk(avail).expect("slots() said these are available");
             let (a, b) = chunk.as_slices();
             for t in a.iter().chain(b) {
                 self.fan_out(t, now);
@@ -751,11 +693,7 @@ impl Worker {
             if t.seq <= sub.last_seq {
                 continue; // already sent (snapshot overlap)
             }
-            let Some(c) = self
-                .conns
-                .get_mut(sub.conn.0 as usize)
-                .and_then(Option::as_mut)
-            else {
+            let Some(c) = self.conns.get_mut(sub.conn.0 as usize).and_then(Option::as_mut) else {
                 debug_assert!(false, "subscription of a dropped connection");
                 continue;
             };
@@ -763,8 +701,7 @@ impl Worker {
                 if now < sub.next_ok_ns {
                     if !sub.pending {
                         sub.pending = true;
-                        self.timers
-                            .push(Reverse((sub.next_ok_ns, sub.conn.0, slot.0)));
+                        self.timers.push(Reverse((sub.next_ok_ns, sub.conn.0, slot.0)));
                     }
                     continue;
                 }
@@ -796,7 +733,11 @@ impl Worker {
                 Counters::inc(&self.shared.counters.slow_conflations);
                 if c.logged & conn::logged::SLOW == 0 {
                     c.logged |= conn::logged::SLOW;
-                    log::warn!("client {} passed its out-buffer limit ({} bytes queued): slow-consumer policy applies", c.client_id, c.data_pending());
+                    log::warn!(
+                        "client {} passed its out-buffer limit ({} bytes queued): slow-consumer policy applies",
+                        c.client_id,
+                        c.data_pending()
+                    );
                 }
             }
             if !c.dirty {
@@ -839,16 +780,7 @@ impl Worker {
             Counters::inc(&self.shared.counters.gaps_sent);
         }
         self.scratch.clear();
-        let r = encode::encode(
-            &mut self.scratch,
-            enc,
-            &t,
-            ins,
-            Marks {
-                snapshot: false,
-                conflated,
-            },
-        );
+        let r = encode::encode(&mut self.scratch, enc, &t, ins, Marks { snapshot: false, conflated });
         c.data_frame(&self.scratch[r], now);
         self.frames += 1;
         self.mark_dirty(id);
@@ -860,12 +792,11 @@ impl Worker {
         c.congested = false;
         let slots = std::mem::take(&mut c.slots);
         for &slot in &slots {
-            if self
-                .subs
-                .get(slot, id)
-                .is_some_and(|s| s.pending && !matches!(s.delivery, Delivery::MaxRate { .. }))
-            {
-                self.deliver_latest(id, slot, true, now);
+            if let Some(s) = self.subs.get(slot, id).filter(|s| s.pending) {
+                // A rate cap drops by design (flagged `conflated`); a slow
+                // consumer's drops also get a `gap` notice.
+                let with_gap = !matches!(s.delivery, Delivery::MaxRate { .. });
+                self.deliver_latest(id, slot, with_gap, now);
             }
         }
         if let Some(c) = self.conn(id) {
@@ -880,8 +811,8 @@ impl Worker {
             }
             self.timers.pop();
             let (id, slot) = (ConnId(conn), Slot(slot));
-            let ready = self.subs.get(slot, id).is_some_and(|s| s.pending)
-                && self.conn(id).is_some_and(|c| !c.congested);
+            let ready =
+                self.subs.get(slot, id).is_some_and(|s| s.pending) && self.conn(id).is_some_and(|c| !c.congested);
             if ready {
                 self.deliver_latest(id, slot, false, now);
             }
@@ -903,7 +834,7 @@ impl Worker {
                     Counters::inc(&self.shared.counters.handshake_failures);
                     self.drop_conn(id);
                 }
-                Phase::Open if now.saturating_sub(c.last_tx_ns) >= hb_ns => {
+                Phase::Open if now.saturating_sub(c.last_tx_ns) >= hb_ns && c.is_drained() => {
                     let hb = heartbeat.get_or_insert_with(|| native::heartbeat(&self.shared, now));
                     c.ctrl_text(hb, now);
                     self.mark_dirty(id);
@@ -920,8 +851,7 @@ impl Worker {
     fn publish_metrics(&mut self) {
         let g = &self.shared.gauges[self.id];
         g.connections.store(self.open, Ordering::Relaxed);
-        g.subscriptions
-            .store(self.subs.len() as u64, Ordering::Relaxed);
+        g.subscriptions.store(self.subs.len() as u64, Ordering::Relaxed);
         if !self.hist.is_empty() {
             let _ = g.latency.lock().add(&self.hist);
             self.hist.reset();
@@ -938,10 +868,7 @@ impl Worker {
             let id = ConnId(i as u32);
             match self.conns[i].as_mut().map(|c| c.phase) {
                 Some(Phase::Open) => {
-                    self.conns[i]
-                        .as_mut()
-                        .expect("matched")
-                        .close(close::GOING_AWAY, "server shutting down");
+                    self.conns[i].as_mut().expect("matched").close(close::GOING_AWAY, "server shutting down");
                     self.write(id, now);
                 }
                 Some(_) => self.drop_conn(id),

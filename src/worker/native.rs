@@ -40,29 +40,17 @@ fn bad(msg: impl Into<String>) -> Refusal {
 pub(super) fn open(w: &mut Worker, id: ConnId, req: &Request, now: u64) -> Result<(), String> {
     let format = match req.param("format") {
         None => Format::Json,
-        Some(f) => {
-            Format::parse(&f).ok_or_else(|| format!("format `{f}`: expected json or rkyv"))?
-        }
+        Some(f) => Format::parse(&f).ok_or_else(|| format!("format `{f}`: expected json or rkyv"))?,
     };
     let client_id = match req.param("client_id") {
-        Some(cid)
-            if cid.is_empty() || cid.len() > MAX_CLIENT_ID || cid.chars().any(char::is_control) =>
-        {
-            return Err(format!(
-                "client_id must be 1..={MAX_CLIENT_ID} printable characters"
-            ));
+        Some(cid) if cid.is_empty() || cid.len() > MAX_CLIENT_ID || cid.chars().any(char::is_control) => {
+            return Err(format!("client_id must be 1..={MAX_CLIENT_ID} printable characters"));
         }
         Some(cid) => cid,
         None => format!("{:016x}", fastrand::u64(..)),
     };
-    let key = req
-        .ws_key
-        .as_deref()
-        .expect("upgrade_error checked the key");
-    let market_open = w
-        .shared
-        .market_open
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let key = req.ws_key.as_deref().expect("upgrade_error checked the key");
+    let market_open = w.shared.market_open.load(std::sync::atomic::Ordering::Relaxed);
     let c = w.conn(id).expect("caller holds the connection");
     c.ctrl_raw(accept_response(key).as_bytes());
     c.phase = super::Phase::Open;
@@ -71,29 +59,14 @@ pub(super) fn open(w: &mut Worker, id: ConnId, req: &Request, now: u64) -> Resul
     let welcome = json!({"type": "welcome", "client_id": client_id, "server": SERVER_NAME, "format": format.name(), "market_open": market_open});
     c.ctrl_text(welcome.to_string().as_bytes(), now);
 
-    if let Some(saved) = w
-        .shared
-        .sessions
-        .take(&client_id, std::time::Instant::now())
-    {
+    if let Some(saved) = w.shared.sessions.take(&client_id, std::time::Instant::now()) {
         Counters::inc(&w.shared.counters.sessions_restored);
         let mut subscribed = Vec::new();
         for s in saved {
             let Some(slot) = w.shared.registry.slot_of_token(s.token) else {
                 continue;
             };
-            if w.subscribe(
-                id,
-                slot,
-                Encoding {
-                    format,
-                    mode: s.mode,
-                },
-                s.delivery,
-                now,
-            )
-            .is_ok()
-            {
+            if w.subscribe(id, slot, Encoding { format, mode: s.mode }, s.delivery, now).is_ok() {
                 subscribed.push(entry(w, slot, Some(s.mode)));
             }
         }
@@ -135,18 +108,10 @@ pub(super) fn handle(w: &mut Worker, id: ConnId, payload: &mut [u8], now: u64) {
     }
 }
 
-fn dispatch(
-    w: &mut Worker,
-    id: ConnId,
-    v: &BorrowedValue,
-    req_id: Option<Value>,
-    now: u64,
-) -> Result<(), Refusal> {
+fn dispatch(w: &mut Worker, id: ConnId, v: &BorrowedValue, req_id: Option<Value>, now: u64) -> Result<(), Refusal> {
     let action = match v.get("action") {
         None => return Err(bad(format!("missing field `action` (one of {ACTIONS})"))),
-        Some(a) => a
-            .as_str()
-            .ok_or_else(|| bad("field `action` must be a string"))?,
+        Some(a) => a.as_str().ok_or_else(|| bad("field `action` must be a string"))?,
     };
     match action {
         "subscribe" => subscribe(w, id, v, req_id, now),
@@ -162,11 +127,8 @@ fn dispatch(
                     e["delivery"] = json!(s.delivery.name());
                     if let Delivery::MaxRate { interval_ns } = s.delivery {
                         let rate = 1e9 / interval_ns.max(1) as f64;
-                        e["max_rate"] = if (rate - rate.round()).abs() < 1e-6 {
-                            json!(rate.round() as u64)
-                        } else {
-                            json!(rate)
-                        };
+                        e["max_rate"] =
+                            if (rate - rate.round()).abs() < 1e-6 { json!(rate.round() as u64) } else { json!(rate) };
                     }
                     Some(e)
                 })
@@ -188,10 +150,7 @@ fn dispatch(
         }
         other => Err(Refusal(
             "unknown_action",
-            format!(
-                "unknown action `{}` (expected one of {ACTIONS})",
-                other.chars().take(64).collect::<String>()
-            ),
+            format!("unknown action `{}` (expected one of {ACTIONS})", other.chars().take(64).collect::<String>()),
         )),
     }
 }
@@ -209,47 +168,36 @@ fn targets(w: &Worker, v: &BorrowedValue) -> Result<Vec<Target>, Refusal> {
     let mut any = false;
     if let Some(tokens) = v.get("tokens") {
         any = true;
-        let arr = tokens
-            .as_array()
-            .ok_or_else(|| bad("field `tokens` must be an array of integers"))?;
+        let arr = tokens.as_array().ok_or_else(|| bad("field `tokens` must be an array of integers"))?;
         for t in arr {
             let n = match (t.as_u64(), t.as_i64()) {
-                (Some(n), _) => u32::try_from(n)
-                    .ok()
-                    .and_then(|n| reg.slot_of_token(n))
-                    .ok_or(json!(n)),
+                (Some(n), _) => u32::try_from(n).ok().and_then(|n| reg.slot_of_token(n)).ok_or(json!(n)),
                 (None, Some(neg)) => Err(json!(neg)),
                 _ => return Err(bad("field `tokens` must be an array of integers")),
             };
             match n {
                 Ok(slot) => out.push(Target::Found(slot)),
-                Err(token) => out.push(Target::Unknown(
-                    json!({"token": token, "reason": "unknown token"}),
-                )),
+                Err(token) => out.push(Target::Unknown(json!({"token": token, "reason": "unknown token"}))),
             }
         }
     }
     for key in ["symbols", "stocks"] {
         if let Some(syms) = v.get(key) {
             any = true;
-            let arr = syms
-                .as_array()
-                .ok_or_else(|| bad(format!("field `{key}` must be an array of strings")))?;
+            let arr = syms.as_array().ok_or_else(|| bad(format!("field `{key}` must be an array of strings")))?;
             for s in arr {
-                let s = s
-                    .as_str()
-                    .ok_or_else(|| bad(format!("field `{key}` must be an array of strings")))?;
+                let s = s.as_str().ok_or_else(|| bad(format!("field `{key}` must be an array of strings")))?;
                 match reg.slot_of_symbol(s) {
                     Some(slot) => out.push(Target::Found(slot)),
-                    None => out.push(Target::Unknown(json!({"symbol": s.chars().take(64).collect::<String>(), "reason": "unknown symbol"}))),
+                    None => out.push(Target::Unknown(
+                        json!({"symbol": s.chars().take(64).collect::<String>(), "reason": "unknown symbol"}),
+                    )),
                 }
             }
         }
     }
     if !any {
-        return Err(bad(
-            "the request needs `tokens` (integers) or `symbols` (strings)",
-        ));
+        return Err(bad("the request needs `tokens` (integers) or `symbols` (strings)"));
     }
     Ok(out)
 }
@@ -266,9 +214,7 @@ fn mode_of(v: &BorrowedValue, default: Mode) -> Result<Mode, Refusal> {
                 Some(3) => Some(Mode::Depth),
                 _ => None,
             })
-            .ok_or_else(|| {
-                bad("field `mode` must be one of \"ltp\", \"quote\", \"depth\" (or 1, 2, 3)")
-            }),
+            .ok_or_else(|| bad("field `mode` must be one of \"ltp\", \"quote\", \"depth\" (or 1, 2, 3)")),
     }
 }
 
@@ -277,35 +223,21 @@ fn delivery_of(v: &BorrowedValue, default: Delivery) -> Result<Delivery, Refusal
         let n = r
             .cast_f64()
             .filter(|n| n.is_finite() && *n > 0.0)
-            .ok_or_else(|| {
-                bad("field `max_rate` must be a positive number of updates per second")
-            })?;
-        return Ok(Delivery::MaxRate {
-            interval_ns: (1e9 / n).max(1.0) as u64,
-        });
+            .ok_or_else(|| bad("field `max_rate` must be a positive number of updates per second"))?;
+        return Ok(Delivery::MaxRate { interval_ns: (1e9 / n).max(1.0) as u64 });
     }
     match v.get("delivery") {
         None => Ok(default),
         Some(d) => match d.as_str() {
             Some("conflate") => Ok(Delivery::Conflate),
             Some("lossless") => Ok(Delivery::Lossless),
-            Some("max_rate") => Err(bad(
-                "delivery `max_rate` needs a `max_rate` field (updates per second)",
-            )),
-            _ => Err(bad(
-                "field `delivery` must be \"conflate\", \"lossless\" or \"max_rate\"",
-            )),
+            Some("max_rate") => Err(bad("delivery `max_rate` needs a `max_rate` field (updates per second)")),
+            _ => Err(bad("field `delivery` must be \"conflate\", \"lossless\" or \"max_rate\"")),
         },
     }
 }
 
-fn subscribe(
-    w: &mut Worker,
-    id: ConnId,
-    v: &BorrowedValue,
-    req_id: Option<Value>,
-    now: u64,
-) -> Result<(), Refusal> {
+fn subscribe(w: &mut Worker, id: ConnId, v: &BorrowedValue, req_id: Option<Value>, now: u64) -> Result<(), Refusal> {
     let mode = mode_of(v, Mode::Ltp)?;
     let delivery = delivery_of(v, w.default_delivery)?;
     let targets = targets(w, v)?;
@@ -313,42 +245,22 @@ fn subscribe(
     let (mut subscribed, mut rejected) = (Vec::new(), Vec::new());
     for t in targets {
         match t {
-            Target::Found(slot) => {
-                match w.subscribe(id, slot, Encoding { format, mode }, delivery, now) {
-                    Ok(()) => subscribed.push(entry(w, slot, Some(mode))),
-                    Err(why) => {
-                        let mut e = entry(w, slot, None);
-                        e["reason"] = json!(format!(
-                            "{why} ({} per connection)",
-                            w.shared.config.max_subscriptions
-                        ));
-                        rejected.push(e);
-                    }
+            Target::Found(slot) => match w.subscribe(id, slot, Encoding { format, mode }, delivery, now) {
+                Ok(()) => subscribed.push(entry(w, slot, Some(mode))),
+                Err(why) => {
+                    let mut e = entry(w, slot, None);
+                    e["reason"] = json!(format!("{why} ({} per connection)", w.shared.config.max_subscriptions));
+                    rejected.push(e);
                 }
-            }
+            },
             Target::Unknown(e) => rejected.push(e),
         }
     }
-    respond(
-        w,
-        id,
-        "subscribe",
-        "subscribed",
-        subscribed,
-        rejected,
-        req_id,
-        now,
-    );
+    respond(w, id, "subscribe", "subscribed", subscribed, rejected, req_id, now);
     Ok(())
 }
 
-fn unsubscribe(
-    w: &mut Worker,
-    id: ConnId,
-    v: &BorrowedValue,
-    req_id: Option<Value>,
-    now: u64,
-) -> Result<(), Refusal> {
+fn unsubscribe(w: &mut Worker, id: ConnId, v: &BorrowedValue, req_id: Option<Value>, now: u64) -> Result<(), Refusal> {
     let targets = targets(w, v)?;
     let (mut done, mut rejected) = (Vec::new(), Vec::new());
     for t in targets {
@@ -362,26 +274,11 @@ fn unsubscribe(
             Target::Unknown(e) => rejected.push(e),
         }
     }
-    respond(
-        w,
-        id,
-        "unsubscribe",
-        "unsubscribed",
-        done,
-        rejected,
-        req_id,
-        now,
-    );
+    respond(w, id, "unsubscribe", "unsubscribed", done, rejected, req_id, now);
     Ok(())
 }
 
-fn snapshot(
-    w: &mut Worker,
-    id: ConnId,
-    v: &BorrowedValue,
-    req_id: Option<Value>,
-    now: u64,
-) -> Result<(), Refusal> {
+fn snapshot(w: &mut Worker, id: ConnId, v: &BorrowedValue, req_id: Option<Value>, now: u64) -> Result<(), Refusal> {
     let mode = mode_of(v, Mode::Quote)?;
     let targets = targets(w, v)?;
     let (mut data, mut rejected) = (Vec::new(), Vec::new());
@@ -391,26 +288,17 @@ fn snapshot(
             Target::Found(slot) => match w.shared.hub.lvc.load(slot) {
                 Some(tick) => {
                     buf.clear();
-                    let enc = Encoding {
-                        format: Format::Json,
-                        mode,
-                    };
+                    let enc = Encoding { format: Format::Json, mode };
                     let r = crate::encode::encode(
                         &mut buf,
                         enc,
                         &tick,
                         w.shared.registry.get(slot),
-                        crate::encode::Marks {
-                            snapshot: true,
-                            conflated: false,
-                        },
+                        crate::encode::Marks { snapshot: true, conflated: false },
                     );
                     let frame = &buf[r];
                     let skip = if frame[1] & 0x7f == 126 { 4 } else { 2 };
-                    data.push(
-                        serde_json::from_slice::<Value>(&frame[skip..])
-                            .expect("encoder writes valid JSON"),
-                    );
+                    data.push(serde_json::from_slice::<Value>(&frame[skip..]).expect("encoder writes valid JSON"));
                 }
                 None => {
                     let mut e = entry(w, slot, None);
@@ -421,10 +309,7 @@ fn snapshot(
             Target::Unknown(e) => rejected.push(e),
         }
     }
-    let reply = with_id(
-        json!({"type": "snapshot", "status": "success", "data": data, "rejected": rejected}),
-        req_id,
-    );
+    let reply = with_id(json!({"type": "snapshot", "status": "success", "data": data, "rejected": rejected}), req_id);
     send(w, id, &reply, now);
     Ok(())
 }
@@ -440,21 +325,14 @@ fn respond(
     req_id: Option<Value>,
     now: u64,
 ) {
-    let status = if ok.is_empty() && !rejected.is_empty() {
-        "error"
-    } else {
-        "success"
-    };
+    let status = if ok.is_empty() && !rejected.is_empty() { "error" } else { "success" };
     let total = total(w, id);
     let mut data = Map::new();
     data.insert("action".into(), json!(action));
     data.insert(key.into(), Value::Array(ok));
     data.insert("rejected".into(), Value::Array(rejected));
     data.insert("total_subscribed".into(), json!(total));
-    let reply = with_id(
-        json!({"type": "subscription_response", "status": status, "data": data}),
-        req_id,
-    );
+    let reply = with_id(json!({"type": "subscription_response", "status": status, "data": data}), req_id);
     send(w, id, &reply, now);
 }
 
@@ -493,14 +371,7 @@ fn send(w: &mut Worker, id: ConnId, v: &Value, now: u64) {
 }
 
 /// Send an `error` frame; the connection stays open.
-pub(super) fn reply_error(
-    w: &mut Worker,
-    id: ConnId,
-    req_id: Option<Value>,
-    code: &str,
-    message: &str,
-    now: u64,
-) {
+pub(super) fn reply_error(w: &mut Worker, id: ConnId, req_id: Option<Value>, code: &str, message: &str, now: u64) {
     Counters::inc(&w.shared.counters.bad_requests);
     if let Some(c) = w.conn(id) {
         if c.logged & super::conn::logged::BAD_REQUEST == 0 {
@@ -508,10 +379,7 @@ pub(super) fn reply_error(
             log::info!("client {}: {code}: {message}", c.client_id);
         }
     }
-    let reply = with_id(
-        json!({"type": "error", "code": code, "message": message}),
-        req_id,
-    );
+    let reply = with_id(json!({"type": "error", "code": code, "message": message}), req_id);
     send(w, id, &reply, now);
 }
 
@@ -535,7 +403,5 @@ pub(super) fn heartbeat(shared: &Shared, now: u64) -> Vec<u8> {
         .iter()
         .map(|f| json!({"name": f.name, "state": f.state_name(now), "last_tick_age_ms": f.last_tick_age_ms(now)}))
         .collect();
-    json!({"type": "heartbeat", "ts": now, "feeds": feeds})
-        .to_string()
-        .into_bytes()
+    json!({"type": "heartbeat", "ts": now, "feeds": feeds}).to_string().into_bytes()
 }

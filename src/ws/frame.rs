@@ -159,9 +159,7 @@ pub fn parse(buf: &mut [u8], max_payload: usize) -> Result<Option<Parsed>, Frame
         Err(_) => return Err(FrameError::Protocol("invalid frame header")),
     };
     if hdr.rsv1 || hdr.rsv2 || hdr.rsv3 {
-        return Err(FrameError::Protocol(
-            "reserved bits set without an extension",
-        ));
+        return Err(FrameError::Protocol("reserved bits set without an extension"));
     }
     let kind = match hdr.opcode {
         OpCode::Data(Data::Text) => Kind::Text,
@@ -174,9 +172,7 @@ pub fn parse(buf: &mut [u8], max_payload: usize) -> Result<Option<Parsed>, Frame
     };
     let control = matches!(kind, Kind::Close | Kind::Ping | Kind::Pong);
     if control && (len > 125 || !hdr.is_final) {
-        return Err(FrameError::Protocol(
-            "control frames must be final and at most 125 bytes",
-        ));
+        return Err(FrameError::Protocol("control frames must be final and at most 125 bytes"));
     }
     let Some(mask) = hdr.mask else {
         return Err(FrameError::Unmasked);
@@ -192,12 +188,7 @@ pub fn parse(buf: &mut [u8], max_payload: usize) -> Result<Option<Parsed>, Frame
     for (i, b) in buf[start..end].iter_mut().enumerate() {
         *b ^= mask[i & 3];
     }
-    Ok(Some(Parsed {
-        kind,
-        fin: hdr.is_final,
-        payload: start..end,
-        consumed: end,
-    }))
+    Ok(Some(Parsed { kind, fin: hdr.is_final, payload: start..end, consumed: end }))
 }
 
 #[cfg(test)]
@@ -221,9 +212,7 @@ mod tests {
     #[test]
     fn parses_rfc_masked_hello() {
         // RFC 6455 §5.7: a single-frame masked text message "Hello".
-        let mut buf = vec![
-            0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
-        ];
+        let mut buf = vec![0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
         let p = parse(&mut buf, 1024).unwrap().unwrap();
         assert_eq!((p.kind, p.fin, p.consumed), (Kind::Text, true, 11));
         assert_eq!(&buf[p.payload], b"Hello");
@@ -232,18 +221,8 @@ mod tests {
     #[test]
     fn refusals_map_to_close_codes() {
         let cases: Vec<(&str, Vec<u8>, usize, FrameError)> = vec![
-            (
-                "unmasked",
-                vec![0x81, 0x05, b'H', b'e', b'l', b'l', b'o'],
-                1024,
-                FrameError::Unmasked,
-            ),
-            (
-                "too big",
-                masked(OP_TEXT, true, &[b'x'; 300]),
-                100,
-                FrameError::TooBig,
-            ),
+            ("unmasked", vec![0x81, 0x05, b'H', b'e', b'l', b'l', b'o'], 1024, FrameError::Unmasked),
+            ("too big", masked(OP_TEXT, true, &[b'x'; 300]), 100, FrameError::TooBig),
             (
                 "rsv1",
                 {
@@ -254,12 +233,7 @@ mod tests {
                 1024,
                 FrameError::Protocol("reserved bits set without an extension"),
             ),
-            (
-                "reserved opcode",
-                masked(0x3, true, b"x"),
-                1024,
-                FrameError::Protocol("invalid frame header"),
-            ),
+            ("reserved opcode", masked(0x3, true, b"x"), 1024, FrameError::Protocol("invalid frame header")),
             (
                 "fragmented ping",
                 masked(0x9, false, b"x"),

@@ -39,13 +39,9 @@ pub fn parse(buf: &[u8]) -> Head {
     let mut headers = [httparse::EMPTY_HEADER; 48];
     let mut req = httparse::Request::new(&mut headers);
     let n = match req.parse(buf) {
-        Ok(httparse::Status::Complete(n)) if n > MAX_HEAD => {
-            return Head::Invalid(431, "request head too large")
-        }
+        Ok(httparse::Status::Complete(n)) if n > MAX_HEAD => return Head::Invalid(431, "request head too large"),
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
-            return Head::Invalid(431, "request head too large")
-        }
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => return Head::Invalid(431, "request head too large"),
         Ok(httparse::Status::Partial) => return Head::Partial,
         Err(httparse::Error::TooManyHeaders) => return Head::Invalid(431, "too many headers"),
         Err(_) => return Head::Invalid(400, "malformed HTTP request"),
@@ -64,9 +60,7 @@ pub fn parse(buf: &[u8]) -> Head {
         if h.name.eq_ignore_ascii_case("upgrade") {
             up = v.eq_ignore_ascii_case("websocket");
         } else if h.name.eq_ignore_ascii_case("connection") {
-            conn_up = v
-                .split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+            conn_up = v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
         } else if h.name.eq_ignore_ascii_case("sec-websocket-key") {
             out.ws_key = Some(v.to_string());
         } else if h.name.eq_ignore_ascii_case("sec-websocket-version") {
@@ -109,9 +103,7 @@ fn percent_decode(s: &str) -> String {
     while i < b.len() {
         match b[i] {
             b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
                     Some(v) => {
                         out.push(v);
@@ -165,14 +157,9 @@ mod tests {
 
     #[test]
     fn parses_an_upgrade_with_query() {
-        let Head::Complete(req, n) = parse(UPGRADE.as_bytes()) else {
-            panic!("not complete")
-        };
+        let Head::Complete(req, n) = parse(UPGRADE.as_bytes()) else { panic!("not complete") };
         assert_eq!(n, UPGRADE.len());
-        assert_eq!(
-            (req.path.as_str(), req.upgrade, req.upgrade_error()),
-            ("/stream", true, None)
-        );
+        assert_eq!((req.path.as_str(), req.upgrade, req.upgrade_error()), ("/stream", true, None));
         assert_eq!(req.param("format").as_deref(), Some("rkyv"));
         assert_eq!(req.param("client_id").as_deref(), Some("a b"));
         assert_eq!(req.param("tokens").as_deref(), Some("2885,11536"));
@@ -183,18 +170,13 @@ mod tests {
     #[test]
     fn rfc_accept_key() {
         // RFC 6455 §1.3 example.
-        assert!(
-            accept_response("dGhlIHNhbXBsZSBub25jZQ==").contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
-        );
+        assert!(accept_response("dGhlIHNhbXBsZSBub25jZQ==").contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
     }
 
     #[test]
     fn partial_and_invalid_heads() {
         assert_eq!(parse(&UPGRADE.as_bytes()[..40]), Head::Partial);
-        assert!(matches!(
-            parse(b"\x16\x03\x01garbage\r\n\r\n"),
-            Head::Invalid(400, _)
-        ));
+        assert!(matches!(parse(b"\x16\x03\x01garbage\r\n\r\n"), Head::Invalid(400, _)));
         let huge = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(MAX_HEAD + 1));
         assert!(matches!(parse(huge.as_bytes()), Head::Invalid(431, _)));
         let complete = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(MAX_HEAD + 1));
@@ -203,7 +185,11 @@ mod tests {
 
     #[test]
     fn upgrade_errors_are_named() {
-        let Head::Complete(req, _) = parse(b"GET /stream HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n") else { panic!() };
+        let Head::Complete(req, _) = parse(
+            b"GET /stream HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        ) else {
+            panic!()
+        };
         assert_eq!(req.upgrade_error(), Some("missing Sec-WebSocket-Key"));
     }
 

@@ -30,9 +30,7 @@ impl Server {
             .expect("spawn tickcast");
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read banner");
+        BufReader::new(stdout).read_line(&mut line).expect("read banner");
         let addr = line
             .split("ws://")
             .nth(1)
@@ -54,9 +52,7 @@ impl Server {
     /// Wait until the feeds published enough ticks to have touched every
     /// instrument of the bundled master.
     pub fn warm(&self) {
-        self.status_until("a warm cache", |st| {
-            st["feeds"][0]["ticks"].as_u64().unwrap_or(0) > 2000
-        });
+        self.status_until("a warm cache", |st| st["feeds"][0]["ticks"].as_u64().unwrap_or(0) > 2000);
     }
 
     pub fn url(&self, path_and_query: &str) -> String {
@@ -86,15 +82,8 @@ impl Server {
             Ok(out)
         };
         let out = exchange().unwrap_or_default();
-        let status = out
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = out
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
+        let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
         (status, body)
     }
 
@@ -118,10 +107,7 @@ impl Server {
                 }
                 last = body;
             }
-            assert!(
-                Instant::now() < deadline,
-                "status never showed {what}: {last}"
-            );
+            assert!(Instant::now() < deadline, "status never showed {what}: {last}");
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -133,10 +119,7 @@ impl Server {
 
 /// Send a signal with the `kill` command (keeps tests free of `unsafe`).
 pub fn unsafe_free_kill(pid: u32, sig: &str) {
-    Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .unwrap();
+    Command::new("kill").args([sig, &pid.to_string()]).status().unwrap();
 }
 
 impl Drop for Server {
@@ -183,9 +166,7 @@ impl Client {
     /// callers that loop must bound themselves: see [`Client::recv_until`]).
     pub fn recv_json(&mut self) -> Value {
         match self.recv() {
-            Message::Text(t) => {
-                serde_json::from_str(&t).unwrap_or_else(|e| panic!("bad JSON {t}: {e}"))
-            }
+            Message::Text(t) => serde_json::from_str(&t).unwrap_or_else(|e| panic!("bad JSON {t}: {e}")),
             other => panic!("expected text, got {other:?}"),
         }
     }
@@ -245,11 +226,7 @@ pub fn raw_upgrade(addr: SocketAddr, path: &str) -> TcpStream {
         s.read_exact(&mut b).unwrap();
         head.push(b[0]);
     }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
     s
 }
 
