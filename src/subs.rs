@@ -74,42 +74,93 @@ pub enum Added {
     Updated,
 }
 
-/// Per-slot subscriber lists.
+/// Per-slot subscriber lists, plus a per-connection membership bitset so
+/// "is `conn` already on `slot`?" is one bit test, not a scan of the slot's
+/// list (which holds thousands of entries in a broadcast).
 pub struct SubTable {
     by_slot: Vec<SubList>,
+    /// Bit `slot` of `member[conn]`: `conn` is subscribed to `slot`. Grown
+    /// lazily to the highest slot a connection used; freed by `forget_conn`.
+    member: Vec<Vec<u64>>,
     total: usize,
 }
 
 impl SubTable {
     /// An empty table for `slots` instruments.
     pub fn new(slots: usize) -> SubTable {
-        SubTable { by_slot: (0..slots).map(|_| SubList::new()).collect(), total: 0 }
+        SubTable { by_slot: (0..slots).map(|_| SubList::new()).collect(), member: Vec::new(), total: 0 }
+    }
+
+    /// Is `conn` subscribed to `slot`? One bit test.
+    #[inline]
+    pub fn contains(&self, slot: Slot, conn: ConnId) -> bool {
+        self.member
+            .get(conn.0 as usize)
+            .and_then(|bits| bits.get(slot.idx() / 64))
+            .is_some_and(|w| w & (1 << (slot.idx() % 64)) != 0)
+    }
+
+    #[inline]
+    fn set_member(&mut self, slot: Slot, conn: ConnId, on: bool) {
+        let c = conn.0 as usize;
+        if self.member.len() <= c {
+            self.member.resize_with(c + 1, Vec::new);
+        }
+        let bits = &mut self.member[c];
+        let w = slot.idx() / 64;
+        if bits.len() <= w {
+            bits.resize(w + 1, 0);
+        }
+        if on {
+            bits[w] |= 1 << (slot.idx() % 64);
+        } else {
+            bits[w] &= !(1 << (slot.idx() % 64));
+        }
     }
 
     /// Subscribe `conn` to `slot` (or change its encoding and delivery).
+    /// A new subscription is a bit test and a push (it is then the last
+    /// entry of `subscribers_mut(slot)`): no scan, no hashing.
     #[inline]
     pub fn subscribe(&mut self, slot: Slot, conn: ConnId, enc: Encoding, delivery: Delivery) -> Added {
         debug_assert!(slot.idx() < self.by_slot.len());
-        let list = &mut self.by_slot[slot.idx()];
-        if let Some(s) = list.iter_mut().find(|s| s.conn == conn) {
-            s.enc = enc;
-            s.delivery = delivery;
+        if self.contains(slot, conn) {
+            if let Some(s) = self.get_mut(slot, conn) {
+                s.enc = enc;
+                s.delivery = delivery;
+            }
             return Added::Updated;
         }
+        let list = &mut self.by_slot[slot.idx()];
         let first = list.is_empty();
         list.push(Sub { conn, enc, delivery, last_seq: 0, next_ok_ns: 0, pending: false });
         self.total += 1;
+        self.set_member(slot, conn, true);
         Added::New { first }
     }
 
     /// Remove `conn` from `slot`. Returns `Some(now_empty)` if it was there.
     #[inline]
     pub fn unsubscribe(&mut self, slot: Slot, conn: ConnId) -> Option<bool> {
+        if !self.contains(slot, conn) {
+            return None;
+        }
         let list = &mut self.by_slot[slot.idx()];
         let i = list.iter().position(|s| s.conn == conn)?;
         list.swap_remove(i);
+        let now_empty = list.is_empty();
         self.total -= 1;
-        Some(list.is_empty())
+        self.set_member(slot, conn, false);
+        Some(now_empty)
+    }
+
+    /// Release the membership bits of a closed connection (after every
+    /// slot was unsubscribed), so a reused `ConnId` starts empty.
+    pub fn forget_conn(&mut self, conn: ConnId) {
+        if let Some(bits) = self.member.get_mut(conn.0 as usize) {
+            debug_assert!(bits.iter().all(|&w| w == 0), "forget_conn before unsubscribing");
+            *bits = Vec::new();
+        }
     }
 
     /// The subscription of `conn` on `slot`.
@@ -162,6 +213,10 @@ mod tests {
         assert_eq!(t.unsubscribe(Slot(1), ConnId(7)), None);
         assert_eq!(t.unsubscribe(Slot(1), ConnId(8)), Some(true));
         assert!(t.is_empty());
+        assert!(!t.contains(Slot(1), ConnId(7)));
+        t.forget_conn(ConnId(7));
+        assert_eq!(t.subscribe(Slot(3), ConnId(7), JSON_LTP, Delivery::Conflate), Added::New { first: true });
+        assert!(t.contains(Slot(3), ConnId(7)) && !t.contains(Slot(3), ConnId(8)));
         assert!(t.subscribers_mut(Slot(1)).is_empty());
     }
 

@@ -307,6 +307,7 @@ impl Worker {
         if !c.client_id.is_empty() {
             self.shared.sessions.save(&c.client_id, saved, std::time::Instant::now());
         }
+        self.subs.forget_conn(id);
         let _ = self.poll.registry().deregister(&mut c.sock);
         self.free.push(id.0);
         self.open -= 1;
@@ -607,8 +608,8 @@ impl Worker {
         now: u64,
     ) -> Result<(), &'static str> {
         let limit = self.shared.config.max_subscriptions;
+        let known = self.subs.contains(slot, id);
         let c = self.conn(id).ok_or("connection gone")?;
-        let known = c.slots.contains(&slot);
         if !known && c.slots.len() >= limit {
             return Err("subscription limit reached");
         }
@@ -625,7 +626,8 @@ impl Worker {
         c.slots.push(slot);
         if let Some(t) = self.shared.hub.lvc.load(slot) {
             let ins = self.shared.registry.get(slot);
-            let sub = self.subs.get_mut(slot, id).expect("just added");
+            let sub = self.subs.subscribers_mut(slot).last_mut().expect("a new subscription is pushed last");
+            debug_assert_eq!(sub.conn, id);
             if c.congested {
                 sub.pending = true; // delivered when the client drains
             } else {
