@@ -285,3 +285,33 @@ fn a_client_that_floods_requests_without_reading_is_closed_1008() {
     }
     s.status_until("the flood cut off", |st| st["connections"] == 0 && st["counters"]["policy_closes"] == 1);
 }
+
+/// Fuzz-style: thousands of mutated requests; every one is answered and the
+/// connection (and server) stays up.
+#[test]
+fn mutated_requests_are_all_answered_and_nothing_breaks() {
+    let s = Server::sim();
+    let mut c = s.native();
+    let seeds = [
+        r#"{"action":"subscribe","tokens":[2885,11536],"mode":"quote","id":1}"#,
+        r#"{"action":"unsubscribe","symbols":["NSE:RELIANCE"],"id":2}"#,
+        r#"{"action":"snapshot","tokens":[1594],"mode":"depth","id":3}"#,
+        r#"{"action":"subscribe","symbols":["TCS"],"max_rate":2.5,"delivery":"conflate"}"#,
+    ];
+    let alphabet = br#"{}[]":,0123456789-.eE aAzZ\ntrufalsn"#;
+    let mut rng = fastrand::Rng::with_seed(7);
+    for i in 0..2000 {
+        let mut b = seeds[i % seeds.len()].as_bytes().to_vec();
+        for _ in 0..rng.usize(1..5) {
+            let at = rng.usize(..b.len());
+            b[at] = alphabet[rng.usize(..alphabet.len())];
+        }
+        c.send(std::str::from_utf8(&b).unwrap());
+    }
+    // Replies and data interleave; the final ping's pong proves the
+    // connection survived all of it, in order.
+    let p = c.request(json!({"action": "ping"}), 987654);
+    assert_eq!(p["type"], "pong");
+    let st = s.status_until("bad requests counted", |st| st["counters"]["bad_requests"].as_u64() > Some(100));
+    assert_eq!(st["counters"]["protocol_errors"], 0);
+}

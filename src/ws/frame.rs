@@ -277,6 +277,31 @@ mod tests {
         }
     }
 
+    /// Fuzz-style: random and mutated bytes never panic the parser, and
+    /// whatever it accepts lies inside the buffer.
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut rng = fastrand::Rng::with_seed(0x7c0ffee);
+        let seed_frame = masked(OP_TEXT, true, br#"{"action":"subscribe","tokens":[2885]}"#);
+        for i in 0..200_000 {
+            let mut buf: Vec<u8> = if i % 2 == 0 {
+                (0..rng.usize(0..64)).map(|_| rng.u8(..)).collect()
+            } else {
+                let mut f = seed_frame.clone();
+                for _ in 0..rng.usize(1..4) {
+                    let at = rng.usize(..f.len());
+                    f[at] = rng.u8(..);
+                }
+                f.truncate(rng.usize(0..=f.len()));
+                f
+            };
+            let len = buf.len();
+            if let Ok(Some(p)) = parse(&mut buf, 1024) {
+                assert!(p.payload.end <= len && p.consumed <= len && p.payload.start <= p.payload.end);
+            }
+        }
+    }
+
     #[test]
     fn close_reason_is_truncated_on_a_char_boundary() {
         let mut out = Vec::new();

@@ -193,6 +193,29 @@ mod tests {
         assert_eq!(req.upgrade_error(), Some("missing Sec-WebSocket-Key"));
     }
 
+    /// Fuzz-style: mutated requests never panic the head parser or the
+    /// query decoder.
+    #[test]
+    fn mutated_requests_never_panic() {
+        let mut rng = fastrand::Rng::with_seed(42);
+        for _ in 0..50_000 {
+            let mut b = UPGRADE.as_bytes().to_vec();
+            for _ in 0..rng.usize(1..6) {
+                let at = rng.usize(..b.len());
+                b[at] = rng.u8(..);
+            }
+            b.truncate(rng.usize(0..=b.len()));
+            if let Head::Complete(req, n) = parse(&b) {
+                assert!(n <= b.len());
+                let _ = (req.upgrade_error(), req.param("tokens"), req.param("client_id"));
+            }
+        }
+        for _ in 0..20_000 {
+            let q: String = (0..rng.usize(0..12)).map(|_| *rng.choice(b"%a9F+&=\xff").unwrap() as char).collect();
+            let _ = percent_decode(&q);
+        }
+    }
+
     #[test]
     fn percent_decoding_survives_bad_escapes() {
         assert_eq!(percent_decode("a%2Cb"), "a,b");
