@@ -240,3 +240,95 @@ impl Conn {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream as StdStream};
+    use std::time::Duration;
+
+    /// A connected pair with tiny kernel buffers, so writes go partial.
+    fn pair() -> (Conn, StdStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        client.set_recv_buffer_size(4096).unwrap();
+        client.connect(&l.local_addr().unwrap().into()).unwrap();
+        let (server, _) = l.accept().unwrap();
+        let server = socket2::Socket::from(server);
+        server.set_send_buffer_size(4096).unwrap();
+        server.set_nonblocking(true).unwrap();
+        let client: StdStream = client.into();
+        client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        (Conn::new(TcpStream::from_std(server.into()), 0), client)
+    }
+
+    /// Parse server frames from `bytes`: (opcode, payload) each.
+    fn frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut out = Vec::new();
+        while !bytes.is_empty() {
+            let n = frame::frame_len(bytes).expect("whole frames only");
+            let hl = match bytes[1] {
+                126 => 4,
+                127 => 10,
+                _ => 2,
+            };
+            out.push((bytes[0] & 0x0f, bytes[hl..n].to_vec()));
+            bytes = &bytes[n..];
+        }
+        out
+    }
+
+    #[test]
+    fn control_overtakes_queued_data_without_splitting_a_frame() {
+        let (mut conn, mut client) = pair();
+        conn.phase = Phase::Open;
+        const N: u8 = 200;
+        for i in 0..N {
+            let mut f = Vec::new();
+            frame::append(&mut f, frame::OP_BINARY, &[i; 1000]);
+            conn.data_frame(&f, 0);
+        }
+        let mut written = 0;
+        assert!(!conn.flush(&mut written).unwrap(), "tiny buffers: the first flush is partial");
+        assert!(written > 0 && written < 200 * 1004, "{written}");
+        conn.ctrl_text(b"CTRL", 0);
+        // Drain: the reader reads, the server flushes, until everything is out.
+        let mut got = Vec::new();
+        let mut buf = [0u8; 65536];
+        while !conn.flush(&mut written).unwrap() || got.len() < written as usize {
+            let n = client.read(&mut buf).unwrap();
+            got.extend_from_slice(&buf[..n]);
+        }
+        let fs = frames(&got);
+        assert_eq!(fs.len(), N as usize + 1, "every frame arrives whole");
+        let ctrl_at = fs.iter().position(|(op, p)| *op == frame::OP_TEXT && p == b"CTRL").expect("control frame");
+        assert!(ctrl_at < 100, "control frame went ahead of the queued data (at {ctrl_at} of {N})");
+        let data: Vec<u8> = fs.iter().filter(|(op, _)| *op == frame::OP_BINARY).map(|(_, p)| p[0]).collect();
+        assert_eq!(data, (0..N).collect::<Vec<_>>(), "data frames stay in order and intact");
+    }
+
+    #[test]
+    fn close_cuts_unsent_data_at_a_frame_boundary() {
+        let (mut conn, mut client) = pair();
+        conn.phase = Phase::Open;
+        for i in 0..200u8 {
+            let mut f = Vec::new();
+            frame::append(&mut f, frame::OP_BINARY, &[i; 1000]);
+            conn.data_frame(&f, 0);
+        }
+        let mut written = 0;
+        assert!(!conn.flush(&mut written).unwrap());
+        conn.close(1013, "slow consumer");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 65536];
+        while !conn.flush(&mut written).unwrap() || got.len() < written as usize {
+            let n = client.read(&mut buf).unwrap();
+            got.extend_from_slice(&buf[..n]);
+        }
+        let fs = frames(&got);
+        let (op, p) = fs.last().unwrap();
+        assert_eq!((*op, &p[..2]), (frame::OP_CLOSE, &1013u16.to_be_bytes()[..]), "close is the last frame");
+        assert!(fs.len() < 100, "queued data after the close was dropped: {} frames", fs.len());
+    }
+}
