@@ -76,6 +76,10 @@ pub struct Args {
     /// Ticks each feed→worker ring holds [default: 65536].
     #[arg(long, value_name = "N")]
     pub ring_capacity: Option<usize>,
+
+    /// When the market is open: `always`, `nse` (09:15–15:30 IST, Mon–Fri) or daily sessions like `09:15-15:30@+05:30`. Closed: the simulator pauses and clients get `market_status` [default: always].
+    #[arg(long, value_name = "SPEC")]
+    pub market_hours: Option<String>,
 }
 
 macro_rules! merge_fields {
@@ -89,7 +93,7 @@ impl Args {
     pub fn over(self, file: Args) -> Args {
         let cli = self;
         merge_fields!(cli, file; listen, master, feed, workers, cpus, idle, slow_consumer, max_connections,
-            max_subscriptions, heartbeat_ms, session_ttl_secs, max_message_bytes, out_buffer_bytes, ring_capacity)
+            max_subscriptions, heartbeat_ms, session_ttl_secs, max_message_bytes, out_buffer_bytes, ring_capacity, market_hours)
     }
 }
 
@@ -183,6 +187,8 @@ pub struct Config {
     pub out_buffer_bytes: usize,
     /// Ring capacity per (feed, worker).
     pub ring_capacity: usize,
+    /// Market hours.
+    pub market_hours: crate::market::Schedule,
 }
 
 impl Default for Config {
@@ -284,6 +290,7 @@ impl Config {
             max_message_bytes: positive("max-message-bytes", a.max_message_bytes, 64 * 1024)?,
             out_buffer_bytes: positive("out-buffer-bytes", a.out_buffer_bytes, 4 * 1024 * 1024)?,
             ring_capacity,
+            market_hours: crate::market::Schedule::parse(a.market_hours.as_deref().unwrap_or("always"))?,
         })
     }
 }

@@ -22,7 +22,7 @@ pub fn respond(shared: &Shared, req: &Request) -> (u16, &'static str, Vec<u8>) {
         "/metrics" => (200, "text/plain; version=0.0.4", metrics(shared).into_bytes()),
         "/healthz" => {
             let now = now_ns();
-            let live = shared.feeds.iter().any(|f| f.state_name(now) == "live");
+            let live = shared.feeds.iter().any(|f| matches!(f.state_name(now), "live" | "paused"));
             if live {
                 (200, "text/plain", b"ok\n".to_vec())
             } else {

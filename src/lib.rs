@@ -23,6 +23,7 @@
 //! - [`http`]: `/status`, `/metrics`, `/healthz`, the page.
 //! - [`metrics`]: counters and latency histograms.
 //! - [`session`]: subscriptions kept for reconnecting client ids.
+//! - [`market`]: market hours (when the simulator runs, `market_status`).
 //! - [`server`]: start-up, threads, pinning, shutdown.
 
 pub mod config;
@@ -31,6 +32,7 @@ pub mod feed;
 pub mod http;
 pub mod instrument;
 pub mod lvc;
+pub mod market;
 pub mod metrics;
 pub mod ring;
 pub mod server;

@@ -42,8 +42,8 @@ pub struct Shared {
     pub shutdown: Arc<AtomicBool>,
     /// Open connections across workers (the connection cap).
     pub open_connections: AtomicU64,
-    /// Market open (always, until a schedule is configured).
-    pub market_open: AtomicBool,
+    /// Market open now, per `config.market_hours` (updated by `run`).
+    pub market_open: Arc<AtomicBool>,
     /// Process start.
     pub started: Instant,
 }
@@ -135,7 +135,7 @@ impl Server {
             sessions: Sessions::new(Duration::from_secs(config.session_ttl_secs)),
             shutdown: shutdown.clone(),
             open_connections: AtomicU64::new(0),
-            market_open: AtomicBool::new(true),
+            market_open: Arc::new(AtomicBool::new(config.market_hours.is_open(crate::tick::now_ns()))),
             started: Instant::now(),
             config: config.clone(),
         });
@@ -148,8 +148,13 @@ impl Server {
             for (w, c) in consumers.into_iter().enumerate() {
                 rings[w].push(c);
             }
-            let ctx =
-                FeedCtx { fanout, health: health.clone(), shutdown: shutdown.clone(), registry: registry.clone() };
+            let ctx = FeedCtx {
+                fanout,
+                health: health.clone(),
+                shutdown: shutdown.clone(),
+                registry: registry.clone(),
+                market_open: shared.market_open.clone(),
+            };
             let cpus = config.cpus.clone();
             threads.push(
                 std::thread::Builder::new()
@@ -218,6 +223,11 @@ pub fn run(config: Config) -> Result<()> {
     let mut last_sweep = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(20));
+        let open = s.config.market_hours.is_open(crate::tick::now_ns());
+        // Release: pairs with the Acquire loads of the feeds and workers.
+        if s.market_open.swap(open, Ordering::AcqRel) != open {
+            log::info!("market {}", if open { "open" } else { "closed" });
+        }
         if last_sweep.elapsed() > Duration::from_secs(10) {
             server.shared().sessions.sweep(Instant::now());
             last_sweep = Instant::now();

@@ -311,3 +311,41 @@ fn status_counts_connections_subscriptions_and_latency() {
     drop(c);
     s.status_until("the disconnect", |st| st["connections"] == 0 && st["subscriptions"] == 0);
 }
+
+/// `HH:MM:SS` (UTC) `secs` from now.
+fn utc_hms_in(secs: u64) -> String {
+    let t = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + secs) % 86_400;
+    format!("{:02}:{:02}:{:02}", t / 3600, t / 60 % 60, t % 60)
+}
+
+#[test]
+fn market_hours_announce_transitions_and_pause_the_simulator() {
+    let session = format!("{}-{}@+00:00", utc_hms_in(3), utc_hms_in(6));
+    let s = Server::start(&["--market-hours", &session, "--heartbeat-ms", "300"]);
+    let mut c = s.native_with(|w| assert_eq!(w["market_open"], false, "{w}"));
+    let r = c.request(json!({"action": "subscribe", "tokens": [2885, 11536]}), 1);
+    assert_eq!(r["data"]["total_subscribed"], 2, "subscriptions are accepted while closed");
+    let hb = c.recv_type("heartbeat");
+    assert_eq!((hb["market_open"].as_bool(), hb["feeds"][0]["state"].as_str()), (Some(false), Some("paused")));
+    let mut seen_data = false;
+    let opened = c.recv_until("market open", |v| {
+        assert!(v["type"] != "market_data", "no data while closed: {v}");
+        v["type"] == "market_status"
+    });
+    assert_eq!(opened["market_open"], true);
+    let closed = c.recv_until("market close", |v| {
+        seen_data |= v["type"] == "market_data";
+        v["type"] == "market_status"
+    });
+    assert!(seen_data, "the subscription was live while open");
+    assert_eq!(closed["market_open"], false);
+    // Paused again: once the stream goes idle, only heartbeats come.
+    c.recv_type("heartbeat");
+    let next = c.recv_json();
+    assert_eq!(next["type"], "heartbeat", "nothing but heartbeats while closed: {next}");
+    assert_eq!(
+        c.request(json!({"action": "get_subscriptions"}), 2)["data"]["total_subscribed"],
+        2,
+        "kept through the close"
+    );
+}

@@ -24,6 +24,8 @@ pub const STATE_CONNECTING: u8 = 0;
 pub const STATE_LIVE: u8 = 1;
 /// `FeedHealth::state` value: stopped (thread ended or source gone).
 pub const STATE_DOWN: u8 = 2;
+/// `FeedHealth::state` value: idle on purpose (market closed).
+pub const STATE_PAUSED: u8 = 3;
 
 /// What a feed reports about itself; shared with workers and `/status`.
 pub struct FeedHealth {
@@ -62,12 +64,14 @@ impl FeedHealth {
         }
     }
 
-    /// `connecting`, `live`, `stale` (live but silent for `STALE_AFTER_MS`) or `down`.
+    /// `connecting`, `live`, `stale` (live but silent for `STALE_AFTER_MS`),
+    /// `paused` (market closed) or `down`.
     pub fn state_name(&self, now_ns: u64) -> &'static str {
         match self.state.load(Ordering::Relaxed) {
             STATE_LIVE if self.last_tick_age_ms(now_ns).is_some_and(|a| a > STALE_AFTER_MS) => "stale",
             STATE_LIVE => "live",
             STATE_DOWN => "down",
+            STATE_PAUSED => "paused",
             _ => "connecting",
         }
     }
@@ -90,6 +94,8 @@ pub struct FeedCtx {
     pub shutdown: Arc<AtomicBool>,
     /// Instruments (token → slot, tick sizes).
     pub registry: Arc<Registry>,
+    /// Market open now (sources that generate data pause while closed).
+    pub market_open: Arc<AtomicBool>,
 }
 
 /// A feed source, run on its own thread until shutdown.

@@ -6,9 +6,10 @@
 //! `elapsed × rate`, generated in batches, so the same source serves as a
 //! demo at 2,000 ticks/s and as benchmark load at millions.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use super::{stopping, FeedCtx, Source, STATE_DOWN, STATE_LIVE};
+use super::{stopping, FeedCtx, Source, STATE_DOWN, STATE_LIVE, STATE_PAUSED};
 use crate::instrument::{Registry, Slot};
 use crate::tick::{now_ns, Level, Tick, DEPTH_LEVELS, FLAG_DEPTH, FLAG_OHLC, FLAG_QUOTE};
 
@@ -104,13 +105,20 @@ impl Source for Sim {
 
     fn run(mut self: Box<Self>, mut ctx: FeedCtx) {
         if self.walks.is_empty() {
-            ctx.health.state.store(STATE_DOWN, std::sync::atomic::Ordering::Relaxed);
+            ctx.health.state.store(STATE_DOWN, Relaxed);
             return;
         }
-        ctx.health.state.store(STATE_LIVE, std::sync::atomic::Ordering::Relaxed);
-        let start = Instant::now();
+        let mut start = Instant::now();
         let mut sent: u64 = 0;
         while !stopping(&ctx.shutdown) {
+            if !ctx.market_open.load(std::sync::atomic::Ordering::Acquire) {
+                // Market closed: no ticks; pace afresh from the reopen.
+                ctx.health.state.store(STATE_PAUSED, Relaxed);
+                std::thread::sleep(Duration::from_millis(10));
+                (start, sent) = (Instant::now(), 0);
+                continue;
+            }
+            ctx.health.state.store(STATE_LIVE, Relaxed);
             let elapsed = start.elapsed().as_nanos() as u64;
             let due = ((u128::from(elapsed) * u128::from(self.rate) / 1_000_000_000) as u64).saturating_sub(sent);
             if due == 0 {
@@ -129,7 +137,7 @@ impl Source for Sim {
             ctx.health.published(n, ts);
             sent += n;
         }
-        ctx.health.state.store(STATE_DOWN, std::sync::atomic::Ordering::Relaxed);
+        ctx.health.state.store(STATE_DOWN, Relaxed);
     }
 }
 

@@ -86,6 +86,8 @@ pub struct Worker {
     default_delivery: Delivery,
     next_housekeeping_ns: u64,
     next_publish_ns: u64,
+    /// Market state last announced to this worker's clients.
+    market_open: bool,
     frames: u64,
     bytes: u64,
     open: u64,
@@ -138,6 +140,7 @@ impl Worker {
             default_delivery,
             next_housekeeping_ns: 0,
             next_publish_ns: 0,
+            market_open: shared.market_open.load(Ordering::Acquire),
             frames: 0,
             bytes: 0,
             open: 0,
@@ -205,6 +208,13 @@ impl Worker {
             self.on_readable(id, now);
         }
         work |= self.drain(now) > 0;
+        // After the drain: a tick published after the market opened is
+        // ordered after the flag (Release/Acquire through the feed and the
+        // ring), so the notice goes out in this turn's flush, on the control
+        // lane, ahead of that tick.
+        if self.shared.market_open.load(Ordering::Acquire) != self.market_open {
+            self.announce_market(now);
+        }
         if self.timers.peek().is_some_and(|Reverse((t, _, _))| *t <= now) {
             self.fire_timers(now);
         }
@@ -803,6 +813,18 @@ impl Worker {
         }
         if let Some(c) = self.conn(id) {
             c.slots = slots;
+        }
+    }
+
+    /// Tell every client the market opened or closed.
+    fn announce_market(&mut self, now: u64) {
+        self.market_open = !self.market_open;
+        let status = native::market_status(self.market_open, now);
+        for i in 0..self.conns.len() {
+            if let Some(c) = self.conns[i].as_mut().filter(|c| c.phase == Phase::Open) {
+                c.ctrl_text(&status, now);
+                self.mark_dirty(ConnId(i as u32));
+            }
         }
     }
 

@@ -403,5 +403,11 @@ pub(super) fn heartbeat(shared: &Shared, now: u64) -> Vec<u8> {
         .iter()
         .map(|f| json!({"name": f.name, "state": f.state_name(now), "last_tick_age_ms": f.last_tick_age_ms(now)}))
         .collect();
-    json!({"type": "heartbeat", "ts": now, "feeds": feeds}).to_string().into_bytes()
+    let market_open = shared.market_open.load(std::sync::atomic::Ordering::Relaxed);
+    json!({"type": "heartbeat", "ts": now, "market_open": market_open, "feeds": feeds}).to_string().into_bytes()
+}
+
+/// `{"type":"market_status","market_open":..,"ts":..}`.
+pub(super) fn market_status(open: bool, now: u64) -> Vec<u8> {
+    json!({"type": "market_status", "market_open": open, "ts": now}).to_string().into_bytes()
 }

@@ -65,9 +65,15 @@ impl Server {
 
     /// Connect to `/stream` and read the welcome.
     pub fn native(&self) -> Client {
+        self.native_with(|_| {})
+    }
+
+    /// Connect to `/stream`, read the welcome and check it with `check`.
+    pub fn native_with(&self, check: impl FnOnce(&Value)) -> Client {
         let mut c = self.connect("/stream");
         let w = c.recv_json();
         assert_eq!(w["type"], "welcome", "{w}");
+        check(&w);
         c
     }
 
@@ -172,7 +178,7 @@ impl Client {
     }
 
     /// Read JSON messages until one matches `pred` (skipping others).
-    pub fn recv_until(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    pub fn recv_until(&mut self, what: &str, mut pred: impl FnMut(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             let m = self.recv();
