@@ -90,8 +90,15 @@ pub fn status(shared: &Shared) -> Value {
         .feeds
         .iter()
         .map(|f| {
-            json!({"name": f.name, "kind": f.kind, "state": f.state_name(now),
-                "ticks": f.ticks.load(Ordering::Relaxed), "ring_overruns": f.push.overruns.load(Ordering::Relaxed),
+            let l = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+            let drops: serde_json::Map<String, Value> = crate::feed::tcf1::DropReason::NAMES
+                .iter()
+                .zip(&f.drops)
+                .map(|(n, c)| ((*n).to_string(), json!(l(c))))
+                .collect();
+            json!({"name": f.name, "kind": f.kind, "address": f.address, "state": f.state_name(now),
+                "ticks": l(&f.ticks), "packets": l(&f.packets), "packet_gaps": l(&f.packet_gaps),
+                "drops": drops, "reconnects": l(&f.reconnects), "ring_overruns": l(&f.push.overruns),
                 "last_tick_age_ms": f.last_tick_age_ms(now)})
         })
         .collect();
@@ -153,6 +160,34 @@ pub fn metrics(shared: &Shared) -> String {
     );
     for f in &shared.feeds {
         let _ = writeln!(out, "tickcast_feed_ticks_total{{feed=\"{}\"}} {}", f.name, f.ticks.load(Ordering::Relaxed));
+    }
+    let _ = writeln!(
+        out,
+        "# HELP tickcast_feed_packets_total TCF1 packets received per feed\n# TYPE tickcast_feed_packets_total counter"
+    );
+    for f in &shared.feeds {
+        let _ =
+            writeln!(out, "tickcast_feed_packets_total{{feed=\"{}\"}} {}", f.name, f.packets.load(Ordering::Relaxed));
+    }
+    let _ = writeln!(out, "# HELP tickcast_feed_packet_gaps_total Packets missing by packet_seq\n# TYPE tickcast_feed_packet_gaps_total counter");
+    for f in &shared.feeds {
+        let _ = writeln!(
+            out,
+            "tickcast_feed_packet_gaps_total{{feed=\"{}\"}} {}",
+            f.name,
+            f.packet_gaps.load(Ordering::Relaxed)
+        );
+    }
+    let _ = writeln!(out, "# HELP tickcast_feed_drops_total Packets or records dropped per feed and reason\n# TYPE tickcast_feed_drops_total counter");
+    for f in &shared.feeds {
+        for (reason, c) in crate::feed::tcf1::DropReason::NAMES.iter().zip(&f.drops) {
+            let _ = writeln!(
+                out,
+                "tickcast_feed_drops_total{{feed=\"{}\",reason=\"{reason}\"}} {}",
+                f.name,
+                c.load(Ordering::Relaxed)
+            );
+        }
     }
     let _ = writeln!(out, "# HELP tickcast_feed_up 1 when the feed is live\n# TYPE tickcast_feed_up gauge");
     for f in &shared.feeds {

@@ -25,6 +25,7 @@
 //! - [`session`]: subscriptions kept for reconnecting client ids.
 //! - [`market`]: market hours (when the simulator runs, `market_status`).
 //! - [`server`]: start-up, threads, pinning, shutdown.
+//! - [`record`]: `tickcast record`, sources to a replayable TCF1 file.
 
 pub mod config;
 pub mod encode;
@@ -34,6 +35,7 @@ pub mod instrument;
 pub mod lvc;
 pub mod market;
 pub mod metrics;
+pub mod record;
 pub mod ring;
 pub mod server;
 pub mod session;

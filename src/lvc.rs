@@ -1,20 +1,29 @@
-//! Last-value cache: the newest `Tick` of every slot, written by the one
-//! feed thread that owns the slot and read by any worker (snapshots).
+//! Last-value cache: the newest `Tick` of every slot, written by the feed
+//! threads and read by any worker (snapshots, conflation).
 //!
 //! Each entry is a seqlock over `TICK_WORDS` `AtomicU64` words, so readers
-//! never block the writer and the code needs no `unsafe`: a torn read is
+//! never block writers and the code needs no `unsafe`: a torn read is
 //! impossible to observe because the version is checked around the copy.
 //!
-//! Ordering: the writer bumps `version` to odd (Relaxed) then issues a
-//! Release fence before the word stores, and publishes with a Release store
-//! of the even version; the reader's Acquire load of `version` pairs with
-//! that Release store, and its Acquire fence after the word loads pairs
-//! with the writer's first fence (the classic Boehm seqlock recipe).
+//! Writers: usually one feed owns a slot, but two sources may carry the same
+//! instrument (A/B feeds), so a writer takes the entry by moving `version`
+//! from even to odd with a CAS (uncontended: one atomic op, as before) and
+//! a store whose `seq` is not newer than the cached one is skipped, so the
+//! cache never goes back in time.
+//!
+//! Ordering: the writer's CAS (Acquire, so it sees the previous writer's
+//! words) is followed by a Release fence before the word stores, and it
+//! publishes with a Release store of the even version; the reader's Acquire
+//! load of `version` pairs with that Release store, and its Acquire fence
+//! after the word loads pairs with the writer's fence (the classic Boehm
+//! seqlock recipe).
 
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 
 use crate::instrument::Slot;
 use crate::tick::{Tick, TICK_WORDS};
+
+const _: () = assert!(std::mem::offset_of!(Tick, seq) == 8, "store() reads seq as word 1");
 
 /// One cache line-aligned seqlock entry.
 #[repr(align(64))]
@@ -39,20 +48,28 @@ impl LastValues {
         LastValues { entries }
     }
 
-    /// Store `tick` as the newest value of `slot`.
-    ///
-    /// Must only be called by the slot's single writer (the feed thread that
-    /// owns it); concurrent writers to one slot would interleave words.
-    pub fn store(&self, slot: Slot, tick: &Tick) {
+    /// Store `tick` as the newest value of `slot`, unless the cache already
+    /// holds a newer `seq`. Returns whether it was stored.
+    pub fn store(&self, slot: Slot, tick: &Tick) -> bool {
         let e = &self.entries[slot.idx()];
-        let v = e.version.load(Ordering::Relaxed);
-        e.version.store(v.wrapping_add(1), Ordering::Relaxed);
+        let v = loop {
+            let v = e.version.load(Ordering::Relaxed);
+            if v & 1 == 0 && e.version.compare_exchange_weak(v, v + 1, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                break v;
+            }
+            std::hint::spin_loop();
+        };
         fence(Ordering::Release);
-        let src: &[u64; TICK_WORDS] = bytemuck::cast_ref(tick);
-        for (w, s) in e.words.iter().zip(src) {
-            w.store(*s, Ordering::Relaxed);
+        // `seq` is word 1 of a `Tick` (after token and slot).
+        let newer = tick.seq > e.words[1].load(Ordering::Relaxed);
+        if newer {
+            let src: &[u64; TICK_WORDS] = bytemuck::cast_ref(tick);
+            for (w, s) in e.words.iter().zip(src) {
+                w.store(*s, Ordering::Relaxed);
+            }
         }
-        e.version.store(v.wrapping_add(2), Ordering::Release);
+        e.version.store(v + 2, Ordering::Release);
+        newer
     }
 
     /// The newest tick of `slot`, or `None` if it never ticked.
@@ -101,6 +118,43 @@ mod tests {
         lv.store(Slot(1), &t);
         assert_eq!(lv.load(Slot(1)), Some(t));
         assert!(lv.load(Slot(0)).is_none());
+    }
+
+    #[test]
+    fn older_seq_never_replaces_newer() {
+        let lv = LastValues::new(1);
+        assert!(lv.store(Slot(0), &Tick { seq: 5, ltp: 5, ..Tick::default() }));
+        assert!(!lv.store(Slot(0), &Tick { seq: 4, ltp: 4, ..Tick::default() }));
+        assert_eq!(lv.load(Slot(0)).unwrap().ltp, 5);
+    }
+
+    /// Stress: two writers race on one slot; every read is one whole tick
+    /// and the cached seq never goes back.
+    #[test]
+    fn two_writers_never_tear() {
+        let lv = Arc::new(LastValues::new(1));
+        let writers: Vec<_> = (0..2u64)
+            .map(|k| {
+                let lv = lv.clone();
+                std::thread::spawn(move || {
+                    for s in (1..=100_000u64).filter(|s| s % 2 == k) {
+                        lv.store(Slot(0), &Tick { seq: s, ltp: s as i64, volume: s, oi: s, ..Tick::default() });
+                    }
+                })
+            })
+            .collect();
+        let mut last = 0;
+        while writers.iter().any(|w| !w.is_finished()) {
+            if let Some(t) = lv.load(Slot(0)) {
+                assert_eq!((t.ltp as u64, t.volume, t.oi), (t.seq, t.seq, t.seq), "torn");
+                assert!(t.seq >= last);
+                last = t.seq;
+            }
+        }
+        for w in writers {
+            w.join().unwrap();
+        }
+        assert_eq!(lv.load(Slot(0)).unwrap().seq, 100_000);
     }
 
     /// Stress: one writer stores ticks whose every field equals `seq`;

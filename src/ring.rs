@@ -97,10 +97,14 @@ impl Fanout {
     /// Publish a complete tick: cache it, then push it to every interested
     /// worker. Never blocks: a full ring counts an overrun (the value is
     /// still in the cache, so a later snapshot or conflation recovers it).
+    /// A tick older than the cached one (a slower A/B feed) goes nowhere;
+    /// returns false for it.
     #[inline]
-    pub fn publish(&mut self, tick: &Tick) {
+    pub fn publish(&mut self, tick: &Tick) -> bool {
         let slot = Slot(tick.slot);
-        self.lvc.store(slot, tick);
+        if !self.lvc.store(slot, tick) {
+            return false;
+        }
         // Pairs with the worker's `Interest::set` then `LastValues::load`.
         fence(Ordering::SeqCst);
         let mut mask = self.interest.get(slot);
@@ -114,6 +118,13 @@ impl Fanout {
                 self.pending |= 1 << w;
             }
         }
+        true
+    }
+
+    /// Free slots in the fullest ring: a non-live source (a replay) waits
+    /// for room instead of overrunning.
+    pub fn min_free(&self) -> usize {
+        self.producers.iter().map(rtrb::Producer::slots).min().unwrap_or(usize::MAX)
     }
 
     /// Wake the workers pushed to since the last call (end of a feed batch).

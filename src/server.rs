@@ -121,10 +121,10 @@ impl Server {
             polls.push(poll);
         }
         let hub = Hub::new(registry.len(), signals.clone(), config.ring_capacity);
-        let sources = feed::build(&config.feeds, &registry);
+        let sources = feed::build(&config.feeds, &registry)?;
         let names = feed::names(&sources);
         let feeds: Vec<Arc<FeedHealth>> =
-            sources.iter().zip(names).map(|(s, n)| Arc::new(FeedHealth::new(n, s.kind()))).collect();
+            sources.iter().zip(names).map(|(s, n)| Arc::new(FeedHealth::new(n, s.kind(), s.address()))).collect();
         let shutdown = Arc::new(AtomicBool::new(false));
         let shared = Arc::new(Shared {
             registry: registry.clone(),

@@ -6,7 +6,11 @@
 //! reports its health through [`FeedHealth`], which `/status` and every
 //! client heartbeat show.
 
+pub mod replay;
 pub mod sim;
+pub mod tcf1;
+pub mod tcp;
+pub mod udp;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -31,8 +35,18 @@ pub const STATE_PAUSED: u8 = 3;
 pub struct FeedHealth {
     /// Display name (`sim`, `sim#2`).
     pub name: String,
-    /// Source kind (`sim`).
+    /// Source kind (`sim`, `udp`, `tcp`, `replay`).
     pub kind: &'static str,
+    /// Where it reads from (`239.1.1.1:9000`, a path; empty for `sim`).
+    pub address: String,
+    /// Packets received (TCF1 sources).
+    pub packets: AtomicU64,
+    /// Packets missing according to `packet_seq` jumps.
+    pub packet_gaps: AtomicU64,
+    /// Reconnects / publisher connections accepted.
+    pub reconnects: AtomicU64,
+    /// Packets or records dropped, by `tcf1::DropReason`.
+    pub drops: [AtomicU64; tcf1::DropReason::NAMES.len()],
     /// One of the `STATE_*` values.
     pub state: AtomicU8,
     /// Ticks published.
@@ -45,10 +59,15 @@ pub struct FeedHealth {
 
 impl FeedHealth {
     /// Health for a new source.
-    pub fn new(name: String, kind: &'static str) -> FeedHealth {
+    pub fn new(name: String, kind: &'static str, address: String) -> FeedHealth {
         FeedHealth {
             name,
             kind,
+            address,
+            packets: AtomicU64::new(0),
+            packet_gaps: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            drops: Default::default(),
             state: AtomicU8::new(STATE_CONNECTING),
             ticks: AtomicU64::new(0),
             last_tick_ns: AtomicU64::new(0),
@@ -76,6 +95,12 @@ impl FeedHealth {
         }
     }
 
+    /// Count a dropped packet or record.
+    #[inline]
+    pub fn dropped(&self, why: tcf1::DropReason) {
+        self.drops[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Record a batch of `n` ticks published at `now_ns`.
     #[inline]
     pub fn published(&self, n: u64, now_ns: u64) {
@@ -98,27 +123,104 @@ pub struct FeedCtx {
     pub market_open: Arc<AtomicBool>,
 }
 
+/// Counts `packet_seq` jumps of one packet stream (a UDP source, one TCP
+/// publisher): a jump forward is packets lost upstream.
+#[derive(Default)]
+pub struct PacketSeq {
+    last: Option<u64>,
+}
+
+impl PacketSeq {
+    /// Observe `seq`; returns how many packets were skipped before it.
+    /// A jump backwards (a restarted publisher) starts a new stream.
+    #[inline]
+    pub fn observe(&mut self, seq: u64) -> u64 {
+        let gap = match self.last {
+            Some(last) if seq > last => seq - last - 1,
+            _ => 0,
+        };
+        self.last = Some(seq);
+        gap
+    }
+}
+
+/// Decode one validated TCF1 packet into ticks and publish them; count
+/// the packet, its gap and any dropped records. Shared by every TCF1 source.
+///
+/// Consecutive records for the same instrument and `seq` (a tick record
+/// and its depth record) are one update: merged first, published once.
+pub fn publish_packet(ctx: &mut FeedCtx, merger: &mut tcf1::Merger, seqs: &mut PacketSeq, bytes: &[u8], recv_ns: u64) {
+    let h = &ctx.health;
+    h.packets.fetch_add(1, Ordering::Relaxed);
+    let p = match tcf1::parse(bytes) {
+        Ok(p) => p,
+        Err(why) => return h.dropped(why),
+    };
+    let gap = seqs.observe(p.packet_seq);
+    if gap > 0 {
+        h.packet_gaps.fetch_add(gap, Ordering::Relaxed);
+    }
+    let mut n = 0;
+    // (token, seq, slot) merged but not yet published.
+    let mut pending: Option<(u32, u64, u32)> = None;
+    for rec in p.records() {
+        let (tcf1::Record::Tick(r) | tcf1::Record::Depth(r)) = &rec;
+        if let Some((token, seq, slot)) = pending {
+            if (token, seq) != (r.token, r.seq) {
+                ctx.fanout.publish(merger.current(slot));
+                n += 1;
+                pending = None;
+            }
+        }
+        match merger.apply(&ctx.registry, &rec, recv_ns) {
+            Ok(t) => pending = Some((t.token, t.seq, t.slot)),
+            Err(why) => h.dropped(why),
+        }
+    }
+    if let Some((_, _, slot)) = pending {
+        ctx.fanout.publish(merger.current(slot));
+        n += 1;
+    }
+    if n > 0 {
+        h.published(n, recv_ns);
+    }
+}
+
 /// A feed source, run on its own thread until shutdown.
 pub trait Source: Send + 'static {
     /// Kind name for health reports.
     fn kind(&self) -> &'static str;
+    /// Address for health reports (empty when there is none).
+    fn address(&self) -> String {
+        String::new()
+    }
     /// Run until `ctx.shutdown` is set.
     fn run(self: Box<Self>, ctx: FeedCtx);
 }
 
-/// Build the sources for `specs`. Simulators split the master between them
-/// (slot `i` belongs to simulator `i % n`) so every slot has one writer.
-pub fn build(specs: &[FeedSpec], registry: &Registry) -> Vec<Box<dyn Source>> {
+/// Build (bind, open) the sources for `specs`. Simulators split the
+/// master between them (slot `i` belongs to simulator `i % n`), so two
+/// simulators never produce competing `seq` streams for one instrument.
+///
+/// # Errors
+/// A source that cannot bind its address or open its file.
+pub fn build(specs: &[FeedSpec], registry: &Registry) -> anyhow::Result<Vec<Box<dyn Source>>> {
     let sims = specs.iter().filter(|s| matches!(s, FeedSpec::Sim { .. })).count();
     let mut sim_index = 0;
     specs
         .iter()
-        .map(|spec| match spec {
-            FeedSpec::Sim { rate } => {
-                let s = sim::Sim::new(registry, *rate, sim_index, sims, fastrand::u64(..));
-                sim_index += 1;
-                Box::new(s) as Box<dyn Source>
-            }
+        .map(|spec| {
+            Ok(match spec {
+                FeedSpec::Sim { rate, seed } => {
+                    let seed = seed.map_or_else(|| fastrand::u64(..), |s| s.wrapping_add(sim_index as u64));
+                    let s = sim::Sim::new(registry, *rate, sim_index, sims, seed);
+                    sim_index += 1;
+                    Box::new(s) as Box<dyn Source>
+                }
+                FeedSpec::Udp { addr, iface } => Box::new(udp::Udp::bind(*addr, *iface, registry)?),
+                FeedSpec::Tcp { addr } => Box::new(tcp::Tcp::bind(*addr, registry)?),
+                FeedSpec::Replay { path, speed } => Box::new(replay::Replay::open(path.clone(), *speed, registry)?),
+            })
         })
         .collect()
 }
