@@ -82,6 +82,14 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub ring_capacity: Option<usize>,
 
+    /// Where co-located processes publish newline-delimited JSON: `{"channel":"signals","data":{…}}` and `{"tick":{"token":2885,"ltp":2850.5,…}}` [default: off].
+    #[arg(long, value_name = "ADDR")]
+    pub publish_listen: Option<SocketAddr>,
+
+    /// Most named channels [default: 4096].
+    #[arg(long, value_name = "N")]
+    pub max_channels: Option<usize>,
+
     /// When the market is open: `always`, `nse` (09:15–15:30 IST, Mon–Fri) or daily sessions like `09:15-15:30@+05:30`. Closed: the simulator pauses and clients get `market_status` [default: always].
     #[arg(long, value_name = "SPEC")]
     pub market_hours: Option<String>,
@@ -98,7 +106,7 @@ impl Args {
     pub fn over(self, file: Args) -> Args {
         let cli = self;
         merge_fields!(cli, file; listen, master, feed, workers, cpus, idle, slow_consumer, max_connections,
-            max_subscriptions, heartbeat_ms, session_ttl_secs, max_message_bytes, out_buffer_bytes, ring_capacity, market_hours)
+            max_subscriptions, heartbeat_ms, session_ttl_secs, max_message_bytes, out_buffer_bytes, ring_capacity, market_hours, publish_listen, max_channels)
     }
 }
 
@@ -281,6 +289,10 @@ pub struct Config {
     pub ring_capacity: usize,
     /// Market hours.
     pub market_hours: crate::market::Schedule,
+    /// Publish port address, if any.
+    pub publish_listen: Option<SocketAddr>,
+    /// Channel table size.
+    pub max_channels: usize,
 }
 
 impl Default for Config {
@@ -383,6 +395,8 @@ impl Config {
             out_buffer_bytes: positive("out-buffer-bytes", a.out_buffer_bytes, 4 * 1024 * 1024)?,
             ring_capacity,
             market_hours: crate::market::Schedule::parse(a.market_hours.as_deref().unwrap_or("always"))?,
+            publish_listen: a.publish_listen,
+            max_channels: positive("max-channels", a.max_channels, 4096)?,
         })
     }
 }

@@ -98,7 +98,7 @@ pub fn status(shared: &Shared) -> Value {
                 .collect();
             json!({"name": f.name, "kind": f.kind, "address": f.address, "state": f.state_name(now),
                 "ticks": l(&f.ticks), "packets": l(&f.packets), "packet_gaps": l(&f.packet_gaps),
-                "drops": drops, "reconnects": l(&f.reconnects), "ring_overruns": l(&f.push.overruns),
+                "drops": drops, "reconnects": l(&f.reconnects), "rejected": l(&f.rejected), "ring_overruns": l(&f.push.overruns),
                 "last_tick_age_ms": f.last_tick_age_ms(now)})
         })
         .collect();

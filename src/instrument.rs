@@ -16,6 +16,12 @@ use rustc_hash::FxHashMap;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Slot(pub u32);
 
+impl From<Slot> for usize {
+    fn from(s: Slot) -> usize {
+        s.0 as usize
+    }
+}
+
 impl Slot {
     /// The slot as an array index.
     #[inline]

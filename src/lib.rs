@@ -13,6 +13,7 @@
 //! - [`config`]: flags and TOML → validated `Config`.
 //! - [`instrument`]: the registry; token → slot (direct index), symbol → slot.
 //! - [`tick`]: the normalised `Tick` and fixed-point prices.
+//! - [`channel`]: named channels (opaque payloads) and their frames.
 //! - [`feed`]: sources (the simulator) and their health.
 //! - [`lvc`]: the per-slot last-value cache (seqlock).
 //! - [`ring`]: rings, interest bits and the wake protocol.
@@ -27,6 +28,7 @@
 //! - [`server`]: start-up, threads, pinning, shutdown.
 //! - [`record`]: `tickcast record`, sources to a replayable TCF1 file.
 
+pub mod channel;
 pub mod config;
 pub mod encode;
 pub mod feed;

@@ -111,6 +111,8 @@ pub fn run(args: RecordArgs) -> Result<()> {
             shutdown: shutdown.clone(),
             registry: registry.clone(),
             market_open: Arc::new(AtomicBool::new(true)),
+            channels: None,
+            channel_table: Arc::new(crate::channel::Channels::new(0)),
         };
         threads.push(std::thread::spawn(move || source.run(ctx)));
     }

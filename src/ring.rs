@@ -16,13 +16,18 @@
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::channel::ChannelMsg;
 use crate::instrument::Slot;
 use crate::tick::Tick;
 
 /// Most workers one process runs (interest bits are one `u64` per slot).
 pub const MAX_WORKERS: usize = 64;
 
-/// Per-slot bitmask of workers with at least one subscriber.
+/// Channel messages each publisher→worker ring holds.
+const CHANNEL_RING: usize = 8192;
+
+/// Per-key bitmask of workers with at least one subscriber; keys are
+/// instrument slots or channel ids (anything `Into<usize>`).
 pub struct Interest {
     /// Bit `w` set: worker `w` wants ticks for this slot.
     bits: Box<[AtomicU64]>,
@@ -37,21 +42,21 @@ impl Interest {
     /// Worker `w` now has a subscriber on `slot`. SeqCst: orders the bit
     /// before the worker's following last-value read (see `lvc`), so no
     /// tick falls between the snapshot and the stream.
-    pub fn set(&self, slot: Slot, w: usize) {
+    pub fn set(&self, key: impl Into<usize>, w: usize) {
         debug_assert!(w < MAX_WORKERS);
-        self.bits[slot.idx()].fetch_or(1 << w, Ordering::SeqCst);
+        self.bits[key.into()].fetch_or(1 << w, Ordering::SeqCst);
     }
 
     /// Worker `w` has no subscriber left on `slot`.
-    pub fn clear(&self, slot: Slot, w: usize) {
+    pub fn clear(&self, key: impl Into<usize>, w: usize) {
         debug_assert!(w < MAX_WORKERS);
-        self.bits[slot.idx()].fetch_and(!(1 << w), Ordering::SeqCst);
+        self.bits[key.into()].fetch_and(!(1 << w), Ordering::SeqCst);
     }
 
     /// Workers interested in `slot`.
     #[inline]
-    pub fn get(&self, slot: Slot) -> u64 {
-        self.bits[slot.idx()].load(Ordering::SeqCst)
+    pub fn get(&self, key: impl Into<usize>) -> u64 {
+        self.bits[key.into()].load(Ordering::SeqCst)
     }
 }
 
@@ -139,10 +144,49 @@ impl Fanout {
     }
 }
 
+/// The publisher side of channel rings: one producer per worker.
+pub struct ChannelFanout {
+    producers: Vec<rtrb::Producer<ChannelMsg>>,
+    signals: Vec<Arc<WorkerSignal>>,
+    interest: Arc<Interest>,
+    stats: Arc<PushStats>,
+    pending: u64,
+}
+
+impl ChannelFanout {
+    /// Push `msg` to every worker with a subscriber on its channel (the
+    /// frame is shared, not copied). A full ring counts an overrun.
+    pub fn publish(&mut self, msg: &ChannelMsg) {
+        let mut mask = self.interest.get(msg.channel);
+        while mask != 0 {
+            let w = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            if let Some(p) = self.producers.get_mut(w) {
+                if p.push(msg.clone()).is_err() {
+                    self.stats.overruns.fetch_add(1, Ordering::Relaxed);
+                }
+                self.pending |= 1 << w;
+            }
+        }
+    }
+
+    /// Wake the workers pushed to since the last call.
+    pub fn flush(&mut self) {
+        let mut mask = std::mem::take(&mut self.pending);
+        while mask != 0 {
+            let w = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            self.signals[w].notify();
+        }
+    }
+}
+
 /// Shared state from which feeds and workers get their ring ends.
 pub struct Hub {
     /// Per-slot worker interest.
     pub interest: Arc<Interest>,
+    /// Per-channel worker interest.
+    pub channel_interest: Arc<Interest>,
     /// Per-slot newest tick.
     pub lvc: Arc<crate::lvc::LastValues>,
     signals: Vec<Arc<WorkerSignal>>,
@@ -152,13 +196,34 @@ pub struct Hub {
 impl Hub {
     /// A hub for `slots` instruments and the given worker signals.
     pub fn new(slots: usize, signals: Vec<Arc<WorkerSignal>>, capacity: usize) -> Hub {
+        Hub::with_channels(slots, 0, signals, capacity)
+    }
+
+    /// A hub for `slots` instruments, `channels` named channels and the
+    /// given worker signals.
+    pub fn with_channels(slots: usize, channels: usize, signals: Vec<Arc<WorkerSignal>>, capacity: usize) -> Hub {
         assert!(signals.len() <= MAX_WORKERS, "at most {MAX_WORKERS} workers");
         Hub {
             interest: Arc::new(Interest::new(slots)),
+            channel_interest: Arc::new(Interest::new(channels)),
             lvc: Arc::new(crate::lvc::LastValues::new(slots)),
             signals,
             capacity,
         }
+    }
+
+    /// Channel rings for one publisher: its `ChannelFanout` and one consumer
+    /// per worker (index = worker id).
+    pub fn connect_channels(&self, stats: Arc<PushStats>) -> (ChannelFanout, Vec<rtrb::Consumer<ChannelMsg>>) {
+        let (producers, consumers) = (0..self.signals.len()).map(|_| rtrb::RingBuffer::new(CHANNEL_RING)).unzip();
+        let fanout = ChannelFanout {
+            producers,
+            signals: self.signals.clone(),
+            interest: self.channel_interest.clone(),
+            stats,
+            pending: 0,
+        };
+        (fanout, consumers)
     }
 
     /// New rings for one feed: its `Fanout` and one consumer per worker

@@ -30,6 +30,8 @@ pub struct Shared {
     pub registry: Arc<Registry>,
     /// Interest bits and last values.
     pub hub: Hub,
+    /// Named channels.
+    pub channels: Arc<crate::channel::Channels>,
     /// Health of each feed, in `--feed` order.
     pub feeds: Vec<Arc<FeedHealth>>,
     /// Event counters.
@@ -120,8 +122,11 @@ impl Server {
             signals.push(Arc::new(WorkerSignal { sleeping: AtomicBool::new(false), waker }));
             polls.push(poll);
         }
-        let hub = Hub::new(registry.len(), signals.clone(), config.ring_capacity);
-        let sources = feed::build(&config.feeds, &registry)?;
+        let hub = Hub::with_channels(registry.len(), config.max_channels, signals.clone(), config.ring_capacity);
+        let mut sources = feed::build(&config.feeds, &registry)?;
+        if let Some(addr) = config.publish_listen {
+            sources.push(Box::new(feed::publish::PublishPort::bind(addr, &registry)?));
+        }
         let names = feed::names(&sources);
         let feeds: Vec<Arc<FeedHealth>> =
             sources.iter().zip(names).map(|(s, n)| Arc::new(FeedHealth::new(n, s.kind(), s.address()))).collect();
@@ -129,6 +134,7 @@ impl Server {
         let shared = Arc::new(Shared {
             registry: registry.clone(),
             hub,
+            channels: Arc::new(crate::channel::Channels::new(config.max_channels)),
             feeds: feeds.clone(),
             counters: Counters::default(),
             gauges: (0..config.workers).map(|_| WorkerGauges::default()).collect(),
@@ -141,6 +147,8 @@ impl Server {
         });
 
         let mut rings: Vec<Vec<rtrb::Consumer<crate::tick::Tick>>> = (0..config.workers).map(|_| Vec::new()).collect();
+        let mut chan_rings: Vec<Vec<rtrb::Consumer<crate::channel::ChannelMsg>>> =
+            (0..config.workers).map(|_| Vec::new()).collect();
         let mut threads = Vec::new();
         let n_feeds = sources.len();
         for (i, (source, health)) in sources.into_iter().zip(feeds).enumerate() {
@@ -148,12 +156,21 @@ impl Server {
             for (w, c) in consumers.into_iter().enumerate() {
                 rings[w].push(c);
             }
+            let channels = source.publishes_channels().then(|| {
+                let (fanout, consumers) = shared.hub.connect_channels(health.push.clone());
+                for (w, c) in consumers.into_iter().enumerate() {
+                    chan_rings[w].push(c);
+                }
+                fanout
+            });
             let ctx = FeedCtx {
                 fanout,
                 health: health.clone(),
                 shutdown: shutdown.clone(),
                 registry: registry.clone(),
                 market_open: shared.market_open.clone(),
+                channels,
+                channel_table: shared.channels.clone(),
             };
             let cpus = config.cpus.clone();
             threads.push(
@@ -166,8 +183,10 @@ impl Server {
                     .context("spawning a feed thread")?,
             );
         }
-        for (id, ((poll, listener), rings)) in polls.into_iter().zip(listeners).zip(rings).enumerate() {
-            let setup = WorkerSetup { id, poll, listener, signal: signals[id].clone(), rings };
+        for (id, (((poll, listener), rings), chan_rings)) in
+            polls.into_iter().zip(listeners).zip(rings).zip(chan_rings).enumerate()
+        {
+            let setup = WorkerSetup { id, poll, listener, signal: signals[id].clone(), rings, chan_rings };
             let worker = Worker::new(setup, shared.clone()).context("starting a worker")?;
             let cpus = config.cpus.clone();
             threads.push(

@@ -6,6 +6,7 @@
 //! reports its health through [`FeedHealth`], which `/status` and every
 //! client heartbeat show.
 
+pub mod publish;
 pub mod replay;
 pub mod sim;
 pub mod tcf1;
@@ -45,6 +46,8 @@ pub struct FeedHealth {
     pub packet_gaps: AtomicU64,
     /// Reconnects / publisher connections accepted.
     pub reconnects: AtomicU64,
+    /// Input refused as a whole (publish port: bad lines).
+    pub rejected: AtomicU64,
     /// Packets or records dropped, by `tcf1::DropReason`.
     pub drops: [AtomicU64; tcf1::DropReason::NAMES.len()],
     /// One of the `STATE_*` values.
@@ -67,6 +70,7 @@ impl FeedHealth {
             packets: AtomicU64::new(0),
             packet_gaps: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
             drops: Default::default(),
             state: AtomicU8::new(STATE_CONNECTING),
             ticks: AtomicU64::new(0),
@@ -121,6 +125,10 @@ pub struct FeedCtx {
     pub registry: Arc<Registry>,
     /// Market open now (sources that generate data pause while closed).
     pub market_open: Arc<AtomicBool>,
+    /// Channel rings, for sources that publish named channels.
+    pub channels: Option<crate::ring::ChannelFanout>,
+    /// The channel table (names ↔ ids, sequence numbers).
+    pub channel_table: Arc<crate::channel::Channels>,
 }
 
 /// Counts `packet_seq` jumps of one packet stream (a UDP source, one TCP
@@ -193,6 +201,10 @@ pub trait Source: Send + 'static {
     /// Address for health reports (empty when there is none).
     fn address(&self) -> String {
         String::new()
+    }
+    /// Does this source publish named channels (and so need channel rings)?
+    fn publishes_channels(&self) -> bool {
+        false
     }
     /// Run until `ctx.shutdown` is set.
     fn run(self: Box<Self>, ctx: FeedCtx);

@@ -66,6 +66,8 @@ pub struct Conn {
     pub client_id: String,
     /// Subscribed slots, in subscription order.
     pub slots: Vec<Slot>,
+    /// Subscribed named channels, in subscription order.
+    pub channels: Vec<crate::channel::ChannelId>,
     /// Queued for this turn's flush.
     pub dirty: bool,
     /// Data lane over the limit: ticks are held back (conflated).
@@ -94,6 +96,7 @@ impl Conn {
             format: Format::Json,
             client_id: String::new(),
             slots: Vec::new(),
+            channels: Vec::new(),
             dirty: false,
             congested: false,
             last_tx_ns: now_ns,

@@ -25,6 +25,7 @@ use hdrhistogram::Histogram;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest as Ready, Poll, Token};
 
+use crate::channel::{ChannelId, ChannelMsg};
 use crate::config::{Idle, SlowConsumer};
 use crate::encode::{self, Encoding, FrameCache, Marks};
 use crate::instrument::Slot;
@@ -69,6 +70,9 @@ pub struct Worker {
     listener: TcpListener,
     signal: Arc<WorkerSignal>,
     rings: Vec<rtrb::Consumer<Tick>>,
+    chan_rings: Vec<rtrb::Consumer<ChannelMsg>>,
+    /// Subscribers per channel id (grown as channels appear).
+    chan_subs: Vec<smallvec::SmallVec<[ChanSub; 2]>>,
     conns: Vec<Option<Conn>>,
     free: Vec<u32>,
     subs: SubTable,
@@ -105,6 +109,16 @@ pub struct WorkerSetup {
     pub signal: Arc<WorkerSignal>,
     /// Its ring ends, one per feed.
     pub rings: Vec<rtrb::Consumer<Tick>>,
+    /// Its channel ring ends, one per channel publisher.
+    pub chan_rings: Vec<rtrb::Consumer<ChannelMsg>>,
+}
+
+/// One connection's subscription to a named channel.
+#[derive(Clone, Copy, Debug)]
+struct ChanSub {
+    conn: ConnId,
+    /// First `seq` dropped while the client was congested (0: none).
+    missed_from: u64,
 }
 
 impl Worker {
@@ -126,6 +140,8 @@ impl Worker {
             listener,
             signal: setup.signal,
             rings: setup.rings,
+            chan_rings: setup.chan_rings,
+            chan_subs: Vec::new(),
             conns: Vec::new(),
             free: Vec::new(),
             subs: SubTable::new(slots),
@@ -173,7 +189,7 @@ impl Worker {
     fn park_timeout(&mut self) -> Option<Duration> {
         self.signal.sleeping.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
-        if self.rings.iter().any(|r| !r.is_empty()) {
+        if self.rings.iter().any(|r| !r.is_empty()) || self.chan_rings.iter().any(|r| !r.is_empty()) {
             self.signal.sleeping.store(false, Ordering::Relaxed);
             return Some(Duration::ZERO);
         }
@@ -208,6 +224,7 @@ impl Worker {
             self.on_readable(id, now);
         }
         work |= self.drain(now) > 0;
+        work |= self.drain_channels(now) > 0;
         // After the drain: a tick published after the market opened is
         // ordered after the flag (Release/Acquire through the feed and the
         // ring), so the notice goes out in this turn's flush, on the control
@@ -313,6 +330,9 @@ impl Worker {
             if self.subs.unsubscribe(slot, id) == Some(true) {
                 self.shared.hub.interest.clear(slot, self.id);
             }
+        }
+        for &ch in &c.channels {
+            self.remove_channel_sub(id, ch);
         }
         if !c.client_id.is_empty() {
             self.shared.sessions.save(&c.client_id, saved, std::time::Instant::now());
@@ -668,6 +688,84 @@ impl Worker {
                 true
             }
         }
+    }
+
+    /// Subscribe `id` to channel `ch`; false if it already was.
+    pub(crate) fn subscribe_channel(&mut self, id: ConnId, ch: ChannelId) -> bool {
+        let i = ch.0 as usize;
+        if self.chan_subs.len() <= i {
+            self.chan_subs.resize_with(i + 1, Default::default);
+        }
+        if self.chan_subs[i].iter().any(|s| s.conn == id) {
+            return false;
+        }
+        if self.chan_subs[i].is_empty() {
+            self.shared.hub.channel_interest.set(ch, self.id);
+        }
+        self.chan_subs[i].push(ChanSub { conn: id, missed_from: 0 });
+        if let Some(c) = self.conn(id) {
+            c.channels.push(ch);
+        }
+        true
+    }
+
+    /// Unsubscribe `id` from channel `ch`; false if it was not subscribed.
+    pub(crate) fn unsubscribe_channel(&mut self, id: ConnId, ch: ChannelId) -> bool {
+        if !self.remove_channel_sub(id, ch) {
+            return false;
+        }
+        if let Some(c) = self.conn(id) {
+            c.channels.retain(|&x| x != ch);
+        }
+        true
+    }
+
+    fn remove_channel_sub(&mut self, id: ConnId, ch: ChannelId) -> bool {
+        let Some(list) = self.chan_subs.get_mut(ch.0 as usize) else { return false };
+        let Some(i) = list.iter().position(|s| s.conn == id) else { return false };
+        list.swap_remove(i);
+        if list.is_empty() {
+            self.shared.hub.channel_interest.clear(ch, self.id);
+        }
+        true
+    }
+
+    /// Drain channel rings: the message's frame goes to every subscriber as
+    /// is. Opaque payloads cannot be conflated: a congested client misses
+    /// them and gets a `gap` notice with the missed range once it drains.
+    fn drain_channels(&mut self, now: u64) -> usize {
+        let mut rings = std::mem::take(&mut self.chan_rings);
+        let mut n = 0;
+        for ring in &mut rings {
+            while let Ok(msg) = ring.pop() {
+                n += 1;
+                let Some(list) = self.chan_subs.get_mut(msg.channel.0 as usize) else { continue };
+                for sub in list.iter_mut() {
+                    let Some(c) = self.conns.get_mut(sub.conn.0 as usize).and_then(Option::as_mut) else { continue };
+                    if c.congested || c.phase != Phase::Open {
+                        if sub.missed_from == 0 {
+                            sub.missed_from = msg.seq;
+                        }
+                        continue;
+                    }
+                    if sub.missed_from != 0 {
+                        let name = self.shared.channels.name(msg.channel).unwrap_or_default();
+                        let gap = serde_json::json!({"type": "gap", "channel": &*name, "from_seq": sub.missed_from, "to_seq": msg.seq - 1});
+                        c.ctrl_text(gap.to_string().as_bytes(), now);
+                        Counters::inc(&self.shared.counters.gaps_sent);
+                        sub.missed_from = 0;
+                    }
+                    c.data_frame(&msg.frame, now);
+                    self.frames += 1;
+                    if !c.dirty {
+                        c.dirty = true;
+                        self.dirty.push(sub.conn);
+                    }
+                }
+            }
+        }
+        self.chan_rings = rings;
+        n
     }
 
     // ── fan-out ────────────────────────────────────────────────────────

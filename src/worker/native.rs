@@ -133,6 +133,8 @@ fn dispatch(w: &mut Worker, id: ConnId, v: &BorrowedValue, req_id: Option<Value>
                     Some(e)
                 })
                 .collect();
+            let channels = conn_channels(w, id);
+            let list: Vec<Value> = list.into_iter().chain(channels).collect();
             let total = list.len();
             let reply = with_id(
                 json!({"type": "subscription_response", "status": "success",
@@ -153,6 +155,12 @@ fn dispatch(w: &mut Worker, id: ConnId, v: &BorrowedValue, req_id: Option<Value>
             format!("unknown action `{}` (expected one of {ACTIONS})", other.chars().take(64).collect::<String>()),
         )),
     }
+}
+
+/// `{"channel": name}` for each channel `id` is subscribed to.
+fn conn_channels(w: &mut Worker, id: ConnId) -> Vec<Value> {
+    let chans = w.conn(id).map(|c| c.channels.clone()).unwrap_or_default();
+    chans.into_iter().filter_map(|ch| w.shared.channels.name(ch)).map(|n| json!({"channel": &*n})).collect()
 }
 
 /// A target named by a request: a resolved slot or why not.
@@ -196,10 +204,17 @@ fn targets(w: &Worker, v: &BorrowedValue) -> Result<Vec<Target>, Refusal> {
             }
         }
     }
-    if !any {
-        return Err(bad("the request needs `tokens` (integers) or `symbols` (strings)"));
+    if !any && v.get("channels").is_none() {
+        return Err(bad("the request needs `tokens` (integers), `symbols` (strings) or `channels` (names)"));
     }
     Ok(out)
+}
+
+/// The `channels` of a request, as names (validated by the caller).
+fn channel_names<'v>(v: &'v BorrowedValue) -> Result<Vec<&'v str>, Refusal> {
+    let Some(list) = v.get("channels") else { return Ok(Vec::new()) };
+    let arr = list.as_array().ok_or_else(|| bad("field `channels` must be an array of strings"))?;
+    arr.iter().map(|c| c.as_str().ok_or_else(|| bad("field `channels` must be an array of strings"))).collect()
 }
 
 fn mode_of(v: &BorrowedValue, default: Mode) -> Result<Mode, Refusal> {
@@ -256,6 +271,17 @@ fn subscribe(w: &mut Worker, id: ConnId, v: &BorrowedValue, req_id: Option<Value
             Target::Unknown(e) => rejected.push(e),
         }
     }
+    for name in channel_names(v)? {
+        match w.shared.channels.id(name) {
+            Ok(ch) => {
+                w.subscribe_channel(id, ch);
+                subscribed.push(json!({"channel": name}));
+            }
+            Err(e) => {
+                rejected.push(json!({"channel": name.chars().take(64).collect::<String>(), "reason": e.message()}))
+            }
+        }
+    }
     respond(w, id, "subscribe", "subscribed", subscribed, rejected, req_id, now);
     Ok(())
 }
@@ -272,6 +298,14 @@ fn unsubscribe(w: &mut Worker, id: ConnId, v: &BorrowedValue, req_id: Option<Val
                 rejected.push(e);
             }
             Target::Unknown(e) => rejected.push(e),
+        }
+    }
+    for name in channel_names(v)? {
+        match w.shared.channels.lookup(name) {
+            Some(ch) if w.unsubscribe_channel(id, ch) => done.push(json!({"channel": name})),
+            _ => {
+                rejected.push(json!({"channel": name.chars().take(64).collect::<String>(), "reason": "not subscribed"}))
+            }
         }
     }
     respond(w, id, "unsubscribe", "unsubscribed", done, rejected, req_id, now);
@@ -337,7 +371,7 @@ fn respond(
 }
 
 fn total(w: &mut Worker, id: ConnId) -> usize {
-    w.conn(id).map_or(0, |c| c.slots.len())
+    w.conn(id).map_or(0, |c| c.slots.len() + c.channels.len())
 }
 
 /// `{"token","symbol","exchange"[,"mode"]}` for a slot.

@@ -1,0 +1,264 @@
+//! `--publish-listen ADDR`: co-located strategy processes publish
+//! newline-delimited JSON over TCP, parsed with simd-json:
+//!
+//! ```json
+//! {"channel":"signals","data":{"symbol":"RELIANCE","side":"buy"}}
+//! {"tick":{"token":2885,"ltp":2850.5,"volume":1500000,"bid":2850.45,"ask":2850.55}}
+//! ```
+//!
+//! A tick line updates only the fields it names (prices in rupees, scaled by
+//! the instrument's `price_decimals`); `seq` and `ts` default to the next
+//! sequence number and now. A bad line gets `{"error":…,"line":N}` back and
+//! the connection stays: the publisher's other lines are not lost.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use simd_json::prelude::*;
+use simd_json::BorrowedValue;
+
+use super::{stopping, FeedCtx, Source, STATE_DOWN, STATE_LIVE};
+use crate::instrument::Registry;
+use crate::tick::{now_ns, Tick, FLAG_OHLC, FLAG_OI, FLAG_QUOTE};
+
+const LISTENER: Token = Token(usize::MAX);
+/// Longest line accepted.
+const MAX_LINE: usize = 1 << 20;
+/// Error replies kept for a publisher that does not read them.
+const MAX_REPLY: usize = 64 * 1024;
+
+struct Publisher {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    out: Vec<u8>,
+    lines: u64,
+    /// Skipping the rest of an over-long line.
+    skipping: bool,
+}
+
+/// The publish port source.
+pub struct PublishPort {
+    listener: TcpListener,
+    addr: SocketAddr,
+    state: Vec<Tick>,
+}
+
+impl PublishPort {
+    /// Listen on `addr`.
+    ///
+    /// # Errors
+    /// Bind failures, naming the address.
+    pub fn bind(addr: SocketAddr, registry: &Registry) -> Result<PublishPort> {
+        let listener = TcpListener::bind(addr).with_context(|| format!("--publish-listen {addr}: cannot listen"))?;
+        let addr = listener.local_addr()?;
+        Ok(PublishPort { listener, addr, state: vec![Tick::default(); registry.len()] })
+    }
+
+    /// Apply one line. `Err` is the message for the publisher.
+    fn line(&mut self, ctx: &mut FeedCtx, line: &mut [u8]) -> Result<(), String> {
+        let v = simd_json::to_borrowed_value(line).map_err(|e| format!("malformed JSON: {e}"))?;
+        if let Some(t) = v.get("tick") {
+            return self.tick(ctx, t);
+        }
+        let (Some(name), Some(data)) = (v.get("channel"), v.get("data")) else {
+            return Err("a line is {\"channel\":NAME,\"data\":…} or {\"tick\":{\"token\":N,…}}".into());
+        };
+        let name = name.as_str().ok_or("`channel` must be a string")?;
+        let id = ctx.channel_table.id(name).map_err(|e| e.message().to_string())?;
+        let data = simd_json::to_vec(data).map_err(|e| e.to_string())?;
+        let msg = ctx.channel_table.message(id, name, &data, now_ns());
+        if let Some(c) = ctx.channels.as_mut() {
+            c.publish(&msg);
+        }
+        Ok(())
+    }
+
+    fn tick(&mut self, ctx: &mut FeedCtx, t: &BorrowedValue) -> Result<(), String> {
+        let token = t.get("token").and_then(|v| v.as_u64()).ok_or("`tick.token` must be an integer")?;
+        let slot = u32::try_from(token)
+            .ok()
+            .and_then(|tk| ctx.registry.slot_of_token(tk))
+            .ok_or_else(|| format!("unknown token {token}"))?;
+        let scale = 10f64.powi(i32::from(ctx.registry.get(slot).price_decimals));
+        let s = &mut self.state[slot.idx()];
+        let price = |k: &str| -> Result<Option<i64>, String> {
+            match t.get(k) {
+                None => Ok(None),
+                Some(v) => v
+                    .cast_f64()
+                    .filter(|f| f.is_finite())
+                    .map(|f| Some((f * scale).round() as i64))
+                    .ok_or(format!("`tick.{k}` must be a number")),
+            }
+        };
+        let int = |k: &str| -> Result<Option<u64>, String> {
+            match t.get(k) {
+                None => Ok(None),
+                Some(v) => v.as_u64().map(Some).ok_or(format!("`tick.{k}` must be a non-negative integer")),
+            }
+        };
+        let mut next = Tick { token: token as u32, slot: slot.0, ..*s };
+        next.ltp = price("ltp")?.unwrap_or(s.ltp);
+        next.volume = int("volume")?.unwrap_or(s.volume);
+        next.ltq = int("ltq")?.map_or(s.ltq, |q| q as u32);
+        for (k, f) in [("bid", &mut next.bid), ("ask", &mut next.ask)] {
+            if let Some(p) = price(k)? {
+                *f = p;
+                next.flags |= FLAG_QUOTE;
+            }
+        }
+        for (k, f) in [("bid_qty", &mut next.bid_qty), ("ask_qty", &mut next.ask_qty)] {
+            if let Some(q) = int(k)? {
+                *f = q as u32;
+            }
+        }
+        for (k, f) in
+            [("open", &mut next.open), ("high", &mut next.high), ("low", &mut next.low), ("close", &mut next.close)]
+        {
+            if let Some(p) = price(k)? {
+                *f = p;
+                next.flags |= FLAG_OHLC;
+            }
+        }
+        if let Some(oi) = int("oi")? {
+            next.oi = oi;
+            next.flags |= FLAG_OI;
+        }
+        next.seq = int("seq")?.unwrap_or(s.seq + 1);
+        let now = now_ns();
+        next.ts_ns = int("ts")?.unwrap_or(now);
+        next.ts_recv_ns = now;
+        *s = next;
+        if ctx.fanout.publish(&next) {
+            ctx.health.published(1, now);
+        }
+        Ok(())
+    }
+
+    /// Read and apply what `p` sent. False when it is gone.
+    fn serve(&mut self, p: &mut Publisher, ctx: &mut FeedCtx, chunk: &mut [u8]) -> bool {
+        let mut alive = true;
+        loop {
+            match p.stream.read(chunk) {
+                Ok(0) => {
+                    alive = false;
+                    break;
+                }
+                Ok(n) => p.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    alive = false;
+                    break;
+                }
+            }
+            if p.buf.len() > MAX_LINE {
+                break;
+            }
+        }
+        let mut start = 0;
+        while let Some(nl) = p.buf[start..].iter().position(|&b| b == b'\n') {
+            let end = start + nl;
+            p.lines += 1;
+            if std::mem::take(&mut p.skipping) {
+                start = end + 1;
+                continue;
+            }
+            let mut line = p.buf[start..end].to_vec();
+            if line.iter().any(|b| !b.is_ascii_whitespace()) {
+                ctx.health.packets.fetch_add(1, Ordering::Relaxed);
+                if let Err(msg) = self.line(ctx, &mut line) {
+                    ctx.health.rejected.fetch_add(1, Ordering::Relaxed);
+                    reply(p, &msg);
+                }
+            }
+            start = end + 1;
+        }
+        p.buf.drain(..start);
+        if p.buf.len() > MAX_LINE {
+            p.buf.clear();
+            p.skipping = true;
+            p.lines += 1;
+            ctx.health.rejected.fetch_add(1, Ordering::Relaxed);
+            reply(p, &format!("line longer than {MAX_LINE} bytes"));
+        }
+        let _ = p.stream.write(&p.out).map(|n| p.out.drain(..n));
+        alive
+    }
+}
+
+fn reply(p: &mut Publisher, msg: &str) {
+    if p.out.len() < MAX_REPLY {
+        let line = serde_json::json!({"error": msg, "line": p.lines});
+        p.out.extend_from_slice(line.to_string().as_bytes());
+        p.out.push(b'\n');
+    }
+}
+
+impl Source for PublishPort {
+    fn kind(&self) -> &'static str {
+        "publish"
+    }
+
+    fn address(&self) -> String {
+        self.addr.to_string()
+    }
+
+    fn publishes_channels(&self) -> bool {
+        true
+    }
+
+    fn run(mut self: Box<Self>, mut ctx: FeedCtx) {
+        let mut run = || -> io::Result<()> {
+            let mut poll = Poll::new()?;
+            poll.registry().register(&mut self.listener, LISTENER, Interest::READABLE)?;
+            let mut events = Events::with_capacity(64);
+            let mut pubs: Vec<Option<Publisher>> = Vec::new();
+            let mut chunk = vec![0u8; 64 * 1024];
+            ctx.health.state.store(STATE_LIVE, Ordering::Relaxed);
+            while !stopping(&ctx.shutdown) {
+                poll.poll(&mut events, Some(Duration::from_millis(50)))?;
+                for ev in events.iter() {
+                    if ev.token() == LISTENER {
+                        while let Ok((mut stream, _)) = self.listener.accept() {
+                            let free = pubs.iter().position(Option::is_none);
+                            let id = match free {
+                                Some(free) => free,
+                                None => {
+                                    pubs.push(None);
+                                    pubs.len() - 1
+                                }
+                            };
+                            poll.registry().register(&mut stream, Token(id), Interest::READABLE)?;
+                            pubs[id] =
+                                Some(Publisher { stream, buf: Vec::new(), out: Vec::new(), lines: 0, skipping: false });
+                            ctx.health.reconnects.fetch_add(1, Ordering::Relaxed);
+                        }
+                        continue;
+                    }
+                    let id = ev.token().0;
+                    let Some(mut p) = pubs.get_mut(id).and_then(Option::take) else { continue };
+                    if self.serve(&mut p, &mut ctx, &mut chunk) {
+                        pubs[id] = Some(p);
+                    } else {
+                        let _ = poll.registry().deregister(&mut p.stream);
+                    }
+                }
+                ctx.fanout.flush();
+                if let Some(c) = ctx.channels.as_mut() {
+                    c.flush();
+                }
+            }
+            Ok(())
+        };
+        if let Err(e) = run() {
+            log::error!("feed {}: {e}", ctx.health.name);
+        }
+        ctx.health.state.store(STATE_DOWN, Ordering::Relaxed);
+    }
+}
