@@ -34,6 +34,8 @@ pub struct ChannelMsg {
     pub seq: u64,
     /// The complete text frame every subscriber receives.
     pub frame: Arc<[u8]>,
+    /// The payload as published (what `--publish` mirrors to Redis).
+    pub data: Arc<[u8]>,
 }
 
 /// Longest channel name.
@@ -137,7 +139,9 @@ impl Channels {
         write_str(&mut out, name);
         out.extend_from_slice(b",\"data\":");
         let mut copy = data.to_vec();
-        if simd_json::to_borrowed_value(&mut copy).is_ok() {
+        let json = crate::encode::json::nesting_within(data, crate::encode::json::MAX_DEPTH)
+            && simd_json::to_borrowed_value(&mut copy).is_ok();
+        if json {
             out.extend_from_slice(data);
         } else {
             write_str(&mut out, &String::from_utf8_lossy(data));
@@ -148,7 +152,7 @@ impl Channels {
         out.extend_from_slice(itoa::Buffer::new().format(ts_ns).as_bytes());
         out.push(b'}');
         let r = frame::finish(&mut out, start, frame::OP_TEXT);
-        ChannelMsg { channel: id, seq, frame: out[r].into() }
+        ChannelMsg { channel: id, seq, frame: out[r].into(), data: data.into() }
     }
 }
 

@@ -86,6 +86,10 @@ pub struct Args {
     #[arg(long, value_name = "ADDR")]
     pub publish_listen: Option<SocketAddr>,
 
+    /// Mirror every ingested tick (TCF1 on `tcf1:<token>`) and channel message to Redis pub/sub, for edge instances running `--feed redis://…` [default: off].
+    #[arg(long, value_name = "redis://HOST:PORT")]
+    pub publish: Option<String>,
+
     /// Most named channels [default: 4096].
     #[arg(long, value_name = "N")]
     pub max_channels: Option<usize>,
@@ -106,7 +110,7 @@ impl Args {
     pub fn over(self, file: Args) -> Args {
         let cli = self;
         merge_fields!(cli, file; listen, master, feed, workers, cpus, idle, slow_consumer, max_connections,
-            max_subscriptions, heartbeat_ms, session_ttl_secs, max_message_bytes, out_buffer_bytes, ring_capacity, market_hours, publish_listen, max_channels)
+            max_subscriptions, heartbeat_ms, session_ttl_secs, max_message_bytes, out_buffer_bytes, ring_capacity, market_hours, publish_listen, max_channels, publish)
     }
 }
 
@@ -138,6 +142,11 @@ pub enum FeedSpec {
     Tcp {
         /// Address to listen on.
         addr: SocketAddr,
+    },
+    /// Ticks and channels from Redis pub/sub.
+    Redis {
+        /// `redis://HOST:PORT`.
+        url: String,
     },
     /// A recorded TCF1 file.
     Replay {
@@ -191,6 +200,11 @@ impl FeedSpec {
                 bail!("feed `{spec}`: unknown option `{k}` (tcp takes none)");
             }
             return Ok(FeedSpec::Tcp { addr: addr(a)? });
+        }
+        if spec.starts_with("redis://") {
+            let (a, _) = split_query(&spec["redis://".len()..]);
+            addr(a.trim_end_matches('/'))?;
+            return Ok(FeedSpec::Redis { url: spec.to_string() });
         }
         if let Some(rest) = spec.strip_prefix("replay:") {
             let (path, opts) = split_query(rest);
@@ -293,6 +307,8 @@ pub struct Config {
     pub publish_listen: Option<SocketAddr>,
     /// Channel table size.
     pub max_channels: usize,
+    /// Redis URL to mirror everything to.
+    pub publish: Option<String>,
 }
 
 impl Default for Config {
@@ -396,6 +412,10 @@ impl Config {
             ring_capacity,
             market_hours: crate::market::Schedule::parse(a.market_hours.as_deref().unwrap_or("always"))?,
             publish_listen: a.publish_listen,
+            publish: match a.publish {
+                Some(url) if !url.starts_with("redis://") => bail!("--publish `{url}`: expected redis://HOST:PORT"),
+                other => other,
+            },
             max_channels: positive("max-channels", a.max_channels, 4096)?,
         })
     }

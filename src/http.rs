@@ -117,8 +117,13 @@ pub fn status(shared: &Shared) -> Value {
     for (k, _, v) in &s.counters {
         counters.insert((*k).into(), json!(v));
     }
+    let publish = shared.mirror.as_ref().map(|m| {
+        json!({"url": m.address, "state": m.state_name(now), "published": m.ticks.load(Ordering::Relaxed),
+            "dropped": m.drops.iter().map(|d| d.load(Ordering::Relaxed)).sum::<u64>(), "reconnects": m.reconnects.load(Ordering::Relaxed)})
+    });
     json!({
         "server": SERVER_NAME,
+        "publish": publish,
         "uptime_s": shared.started.elapsed().as_secs(),
         "market_open": shared.market_open.load(Ordering::Relaxed),
         "instruments": shared.registry.len(),

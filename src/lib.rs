@@ -26,6 +26,7 @@
 //! - [`session`]: subscriptions kept for reconnecting client ids.
 //! - [`market`]: market hours (when the simulator runs, `market_status`).
 //! - [`server`]: start-up, threads, pinning, shutdown.
+//! - [`mirror`]: `--publish redis://`, every tick and channel message to Redis.
 //! - [`record`]: `tickcast record`, sources to a replayable TCF1 file.
 
 pub mod channel;
@@ -37,6 +38,7 @@ pub mod instrument;
 pub mod lvc;
 pub mod market;
 pub mod metrics;
+pub mod mirror;
 pub mod record;
 pub mod ring;
 pub mod server;

@@ -93,8 +93,11 @@ pub fn run(args: RecordArgs) -> Result<()> {
     // waker is never waited on.
     let poll = mio::Poll::new()?;
     let waker = mio::Waker::new(poll.registry(), mio::Token(0))?;
-    let hub =
-        Hub::new(registry.len(), vec![Arc::new(WorkerSignal { sleeping: AtomicBool::new(false), waker })], 1 << 16);
+    let hub = Hub::new(
+        registry.len(),
+        vec![Arc::new(WorkerSignal { sleeping: AtomicBool::new(false), overrun: AtomicBool::new(false), waker })],
+        1 << 16,
+    );
     for (slot, _) in registry.iter() {
         hub.interest.set(Slot(slot.0), 0);
     }

@@ -64,6 +64,10 @@ impl Interest {
 pub struct WorkerSignal {
     /// True while the worker is (about to be) blocked in `poll`.
     pub sleeping: AtomicBool,
+    /// Set by a feed whose push to this worker's ring failed: ticks were
+    /// lost, and the worker must resynchronise its subscribers from the
+    /// last-value cache (Release here, Acquire in the worker).
+    pub overrun: AtomicBool,
     /// Wakes the worker's `mio::Poll`.
     pub waker: mio::Waker,
 }
@@ -119,6 +123,7 @@ impl Fanout {
             if let Some(p) = self.producers.get_mut(w) {
                 if p.push(*tick).is_err() {
                     self.stats.overruns.fetch_add(1, Ordering::Relaxed);
+                    self.signals[w].overrun.store(true, Ordering::Release);
                 }
                 self.pending |= 1 << w;
             }
@@ -130,6 +135,11 @@ impl Fanout {
     /// for room instead of overrunning.
     pub fn min_free(&self) -> usize {
         self.producers.iter().map(rtrb::Producer::slots).min().unwrap_or(usize::MAX)
+    }
+
+    /// Which workers want which slots.
+    pub fn interest(&self) -> &Interest {
+        &self.interest
     }
 
     /// Wake the workers pushed to since the last call (end of a feed batch).
@@ -168,6 +178,11 @@ impl ChannelFanout {
                 self.pending |= 1 << w;
             }
         }
+    }
+
+    /// Which workers want which channels.
+    pub fn interest(&self) -> &Interest {
+        &self.interest
     }
 
     /// Wake the workers pushed to since the last call.
@@ -253,7 +268,8 @@ mod tests {
     fn parked_worker_never_misses_a_tick() {
         let poll = mio::Poll::new().unwrap();
         let waker = mio::Waker::new(poll.registry(), mio::Token(0)).unwrap();
-        let signal = Arc::new(WorkerSignal { sleeping: AtomicBool::new(false), waker });
+        let signal =
+            Arc::new(WorkerSignal { sleeping: AtomicBool::new(false), overrun: AtomicBool::new(false), waker });
         let hub = Hub::new(1, vec![signal.clone()], 64);
         hub.interest.set(Slot(0), 0);
         let (mut fanout, mut consumers) = hub.connect_feed(Arc::new(PushStats::default()));

@@ -32,6 +32,8 @@ pub struct Shared {
     pub hub: Hub,
     /// Named channels.
     pub channels: Arc<crate::channel::Channels>,
+    /// Health of the `--publish` mirror, if any.
+    pub mirror: Option<Arc<FeedHealth>>,
     /// Health of each feed, in `--feed` order.
     pub feeds: Vec<Arc<FeedHealth>>,
     /// Event counters.
@@ -119,10 +121,36 @@ impl Server {
         for _ in 0..config.workers {
             let poll = mio::Poll::new().context("creating epoll")?;
             let waker = mio::Waker::new(poll.registry(), mio::Token(usize::MAX - 1)).context("creating waker")?;
-            signals.push(Arc::new(WorkerSignal { sleeping: AtomicBool::new(false), waker }));
+            signals.push(Arc::new(WorkerSignal {
+                sleeping: AtomicBool::new(false),
+                overrun: AtomicBool::new(false),
+                waker,
+            }));
             polls.push(poll);
         }
+        // The Redis mirror is one more ring consumer, after the workers.
+        let mirror_poll = match &config.publish {
+            Some(_) => {
+                let poll = mio::Poll::new().context("creating epoll")?;
+                let waker = mio::Waker::new(poll.registry(), mio::Token(0)).context("creating waker")?;
+                signals.push(Arc::new(WorkerSignal {
+                    sleeping: AtomicBool::new(false),
+                    overrun: AtomicBool::new(false),
+                    waker,
+                }));
+                Some(poll)
+            }
+            None => None,
+        };
         let hub = Hub::with_channels(registry.len(), config.max_channels, signals.clone(), config.ring_capacity);
+        if mirror_poll.is_some() {
+            for (slot, _) in registry.iter() {
+                hub.interest.set(slot, config.workers);
+            }
+            for ch in 0..config.max_channels {
+                hub.channel_interest.set(ch, config.workers);
+            }
+        }
         let mut sources = feed::build(&config.feeds, &registry)?;
         if let Some(addr) = config.publish_listen {
             sources.push(Box::new(feed::publish::PublishPort::bind(addr, &registry)?));
@@ -135,6 +163,10 @@ impl Server {
             registry: registry.clone(),
             hub,
             channels: Arc::new(crate::channel::Channels::new(config.max_channels)),
+            mirror: config
+                .publish
+                .as_ref()
+                .map(|url| Arc::new(FeedHealth::new("publish".into(), "redis", url.clone()))),
             feeds: feeds.clone(),
             counters: Counters::default(),
             gauges: (0..config.workers).map(|_| WorkerGauges::default()).collect(),
@@ -146,9 +178,9 @@ impl Server {
             config: config.clone(),
         });
 
-        let mut rings: Vec<Vec<rtrb::Consumer<crate::tick::Tick>>> = (0..config.workers).map(|_| Vec::new()).collect();
+        let mut rings: Vec<Vec<rtrb::Consumer<crate::tick::Tick>>> = (0..signals.len()).map(|_| Vec::new()).collect();
         let mut chan_rings: Vec<Vec<rtrb::Consumer<crate::channel::ChannelMsg>>> =
-            (0..config.workers).map(|_| Vec::new()).collect();
+            (0..signals.len()).map(|_| Vec::new()).collect();
         let mut threads = Vec::new();
         let n_feeds = sources.len();
         for (i, (source, health)) in sources.into_iter().zip(feeds).enumerate() {
@@ -181,6 +213,26 @@ impl Server {
                         source.run(ctx);
                     })
                     .context("spawning a feed thread")?,
+            );
+        }
+        if let (Some(url), Some(poll), Some(health)) = (&config.publish, mirror_poll, shared.mirror.clone()) {
+            let mirror = crate::mirror::Mirror {
+                url: url.clone(),
+                rings: rings.pop().expect("the mirror's rings are last"),
+                chan_rings: chan_rings.pop().expect("the mirror's rings are last"),
+                channels: shared.channels.clone(),
+                health,
+                packet_seq: vec![0; registry.len()],
+            };
+            let stop = shutdown.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("publish-redis".into())
+                    .spawn(move || {
+                        let _keep_waker_alive = poll;
+                        mirror.run(stop);
+                    })
+                    .context("spawning the publish thread")?,
             );
         }
         for (id, (((poll, listener), rings), chan_rings)) in

@@ -23,6 +23,10 @@ pub struct SavedSub {
     pub delivery: Delivery,
 }
 
+/// Most sessions kept at once; past it, new disconnects are not saved (a
+/// connect/subscribe/disconnect loop must not grow memory without bound).
+pub const MAX_SESSIONS: usize = 100_000;
+
 /// Saved subscriptions by client id, each with its expiry.
 pub struct Sessions {
     ttl: Duration,
@@ -40,7 +44,12 @@ impl Sessions {
         if subs.is_empty() || self.ttl.is_zero() {
             return;
         }
-        self.map.lock().insert(client_id.to_string(), (now + self.ttl, subs));
+        let mut map = self.map.lock();
+        if map.len() >= MAX_SESSIONS && !map.contains_key(client_id) {
+            log::warn!("session store full ({MAX_SESSIONS}); not keeping {client_id}'s subscriptions");
+            return;
+        }
+        map.insert(client_id.to_string(), (now + self.ttl, subs));
     }
 
     /// Take back what `client_id` had, unless it expired.

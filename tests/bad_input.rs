@@ -315,3 +315,47 @@ fn mutated_requests_are_all_answered_and_nothing_breaks() {
     let st = s.status_until("bad requests counted", |st| st["counters"]["bad_requests"].as_u64() > Some(100));
     assert_eq!(st["counters"]["protocol_errors"], 0);
 }
+
+/// Regression: a 10 KB message nested 5000 deep used to overflow the
+/// worker's stack (simd-json recurses) and abort the whole process.
+#[test]
+fn deeply_nested_json_is_refused_not_fatal() {
+    let s = Server::sim();
+    let mut c = s.native();
+    let deep = format!(r#"{{"action":"ping","x":{}{}}}"#, "[".repeat(5000), "]".repeat(5000));
+    c.send(&deep);
+    let e = c.recv_type("error");
+    assert!(e["message"].as_str().unwrap().contains("nested deeper than 32"), "{e}");
+    assert_eq!(c.request(json!({"action": "ping"}), 1)["type"], "pong");
+    let mut other = s.native();
+    assert_eq!(other.request(json!({"action": "ping"}), 2)["type"], "pong", "the server is still up");
+}
+
+/// Regression: `max_rate` of 1e-11 overflowed `now + interval` (a worker
+/// panic in debug builds, no cap in release).
+#[test]
+fn max_rate_out_of_range_is_refused() {
+    let s = Server::sim();
+    let mut c = s.native();
+    for bad in [1e-11, 0.0, 1e12] {
+        let e = c.request(json!({"action": "subscribe", "tokens": [2885], "max_rate": bad}), 1);
+        assert_eq!(e["type"], "error", "{bad}: {e}");
+        assert!(e["message"].as_str().unwrap().contains("from 0.01 to"), "{e}");
+    }
+}
+
+/// Regression: one request listing a token thousands of times produced a
+/// reply 250x its size and stalled the worker.
+#[test]
+fn duplicate_targets_fold_and_too_many_are_refused() {
+    let s = Server::start(&["--max-subscriptions", "2"]);
+    s.warm();
+    let mut c = s.native();
+    let r = c.request(json!({"action": "snapshot", "tokens": vec![2885; 10_000], "mode": "depth"}), 1);
+    assert_eq!(r["data"].as_array().unwrap().len(), 1, "duplicates folded");
+    let r = c.request(json!({"action": "subscribe", "tokens": [2885, 2885, 11536, 11536]}), 2);
+    assert_eq!(r["data"]["subscribed"].as_array().unwrap().len(), 2);
+    let many: Vec<u64> = (1_000_000..1_001_001).collect();
+    let e = c.request(json!({"action": "snapshot", "tokens": many}), 3);
+    assert_eq!((e["type"].as_str(), e["code"].as_str()), (Some("error"), Some("limit_exceeded")), "{e}");
+}

@@ -13,6 +13,40 @@ use crate::instrument::Instrument;
 use crate::tick::{write_price, Level, Mode, Tick};
 use crate::ws::frame;
 
+/// Deepest nesting accepted in any JSON we parse (client requests, publish
+/// lines, channel payloads). simd-json builds and drops its tree
+/// recursively, so unbounded nesting would overflow a thread's stack.
+pub const MAX_DEPTH: usize = 32;
+
+/// Does `bytes` nest arrays/objects at most `max` deep? One pass, counting
+/// brackets outside strings; cheap enough to run before every parse.
+pub fn nesting_within(bytes: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_str, mut escaped) = (0usize, false, false);
+    for &b in bytes {
+        if in_str {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return false;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
+}
+
 /// Append `s` as a JSON string (quoted, escaped).
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
@@ -168,6 +202,15 @@ mod tests {
         assert_eq!(v["data"]["depth"]["buy"][1]["price"], 2850.4);
         assert_eq!(v["data"]["depth"]["sell"][0]["quantity"], 750);
         assert_eq!(v["data"]["depth"]["sell"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn nesting_is_measured_outside_strings() {
+        assert!(nesting_within(br#"{"a":[1,{"b":2}]}"#, 3));
+        assert!(!nesting_within(br#"{"a":[1,{"b":2}]}"#, 2));
+        assert!(nesting_within(br#"{"s":"[[[[[[[[\"[[["}"#, 1), "brackets in strings do not count");
+        let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+        assert!(!nesting_within(deep.as_bytes(), MAX_DEPTH));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! client heartbeat show.
 
 pub mod publish;
+pub mod redis;
 pub mod replay;
 pub mod sim;
 pub mod tcf1;
@@ -232,6 +233,7 @@ pub fn build(specs: &[FeedSpec], registry: &Registry) -> anyhow::Result<Vec<Box<
                 FeedSpec::Udp { addr, iface } => Box::new(udp::Udp::bind(*addr, *iface, registry)?),
                 FeedSpec::Tcp { addr } => Box::new(tcp::Tcp::bind(*addr, registry)?),
                 FeedSpec::Replay { path, speed } => Box::new(replay::Replay::open(path.clone(), *speed, registry)?),
+                FeedSpec::Redis { url } => Box::new(redis::RedisFeed::new(url.clone(), registry)),
             })
         })
         .collect()

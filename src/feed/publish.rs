@@ -61,6 +61,9 @@ impl PublishPort {
 
     /// Apply one line. `Err` is the message for the publisher.
     fn line(&mut self, ctx: &mut FeedCtx, line: &mut [u8]) -> Result<(), String> {
+        if !crate::encode::json::nesting_within(line, crate::encode::json::MAX_DEPTH) {
+            return Err(format!("JSON nested deeper than {} levels", crate::encode::json::MAX_DEPTH));
+        }
         let v = simd_json::to_borrowed_value(line).map_err(|e| format!("malformed JSON: {e}"))?;
         if let Some(t) = v.get("tick") {
             return self.tick(ctx, t);

@@ -125,6 +125,7 @@ impl Conn {
     /// Queue a complete frame on the data lane.
     #[inline]
     pub fn data_frame(&mut self, frame: &[u8], now_ns: u64) {
+        debug_assert_eq!(self.phase, Phase::Open, "data after the close frame");
         self.data.extend_from_slice(frame);
         self.last_tx_ns = now_ns;
     }

@@ -79,6 +79,9 @@ pub struct Worker {
     cache: FrameCache,
     /// Scratch for per-client frames and control replies.
     scratch: Vec<u8>,
+    /// Scratch bitset by slot (all zero between uses): folds duplicate
+    /// targets in one request without hashing.
+    pub(crate) seen: Vec<u64>,
     rbuf: Box<[u8]>,
     dirty: Vec<ConnId>,
     reread: Vec<ConnId>,
@@ -147,6 +150,7 @@ impl Worker {
             subs: SubTable::new(slots),
             cache: FrameCache::default(),
             scratch: Vec::with_capacity(4096),
+            seen: vec![0; slots.div_ceil(64)],
             rbuf: vec![0; READ_CHUNK].into_boxed_slice(),
             dirty: Vec::new(),
             reread: Vec::new(),
@@ -225,6 +229,9 @@ impl Worker {
         }
         work |= self.drain(now) > 0;
         work |= self.drain_channels(now) > 0;
+        if self.signal.overrun.swap(false, Ordering::Acquire) {
+            self.resync(now);
+        }
         // After the drain: a tick published after the market opened is
         // ordered after the flag (Release/Acquire through the feed and the
         // ring), so the notice goes out in this turn's flush, on the control
@@ -373,6 +380,9 @@ impl Worker {
             match c.sock.read(&mut self.rbuf) {
                 Ok(0) => {
                     // Peer closed (or half-closed): nothing more will come.
+                    // Give queued replies (an HTTP answer) one try first.
+                    let mut bytes = 0;
+                    let _ = c.flush(&mut bytes);
                     self.drop_conn(id);
                     return;
                 }
@@ -649,6 +659,9 @@ impl Worker {
                 if first {
                     // SeqCst bit before the cache read: see `ring` and `lvc`.
                     self.shared.hub.interest.set(slot, self.id);
+                    // A SeqCst RMW alone does not order the later Acquire
+                    // loads of the cache; the fence pairs with the feed's.
+                    fence(Ordering::SeqCst);
                 }
             }
         }
@@ -815,7 +828,7 @@ impl Worker {
                     }
                     continue;
                 }
-                sub.next_ok_ns = now + interval_ns;
+                sub.next_ok_ns = now.saturating_add(interval_ns);
             }
             if c.congested || c.phase != Phase::Open {
                 if sub.delivery == Delivery::Lossless && c.phase == Phase::Open {
@@ -863,6 +876,9 @@ impl Worker {
     /// Deliver the newest value of a held-back subscription, marked
     /// `conflated`; a `gap` notice first when `with_gap` and seqs were skipped.
     fn deliver_latest(&mut self, id: ConnId, slot: Slot, with_gap: bool, now: u64) {
+        if self.conn(id).is_none_or(|c| c.phase != Phase::Open) {
+            return; // never data after a close frame
+        }
         let Some(t) = self.shared.hub.lvc.load(slot) else {
             return;
         };
@@ -878,7 +894,7 @@ impl Worker {
         sub.last_seq = t.seq;
         let enc = sub.enc;
         if let Delivery::MaxRate { interval_ns } = sub.delivery {
-            sub.next_ok_ns = now + interval_ns;
+            sub.next_ok_ns = now.saturating_add(interval_ns);
         }
         let ins = self.shared.registry.get(slot);
         let Some(c) = self.conns.get_mut(id.0 as usize).and_then(Option::as_mut) else {
@@ -926,6 +942,32 @@ impl Worker {
         }
     }
 
+    /// A ring overran: some ticks never reached this worker. Every
+    /// subscription catches up from the last-value cache (`gap` + the
+    /// newest value, flagged `conflated`); lossless ones close with 1013.
+    fn resync(&mut self, now: u64) {
+        log::warn!("worker {}: a feed ring overran; resynchronising subscribers from the cache", self.id);
+        for i in 0..self.conns.len() {
+            let id = ConnId(i as u32);
+            let Some(c) = self.conns[i].as_mut().filter(|c| c.phase == Phase::Open) else { continue };
+            let slots = std::mem::take(&mut c.slots);
+            for &slot in &slots {
+                match self.subs.get(slot, id).map(|s| s.delivery) {
+                    Some(Delivery::Lossless) => {
+                        let reason = "ticks were lost in a ring overrun (lossless subscription)";
+                        self.close_conn(id, CloseReason { code: close::TRY_AGAIN_LATER, reason });
+                        break;
+                    }
+                    Some(_) => self.deliver_latest(id, slot, true, now),
+                    None => {}
+                }
+            }
+            if let Some(c) = self.conn(id) {
+                c.slots = slots;
+            }
+        }
+    }
+
     fn fire_timers(&mut self, now: u64) {
         while let Some(&Reverse((due, conn, slot))) = self.timers.peek() {
             if due > now {
@@ -933,8 +975,11 @@ impl Worker {
             }
             self.timers.pop();
             let (id, slot) = (ConnId(conn), Slot(slot));
-            let ready =
-                self.subs.get(slot, id).is_some_and(|s| s.pending) && self.conn(id).is_some_and(|c| !c.congested);
+            // `next_ok_ns == due` identifies the subscription that scheduled
+            // this timer: a stale entry (unsubscribed, or a reused ConnId)
+            // does not match and is ignored.
+            let ready = self.subs.get(slot, id).is_some_and(|s| s.pending && s.next_ok_ns == due)
+                && self.conn(id).is_some_and(|c| !c.congested && c.phase == Phase::Open);
             if ready {
                 self.deliver_latest(id, slot, false, now);
             }

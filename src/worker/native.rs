@@ -20,6 +20,10 @@ use crate::subs::{ConnId, Delivery};
 use crate::tick::Mode;
 use crate::ws::handshake::{accept_response, Request};
 
+/// Slowest `max_rate` (one update per 100 s) and fastest accepted.
+const MIN_RATE: f64 = 0.01;
+const MAX_RATE: f64 = 1_000_000.0;
+
 /// Longest client id accepted.
 const MAX_CLIENT_ID: usize = 128;
 
@@ -90,6 +94,10 @@ pub(super) fn open(w: &mut Worker, id: ConnId, req: &Request, now: u64) -> Resul
 
 /// Handle one text message.
 pub(super) fn handle(w: &mut Worker, id: ConnId, payload: &mut [u8], now: u64) {
+    if !crate::encode::json::nesting_within(payload, crate::encode::json::MAX_DEPTH) {
+        let msg = format!("JSON nested deeper than {} levels", crate::encode::json::MAX_DEPTH);
+        return reply_error(w, id, None, "bad_request", &msg, now);
+    }
     let parsed = simd_json::to_borrowed_value(payload);
     let v = match parsed {
         Ok(v) => v,
@@ -170,7 +178,36 @@ enum Target {
 }
 
 /// Resolve `tokens` (integers, O(1)) and `symbols`/`stocks` (one hash lookup each).
-fn targets(w: &Worker, v: &BorrowedValue) -> Result<Vec<Target>, Refusal> {
+/// Resolve a request's targets; duplicates are folded and the count is
+/// capped at `max(max_subscriptions, 1000)`, so one request cannot stall a
+/// worker or amplify into a huge reply (entries past the per-connection
+/// limit are still rejected one by one, with a reason).
+fn targets(w: &mut Worker, v: &BorrowedValue) -> Result<Vec<Target>, Refusal> {
+    let mut out = resolve(w, v)?;
+    // Fold duplicates with a scratch bitset by slot: no hashing.
+    let seen = &mut w.seen;
+    out.retain(|t| match t {
+        Target::Found(slot) => {
+            let (word, bit) = (slot.idx() / 64, 1u64 << (slot.idx() % 64));
+            let first = seen[word] & bit == 0;
+            seen[word] |= bit;
+            first
+        }
+        Target::Unknown(_) => true,
+    });
+    for t in &out {
+        if let Target::Found(slot) = t {
+            seen[slot.idx() / 64] = 0;
+        }
+    }
+    let limit = w.shared.config.max_subscriptions.max(1000);
+    if out.len() > limit {
+        return Err(Refusal("limit_exceeded", format!("{} targets in one request; at most {limit}", out.len())));
+    }
+    Ok(out)
+}
+
+fn resolve(w: &Worker, v: &BorrowedValue) -> Result<Vec<Target>, Refusal> {
     let mut out = Vec::new();
     let reg = &w.shared.registry;
     let mut any = false;
@@ -235,10 +272,9 @@ fn mode_of(v: &BorrowedValue, default: Mode) -> Result<Mode, Refusal> {
 
 fn delivery_of(v: &BorrowedValue, default: Delivery) -> Result<Delivery, Refusal> {
     if let Some(r) = v.get("max_rate") {
-        let n = r
-            .cast_f64()
-            .filter(|n| n.is_finite() && *n > 0.0)
-            .ok_or_else(|| bad("field `max_rate` must be a positive number of updates per second"))?;
+        let n = r.cast_f64().filter(|n| (MIN_RATE..=MAX_RATE).contains(n)).ok_or_else(|| {
+            bad(format!("field `max_rate` must be a number of updates per second from {MIN_RATE} to {MAX_RATE}"))
+        })?;
         return Ok(Delivery::MaxRate { interval_ns: (1e9 / n).max(1.0) as u64 });
     }
     match v.get("delivery") {

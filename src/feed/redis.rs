@@ -1,0 +1,173 @@
+//! `redis://HOST:PORT`: consume ticks and named channels from Redis pub/sub,
+//! as published by another tickcast's `--publish` (see `mirror`).
+//!
+//! Ticks arrive as TCF1 packets on `tcf1:<token>`; anything else is a named
+//! channel with an opaque payload. The source subscribes on Redis only to
+//! what local clients want (read from the workers' interest bits, polled
+//! every 50 ms) and unsubscribes when the last one leaves. A lost
+//! connection is retried with exponential backoff and jitter; after a
+//! reconnect every wanted channel is subscribed again, and the outage shows
+//! in `/status` as `reconnects` and per-channel `packet_gaps`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::tcf1::Merger;
+use super::{publish_packet, stopping, FeedCtx, PacketSeq, Source, STATE_CONNECTING, STATE_DOWN, STATE_LIVE};
+use crate::channel::ChannelId;
+use crate::instrument::{Registry, Slot};
+use crate::tick::now_ns;
+
+/// Prefix of the Redis channels that carry TCF1 ticks.
+pub const TICK_PREFIX: &str = "tcf1:";
+/// How often local interest is re-read.
+const POLL: Duration = Duration::from_millis(50);
+/// Reconnect backoff bounds.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// A Redis consumer.
+pub struct RedisFeed {
+    url: String,
+    merger: Merger,
+}
+
+impl RedisFeed {
+    /// A source for `url` (`redis://HOST:PORT`); connects when run.
+    pub fn new(url: String, registry: &Registry) -> RedisFeed {
+        RedisFeed { url, merger: Merger::new(registry) }
+    }
+}
+
+/// The Redis channels local clients want now.
+fn wanted(ctx: &FeedCtx) -> HashSet<String> {
+    let mut out = HashSet::new();
+    let interest = ctx.fanout.interest();
+    for (slot, ins) in ctx.registry.iter() {
+        if interest.get(Slot(slot.0)) != 0 {
+            out.insert(format!("{TICK_PREFIX}{}", ins.token));
+        }
+    }
+    if let Some(ch) = &ctx.channels {
+        for (id, name) in ctx.channel_table.all() {
+            if ch.interest().get(id) != 0 {
+                out.insert(name.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// Exponential backoff with ±25% jitter, capped.
+fn backoff(attempt: u32) -> Duration {
+    let base = BACKOFF_MIN.saturating_mul(1 << attempt.min(10)).min(BACKOFF_MAX);
+    base.mul_f64(0.75 + fastrand::f64() * 0.5)
+}
+
+impl RedisFeed {
+    /// One connection's life: subscribe to what is wanted, relay messages,
+    /// follow interest changes. Returns on error or shutdown.
+    fn session(&mut self, ctx: &mut FeedCtx, seqs: &mut HashMap<String, PacketSeq>) -> redis::RedisResult<()> {
+        let client = redis::Client::open(self.url.as_str())?;
+        let mut con = client.get_connection_with_timeout(Duration::from_secs(2))?;
+        let mut ps = con.as_pubsub();
+        ps.set_read_timeout(Some(POLL))?;
+        let mut subscribed: HashSet<String> = HashSet::new();
+        ctx.health.state.store(STATE_LIVE, Ordering::Relaxed);
+        log::info!("feed {}: connected to {}", ctx.health.name, self.url);
+        while !stopping(&ctx.shutdown) {
+            let want = wanted(ctx);
+            for ch in want.difference(&subscribed) {
+                ps.subscribe(ch)?;
+            }
+            for ch in subscribed.difference(&want) {
+                ps.unsubscribe(ch)?;
+            }
+            subscribed = want;
+            loop {
+                let msg = match ps.get_message() {
+                    Ok(m) => m,
+                    Err(e) if e.is_timeout() => break,
+                    Err(e) => return Err(e),
+                };
+                let name = msg.get_channel_name();
+                let payload = msg.get_payload_bytes();
+                let recv_ns = now_ns();
+                if name.starts_with(TICK_PREFIX) {
+                    let seq = seqs.entry(name.to_string()).or_default();
+                    publish_packet(ctx, &mut self.merger, seq, payload, recv_ns);
+                } else if let (Ok(id), Some(ch)) = (ctx.channel_table.id(name), ctx.channels.as_mut()) {
+                    let m = ctx.channel_table.message(ChannelId(id.0), name, payload, recv_ns);
+                    ch.publish(&m);
+                    ctx.health.published(0, recv_ns);
+                }
+            }
+            ctx.fanout.flush();
+            if let Some(ch) = ctx.channels.as_mut() {
+                ch.flush();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Source for RedisFeed {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    fn address(&self) -> String {
+        self.url.clone()
+    }
+
+    fn publishes_channels(&self) -> bool {
+        true
+    }
+
+    fn run(mut self: Box<Self>, mut ctx: FeedCtx) {
+        let mut attempt = 0;
+        let mut seqs = HashMap::new();
+        let mut connected_before = false;
+        while !stopping(&ctx.shutdown) {
+            ctx.health.state.store(STATE_CONNECTING, Ordering::Relaxed);
+            if connected_before {
+                ctx.health.reconnects.fetch_add(1, Ordering::Relaxed);
+            }
+            match self.session(&mut ctx, &mut seqs) {
+                Ok(()) => break,
+                Err(e) => {
+                    if ctx.health.state.load(Ordering::Relaxed) == STATE_LIVE {
+                        connected_before = true;
+                        attempt = 0;
+                    }
+                    let wait = backoff(attempt);
+                    attempt += 1;
+                    log::warn!("feed {}: {e}; retrying in {wait:?}", ctx.health.name);
+                    let until = std::time::Instant::now() + wait;
+                    while std::time::Instant::now() < until && !stopping(&ctx.shutdown) {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
+            }
+        }
+        ctx.health.state.store(STATE_DOWN, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        let d0 = backoff(0);
+        assert!(d0 >= BACKOFF_MIN.mul_f64(0.75) && d0 <= BACKOFF_MIN.mul_f64(1.25));
+        for a in [8, 20, 100] {
+            let d = backoff(a);
+            assert!(d <= BACKOFF_MAX.mul_f64(1.25) && d >= BACKOFF_MAX.mul_f64(0.75), "{a}: {d:?}");
+        }
+        let spread: HashSet<u128> = (0..20).map(|_| backoff(3).as_micros()).collect();
+        assert!(spread.len() > 1, "jittered");
+    }
+}
