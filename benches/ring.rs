@@ -137,7 +137,7 @@ fn spsc(c: &mut Criterion) {
 fn publish(c: &mut Criterion) {
     let poll = mio::Poll::new().expect("mio poll");
     let waker = mio::Waker::new(poll.registry(), mio::Token(0)).expect("mio waker");
-    let signal = Arc::new(WorkerSignal { sleeping: AtomicBool::new(false), waker });
+    let signal = Arc::new(WorkerSignal { sleeping: AtomicBool::new(false), overrun: AtomicBool::new(false), waker });
     let t0 = tick(reliance(), 0);
     let hub = Hub::new(Registry::bundled().len(), vec![signal], CAP);
     hub.interest.set(Slot(t0.slot), 0);
