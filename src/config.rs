@@ -201,8 +201,8 @@ impl FeedSpec {
             }
             return Ok(FeedSpec::Tcp { addr: addr(a)? });
         }
-        if spec.starts_with("redis://") {
-            let (a, _) = split_query(&spec["redis://".len()..]);
+        if let Some(rest) = spec.strip_prefix("redis://") {
+            let (a, _) = split_query(rest);
             addr(a.trim_end_matches('/'))?;
             return Ok(FeedSpec::Redis { url: spec.to_string() });
         }
