@@ -100,7 +100,13 @@ pub struct Fanout {
     stats: Arc<PushStats>,
     /// Workers pushed to since the last `flush`.
     pending: u64,
+    /// Pushes since the last `flush`.
+    unflushed: u32,
 }
+
+/// A source that never drains its input (sustained load) still wakes its
+/// workers at least this often, in pushes.
+const FLUSH_EVERY: u32 = 256;
 
 impl Fanout {
     /// Publish a complete tick: cache it, then push it to every interested
@@ -128,6 +134,10 @@ impl Fanout {
                 self.pending |= 1 << w;
             }
         }
+        self.unflushed += 1;
+        if self.unflushed >= FLUSH_EVERY {
+            self.flush();
+        }
         true
     }
 
@@ -142,9 +152,11 @@ impl Fanout {
         &self.interest
     }
 
-    /// Wake the workers pushed to since the last call (end of a feed batch).
+    /// Wake the workers pushed to since the last call (end of a feed batch;
+    /// `publish` also calls it every `FLUSH_EVERY` pushes).
     #[inline]
     pub fn flush(&mut self) {
+        self.unflushed = 0;
         let mut mask = std::mem::take(&mut self.pending);
         while mask != 0 {
             let w = mask.trailing_zeros() as usize;
@@ -252,6 +264,7 @@ impl Hub {
             lvc: self.lvc.clone(),
             stats,
             pending: 0,
+            unflushed: 0,
         };
         (fanout, consumers)
     }
