@@ -119,6 +119,8 @@ impl Args {
 pub enum Command {
     /// Record feed sources to a TCF1 file that `--feed replay:PATH` plays back.
     Record(crate::record::RecordArgs),
+    /// Open-loop latency benchmark: TCF1 over UDP in, many WebSocket clients out.
+    Bench(Box<crate::bench::BenchArgs>),
 }
 
 /// A feed source, parsed from `--feed`.

@@ -9,11 +9,16 @@ use tickcast::config::{Args, Command, Config};
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let mut args = Args::parse();
-    if let Some(Command::Record(r)) = args.command.take() {
-        return match tickcast::record::run(r) {
+    let sub = match args.command.take() {
+        Some(Command::Record(r)) => Some(("record", tickcast::record::run(r))),
+        Some(Command::Bench(b)) => Some(("bench", tickcast::bench::run(*b))),
+        None => None,
+    };
+    if let Some((name, res)) = sub {
+        return match res {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("tickcast record: {e:#}");
+                eprintln!("tickcast {name}: {e:#}");
                 ExitCode::FAILURE
             }
         };

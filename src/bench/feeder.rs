@@ -1,0 +1,193 @@
+//! The open-loop feeder: TCF1 over UDP at a fixed rate. Every record's
+//! `ts_ns` is its *scheduled* send time, so a sender or server that falls
+//! behind shows up as latency instead of hiding it (no coordinated omission).
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use crate::feed::tcf1;
+use crate::tick::{now_ns, Tick};
+
+/// Ticks per datagram at most.
+const PER_PACKET: usize = 32;
+
+/// How tokens are drawn for each tick.
+pub enum Draw {
+    /// Uniform over the tokens.
+    Uniform,
+    /// Zipf with the given cumulative distribution (rank → P(X ≤ rank)).
+    Zipf(Vec<f64>),
+}
+
+impl Draw {
+    /// Zipf(s) over `n` ranks.
+    pub fn zipf(n: usize, s: f64) -> Draw {
+        let weights: Vec<f64> = (1..=n).map(|k| 1.0 / (k as f64).powf(s)).collect();
+        let total: f64 = weights.iter().sum();
+        let mut acc = 0.0;
+        Draw::Zipf(
+            weights
+                .iter()
+                .map(|w| {
+                    acc += w / total;
+                    acc
+                })
+                .collect(),
+        )
+    }
+
+    /// An index in `0..n`.
+    pub fn pick(&self, rng: &mut fastrand::Rng, n: usize) -> usize {
+        match self {
+            Draw::Uniform => rng.usize(..n),
+            Draw::Zipf(cdf) => {
+                let u = rng.f64();
+                cdf.partition_point(|&c| c < u).min(n - 1)
+            }
+        }
+    }
+}
+
+/// What the feeder is asked to do.
+pub struct Plan {
+    /// Where the server's UDP feed listens.
+    pub target: SocketAddr,
+    /// Ticks per second.
+    pub rate: u64,
+    /// Tokens to draw from.
+    pub tokens: Vec<u32>,
+    /// Distribution over `tokens`.
+    pub draw: Draw,
+    /// Schedule origin, ns since epoch.
+    pub start_ns: u64,
+    /// Ticks scheduled in `[window.0, window.1)` are measured.
+    pub window: (u64, u64),
+    /// Stop scheduling at this time.
+    pub end_ns: u64,
+    /// RNG seed.
+    pub seed: u64,
+}
+
+/// What the feeder did.
+pub struct Sent {
+    /// Ticks sent in total.
+    pub total: u64,
+    /// Ticks per token index sent in the measured window.
+    pub measured: Vec<u64>,
+    /// Datagrams that failed to send.
+    pub errors: u64,
+}
+
+/// Run the plan on this thread.
+///
+/// # Errors
+/// The UDP socket cannot be created.
+pub fn run(plan: &Plan) -> std::io::Result<Sent> {
+    let sock = UdpSocket::bind("127.0.0.1:0")?;
+    sock.connect(plan.target)?;
+    let n = plan.tokens.len();
+    let mut rng = fastrand::Rng::with_seed(plan.seed);
+    let mut seqs = vec![0u64; n];
+    let mut ltps = vec![100_000i64; n];
+    let mut sent = Sent { total: 0, measured: vec![0; n], errors: 0 };
+    let mut packet = Vec::with_capacity(tcf1::HEADER_LEN + PER_PACKET * tcf1::TICK_LEN);
+    let mut packet_seq = 0u64;
+    let interval = 1e9 / plan.rate as f64;
+    loop {
+        let now = now_ns();
+        if now >= plan.end_ns {
+            break;
+        }
+        let due = ((now.saturating_sub(plan.start_ns)) as f64 / interval) as u64;
+        if sent.total >= due {
+            let next = plan.start_ns + ((sent.total + 1) as f64 * interval) as u64;
+            let wait = next.saturating_sub(now_ns());
+            if wait > 50_000 {
+                std::thread::sleep(Duration::from_nanos(wait - 20_000));
+            } else {
+                std::hint::spin_loop();
+            }
+            continue;
+        }
+        while sent.total < due {
+            let batch = ((due - sent.total) as usize).min(PER_PACKET);
+            packet.clear();
+            packet_seq += 1;
+            tcf1::write_header(&mut packet, batch as u16, packet_seq);
+            for _ in 0..batch {
+                let i = plan.draw.pick(&mut rng, n);
+                let ts = plan.start_ns + (sent.total as f64 * interval) as u64;
+                seqs[i] += 1;
+                ltps[i] = (ltps[i] + rng.i64(-2..=2) * 5).max(5);
+                let t = Tick {
+                    token: plan.tokens[i],
+                    seq: seqs[i],
+                    ts_ns: ts,
+                    ltp: ltps[i],
+                    ltq: 1,
+                    volume: seqs[i],
+                    ..Tick::default()
+                };
+                tcf1::write_tick(&mut packet, &t);
+                if ts >= plan.window.0 && ts < plan.window.1 {
+                    sent.measured[i] += 1;
+                }
+                sent.total += 1;
+            }
+            if sock.send(&packet).is_err() {
+                sent.errors += 1;
+            }
+        }
+    }
+    Ok(sent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zipf_favours_low_ranks_and_uniform_covers_all() {
+        let mut rng = fastrand::Rng::with_seed(3);
+        let z = Draw::zipf(100, 1.0);
+        let mut counts = [0u32; 100];
+        for _ in 0..100_000 {
+            counts[z.pick(&mut rng, 100)] += 1;
+        }
+        assert!(counts[0] > counts[9] && counts[9] > counts[99], "{:?}", &counts[..10]);
+        let mut seen = [false; 10];
+        for _ in 0..1000 {
+            seen[Draw::Uniform.pick(&mut rng, 10)] = true;
+        }
+        assert!(seen.iter().all(|&s| s));
+    }
+
+    #[test]
+    fn feeder_packets_decode_and_carry_scheduled_timestamps() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let start = now_ns();
+        let plan = Plan {
+            target: rx.local_addr().unwrap(),
+            rate: 20_000,
+            tokens: vec![7, 8, 9],
+            draw: Draw::Uniform,
+            start_ns: start,
+            window: (start, start + 50_000_000),
+            end_ns: start + 50_000_000,
+            seed: 1,
+        };
+        let sent = run(&plan).unwrap();
+        assert!(sent.total > 500, "{}", sent.total);
+        assert_eq!(sent.measured.iter().sum::<u64>(), sent.total, "the window is the whole run");
+        let mut buf = [0u8; 65536];
+        let n = rx.recv(&mut buf).unwrap();
+        let p = tcf1::parse(&buf[..n]).unwrap();
+        let interval = 1e9 / 20_000.0;
+        for (k, r) in p.records().enumerate() {
+            let tcf1::Record::Tick(t) = r else { panic!("tick records only") };
+            assert!([7, 8, 9].contains(&t.token));
+            assert_eq!(t.ts_ns, start + (k as f64 * interval) as u64, "ts is the scheduled time");
+        }
+    }
+}

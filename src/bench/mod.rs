@@ -1,0 +1,475 @@
+//! `tickcast bench`: an open-loop latency benchmark for WebSocket market-data
+//! servers — tickcast itself (`--spawn` starts and pins one) or any server
+//! that takes a JSON subscribe message (`--url`, `--sub-template`).
+//!
+//! ```text
+//!  feeder thread ──TCF1/UDP, fixed rate, ts = scheduled time──► server ──ws──► C clients (mio thread[s])
+//!                                                                              latency = recv − ts → HDR
+//! ```
+//!
+//! Expected deliveries are known exactly (the harness chose every client's
+//! tokens and counted every tick it scheduled per token), so loss is
+//! measured, not guessed. Ticks scheduled during warm-up are not counted.
+
+pub mod clients;
+pub mod feeder;
+pub mod report;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::config::parse_cpus;
+use crate::instrument::Registry;
+use crate::metrics::new_histogram;
+use crate::tick::now_ns;
+use report::Report;
+
+/// `tickcast bench` flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Preset: `retail` (1000 clients × 20 of 2000 tokens, 10k ticks/s), `hft` (10 × 500 of 1000, 100k/s), `broadcast` (100 × 100 of 100, 10k/s).
+    #[arg(long)]
+    pub scenario: Option<String>,
+    /// Ticks per second offered (overrides the preset).
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// WebSocket connections.
+    #[arg(long)]
+    pub clients: Option<usize>,
+    /// Tokens each client subscribes to (distinct, random).
+    #[arg(long)]
+    pub subs: Option<usize>,
+    /// Instruments the feeder draws ticks from.
+    #[arg(long)]
+    pub tokens: Option<usize>,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub secs: f64,
+    /// Warm-up seconds before measuring.
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// Data frame format asked of the server: json or rkyv.
+    #[arg(long, default_value = "json")]
+    pub format: String,
+    /// Draw tokens Zipf(S) instead of uniformly.
+    #[arg(long, value_name = "S")]
+    pub zipf: Option<f64>,
+    /// Client threads (connections are spread across them).
+    #[arg(long, default_value_t = 1)]
+    pub client_threads: usize,
+    /// Start a tickcast server for the run (pinned by --server-cpus) and stop it after.
+    #[arg(long)]
+    pub spawn: bool,
+    /// WebSocket URL of the server under test (without --spawn), e.g. ws://127.0.0.1:8080/stream.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Where the server under test listens for TCF1 over UDP (without --spawn).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub feed_addr: Option<SocketAddr>,
+    /// Subscribe message; %TOKENS% becomes a JSON array of the client's tokens.
+    #[arg(long, default_value = r#"{"action":"subscribe","tokens":%TOKENS%}"#)]
+    pub sub_template: String,
+    /// Instrument master whose first N tokens are used (without --spawn) [default: bundled].
+    #[arg(long)]
+    pub master: Option<PathBuf>,
+    /// CPUs for the spawned server (e.g. `0`).
+    #[arg(long)]
+    pub server_cpus: Option<String>,
+    /// CPUs for the harness threads (e.g. `1`).
+    #[arg(long)]
+    pub load_cpus: Option<String>,
+    /// Extra flag for the spawned server, repeatable (e.g. --server-arg=--idle --server-arg=spin).
+    #[arg(long, allow_hyphen_values = true)]
+    pub server_arg: Vec<String>,
+    /// Raise the rate ×1.5 per step until loss ≥ 0.1% or p99 > --slo; report the highest rate that held.
+    #[arg(long)]
+    pub find_max: bool,
+    /// Latency objective for --find-max (p99), e.g. 1ms, 200us.
+    #[arg(long, default_value = "1ms")]
+    pub slo: String,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Write each run's histogram to this HdrHistogram log file.
+    #[arg(long)]
+    pub hlog: Option<PathBuf>,
+    /// Write the percentile-distribution plot (SVG) of the runs here.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// RNG seed (token choice, tick draws).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// Resolved run parameters.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Shape {
+    /// Preset name or "custom".
+    pub scenario: String,
+    /// Ticks/s.
+    pub rate: u64,
+    /// Connections.
+    pub clients: usize,
+    /// Tokens per client.
+    pub subs: usize,
+    /// Instruments.
+    pub tokens: usize,
+}
+
+impl Shape {
+    /// The preset (or defaults) with flag overrides.
+    ///
+    /// # Errors
+    /// Unknown preset, or more subscriptions per client than tokens.
+    pub fn from_args(a: &BenchArgs) -> Result<Shape> {
+        let (name, rate, clients, subs, tokens) = match a.scenario.as_deref() {
+            None => ("custom", 10_000, 10, 10, 100),
+            Some("retail") => ("retail", 10_000, 1000, 20, 2000),
+            Some("hft") => ("hft", 100_000, 10, 500, 1000),
+            Some("broadcast") => ("broadcast", 10_000, 100, 100, 100),
+            Some(o) => bail!("--scenario `{o}`: expected retail, hft or broadcast"),
+        };
+        let s = Shape {
+            scenario: name.into(),
+            rate: a.rate.unwrap_or(rate),
+            clients: a.clients.unwrap_or(clients),
+            subs: a.subs.unwrap_or(subs),
+            tokens: a.tokens.unwrap_or(tokens),
+        };
+        if s.subs > s.tokens || s.subs == 0 || s.clients == 0 || s.rate == 0 || s.tokens == 0 {
+            bail!("bench shape {s:?}: need 0 < subs ≤ tokens and positive clients and rate");
+        }
+        Ok(s)
+    }
+}
+
+/// Parse `1ms`, `200us`, `500ns`, `2s` into ns.
+///
+/// # Errors
+/// Anything else.
+pub fn parse_duration_ns(s: &str) -> Result<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let v: f64 = num.parse().with_context(|| format!("`{s}` is not a duration like 1ms"))?;
+    let scale = match unit {
+        "ns" => 1.0,
+        "us" | "µs" => 1e3,
+        "ms" => 1e6,
+        "s" => 1e9,
+        _ => bail!("`{s}`: unit must be ns, us, ms or s"),
+    };
+    Ok((v * scale) as u64)
+}
+
+/// A spawned server, stopped on drop.
+struct Spawned {
+    child: Child,
+    ws: SocketAddr,
+    udp: SocketAddr,
+    _master: tempfile_path::TempPath,
+}
+
+mod tempfile_path {
+    /// A file removed on drop.
+    pub struct TempPath(pub std::path::PathBuf);
+    impl Drop for TempPath {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `GET /status` of a server, as JSON.
+fn status(addr: SocketAddr) -> Result<serde_json::Value> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET /status HTTP/1.1\r\nHost: bench\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b).context("no HTTP body")?;
+    Ok(serde_json::from_str(body)?)
+}
+
+fn spawn_server(a: &BenchArgs, shape: &Shape) -> Result<Spawned> {
+    let path = std::env::temp_dir().join(format!("tickcast-bench-master-{}.csv", std::process::id()));
+    let mut csv = String::from("token,exchange,symbol,name,isin,tick_size,lot_size,price_decimals\n");
+    for t in 1..=shape.tokens {
+        csv.push_str(&format!("{t},NSE,SYM{t},Bench instrument {t},,0.05,1,2\n"));
+    }
+    std::fs::write(&path, csv).with_context(|| format!("writing {}", path.display()))?;
+    let master = tempfile_path::TempPath(path.clone());
+    let mut cmd = Command::new(std::env::current_exe().context("locating tickcast")?);
+    cmd.args(["--listen", "127.0.0.1:0", "--feed", "udp://127.0.0.1:0", "--workers", "1"])
+        .arg("--master")
+        .arg(&path)
+        .args(["--max-subscriptions", &shape.subs.max(3000).to_string()])
+        .args(["--max-connections", &(shape.clients + 100).to_string()])
+        .args(&a.server_arg)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped());
+    if let Some(cpus) = &a.server_cpus {
+        cmd.args(["--cpus", cpus]);
+    }
+    let mut child = cmd.spawn().context("starting the server")?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().context("server stdout")?).read_line(&mut line)?;
+    let ws: SocketAddr = line
+        .split("ws://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .with_context(|| format!("unexpected server banner {line:?}"))?;
+    let st = status(ws)?;
+    let udp =
+        st["feeds"][0]["address"].as_str().and_then(|a| a.parse().ok()).context("the server's UDP feed address")?;
+    Ok(Spawned { child, ws, udp, _master: master })
+}
+
+/// CPU time of this process so far, in seconds (from /proc/self/stat).
+fn process_cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, r)| r).split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0 // utime + stime, in USER_HZ (100 on Linux)
+}
+
+fn pin(cpus: &[usize], i: usize) {
+    if let Some(&id) = cpus.get(i % cpus.len().max(1)) {
+        core_affinity::set_for_current(core_affinity::CoreId { id });
+    }
+}
+
+/// One measured run at `shape.rate`.
+fn run_once(
+    a: &BenchArgs,
+    shape: &Shape,
+    ws: SocketAddr,
+    path: &str,
+    udp: SocketAddr,
+    tokens: &[u32],
+) -> Result<Report> {
+    let load_cpus = match &a.load_cpus {
+        Some(l) => parse_cpus(l)?,
+        None => Vec::new(),
+    };
+    let mut rng = fastrand::Rng::with_seed(a.seed);
+    let mut subscribers = vec![0u64; shape.tokens];
+    let threads = a.client_threads.max(1);
+    let mut groups: Vec<Vec<clients::ClientSpec>> = (0..threads).map(|_| Vec::new()).collect();
+    for c in 0..shape.clients {
+        let mut idx: Vec<usize> = (0..shape.tokens).collect();
+        rng.shuffle(&mut idx);
+        idx.truncate(shape.subs);
+        let list: Vec<String> = idx.iter().map(|&i| tokens[i].to_string()).collect();
+        for &i in &idx {
+            subscribers[i] += 1;
+        }
+        let subscribe = a.sub_template.replace("%TOKENS%", &format!("[{}]", list.join(",")));
+        groups[c % threads].push(clients::ClientSpec { addr: ws, path: path.to_string(), subscribe });
+    }
+    let ready = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    // The measured window is fixed only once every client is subscribed;
+    // clients read it from these cells (u64::MAX: not yet, measure nothing).
+    let mut handles = Vec::new();
+    let window_start = Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
+    let window_end = Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
+    for (i, g) in groups.into_iter().enumerate() {
+        let (ready, stop, cpus) = (ready.clone(), stop.clone(), load_cpus.clone());
+        let (ws_start, ws_end) = (window_start.clone(), window_end.clone());
+        handles.push(std::thread::spawn(move || {
+            if !cpus.is_empty() {
+                pin(&cpus, i + 1);
+            }
+            clients::run(g, ready, stop, (ws_start, ws_end))
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ready.load(Ordering::Relaxed) < shape.clients && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let subscribed = ready.load(Ordering::Relaxed);
+    if subscribed < shape.clients {
+        log::warn!("only {subscribed} of {} clients got a subscription reply; measuring anyway", shape.clients);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    if !load_cpus.is_empty() {
+        pin(&load_cpus, 0);
+    }
+    let start = now_ns() + 20_000_000;
+    let measure_from = start + (a.warmup * 1e9) as u64;
+    let end = measure_from + (a.secs * 1e9) as u64;
+    window_start.store(measure_from, Ordering::Relaxed);
+    window_end.store(end, Ordering::Relaxed);
+    let draw = match a.zipf {
+        Some(s) => feeder::Draw::zipf(shape.tokens, s),
+        None => feeder::Draw::Uniform,
+    };
+    let plan = feeder::Plan {
+        target: udp,
+        rate: shape.rate,
+        tokens: tokens.to_vec(),
+        draw,
+        start_ns: start,
+        window: (measure_from, end),
+        end_ns: end,
+        seed: a.seed,
+    };
+    let cpu0 = process_cpu_secs();
+    let sent = feeder::run(&plan).context("feeder")?;
+    let cpu = process_cpu_secs() - cpu0;
+    std::thread::sleep(Duration::from_millis(500)); // let in-flight deliveries land
+    stop.store(true, Ordering::Relaxed);
+    let mut latency = new_histogram();
+    let (mut delivered, mut bytes, mut failed) = (0, 0, 0);
+    for h in handles {
+        let m = h.join().map_err(|_| anyhow::anyhow!("a client thread panicked"))?.context("clients")?;
+        latency.add(&m.latency).context("merging histograms")?;
+        delivered += m.delivered;
+        bytes += m.bytes;
+        failed += m.failed;
+    }
+    if failed > 0 {
+        log::warn!("{failed} client connections failed or were closed by the server");
+    }
+    let expected = sent.measured.iter().zip(&subscribers).map(|(n, s)| n * s).sum();
+    let elapsed = (now_ns().min(end) - start) as f64 / 1e9;
+    Ok(Report {
+        label: format!("{} {} {}/s", shape.scenario, a.format, shape.rate),
+        scenario: shape.scenario.clone(),
+        url: format!("ws://{ws}{path}"),
+        format: a.format.clone(),
+        rate: shape.rate,
+        secs: a.secs,
+        clients: shape.clients,
+        subs: shape.subs,
+        tokens: shape.tokens,
+        expected,
+        delivered,
+        bytes,
+        client_cpu: cpu / elapsed.max(1e-9),
+        latency,
+    })
+}
+
+/// Run `tickcast bench`.
+///
+/// # Errors
+/// Bad flags, a server that cannot be started or reached.
+pub fn run(a: BenchArgs) -> Result<()> {
+    let mut shape = Shape::from_args(&a)?;
+    if a.format != "json" && a.format != "rkyv" {
+        bail!("--format `{}`: expected json or rkyv", a.format);
+    }
+    let slo = parse_duration_ns(&a.slo)?;
+    let (spawned, ws, path, udp, tokens): (Option<Spawned>, SocketAddr, String, SocketAddr, Vec<u32>) = if a.spawn {
+        let s = spawn_server(&a, &shape)?;
+        let (ws, udp) = (s.ws, s.udp);
+        (Some(s), ws, format!("/stream?format={}", a.format), udp, (1..=shape.tokens as u32).collect())
+    } else {
+        let url = a.url.as_deref().context("give --spawn, or --url (and --feed-addr) for a running server")?;
+        let rest = url.strip_prefix("ws://").context("--url must start with ws://")?;
+        let (host, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+        let ws: SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(host)?.next().context("--url host")?;
+        let udp = a.feed_addr.context("--feed-addr: where the server listens for TCF1 over UDP")?;
+        let reg = match &a.master {
+            Some(p) => Registry::load(p)?,
+            None => Registry::bundled(),
+        };
+        let tokens: Vec<u32> = reg.iter().map(|(_, i)| i.token).take(shape.tokens).collect();
+        if tokens.len() < shape.tokens {
+            bail!("--tokens {}: the master has only {}", shape.tokens, tokens.len());
+        }
+        let sep = if path.contains('?') { '&' } else { '?' };
+        (None, ws, format!("{path}{sep}format={}", a.format), udp, tokens)
+    };
+    let mut reports = Vec::new();
+    loop {
+        let r = run_once(&a, &shape, ws, &path, udp, &tokens)?;
+        let p99 = r.percentiles()[2].1;
+        let held = r.loss_pct() < 0.1 && p99 <= slo;
+        if !a.json {
+            print!("{}", r.table());
+            for w in r.warnings(std::thread::available_parallelism().map_or(1, |n| n.get())) {
+                println!("warning: {w}");
+            }
+        }
+        reports.push(r);
+        if !a.find_max || !held || reports.len() >= 12 {
+            break;
+        }
+        shape.rate = (shape.rate as f64 * 1.5) as u64;
+    }
+    if a.find_max {
+        let best = reports.iter().filter(|r| r.loss_pct() < 0.1 && r.percentiles()[2].1 <= slo).map(|r| r.rate).max();
+        match best {
+            Some(rate) if !a.json => println!("highest rate that held (loss < 0.1%, p99 ≤ {}): {rate} ticks/s", a.slo),
+            None if !a.json => println!("no rate held (loss < 0.1%, p99 ≤ {})", a.slo),
+            _ => {}
+        }
+    }
+    if a.json {
+        let all: Vec<serde_json::Value> = reports.iter().map(Report::json).collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&if all.len() == 1 { all[0].clone() } else { serde_json::Value::Array(all) })?
+        );
+    }
+    if let Some(p) = &a.plot {
+        let runs: Vec<(&str, &hdrhistogram::Histogram<u64>)> =
+            reports.iter().map(|r| (r.label.as_str(), &r.latency)).collect();
+        std::fs::write(p, report::plot_svg("tickcast bench: latency by percentile", &runs))
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    if let Some(p) = &a.hlog {
+        write_hlog(p, &reports)?;
+    }
+    drop(spawned);
+    Ok(())
+}
+
+/// Write each run's histogram as one interval of an HdrHistogram log.
+fn write_hlog(path: &PathBuf, reports: &[Report]) -> Result<()> {
+    use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
+    use hdrhistogram::serialization::V2DeflateSerializer;
+    let mut out = Vec::new();
+    let mut ser = V2DeflateSerializer::new();
+    let mut w = IntervalLogWriterBuilder::new()
+        .add_comment("tickcast bench: one interval per run, latency in ns")
+        .with_max_value_divisor(1e6)
+        .begin_log_with(&mut out, &mut ser)
+        .map_err(|e| anyhow::anyhow!("hlog: {e:?}"))?;
+    let mut at = 0.0;
+    for r in reports {
+        let label = r.label.replace([' ', ',', '/'], "_");
+        let tag = hdrhistogram::serialization::interval_log::Tag::new(&label);
+        w.write_histogram(&r.latency, Duration::from_secs_f64(at), Duration::from_secs_f64(r.secs), tag)
+            .map_err(|e| anyhow::anyhow!("hlog: {e:?}"))?;
+        at += r.secs;
+    }
+    drop(w);
+    std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))
+}

@@ -1,0 +1,908 @@
+//! What `tickcast bench` shows: one [`Report`] per measured run, rendered as the human table
+//! ([`Report::table`]), as JSON ([`Report::json`]), as warnings a reader must not miss
+//! ([`Report::warnings`]), and, for several runs at once, as the HdrHistogram percentile-distribution
+//! plot ([`plot_svg`]).
+//!
+//! This module owns presentation and the arithmetic derived from the raw counts (loss, rates,
+//! percentiles). It measures nothing: the feeder and the clients fill a [`Report`] in.
+//!
+//! Latencies are in nanoseconds throughout. Durations are shown with units (ns, µs, ms, s) to three
+//! significant figures, e.g. "812 ns", "12.3 µs", "1.05 ms". An empty histogram reads as zeros
+//! in the table and JSON, and as a legend entry without a line in the plot.
+
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+use serde_json::{json, Map, Value};
+
+/// The reported quantiles below the maximum, as (label, quantile).
+const QUANTILES: [(&str, f64); 5] = [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999), ("p99.99", 0.9999)];
+
+/// Duration units, each 1000× the one before, the base being ns.
+const TIME_UNITS: [&str; 4] = ["ns", "µs", "ms", "s"];
+
+/// SI prefixes, each 1000× the one before.
+const SI_PREFIXES: [&str; 5] = ["", "k", "M", "G", "T"];
+
+/// One measured run.
+pub struct Report {
+    /// What the run is called in tables and plot legends, e.g. "hft json 100000/s".
+    pub label: String,
+    /// Scenario preset: "hft", "retail", "broadcast" or "custom".
+    pub scenario: String,
+    /// WebSocket URL the clients connected to.
+    pub url: String,
+    /// Frame encoding the clients asked for: "json" or "rkyv".
+    pub format: String,
+    /// Offered load, ticks/s.
+    pub rate: u64,
+    /// Measured duration, seconds.
+    pub secs: f64,
+    /// WebSocket clients.
+    pub clients: usize,
+    /// Tokens each client subscribed to.
+    pub subs: usize,
+    /// Instruments the feeder draws ticks from.
+    pub tokens: usize,
+    /// Deliveries expected in the measured window (ticks × subscribers of each tick).
+    pub expected: u64,
+    /// Deliveries seen in the measured window.
+    pub delivered: u64,
+    /// Payload bytes received in the window.
+    pub bytes: u64,
+    /// CPU the benchmark harness used over the window, in cores (e.g. 0.85).
+    pub client_cpu: f64,
+    /// Latency (client receive time − the tick's scheduled send time), ns, 3 significant digits.
+    pub latency: Histogram<u64>,
+}
+
+impl Report {
+    /// Deliveries missing, as a percentage of those expected: 0 when nothing was expected, and never
+    /// negative (more deliveries than expected count as no loss).
+    pub fn loss_pct(&self) -> f64 {
+        if self.expected == 0 {
+            return 0.0;
+        }
+        100.0 * self.expected.saturating_sub(self.delivered) as f64 / self.expected as f64
+    }
+
+    /// Deliveries per second over the measured window (0 if the window is empty).
+    pub fn msgs_per_sec(&self) -> f64 {
+        per_sec(self.delivered, self.secs)
+    }
+
+    /// Payload bytes received per second over the measured window (0 if the window is empty).
+    pub fn bytes_per_sec(&self) -> f64 {
+        per_sec(self.bytes, self.secs)
+    }
+
+    /// Percentiles in ns: p50, p90, p99, p99.9, p99.99, max (max = histogram max), labelled exactly
+    /// "p50", "p90", "p99", "p99.9", "p99.99", "max". All zero for an empty histogram.
+    pub fn percentiles(&self) -> [(&'static str, u64); 6] {
+        let h = &self.latency;
+        let at = |q: f64| if h.is_empty() { 0 } else { h.value_at_quantile(q) };
+        let [a, b, c, d, e] = QUANTILES.map(|(label, q)| (label, at(q)));
+        [a, b, c, d, e, ("max", if h.is_empty() { 0 } else { h.max() })]
+    }
+
+    /// The human table `tickcast bench` prints by default: the run's set-up, deliveries and loss,
+    /// throughput, harness CPU, and latency percentiles with units. Ends with a newline.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let mut line = |key: &str, value: String| {
+            // Writing to a String cannot fail.
+            let _ = writeln!(out, "  {key:<12}{value}");
+        };
+        line("scenario", format!("{}, {} frames, {}", self.scenario, self.format, self.url));
+        line(
+            "load",
+            format!(
+                "{} ticks/s for {}; {} clients × {} subs of {} tokens",
+                thousands(self.rate),
+                fmt_secs(self.secs),
+                thousands(self.clients as u64),
+                thousands(self.subs as u64),
+                thousands(self.tokens as u64),
+            ),
+        );
+        line(
+            "delivered",
+            format!(
+                "{} of {} expected, loss {}",
+                thousands(self.delivered),
+                thousands(self.expected),
+                fmt_pct(self.loss_pct())
+            ),
+        );
+        let (msgs, msgs_prefix) = sig3(round_u64(self.msgs_per_sec()), &SI_PREFIXES);
+        let (bytes, bytes_prefix) = sig3(round_u64(self.bytes_per_sec()), &SI_PREFIXES);
+        line("throughput", format!("{msgs}{msgs_prefix} msgs/s, {bytes} {bytes_prefix}B/s"));
+        line("harness CPU", format!("{:.2} cores", finite(self.client_cpu)));
+        line("latency", format!("{} samples", thousands(self.latency.len())));
+
+        let mut columns: Vec<(&str, String)> =
+            self.percentiles().iter().map(|&(label, ns)| (label, fmt_duration(ns))).collect();
+        columns.push(("mean", fmt_duration(round_u64(self.latency.mean()))));
+        let mut header = String::from(" ");
+        let mut values = String::from(" ");
+        for (label, value) in &columns {
+            let _ = write!(header, " {label:>9}");
+            let _ = write!(values, " {value:>9}");
+        }
+        format!("{}\n{out}{}\n{}\n", self.label, header.trim_end(), values.trim_end())
+    }
+
+    /// The machine-readable form, keys in this order: "label", "scenario", "url", "format", "rate",
+    /// "secs", "clients", "subs", "tokens", "expected", "delivered", "loss_pct", "msgs_per_sec",
+    /// "bytes_per_sec", "client_cpu", "latency_ns": {"p50", "p90", "p99", "p99.9", "p99.99", "max",
+    /// "count", "mean"}. Counts and percentiles are integers; rates, ratios, `secs` and `mean` are
+    /// floats, with non-finite values written as 0 so every field keeps its type.
+    pub fn json(&self) -> Value {
+        let mut latency: Map<String, Value> =
+            self.percentiles().iter().map(|&(label, ns)| (label.to_owned(), json!(ns))).collect();
+        latency.insert("count".to_owned(), json!(self.latency.len()));
+        latency.insert("mean".to_owned(), json!(finite(self.latency.mean())));
+        json!({
+            "label": self.label,
+            "scenario": self.scenario,
+            "url": self.url,
+            "format": self.format,
+            "rate": self.rate,
+            "secs": finite(self.secs),
+            "clients": self.clients,
+            "subs": self.subs,
+            "tokens": self.tokens,
+            "expected": self.expected,
+            "delivered": self.delivered,
+            "loss_pct": self.loss_pct(),
+            "msgs_per_sec": self.msgs_per_sec(),
+            "bytes_per_sec": self.bytes_per_sec(),
+            "client_cpu": finite(self.client_cpu),
+            "latency_ns": Value::Object(latency),
+        })
+    }
+
+    /// Warnings a reader must see next to the numbers, most severe first: "no deliveries" when
+    /// nothing arrived; "loss 3.2% — deliveries missing" when loss is at least 0.1%; and "harness CPU
+    /// 1.9 cores (of 2): the client may be the bottleneck" when the harness used more than 90% of the
+    /// `harness_cores` available to it (0 is taken as 1). Empty when the run looks sound.
+    pub fn warnings(&self, harness_cores: usize) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.delivered == 0 {
+            warnings.push("no deliveries".to_owned());
+        }
+        let loss = self.loss_pct();
+        if loss >= 0.1 {
+            warnings.push(format!("loss {} — deliveries missing", fmt_pct(loss)));
+        }
+        let cores = harness_cores.max(1);
+        if self.client_cpu > 0.9 * cores as f64 {
+            warnings.push(format!(
+                "harness CPU {:.1} cores (of {cores}): the client may be the bottleneck",
+                self.client_cpu
+            ));
+        }
+        warnings
+    }
+}
+
+/// `n` per second over `secs`, or 0 when `secs` is not a positive finite number.
+fn per_sec(n: u64, secs: f64) -> f64 {
+    if secs > 0.0 && secs.is_finite() {
+        n as f64 / secs
+    } else {
+        0.0
+    }
+}
+
+/// `x`, or 0 if it is NaN or infinite (JSON has no such numbers).
+fn finite(x: f64) -> f64 {
+    if x.is_finite() {
+        x
+    } else {
+        0.0
+    }
+}
+
+/// `x` rounded to an integer; negative and NaN become 0, huge values saturate.
+fn round_u64(x: f64) -> u64 {
+    // `as` saturates float → int conversions, and maps NaN to 0.
+    x.round() as u64
+}
+
+/// `n` to three significant figures in the largest of `units` (each 1000× the one before) that keeps
+/// the integer part below 1000, or in the last unit. Values below 1000 are shown exactly. Returns
+/// the number and its unit.
+fn sig3(n: u64, units: &[&'static str]) -> (String, &'static str) {
+    if n < 1000 || units.len() < 2 {
+        return (n.to_string(), units.first().copied().unwrap_or(""));
+    }
+    let mut digits = n.ilog10() + 1; // ≥ 4
+    let scale = 10u64.pow(digits - 3);
+    let mut r = n / scale + u64::from(n % scale >= scale / 2); // three digits, or 1000 after rounding up
+    if r == 1000 {
+        r = 100;
+        digits += 1;
+    }
+    // The value is now r × 10^(digits − 3) with r in 100..=999.
+    let unit = ((digits - 1) / 3).min(units.len() as u32 - 1);
+    let number = match digits - 3 * unit {
+        1 => format!("{}.{:02}", r / 100, r % 100),
+        2 => format!("{}.{}", r / 10, r % 10),
+        3 => r.to_string(),
+        k => (r * 10u64.pow(k - 3)).to_string(),
+    };
+    (number, units[unit as usize])
+}
+
+/// A duration in ns with its unit, to three significant figures: "812 ns", "12.3 µs", "1.05 ms".
+fn fmt_duration(ns: u64) -> String {
+    let (number, unit) = sig3(ns, &TIME_UNITS);
+    format!("{number} {unit}")
+}
+
+/// A duration in seconds, as [`fmt_duration`] shows it.
+fn fmt_secs(secs: f64) -> String {
+    fmt_duration(round_u64(secs * 1e9))
+}
+
+/// A round axis value in ns, without trailing zeros: "1 µs", "2 ms", "50 s".
+fn fmt_tick(ns: u64) -> String {
+    let (number, unit) = sig3(ns, &TIME_UNITS);
+    let number = if number.contains('.') { number.trim_end_matches('0').trim_end_matches('.') } else { &number };
+    format!("{number} {unit}")
+}
+
+/// A percentage: "0%", "<0.001%", "0.020%", "3.2%".
+fn fmt_pct(p: f64) -> String {
+    if p <= 0.0 || p.is_nan() {
+        "0%".to_owned()
+    } else if p < 0.001 {
+        "<0.001%".to_owned()
+    } else if p < 1.0 {
+        format!("{p:.3}%")
+    } else {
+        format!("{p:.1}%")
+    }
+}
+
+/// `n` with thousands separators: "1,234,567".
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `s` escaped for SVG text content and attribute values.
+fn xml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+// Plot geometry, px.
+const PLOT_WIDTH: f64 = 900.0;
+const PLOT_HEIGHT: f64 = 560.0;
+const MARGIN_LEFT: f64 = 80.0;
+const MARGIN_RIGHT: f64 = 30.0;
+const MARGIN_TOP: f64 = 50.0;
+const MARGIN_BOTTOM: f64 = 60.0;
+
+/// Plot samples per decade of 1/(1−q).
+const STEPS_PER_DECADE: u32 = 20;
+/// Decades of 1/(1−q) on the x axis: up to 99.999%.
+const X_DECADES: u32 = 5;
+/// Labelled x positions, as (label, 1/(1−q)).
+const X_TICKS: [(&str, f64); 6] =
+    [("50%", 2.0), ("90%", 10.0), ("99%", 100.0), ("99.9%", 1e3), ("99.99%", 1e4), ("99.999%", 1e5)];
+/// Line colours, one per run, repeating (Tableau 10).
+const COLORS: [&str; 10] =
+    ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"];
+
+/// The percentile distribution of `h` as (log10(1/(1−q)), latency ns) points at q = 1 − 10^(−i/20),
+/// from q = 0 up to 99.999%, stopping at the histogram's max. Empty for an empty histogram.
+fn curve(h: &Histogram<u64>) -> Vec<(f64, u64)> {
+    let mut points = Vec::new();
+    if h.is_empty() {
+        return points;
+    }
+    let max = h.max();
+    for i in 0..=STEPS_PER_DECADE * X_DECADES {
+        let decades = f64::from(i) / f64::from(STEPS_PER_DECADE);
+        let q = 1.0 - 10f64.powf(-decades);
+        let ns = h.value_at_quantile(q).min(max);
+        points.push((decades, ns));
+        if ns >= max {
+            break;
+        }
+    }
+    points
+}
+
+/// Exponents of the decades bounding `lo..=hi` (lo ≥ 1): the largest power of ten ≤ lo and the
+/// smallest ≥ hi, at least one decade apart.
+fn decade_bounds(lo: u64, hi: u64) -> (u32, u32) {
+    let below = lo.max(1).ilog10();
+    let mut above = 0;
+    let mut p: u128 = 1;
+    while p < u128::from(hi) {
+        p *= 10;
+        above += 1;
+    }
+    (below, above.max(below + 1))
+}
+
+/// The plot area and its scales: x in decades of 1/(1−q), y in decades of ns (10^y_lo ..= 10^y_hi).
+struct Frame {
+    left: f64,
+    right: f64,
+    top: f64,
+    bottom: f64,
+    y_lo: u32,
+    y_hi: u32,
+}
+
+impl Frame {
+    /// The frame for curves whose latencies span `lo..=hi` ns, or 1 µs .. 1 ms when there are none.
+    fn new(span: Option<(u64, u64)>) -> Frame {
+        let (y_lo, y_hi) = span.map_or((3, 6), |(lo, hi)| decade_bounds(lo, hi));
+        Frame {
+            left: MARGIN_LEFT,
+            right: PLOT_WIDTH - MARGIN_RIGHT,
+            top: MARGIN_TOP,
+            bottom: PLOT_HEIGHT - MARGIN_BOTTOM,
+            y_lo,
+            y_hi,
+        }
+    }
+
+    /// Horizontal position of `decades` = log10(1/(1−q)).
+    fn x(&self, decades: f64) -> f64 {
+        self.left + decades / f64::from(X_DECADES) * (self.right - self.left)
+    }
+
+    /// Vertical position of a latency in ns (values below 1 ns are drawn at 1 ns).
+    fn y(&self, ns: f64) -> f64 {
+        let span = f64::from(self.y_hi - self.y_lo);
+        self.bottom - (ns.max(1.0).log10() - f64::from(self.y_lo)) / span * (self.bottom - self.top)
+    }
+
+    /// Grid lines, tick labels, the frame and the axis titles. The y axis gets a labelled line per
+    /// decade and faint lines at 2..9 × each decade, also labelled at 2 and 5 when the range spans
+    /// no more than two decades.
+    fn write_axes(&self, svg: &mut String) {
+        let Frame { left, right, top, bottom, y_lo, y_hi } = *self;
+        let few_decades = y_hi - y_lo <= 2;
+        // A grid line at m × 10^e ns: major (and labelled) at m = 1, faint otherwise.
+        let y_tick = |svg: &mut String, m: u128, e: u32| {
+            let ns = m * 10u128.pow(e);
+            let y = self.y(ns as f64);
+            let (stroke, fill) = if m == 1 { ("#ccc", "#000") } else { ("#eee", "#666") };
+            let _ =
+                writeln!(svg, r#"<line x1="{left:.1}" y1="{y:.1}" x2="{right:.1}" y2="{y:.1}" stroke="{stroke}"/>"#);
+            let labelled = m == 1 || (few_decades && (m == 2 || m == 5));
+            if let (true, Ok(ns)) = (labelled, u64::try_from(ns)) {
+                let _ = writeln!(
+                    svg,
+                    r#"<text x="{:.1}" y="{:.1}" text-anchor="end" fill="{fill}">{}</text>"#,
+                    left - 6.0,
+                    y + 4.0,
+                    fmt_tick(ns)
+                );
+            }
+        };
+        for e in y_lo..=y_hi {
+            y_tick(svg, 1, e);
+            if e < y_hi {
+                for m in 2..=9 {
+                    y_tick(svg, m, e);
+                }
+            }
+        }
+        for (label, inverse_tail) in X_TICKS {
+            let x = self.x(inverse_tail.log10());
+            let _ = writeln!(svg, r##"<line x1="{x:.1}" y1="{top:.1}" x2="{x:.1}" y2="{bottom:.1}" stroke="#ccc"/>"##);
+            let _ = writeln!(svg, r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{label}</text>"#, bottom + 18.0);
+        }
+        let _ = writeln!(
+            svg,
+            r##"<rect x="{left:.1}" y="{top:.1}" width="{:.1}" height="{:.1}" fill="none" stroke="#333"/>"##,
+            right - left,
+            bottom - top
+        );
+        let _ = writeln!(
+            svg,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">percentile</text>"#,
+            (left + right) / 2.0,
+            PLOT_HEIGHT - 18.0
+        );
+        let mid = (top + bottom) / 2.0;
+        let _ = writeln!(
+            svg,
+            r#"<text x="18" y="{mid:.1}" text-anchor="middle" transform="rotate(-90 18 {mid:.1})">latency</text>"#
+        );
+    }
+
+    /// One line per curve, in `COLORS` order, each ending in a dot at its last sample.
+    fn write_curves(&self, svg: &mut String, curves: &[Vec<(f64, u64)>]) {
+        for (points, color) in curves.iter().zip(COLORS.iter().cycle()) {
+            let coords: Vec<String> =
+                points.iter().map(|&(d, ns)| format!("{:.1},{:.1}", self.x(d), self.y(ns as f64))).collect();
+            let _ = writeln!(
+                svg,
+                r#"<polyline fill="none" stroke="{color}" stroke-width="2" stroke-linejoin="round" points="{}"/>"#,
+                coords.join(" ")
+            );
+            if let Some(&(d, ns)) = points.last() {
+                let _ = writeln!(
+                    svg,
+                    r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}"/>"#,
+                    self.x(d),
+                    self.y(ns as f64)
+                );
+            }
+        }
+    }
+
+    /// The legend, top left inside the frame (where low percentiles usually leave room): a swatch
+    /// and the label per run, dashed and marked "(no data)" for a run without samples.
+    fn write_legend(&self, svg: &mut String, labels: &[&str], curves: &[Vec<(f64, u64)>]) {
+        if labels.is_empty() {
+            return;
+        }
+        let entries: Vec<(String, bool)> = labels
+            .iter()
+            .zip(curves)
+            .map(|(label, points)| {
+                let empty = points.is_empty();
+                (if empty { format!("{label} (no data)") } else { (*label).to_owned() }, empty)
+            })
+            .collect();
+        let longest = entries.iter().map(|(text, _)| text.chars().count()).max().unwrap_or(0);
+        let (x0, y0) = (self.left + 10.0, self.top + 10.0);
+        let _ = writeln!(
+            svg,
+            r##"<rect x="{x0:.1}" y="{y0:.1}" width="{:.1}" height="{:.1}" fill="white" fill-opacity="0.85" stroke="#999"/>"##,
+            44.0 + 7.0 * longest as f64,
+            8.0 + 18.0 * entries.len() as f64
+        );
+        for (i, ((text, empty), color)) in entries.iter().zip(COLORS.iter().cycle()).enumerate() {
+            let y = y0 + 16.0 + 18.0 * i as f64;
+            let dash = if *empty { r#" stroke-dasharray="4 3""# } else { "" };
+            let _ = writeln!(
+                svg,
+                r#"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{color}" stroke-width="2"{dash}/>"#,
+                x0 + 8.0,
+                y - 4.0,
+                x0 + 32.0,
+                y - 4.0
+            );
+            let _ = writeln!(svg, r#"<text x="{:.1}" y="{y:.1}">{}</text>"#, x0 + 38.0, xml_escape(text));
+        }
+    }
+}
+
+/// The percentile-distribution plot HdrHistogram users expect: latency (y, log scale, with unit
+/// ticks) against percentile on an x axis of 1/(1−q) on a log scale, labelled "50%", "90%", "99%",
+/// "99.9%", "99.99%", "99.999%"; one line per run, named by its label in the legend; `title` on top.
+///
+/// Returns a complete standalone SVG document, 900×560 px, with no external fonts or scripts.
+/// Each curve ends, with a dot, at its histogram's max (or at 99.999% if the max lies beyond); an
+/// empty histogram gets a legend entry marked "(no data)" and no line.
+pub fn plot_svg(title: &str, runs: &[(&str, &Histogram<u64>)]) -> String {
+    let curves: Vec<Vec<(f64, u64)>> = runs.iter().map(|(_, h)| curve(h)).collect();
+    let samples = curves.iter().flatten().map(|&(_, ns)| ns);
+    let frame = Frame::new(samples.clone().min().zip(samples.max()));
+    let labels: Vec<&str> = runs.iter().map(|&(label, _)| label).collect();
+    let title = xml_escape(title);
+
+    // Writing to a String cannot fail: the results of `writeln!` here and in `Frame` are ignored.
+    let mut svg = String::new();
+    let _ = writeln!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{PLOT_WIDTH}" height="{PLOT_HEIGHT}" viewBox="0 0 {PLOT_WIDTH} {PLOT_HEIGHT}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(svg, "<title>{title}</title>");
+    let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        svg,
+        r#"<text x="{:.1}" y="30" text-anchor="middle" font-size="16" font-weight="bold">{title}</text>"#,
+        (frame.left + frame.right) / 2.0
+    );
+    frame.write_axes(&mut svg);
+    frame.write_curves(&mut svg, &curves);
+    frame.write_legend(&mut svg, &labels, &curves);
+    svg.push_str("</svg>\n");
+    svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A JSON key and the check its value's type must pass.
+    type KeyType = (&'static str, fn(&Value) -> bool);
+    /// Runs to plot, as `plot_svg` takes them.
+    type Runs<'a> = Vec<(&'a str, &'a Histogram<u64>)>;
+
+    fn histogram() -> Histogram<u64> {
+        Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("static histogram bounds are valid")
+    }
+
+    /// 1..=100_000 µs, once each.
+    fn uniform_histogram() -> Histogram<u64> {
+        let mut h = histogram();
+        for us in 1..=100_000u64 {
+            h.record(us * 1000).expect("value within histogram bounds");
+        }
+        h
+    }
+
+    fn report(expected: u64, delivered: u64, secs: f64, latency: Histogram<u64>) -> Report {
+        Report {
+            label: "hft json 100000/s".to_owned(),
+            scenario: "hft".to_owned(),
+            url: "ws://127.0.0.1:9001/ws".to_owned(),
+            format: "json".to_owned(),
+            rate: 100_000,
+            secs,
+            clients: 1000,
+            subs: 50,
+            tokens: 5000,
+            expected,
+            delivered,
+            bytes: delivered * 120,
+            client_cpu: 0.85,
+            latency,
+        }
+    }
+
+    #[test]
+    fn loss_and_rates() {
+        struct Case {
+            name: &'static str,
+            expected: u64,
+            delivered: u64,
+            secs: f64,
+            loss: f64,
+            msgs: f64,
+        }
+        let cases = [
+            Case { name: "no loss", expected: 1000, delivered: 1000, secs: 10.0, loss: 0.0, msgs: 100.0 },
+            Case { name: "some loss", expected: 1000, delivered: 968, secs: 2.0, loss: 3.2, msgs: 484.0 },
+            Case { name: "all lost", expected: 1000, delivered: 0, secs: 1.0, loss: 100.0, msgs: 0.0 },
+            Case { name: "nothing expected", expected: 0, delivered: 0, secs: 1.0, loss: 0.0, msgs: 0.0 },
+            Case { name: "nothing expected, some seen", expected: 0, delivered: 5, secs: 1.0, loss: 0.0, msgs: 5.0 },
+            Case { name: "delivered > expected", expected: 100, delivered: 110, secs: 1.0, loss: 0.0, msgs: 110.0 },
+            Case { name: "empty window", expected: 100, delivered: 100, secs: 0.0, loss: 0.0, msgs: 0.0 },
+            Case { name: "NaN window", expected: 100, delivered: 100, secs: f64::NAN, loss: 0.0, msgs: 0.0 },
+        ];
+        for c in cases {
+            let r = report(c.expected, c.delivered, c.secs, histogram());
+            assert!((r.loss_pct() - c.loss).abs() < 1e-9, "{}: loss {}", c.name, r.loss_pct());
+            assert!((r.msgs_per_sec() - c.msgs).abs() < 1e-9, "{}: msgs/s {}", c.name, r.msgs_per_sec());
+            assert!((r.bytes_per_sec() - 120.0 * c.msgs).abs() < 1e-6, "{}: bytes/s {}", c.name, r.bytes_per_sec());
+        }
+    }
+
+    #[test]
+    fn duration_formatting() {
+        let cases = [
+            ("zero", 0, "0 ns"),
+            ("ns", 812, "812 ns"),
+            ("largest ns", 999, "999 ns"),
+            ("1 µs", 1000, "1.00 µs"),
+            ("µs, two decimals", 1234, "1.23 µs"),
+            ("µs, rounds half up", 1235, "1.24 µs"),
+            ("µs, one decimal", 12_345, "12.3 µs"),
+            ("µs, no decimals", 999_499, "999 µs"),
+            ("rounds up into ms", 999_500, "1.00 ms"),
+            ("ms", 1_049_999, "1.05 ms"),
+            ("rounds up a digit", 9_995_000, "10.0 ms"),
+            ("s", 60_000_000_000, "60.0 s"),
+            ("beyond the last unit", 1_234_567_890_123, "1230 s"),
+            ("u64::MAX", u64::MAX, "18400000000 s"),
+        ];
+        for (name, ns, want) in cases {
+            assert_eq!(fmt_duration(ns), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn other_formatting() {
+        let ticks = [(1, "1 ns"), (10, "10 ns"), (1000, "1 µs"), (2000, "2 µs"), (50_000_000_000, "50 s")];
+        for (ns, want) in ticks {
+            assert_eq!(fmt_tick(ns), want, "tick {ns}");
+        }
+        let pcts = [(0.0, "0%"), (f64::NAN, "0%"), (0.0001, "<0.001%"), (0.02, "0.020%"), (3.2, "3.2%")];
+        for (p, want) in pcts {
+            assert_eq!(fmt_pct(p), want, "pct {p}");
+        }
+        let groups = [(0, "0"), (999, "999"), (1000, "1,000"), (1_234_567, "1,234,567")];
+        for (n, want) in groups {
+            assert_eq!(thousands(n), want);
+        }
+        assert_eq!(fmt_secs(10.0), "10.0 s");
+        assert_eq!(fmt_secs(0.25), "250 ms");
+        assert_eq!(xml_escape(r#"a<b>&"c'"#), "a&lt;b&gt;&amp;&quot;c&apos;");
+    }
+
+    #[test]
+    fn percentiles_of_a_known_distribution() {
+        let r = report(100_000, 100_000, 10.0, uniform_histogram());
+        let want = [
+            ("p50", 50_000_000.0),
+            ("p90", 90_000_000.0),
+            ("p99", 99_000_000.0),
+            ("p99.9", 99_900_000.0),
+            ("p99.99", 99_990_000.0),
+            ("max", 100_000_000.0),
+        ];
+        for ((label, ns), (want_label, want_ns)) in r.percentiles().into_iter().zip(want) {
+            assert_eq!(label, want_label);
+            // 3 significant digits: within 0.1%.
+            assert!((ns as f64 - want_ns).abs() / want_ns <= 1e-3, "{label}: {ns}");
+        }
+    }
+
+    #[test]
+    fn percentiles_of_an_empty_histogram_are_zero() {
+        let r = report(0, 0, 10.0, histogram());
+        assert!(r.percentiles().iter().all(|&(_, ns)| ns == 0), "{:?}", r.percentiles());
+    }
+
+    #[test]
+    fn json_has_exactly_the_documented_keys_and_types() {
+        let string = |v: &Value| v.is_string();
+        let uint = |v: &Value| v.is_u64();
+        let float = |v: &Value| v.is_f64();
+        let top: [KeyType; 16] = [
+            ("label", string),
+            ("scenario", string),
+            ("url", string),
+            ("format", string),
+            ("rate", uint),
+            ("secs", float),
+            ("clients", uint),
+            ("subs", uint),
+            ("tokens", uint),
+            ("expected", uint),
+            ("delivered", uint),
+            ("loss_pct", float),
+            ("msgs_per_sec", float),
+            ("bytes_per_sec", float),
+            ("client_cpu", float),
+            ("latency_ns", Value::is_object),
+        ];
+        let latency: [KeyType; 8] = [
+            ("p50", uint),
+            ("p90", uint),
+            ("p99", uint),
+            ("p99.9", uint),
+            ("p99.99", uint),
+            ("max", uint),
+            ("count", uint),
+            ("mean", float),
+        ];
+        let cases = [
+            ("known distribution", report(100_000, 99_000, 10.0, uniform_histogram())),
+            ("empty", report(0, 0, 0.0, histogram())),
+            ("non-finite secs", report(10, 10, f64::INFINITY, histogram())),
+        ];
+        for (name, r) in cases {
+            let v = r.json();
+            let obj = v.as_object().expect("json() is an object");
+            let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+            assert_eq!(keys, top.map(|(k, _)| k), "{name}: keys");
+            for (key, is_type) in top {
+                assert!(is_type(&obj[key]), "{name}: {key} = {}", obj[key]);
+            }
+            let lat = obj["latency_ns"].as_object().expect("latency_ns is an object");
+            let keys: Vec<&str> = lat.keys().map(String::as_str).collect();
+            assert_eq!(keys, latency.map(|(k, _)| k), "{name}: latency keys");
+            for (key, is_type) in latency {
+                assert!(is_type(&lat[key]), "{name}: latency_ns.{key} = {}", lat[key]);
+            }
+        }
+        let v = report(100_000, 99_000, 10.0, uniform_histogram()).json();
+        assert_eq!(v["label"], "hft json 100000/s");
+        assert_eq!(v["delivered"], 99_000);
+        assert_eq!(v["loss_pct"], 1.0);
+        assert_eq!(v["latency_ns"]["count"], 100_000);
+        assert_eq!(v["latency_ns"]["max"], uniform_histogram().max());
+    }
+
+    #[test]
+    fn table_shows_percentiles_and_loss() {
+        let cases = [
+            ("known distribution", report(100_000, 96_800, 10.0, uniform_histogram()), "loss 3.2%"),
+            ("empty", report(0, 0, 0.0, histogram()), "loss 0%"),
+        ];
+        for (name, r, loss) in cases {
+            let table = r.table();
+            assert!(table.starts_with("hft json 100000/s\n"), "{name}:\n{table}");
+            assert!(table.contains(loss), "{name}: no {loss:?} in\n{table}");
+            for (label, ns) in r.percentiles() {
+                assert!(table.contains(label), "{name}: no {label} in\n{table}");
+                assert!(table.contains(&fmt_duration(ns)), "{name}: no {label} value in\n{table}");
+            }
+            assert!(table.ends_with('\n'), "{name}");
+        }
+        let table = report(100_000, 96_800, 10.0, uniform_histogram()).table();
+        assert!(table.contains("100 ms"), "max of 100 ms shown with units:\n{table}");
+        assert!(table.contains("96,800 of 100,000 expected"), "{table}");
+    }
+
+    #[test]
+    fn warnings() {
+        struct Case {
+            name: &'static str,
+            cpu: f64,
+            cores: usize,
+            expected: u64,
+            delivered: u64,
+            want: &'static [&'static str],
+        }
+        let cases = [
+            Case { name: "sound run", cpu: 0.85, cores: 2, expected: 1000, delivered: 1000, want: &[] },
+            Case { name: "just under loss limit", cpu: 0.5, cores: 2, expected: 10_000, delivered: 9991, want: &[] },
+            Case {
+                name: "loss at limit",
+                cpu: 0.5,
+                cores: 2,
+                expected: 10_000,
+                delivered: 9990,
+                want: &["loss 0.100% — deliveries missing"],
+            },
+            Case {
+                name: "loss",
+                cpu: 0.5,
+                cores: 2,
+                expected: 1000,
+                delivered: 968,
+                want: &["loss 3.2% — deliveries missing"],
+            },
+            Case {
+                name: "nothing arrived",
+                cpu: 0.1,
+                cores: 2,
+                expected: 1000,
+                delivered: 0,
+                want: &["no deliveries", "loss 100.0% — deliveries missing"],
+            },
+            Case {
+                name: "nothing expected or seen",
+                cpu: 0.1,
+                cores: 2,
+                expected: 0,
+                delivered: 0,
+                want: &["no deliveries"],
+            },
+            Case {
+                name: "harness saturated",
+                cpu: 1.9,
+                cores: 2,
+                expected: 1000,
+                delivered: 1000,
+                want: &["harness CPU 1.9 cores (of 2): the client may be the bottleneck"],
+            },
+            Case { name: "harness at 90%", cpu: 1.8, cores: 2, expected: 1000, delivered: 1000, want: &[] },
+            Case {
+                name: "zero cores taken as one",
+                cpu: 0.95,
+                cores: 0,
+                expected: 1000,
+                delivered: 1000,
+                want: &["harness CPU 0.9 cores (of 1): the client may be the bottleneck"],
+            },
+        ];
+        for c in cases {
+            let mut r = report(c.expected, c.delivered, 10.0, histogram());
+            r.client_cpu = c.cpu;
+            assert_eq!(r.warnings(c.cores), c.want, "{}", c.name);
+        }
+    }
+
+    fn assert_wellformed(svg: &str, what: &str) {
+        assert!(svg.starts_with("<svg"), "{what}: starts with {:?}", &svg[..svg.len().min(20)]);
+        assert!(svg.ends_with("</svg>\n"), "{what}: ends badly");
+        assert!(!svg.contains("NaN") && !svg.contains("inf"), "{what}: non-finite number in\n{svg}");
+        assert_eq!(svg.matches("<svg").count(), 1, "{what}");
+        assert_eq!(svg.matches("<text").count(), svg.matches("</text>").count(), "{what}");
+    }
+
+    #[test]
+    fn plot_has_legend_axes_and_finite_numbers() {
+        let uniform = uniform_histogram();
+        let mut narrow = histogram();
+        for ns in [800, 900, 1000, 1100] {
+            narrow.record(ns).expect("value within histogram bounds");
+        }
+        let mut single = histogram();
+        single.record(5000).expect("value within histogram bounds");
+        let svg = plot_svg(
+            "tickcast bench: latency by percentile",
+            &[("hft json", &uniform), ("retail rkyv", &narrow), ("one sample", &single)],
+        );
+        assert_wellformed(&svg, "three runs");
+        for needle in ["hft json", "retail rkyv", "one sample", "tickcast bench: latency by percentile"] {
+            assert!(svg.contains(needle), "no {needle:?}");
+        }
+        for label in ["50%", "90%", "99%", "99.9%", "99.99%", "99.999%"] {
+            assert!(svg.contains(&format!(">{label}</text>")), "no x label {label}");
+        }
+        for tick in ["100 ns", "1 µs", "100 ms"] {
+            assert!(svg.contains(&format!(">{tick}</text>")), "no y tick {tick}");
+        }
+        assert_eq!(svg.matches("<polyline").count(), 3);
+        assert!(svg.contains(r#"width="900" height="560""#));
+    }
+
+    #[test]
+    fn plot_sampling_stops_at_max() {
+        let mut rare_outlier = histogram();
+        rare_outlier.record_n(1000, 10_000_000).expect("value within histogram bounds");
+        rare_outlier.record(1_000_000).expect("value within histogram bounds");
+        let mut few = histogram();
+        for ns in 1..=10 {
+            few.record(ns * 1000).expect("value within histogram bounds");
+        }
+        // (name, histogram, points expected, last point expected)
+        let cases = [
+            ("max beyond 99.999%", rare_outlier, 101, (5.0, 1000)),
+            // The 10th of 10 samples is first reached at q > 0.9, i.e. at i = 21.
+            ("max reached early", few.clone(), 22, (1.05, few.max())),
+            // At 3 significant digits the bucket holding 100 ms is 65.5 µs wide: its ~65 samples make
+            // the max the value at every q above about 1 − 10^−3.2.
+            ("known distribution", uniform_histogram(), 66, (3.25, uniform_histogram().max())),
+        ];
+        for (name, h, len, last) in cases {
+            let points = curve(&h);
+            assert_eq!(points.len(), len, "{name}: {points:?}");
+            assert!(points.windows(2).all(|w| w[0].1 <= w[1].1), "{name}: non-decreasing");
+            let (x, ns) = *points.last().expect("a non-empty histogram has points");
+            assert!((x - last.0).abs() < 1e-9 && ns == last.1, "{name}: last point {:?}", (x, ns));
+        }
+    }
+
+    #[test]
+    fn plot_with_empty_histograms() {
+        let empty = histogram();
+        let uniform = uniform_histogram();
+        let cases: [(&str, Runs); 3] = [
+            ("no runs", vec![]),
+            ("only empty", vec![("idle", &empty)]),
+            ("empty and full", vec![("idle", &empty), ("busy", &uniform)]),
+        ];
+        for (name, runs) in cases {
+            let svg = plot_svg("empty", &runs);
+            assert_wellformed(&svg, name);
+            for (label, _) in &runs {
+                assert!(svg.contains(label), "{name}: no legend {label}");
+            }
+        }
+    }
+
+    #[test]
+    fn plot_escapes_text() {
+        let h = uniform_histogram();
+        let svg = plot_svg("a < b & c", &[("<script>", &h)]);
+        assert!(svg.contains("a &lt; b &amp; c"));
+        assert!(svg.contains("&lt;script&gt;") && !svg.contains("<script>"));
+    }
+}

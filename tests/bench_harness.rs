@@ -1,0 +1,116 @@
+//! `tickcast bench --spawn`: a short real run, checked for structure and
+//! for deliveries (never for speed: machines are shared and noisy).
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn bench(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tickcast")).arg("bench").args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_spawned_two_second_run_reports_deliveries_and_percentiles() {
+    let dir = std::env::temp_dir().join(format!("tickcast-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (plot, hlog) = (dir.join("p.svg"), dir.join("r.hlog"));
+    let common = [
+        "--spawn",
+        "--secs",
+        "2",
+        "--warmup",
+        "0.5",
+        "--clients",
+        "4",
+        "--subs",
+        "5",
+        "--tokens",
+        "20",
+        "--rate",
+        "2000",
+        "--json",
+    ];
+    let (ok, stdout, stderr) =
+        bench(&[&common[..], &["--plot", plot.to_str().unwrap(), "--hlog", hlog.to_str().unwrap()]].concat());
+    assert!(ok, "bench failed: {stderr}");
+    let r: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"));
+    for k in [
+        "label",
+        "scenario",
+        "url",
+        "format",
+        "rate",
+        "secs",
+        "clients",
+        "subs",
+        "tokens",
+        "expected",
+        "delivered",
+        "loss_pct",
+        "msgs_per_sec",
+        "bytes_per_sec",
+        "client_cpu",
+        "latency_ns",
+    ] {
+        assert!(r.get(k).is_some(), "report has {k}: {r}");
+    }
+    for k in ["p50", "p90", "p99", "p99.9", "p99.99", "max", "count"] {
+        assert!(r["latency_ns"][k].is_number(), "latency {k}: {r}");
+    }
+    let (expected, delivered) = (r["expected"].as_u64().unwrap(), r["delivered"].as_u64().unwrap());
+    assert!(expected > 0 && delivered > 0, "deliveries happened: {r}");
+    assert!(delivered <= expected, "never more than expected: {r}");
+    assert_eq!(r["latency_ns"]["count"].as_u64(), Some(delivered));
+    let p = &r["latency_ns"];
+    assert!(p["p50"].as_u64() <= p["p99"].as_u64() && p["p99"].as_u64() <= p["max"].as_u64());
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("99.9%"));
+    assert!(std::fs::metadata(&hlog).unwrap().len() > 0);
+}
+
+#[test]
+fn rkyv_clients_and_a_human_table() {
+    let (ok, stdout, stderr) = bench(&[
+        "--spawn",
+        "--secs",
+        "1",
+        "--warmup",
+        "0.5",
+        "--clients",
+        "2",
+        "--subs",
+        "3",
+        "--tokens",
+        "10",
+        "--rate",
+        "1000",
+        "--format",
+        "rkyv",
+    ]);
+    assert!(ok, "{stderr}");
+    for want in ["delivered", "p99.9", "rkyv"] {
+        assert!(stdout.contains(want), "table shows {want}: {stdout}");
+    }
+}
+
+#[test]
+fn bad_bench_flags_are_explained() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--scenario", "lunar"], "--scenario `lunar`"),
+        (&["--spawn", "--subs", "10", "--tokens", "5"], "subs ≤ tokens"),
+        (&["--url", "ws://127.0.0.1:9/stream"], "--feed-addr"),
+        (&[], "give --spawn, or --url"),
+        (&["--spawn", "--format", "xml"], "--format `xml`"),
+        (&["--spawn", "--slo", "fast"], "not a duration"),
+    ];
+    for (args, want) in cases {
+        let (ok, _, stderr) = bench(args);
+        assert!(!ok, "{args:?} should fail");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+    }
+}
