@@ -100,13 +100,11 @@ pub fn run(plan: &Plan) -> std::io::Result<Sent> {
         }
         let due = ((now.saturating_sub(plan.start_ns)) as f64 / interval) as u64;
         if sent.total >= due {
+            // Sleep, never spin: the feeder shares its core with the clients.
+            // Sleep overshoot batches the next ticks into one packet; their
+            // `ts` stay the scheduled times, so the lag counts as latency.
             let next = plan.start_ns + ((sent.total + 1) as f64 * interval) as u64;
-            let wait = next.saturating_sub(now_ns());
-            if wait > 50_000 {
-                std::thread::sleep(Duration::from_nanos(wait - 20_000));
-            } else {
-                std::hint::spin_loop();
-            }
+            std::thread::sleep(Duration::from_nanos(next.saturating_sub(now_ns()).max(1_000)));
             continue;
         }
         while sent.total < due {

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Macro benchmarks: every preset twice (server pinned to CPU 0, harness to
+# CPU 1), JSON and rkyv for hft, park vs spin for hft; results as JSON in
+# perf/macro/ and one percentile plot per scenario. Then a summary table.
+#
+#   feeder+clients (CPU 1) ──UDP TCF1──► tickcast worker+feed (CPU 0) ──ws──► clients (CPU 1)
+#
+# Usage: perf/run-macro.sh [SECS]      (default 5 s measured after 2 s warm-up)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-5}
+cargo build --release --quiet
+B=target/release/tickcast
+OUT=perf/macro
+mkdir -p "$OUT"
+run() { # name, extra args...
+    local name=$1; shift
+    for i in 1 2; do
+        "$B" bench --spawn --server-cpus 0 --load-cpus 1 --secs "$SECS" --warmup 2 --json "$@" > "$OUT/$name-$i.json"
+    done
+}
+run hft-json   --scenario hft
+run hft-rkyv   --scenario hft --format rkyv
+run hft-spin   --scenario hft --format rkyv --server-arg=--idle --server-arg=spin
+run retail     --scenario retail
+run broadcast  --scenario broadcast
+"$B" bench --spawn --server-cpus 0 --load-cpus 1 --secs "$SECS" --warmup 2 --scenario hft --plot "$OUT/hft.svg" --json > "$OUT/hft-plot.json"
+"$B" bench --spawn --server-cpus 0 --load-cpus 1 --secs "$SECS" --warmup 2 --scenario broadcast --format rkyv --find-max --rate 10000 --json > "$OUT/broadcast-find-max.json"
+python3 - "$OUT" <<'PY'
+import json, pathlib, sys
+out = pathlib.Path(sys.argv[1])
+def us(ns): return f"{ns/1000:.0f} µs" if ns < 1e6 else f"{ns/1e6:.2f} ms"
+print("| run | rate | clients×subs/tokens | delivered/expected | loss | msgs/s | p50 | p90 | p99 | p99.9 | max | harness CPU |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+for f in sorted(out.glob("*-[12].json")):
+    r = json.loads(f.read_text()); l = r["latency_ns"]
+    print(f"| {f.stem} | {r['rate']:,} | {r['clients']}×{r['subs']}/{r['tokens']} | {r['delivered']:,}/{r['expected']:,} | {r['loss_pct']:.3f}% | "
+          f"{r['msgs_per_sec']:,.0f} | {us(l['p50'])} | {us(l['p90'])} | {us(l['p99'])} | {us(l['p99.9'])} | {us(l['max'])} | {r['client_cpu']:.2f} |")
+fm = json.loads((out / "broadcast-find-max.json").read_text())
+fm = fm if isinstance(fm, list) else [fm]
+print("\nbroadcast --find-max (rkyv):")
+for r in fm:
+    l = r["latency_ns"]
+    print(f"  {r['rate']:>8,} ticks/s → {r['msgs_per_sec']:>12,.0f} msgs/s, loss {r['loss_pct']:.3f}%, p99 {us(l['p99'])}, harness CPU {r['client_cpu']:.2f}")
+PY
