@@ -86,6 +86,11 @@ pub fn tick_ts(opcode: u8, payload: &[u8]) -> Option<u64> {
         }
         0x1 => {
             let find = |pat: &[u8]| payload.windows(pat.len()).position(|w| w == pat);
+            // Typed messages count only as market data (heartbeats and pongs
+            // carry a `ts` too); untyped ones (other servers) by their `ts`.
+            if find(b"\"type\":").is_some() && find(b"\"type\":\"market_data\"").is_none() {
+                return None;
+            }
             if find(b"\"snapshot\":true").is_some() {
                 return None;
             }
@@ -216,7 +221,13 @@ mod tests {
         assert_eq!(tick_ts(0x1, json), Some(1_763_712_000_123_456_789));
         let snap = br#"{"type":"market_data","ts":5,"snapshot":true}"#;
         assert_eq!(tick_ts(0x1, snap), None, "snapshots are not deliveries");
-        assert_eq!(tick_ts(0x1, br#"{"type":"pong"}"#), None);
+        assert_eq!(tick_ts(0x1, br#"{"type":"pong","ts":7}"#), None, "pongs are not deliveries");
+        assert_eq!(
+            tick_ts(0x1, br#"{"type":"heartbeat","ts":7,"feeds":[]}"#),
+            None,
+            "regression: heartbeats were counted"
+        );
+        assert_eq!(tick_ts(0x1, br#"{"token":1,"ts":9}"#), Some(9), "untyped frames of other servers");
         let mut rkyv = [0u8; 32];
         rkyv[16..24].copy_from_slice(&42u64.to_le_bytes());
         assert_eq!(tick_ts(0x2, &rkyv), Some(42));
