@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Instructions per delivered message, counted by callgrind (instruction
+# counts are repeatable whatever else the machine does; `perf stat` has no
+# hardware counters on this VM). The server runs under callgrind with one
+# file per thread; load comes from `tickcast bench --url`. Worker
+# instructions / frames it queued = instructions per delivered message;
+# feed-thread instructions / ticks = instructions per ingested tick.
+# Usage: perf/instructions.sh [FORMAT]     (json | rkyv; default json)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+FORMAT=${1:-json}
+cargo build --release --quiet
+B=target/release/tickcast
+OUT=$(mktemp -d)
+RUST_LOG=warn valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$OUT/cg.out" \
+    $B --listen 127.0.0.1:0 --feed udp://127.0.0.1:0 --workers 1 > "$OUT/server.out" 2>"$OUT/valgrind.err" &
+PID=$!
+for _ in $(seq 1 100); do grep -q ws:// "$OUT/server.out" 2>/dev/null && break; sleep 0.2; done
+ADDR=$(grep -o '127[^/]*' "$OUT/server.out" | head -1)
+UDP=$(curl -s "http://$ADDR/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["feeds"][0]["address"])')
+$B bench --url "ws://$ADDR/stream" --feed-addr "$UDP" --format "$FORMAT" --clients 10 --subs 50 --tokens 54 \
+    --rate 2000 --secs 5 --warmup 1 --json > "$OUT/bench.json"
+sleep 1
+STATUS=$(curl -s "http://$ADDR/status")
+kill -TERM $PID; wait $PID || true
+python3 - "$OUT" "$STATUS" <<'PY'
+import json, pathlib, re, sys
+out, status = pathlib.Path(sys.argv[1]), json.loads(sys.argv[2])
+bench = json.loads((out / "bench.json").read_text())
+threads = {}
+for f in sorted(out.glob("cg.out*")):
+    text = f.read_text(errors="replace")
+    m = re.search(r"^summary:\s*(\d+)", text, re.M) or re.search(r"^totals:\s*(\d+)", text, re.M)
+    name = re.search(r"^cmd:.*$", text, re.M)
+    threads[f.name] = int(m.group(1)) if m else 0
+frames, ticks = status["counters"]["frames_sent"], status["feeds"][0]["ticks"]
+print(f"per-thread instructions: {threads}")
+print(f"server queued {frames:,} frames for {ticks:,} ticks; bench delivered {bench['delivered']:,}/{bench['expected']:,} in the window")
+ordered = sorted(threads.values(), reverse=True)
+print("(threads: main, feed, worker — the worker is the one with the most instructions under load)")
+worker, feed = ordered[0], ordered[1]
+print(f"worker: {worker/frames:,.0f} instructions per delivered message; feed: {feed/ticks:,.0f} per ingested tick")
+PY
