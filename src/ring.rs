@@ -84,6 +84,16 @@ impl WorkerSignal {
     }
 }
 
+/// Wake every worker whose bit is set in `mask` (if it is parked).
+#[inline]
+fn wake(signals: &[Arc<WorkerSignal>], mut mask: u64) {
+    while mask != 0 {
+        let w = mask.trailing_zeros() as usize;
+        mask &= mask - 1;
+        signals[w].notify();
+    }
+}
+
 /// Counters a feed keeps about its pushes.
 #[derive(Default)]
 pub struct PushStats {
@@ -157,12 +167,7 @@ impl Fanout {
     #[inline]
     pub fn flush(&mut self) {
         self.unflushed = 0;
-        let mut mask = std::mem::take(&mut self.pending);
-        while mask != 0 {
-            let w = mask.trailing_zeros() as usize;
-            mask &= mask - 1;
-            self.signals[w].notify();
-        }
+        wake(&self.signals, std::mem::take(&mut self.pending));
     }
 }
 
@@ -199,12 +204,7 @@ impl ChannelFanout {
 
     /// Wake the workers pushed to since the last call.
     pub fn flush(&mut self) {
-        let mut mask = std::mem::take(&mut self.pending);
-        while mask != 0 {
-            let w = mask.trailing_zeros() as usize;
-            mask &= mask - 1;
-            self.signals[w].notify();
-        }
+        wake(&self.signals, std::mem::take(&mut self.pending));
     }
 }
 

@@ -195,6 +195,33 @@ pub fn publish_packet(ctx: &mut FeedCtx, merger: &mut tcf1::Merger, seqs: &mut P
     }
 }
 
+/// Read a non-blocking stream until WouldBlock (edge-triggered readiness
+/// reports nothing again until new data arrives), handing `buf` to
+/// `consume` after every read so it stays bounded by one unit (a packet, a
+/// line). `consume` removes what it used and returns false to drop the
+/// peer. Returns whether the peer is still there.
+pub fn read_stream(
+    stream: &mut impl std::io::Read,
+    buf: &mut Vec<u8>,
+    chunk: &mut [u8],
+    mut consume: impl FnMut(&mut Vec<u8>) -> bool,
+) -> bool {
+    loop {
+        match stream.read(chunk) {
+            Ok(0) => return false,
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                if !consume(buf) {
+                    return false;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+}
+
 /// A feed source, run on its own thread until shutdown.
 pub trait Source: Send + 'static {
     /// Kind name for health reports.

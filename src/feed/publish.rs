@@ -11,7 +11,7 @@
 //! sequence number and now. A bad line gets `{"error":…,"line":N}` back and
 //! the connection stays: the publisher's other lines are not lost.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -22,7 +22,7 @@ use mio::{Events, Interest, Poll, Token};
 use simd_json::prelude::*;
 use simd_json::BorrowedValue;
 
-use super::{stopping, FeedCtx, Source, STATE_DOWN, STATE_LIVE};
+use super::{read_stream, stopping, FeedCtx, Source, STATE_DOWN, STATE_LIVE};
 use crate::instrument::Registry;
 use crate::tick::{now_ns, Tick, FLAG_OHLC, FLAG_OI, FLAG_QUOTE};
 
@@ -145,61 +145,45 @@ impl PublishPort {
 
     /// Read and apply what `p` sent. False when it is gone.
     fn serve(&mut self, p: &mut Publisher, ctx: &mut FeedCtx, chunk: &mut [u8]) -> bool {
-        let mut alive = true;
-        loop {
-            match p.stream.read(chunk) {
-                Ok(0) => {
-                    alive = false;
-                    break;
+        let (lines, skipping, out) = (&mut p.lines, &mut p.skipping, &mut p.out);
+        let alive = read_stream(&mut p.stream, &mut p.buf, chunk, |buf| {
+            let mut start = 0;
+            while let Some(nl) = buf[start..].iter().position(|&b| b == b'\n') {
+                let end = start + nl;
+                *lines += 1;
+                if std::mem::take(skipping) {
+                    start = end + 1;
+                    continue;
                 }
-                Ok(n) => p.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    alive = false;
-                    break;
+                let mut line = buf[start..end].to_vec();
+                if line.iter().any(|b| !b.is_ascii_whitespace()) {
+                    ctx.health.packets.fetch_add(1, Ordering::Relaxed);
+                    if let Err(msg) = self.line(ctx, &mut line) {
+                        ctx.health.rejected.fetch_add(1, Ordering::Relaxed);
+                        reply(out, *lines, &msg);
+                    }
                 }
-            }
-            if p.buf.len() > MAX_LINE {
-                break;
-            }
-        }
-        let mut start = 0;
-        while let Some(nl) = p.buf[start..].iter().position(|&b| b == b'\n') {
-            let end = start + nl;
-            p.lines += 1;
-            if std::mem::take(&mut p.skipping) {
                 start = end + 1;
-                continue;
             }
-            let mut line = p.buf[start..end].to_vec();
-            if line.iter().any(|b| !b.is_ascii_whitespace()) {
-                ctx.health.packets.fetch_add(1, Ordering::Relaxed);
-                if let Err(msg) = self.line(ctx, &mut line) {
-                    ctx.health.rejected.fetch_add(1, Ordering::Relaxed);
-                    reply(p, &msg);
-                }
+            buf.drain(..start);
+            if buf.len() > MAX_LINE {
+                // Drop the over-long line up to its newline, answer once.
+                buf.clear();
+                *skipping = true;
+                ctx.health.rejected.fetch_add(1, Ordering::Relaxed);
+                reply(out, *lines + 1, &format!("line longer than {MAX_LINE} bytes"));
             }
-            start = end + 1;
-        }
-        p.buf.drain(..start);
-        if p.buf.len() > MAX_LINE {
-            p.buf.clear();
-            p.skipping = true;
-            p.lines += 1;
-            ctx.health.rejected.fetch_add(1, Ordering::Relaxed);
-            reply(p, &format!("line longer than {MAX_LINE} bytes"));
-        }
+            true
+        });
         let _ = p.stream.write(&p.out).map(|n| p.out.drain(..n));
         alive
     }
 }
 
-fn reply(p: &mut Publisher, msg: &str) {
-    if p.out.len() < MAX_REPLY {
-        let line = serde_json::json!({"error": msg, "line": p.lines});
-        p.out.extend_from_slice(line.to_string().as_bytes());
-        p.out.push(b'\n');
+fn reply(out: &mut Vec<u8>, line: u64, msg: &str) {
+    if out.len() < MAX_REPLY {
+        out.extend_from_slice(serde_json::json!({"error": msg, "line": line}).to_string().as_bytes());
+        out.push(b'\n');
     }
 }
 

@@ -3,7 +3,7 @@
 //! own buffer and `packet_seq` tracking, so a publisher that disconnects
 //! mid-packet loses only its own partial packet.
 
-use std::io::{self, Read};
+use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -13,7 +13,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
 use super::tcf1::{self, DropReason, Merger};
-use super::{publish_packet, stopping, FeedCtx, PacketSeq, Source, STATE_DOWN, STATE_LIVE};
+use super::{publish_packet, read_stream, stopping, FeedCtx, PacketSeq, Source, STATE_DOWN, STATE_LIVE};
 use crate::instrument::Registry;
 use crate::tick::now_ns;
 
@@ -55,44 +55,29 @@ impl Tcp {
 /// Read what `p` has; publish every complete packet. Returns false when
 /// the publisher is gone (EOF, error, or a stream that cannot be framed).
 fn serve(p: &mut Publisher, ctx: &mut FeedCtx, merger: &mut Merger, chunk: &mut [u8]) -> bool {
-    let mut alive = true;
-    loop {
-        match p.stream.read(chunk) {
-            Ok(0) => {
-                alive = false;
-                break;
-            }
-            Ok(n) => p.buf.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => {
-                alive = false;
-                break;
-            }
-        }
-        if p.buf.len() > MAX_BUFFERED {
-            break;
-        }
-    }
-    let recv_ns = now_ns();
-    let mut at = 0;
-    while at < p.buf.len() {
-        match tcf1::packet_len(&p.buf[at..]) {
-            Some(Ok(n)) => {
-                publish_packet(ctx, merger, &mut p.seqs, &p.buf[at..at + n], recv_ns);
-                at += n;
-            }
-            None => break,
-            Some(Err(why)) => {
-                // Bad magic or kind: this stream cannot be resynchronised.
-                ctx.health.dropped(why);
-                log::warn!("feed {}: dropping a publisher: {}", ctx.health.name, why.name());
-                return false;
+    let seqs = &mut p.seqs;
+    let alive = read_stream(&mut p.stream, &mut p.buf, chunk, |buf| {
+        let recv_ns = now_ns();
+        let mut at = 0;
+        while at < buf.len() {
+            match tcf1::packet_len(&buf[at..]) {
+                Some(Ok(n)) => {
+                    publish_packet(ctx, merger, seqs, &buf[at..at + n], recv_ns);
+                    at += n;
+                }
+                None => break,
+                Some(Err(why)) => {
+                    // Bad magic or kind: this stream cannot be resynchronised.
+                    ctx.health.dropped(why);
+                    log::warn!("feed {}: dropping a publisher: {}", ctx.health.name, why.name());
+                    return false;
+                }
             }
         }
-    }
-    p.buf.drain(..at);
-    if !alive && !p.buf.is_empty() {
+        buf.drain(..at);
+        buf.len() <= MAX_BUFFERED
+    });
+    if !alive && !p.buf.is_empty() && tcf1::packet_len(&p.buf).is_none() {
         ctx.health.dropped(DropReason::Short); // its partial last packet
     }
     alive

@@ -283,28 +283,39 @@ mod tests {
         out
     }
 
-    #[test]
-    fn control_overtakes_queued_data_without_splitting_a_frame() {
-        let (mut conn, mut client) = pair();
-        conn.phase = Phase::Open;
-        const N: u8 = 200;
-        for i in 0..N {
+    /// Queue `n` 1000-byte binary frames (payload byte = index) and flush
+    /// once, which the tiny buffers make partial; returns bytes written.
+    fn queue_partially(conn: &mut Conn, n: u8) -> u64 {
+        for i in 0..n {
             let mut f = Vec::new();
             frame::append(&mut f, frame::OP_BINARY, &[i; 1000]);
             conn.data_frame(&f, 0);
         }
         let mut written = 0;
         assert!(!conn.flush(&mut written).unwrap(), "tiny buffers: the first flush is partial");
-        assert!(written > 0 && written < 200 * 1004, "{written}");
-        conn.ctrl_text(b"CTRL", 0);
-        // Drain: the reader reads, the server flushes, until everything is out.
+        written
+    }
+
+    /// The reader reads, the server flushes, until everything is out.
+    fn drain(conn: &mut Conn, client: &mut StdStream, written: &mut u64) -> Vec<u8> {
         let mut got = Vec::new();
         let mut buf = [0u8; 65536];
-        while !conn.flush(&mut written).unwrap() || got.len() < written as usize {
+        while !conn.flush(written).unwrap() || got.len() < *written as usize {
             let n = client.read(&mut buf).unwrap();
             got.extend_from_slice(&buf[..n]);
         }
-        let fs = frames(&got);
+        got
+    }
+
+    #[test]
+    fn control_overtakes_queued_data_without_splitting_a_frame() {
+        let (mut conn, mut client) = pair();
+        conn.phase = Phase::Open;
+        const N: u8 = 200;
+        let mut written = queue_partially(&mut conn, N);
+        assert!(written > 0 && written < 200 * 1004, "{written}");
+        conn.ctrl_text(b"CTRL", 0);
+        let fs = frames(&drain(&mut conn, &mut client, &mut written));
         assert_eq!(fs.len(), N as usize + 1, "every frame arrives whole");
         let ctrl_at = fs.iter().position(|(op, p)| *op == frame::OP_TEXT && p == b"CTRL").expect("control frame");
         assert!(ctrl_at < 100, "control frame went ahead of the queued data (at {ctrl_at} of {N})");
@@ -316,21 +327,9 @@ mod tests {
     fn close_cuts_unsent_data_at_a_frame_boundary() {
         let (mut conn, mut client) = pair();
         conn.phase = Phase::Open;
-        for i in 0..200u8 {
-            let mut f = Vec::new();
-            frame::append(&mut f, frame::OP_BINARY, &[i; 1000]);
-            conn.data_frame(&f, 0);
-        }
-        let mut written = 0;
-        assert!(!conn.flush(&mut written).unwrap());
+        let mut written = queue_partially(&mut conn, 200);
         conn.close(1013, "slow consumer");
-        let mut got = Vec::new();
-        let mut buf = [0u8; 65536];
-        while !conn.flush(&mut written).unwrap() || got.len() < written as usize {
-            let n = client.read(&mut buf).unwrap();
-            got.extend_from_slice(&buf[..n]);
-        }
-        let fs = frames(&got);
+        let fs = frames(&drain(&mut conn, &mut client, &mut written));
         let (op, p) = fs.last().unwrap();
         assert_eq!((*op, &p[..2]), (frame::OP_CLOSE, &1013u16.to_be_bytes()[..]), "close is the last frame");
         assert!(fs.len() < 100, "queued data after the close was dropped: {} frames", fs.len());
