@@ -70,7 +70,10 @@ fn a_spawned_two_second_run_reports_deliveries_and_percentiles() {
     assert!(p["p50"].as_u64() <= p["p99"].as_u64() && p["p99"].as_u64() <= p["max"].as_u64());
     let svg = std::fs::read_to_string(&plot).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("99.9%"));
-    assert!(std::fs::metadata(&hlog).unwrap().len() > 0);
+    let log = std::fs::read_to_string(&hlog).unwrap();
+    let intervals = log.lines().filter(|l| l.contains("HIST")).count();
+    assert!(intervals >= 2, "one interval per measured second: {log}");
+    assert!(log.lines().filter(|l| l.contains("HIST")).all(|l| l.starts_with("Tag=custom_json_2000_s,")), "{log}");
 }
 
 #[test]

@@ -34,6 +34,9 @@ pub struct ClientSpec {
 pub struct Measured {
     /// Latency of measured deliveries, ns.
     pub latency: Histogram<u64>,
+    /// The same deliveries, one histogram per second of `ts` in the window
+    /// (for HdrHistogram interval logs).
+    pub per_second: Vec<Histogram<u64>>,
     /// Deliveries whose `ts` fell in the window.
     pub delivered: u64,
     /// Payload bytes of those deliveries.
@@ -129,7 +132,7 @@ pub fn run(
         poll.registry().register(&mut sock, Token(i), Interest::READABLE | Interest::WRITABLE)?;
         conns.push(Conn { sock, state: State::Connecting, buf: Vec::new(), spec });
     }
-    let mut m = Measured { latency: new_histogram(), delivered: 0, bytes: 0, failed: 0 };
+    let mut m = Measured { latency: new_histogram(), per_second: Vec::new(), delivered: 0, bytes: 0, failed: 0 };
     let mut events = Events::with_capacity(1024);
     let mut chunk = vec![0u8; 256 * 1024];
     while !stop.load(Ordering::Relaxed) {
@@ -196,7 +199,13 @@ pub fn run(
                     _ => {
                         if let Some(ts) = tick_ts(op, p) {
                             if ts >= from && ts < to {
-                                m.latency.saturating_record(now.saturating_sub(ts).max(1));
+                                let lat = now.saturating_sub(ts).max(1);
+                                m.latency.saturating_record(lat);
+                                let sec = ((ts - from) / 1_000_000_000) as usize;
+                                if m.per_second.len() <= sec {
+                                    m.per_second.resize_with(sec + 1, new_histogram);
+                                }
+                                m.per_second[sec].saturating_record(lat);
                                 m.delivered += 1;
                                 m.bytes += p.len() as u64;
                             }

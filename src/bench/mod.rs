@@ -262,15 +262,11 @@ fn pin(cpus: &[usize], i: usize) {
     }
 }
 
+/// A run's report and its per-second latency histograms.
+type Run = (Report, Vec<hdrhistogram::Histogram<u64>>);
+
 /// One measured run at `shape.rate`.
-fn run_once(
-    a: &BenchArgs,
-    shape: &Shape,
-    ws: SocketAddr,
-    path: &str,
-    udp: SocketAddr,
-    tokens: &[u32],
-) -> Result<Report> {
+fn run_once(a: &BenchArgs, shape: &Shape, ws: SocketAddr, path: &str, udp: SocketAddr, tokens: &[u32]) -> Result<Run> {
     let load_cpus = match &a.load_cpus {
         Some(l) => parse_cpus(l)?,
         None => Vec::new(),
@@ -344,10 +340,17 @@ fn run_once(
     std::thread::sleep(Duration::from_millis(500)); // let in-flight deliveries land
     stop.store(true, Ordering::Relaxed);
     let mut latency = new_histogram();
+    let mut per_second: Vec<hdrhistogram::Histogram<u64>> = Vec::new();
     let (mut delivered, mut bytes, mut failed) = (0, 0, 0);
     for h in handles {
         let m = h.join().map_err(|_| anyhow::anyhow!("a client thread panicked"))?.context("clients")?;
         latency.add(&m.latency).context("merging histograms")?;
+        for (i, h) in m.per_second.iter().enumerate() {
+            if per_second.len() <= i {
+                per_second.resize_with(i + 1, new_histogram);
+            }
+            per_second[i].add(h).context("merging histograms")?;
+        }
         delivered += m.delivered;
         bytes += m.bytes;
         failed += m.failed;
@@ -357,7 +360,7 @@ fn run_once(
     }
     let expected = sent.measured.iter().zip(&subscribers).map(|(n, s)| n * s).sum();
     let elapsed = (now_ns().min(end) - start) as f64 / 1e9;
-    Ok(Report {
+    let report = Report {
         label: format!("{} {} {}/s", shape.scenario, a.format, shape.rate),
         scenario: shape.scenario.clone(),
         url: format!("ws://{ws}{path}"),
@@ -372,7 +375,8 @@ fn run_once(
         bytes,
         client_cpu: cpu / elapsed.max(1e-9),
         latency,
-    })
+    };
+    Ok((report, per_second))
 }
 
 /// Run `tickcast bench`.
@@ -407,8 +411,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
         (None, ws, format!("{path}{sep}format={}", a.format), udp, tokens)
     };
     let mut reports = Vec::new();
+    let mut intervals = Vec::new();
     loop {
-        let r = run_once(&a, &shape, ws, &path, udp, &tokens)?;
+        let (r, per_second) = run_once(&a, &shape, ws, &path, udp, &tokens)?;
+        intervals.push(per_second);
         let p99 = r.percentiles()[2].1;
         let held = r.loss_pct() < 0.1 && p99 <= slo;
         if !a.json {
@@ -445,30 +451,33 @@ pub fn run(a: BenchArgs) -> Result<()> {
             .with_context(|| format!("writing {}", p.display()))?;
     }
     if let Some(p) = &a.hlog {
-        write_hlog(p, &reports)?;
+        write_hlog(p, &reports, &intervals)?;
     }
     drop(spawned);
     Ok(())
 }
 
-/// Write each run's histogram as one interval of an HdrHistogram log.
-fn write_hlog(path: &PathBuf, reports: &[Report]) -> Result<()> {
-    use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
+/// Write an HdrHistogram interval log: one interval per measured second of
+/// each run (by the ticks' scheduled time), tagged with the run's label.
+fn write_hlog(path: &PathBuf, reports: &[Report], intervals: &[Vec<hdrhistogram::Histogram<u64>>]) -> Result<()> {
+    use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
     use hdrhistogram::serialization::V2DeflateSerializer;
     let mut out = Vec::new();
     let mut ser = V2DeflateSerializer::new();
     let mut w = IntervalLogWriterBuilder::new()
-        .add_comment("tickcast bench: one interval per run, latency in ns")
+        .add_comment("tickcast bench: one interval per measured second of each run, latency in ns")
         .with_max_value_divisor(1e6)
         .begin_log_with(&mut out, &mut ser)
         .map_err(|e| anyhow::anyhow!("hlog: {e:?}"))?;
     let mut at = 0.0;
-    for r in reports {
+    for (r, secs) in reports.iter().zip(intervals) {
         let label = r.label.replace([' ', ',', '/'], "_");
-        let tag = hdrhistogram::serialization::interval_log::Tag::new(&label);
-        w.write_histogram(&r.latency, Duration::from_secs_f64(at), Duration::from_secs_f64(r.secs), tag)
-            .map_err(|e| anyhow::anyhow!("hlog: {e:?}"))?;
-        at += r.secs;
+        for (i, h) in secs.iter().enumerate() {
+            let start = Duration::from_secs_f64(at + i as f64);
+            w.write_histogram(h, start, Duration::from_secs(1), Tag::new(&label))
+                .map_err(|e| anyhow::anyhow!("hlog: {e:?}"))?;
+        }
+        at += r.secs.ceil();
     }
     drop(w);
     std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))
