@@ -24,7 +24,9 @@ run hft-rkyv   --scenario hft --format rkyv
 run hft-spin   --scenario hft --format rkyv --server-arg=--idle --server-arg=spin
 run retail     --scenario retail
 run broadcast  --scenario broadcast
-"$B" bench --spawn --server-cpus 0 --load-cpus 1 --secs "$SECS" --warmup 2 --scenario hft --plot "$OUT/hft.svg" --json > "$OUT/hft-plot.json"
+for sc in hft retail broadcast; do
+    "$B" bench --spawn --server-cpus 0 --load-cpus 1 --secs "$SECS" --warmup 2 --scenario $sc --plot "$OUT/$sc.svg" --json > "$OUT/$sc-plot.json"
+done
 "$B" bench --spawn --server-cpus 0 --load-cpus 1 --secs "$SECS" --warmup 2 --scenario broadcast --format rkyv --find-max --rate 10000 --json > "$OUT/broadcast-find-max.json"
 python3 - "$OUT" <<'PY'
 import json, pathlib, sys
