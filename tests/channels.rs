@@ -120,3 +120,23 @@ fn bad_channel_subscriptions_are_rejected_per_entry() {
     c.send(r#"{"action":"subscribe","channels":"signals"}"#);
     assert!(c.recv_type("error")["message"].as_str().unwrap().contains("`channels` must be an array of strings"));
 }
+
+#[test]
+fn channels_count_toward_the_subscription_limit() {
+    let s = Server::start(&["--max-subscriptions", "2"]);
+    let mut c = s.native();
+    let r = c.request(json!({"action": "subscribe", "tokens": [2885], "channels": ["a", "b"]}), 1);
+    assert_eq!(
+        r["data"]["subscribed"],
+        json!([{"token": 2885, "symbol": "RELIANCE", "exchange": "NSE", "mode": "ltp"}, {"channel": "a"}])
+    );
+    assert_eq!(
+        r["data"]["rejected"],
+        json!([{"channel": "b", "reason": "subscription limit reached (2 per connection)"}])
+    );
+    assert_eq!(r["data"]["total_subscribed"], 2);
+    let again = c.request(json!({"action": "subscribe", "channels": ["a"]}), 2);
+    assert_eq!(again["data"]["subscribed"], json!([{"channel": "a"}]), "re-subscribing is not a new subscription");
+    let r = c.request(json!({"action": "subscribe", "tokens": [11536]}), 3);
+    assert!(r["data"]["rejected"][0]["reason"].as_str().unwrap().contains("subscription limit reached"), "{r}");
+}

@@ -650,7 +650,7 @@ impl Worker {
         let limit = self.shared.config.max_subscriptions;
         let known = self.subs.contains(slot, id);
         let c = self.conn(id).ok_or("connection gone")?;
-        if !known && c.slots.len() >= limit {
+        if !known && c.slots.len() + c.channels.len() >= limit {
             return Err("subscription limit reached");
         }
         match self.subs.subscribe(slot, id, enc, delivery) {

@@ -307,7 +307,19 @@ fn subscribe(w: &mut Worker, id: ConnId, v: &BorrowedValue, req_id: Option<Value
             Target::Unknown(e) => rejected.push(e),
         }
     }
+    let limit = w.shared.config.max_subscriptions;
     for name in channel_names(v)? {
+        // Channels count toward the per-connection limit (a client creating
+        // names by subscribing must not fill the channel table alone).
+        let existing = w.shared.channels.lookup(name);
+        let (known, used) = w.conn(id).map_or((false, 0), |c| {
+            (existing.is_some_and(|ch| c.channels.contains(&ch)), c.slots.len() + c.channels.len())
+        });
+        if !known && used >= limit {
+            let reason = format!("subscription limit reached ({limit} per connection)");
+            rejected.push(json!({"channel": name.chars().take(64).collect::<String>(), "reason": reason}));
+            continue;
+        }
         match w.shared.channels.id(name) {
             Ok(ch) => {
                 w.subscribe_channel(id, ch);
