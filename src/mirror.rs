@@ -48,6 +48,9 @@ impl Mirror {
             let client = redis::Client::open(self.url.as_str());
             match client.and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2))) {
                 Ok(mut con) => {
+                    // A hung (not closed) Redis must not block the mirror forever.
+                    let _ = con.set_read_timeout(Some(Duration::from_secs(2)));
+                    let _ = con.set_write_timeout(Some(Duration::from_secs(2)));
                     if ever {
                         self.health.reconnects.fetch_add(1, Ordering::Relaxed);
                     }
