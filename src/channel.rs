@@ -54,15 +54,18 @@ impl ChannelError {
     /// Message for clients and publishers.
     pub fn message(self) -> &'static str {
         match self {
-            ChannelError::BadName => "channel names are 1-128 characters of A-Z a-z 0-9 _ @ : . | -",
+            ChannelError::BadName => {
+                "channel names are 1-128 characters of A-Z a-z 0-9 _ @ : . | - (not starting with tcf1:)"
+            }
             ChannelError::Full => "channel limit reached",
         }
     }
 }
 
-/// Is `name` an acceptable channel name?
+/// Is `name` an acceptable channel name? (`tcf1:` is reserved for ticks on Redis.)
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
+        && !name.starts_with("tcf1:")
         && name.len() <= MAX_NAME
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'@' | b':' | b'.' | b'|' | b'-'))
 }
@@ -112,6 +115,11 @@ impl Channels {
         names.push(name.into());
         by_name.insert(name.into(), id);
         Ok(ChannelId(id))
+    }
+
+    /// The newest sequence number `id` has handed out (0: none yet).
+    pub fn current_seq(&self, id: ChannelId) -> u64 {
+        self.seqs[id.0 as usize].load(Ordering::Relaxed)
     }
 
     /// The id of an existing channel `name`.
@@ -175,6 +183,7 @@ mod tests {
         assert_eq!(c.id("third"), Err(ChannelError::Full));
         assert_eq!(c.id("has space"), Err(ChannelError::BadName));
         assert_eq!(c.id(""), Err(ChannelError::BadName));
+        assert_eq!(c.id("tcf1:2885"), Err(ChannelError::BadName), "reserved for ticks");
         let m1 = c.message(a, "signals", br#"{"side":"buy","qty":5}"#, 7);
         let m2 = c.message(a, "signals", b"not json", 8);
         assert_eq!(

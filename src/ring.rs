@@ -178,6 +178,7 @@ pub struct ChannelFanout {
     interest: Arc<Interest>,
     stats: Arc<PushStats>,
     pending: u64,
+    unflushed: u32,
 }
 
 impl ChannelFanout {
@@ -190,10 +191,16 @@ impl ChannelFanout {
             mask &= mask - 1;
             if let Some(p) = self.producers.get_mut(w) {
                 if p.push(msg.clone()).is_err() {
+                    // Lost for this worker: its subscribers see the hole in
+                    // the channel's seq and get a `gap` notice.
                     self.stats.overruns.fetch_add(1, Ordering::Relaxed);
                 }
                 self.pending |= 1 << w;
             }
+        }
+        self.unflushed += 1;
+        if self.unflushed >= FLUSH_EVERY {
+            self.flush();
         }
     }
 
@@ -204,6 +211,7 @@ impl ChannelFanout {
 
     /// Wake the workers pushed to since the last call.
     pub fn flush(&mut self) {
+        self.unflushed = 0;
         wake(&self.signals, std::mem::take(&mut self.pending));
     }
 }
@@ -249,6 +257,7 @@ impl Hub {
             interest: self.channel_interest.clone(),
             stats,
             pending: 0,
+            unflushed: 0,
         };
         (fanout, consumers)
     }

@@ -209,6 +209,7 @@ impl Server {
                 std::thread::Builder::new()
                     .name(format!("feed-{}", health.name))
                     .spawn(move || {
+                        let _down = feed::DownOnExit(ctx.health.clone());
                         pin(&cpus, i, "feed");
                         source.run(ctx);
                     })

@@ -116,7 +116,13 @@ fn bad_channel_subscriptions_are_rejected_per_entry() {
     assert_eq!(r["data"]["subscribed"], json!([{"channel": "ok"}]));
     let reasons: Vec<&str> =
         r["data"]["rejected"].as_array().unwrap().iter().map(|e| e["reason"].as_str().unwrap()).collect();
-    assert_eq!(reasons, ["channel limit reached", "channel names are 1-128 characters of A-Z a-z 0-9 _ @ : . | -"]);
+    assert_eq!(
+        reasons,
+        [
+            "channel limit reached",
+            "channel names are 1-128 characters of A-Z a-z 0-9 _ @ : . | - (not starting with tcf1:)"
+        ]
+    );
     c.send(r#"{"action":"subscribe","channels":"signals"}"#);
     assert!(c.recv_type("error")["message"].as_str().unwrap().contains("`channels` must be an array of strings"));
 }
@@ -139,4 +145,55 @@ fn channels_count_toward_the_subscription_limit() {
     assert_eq!(again["data"]["subscribed"], json!([{"channel": "a"}]), "re-subscribing is not a new subscription");
     let r = c.request(json!({"action": "subscribe", "tokens": [11536]}), 3);
     assert!(r["data"]["rejected"][0]["reason"].as_str().unwrap().contains("subscription limit reached"), "{r}");
+}
+
+/// Regression: `seq` at u64::MAX made the next tick line overflow and kill
+/// the publish thread (debug) or wrap (release).
+#[test]
+fn publish_port_refuses_seq_that_does_not_advance() {
+    let s = Server::start(&["--publish-listen", "127.0.0.1:0"]);
+    let mut p = publisher(&s);
+    writeln!(p, r#"{{"tick":{{"token":2885,"ltp":1,"seq":18446744073709551615}}}}"#).unwrap();
+    writeln!(p, r#"{{"tick":{{"token":2885,"ltp":2}}}}"#).unwrap();
+    writeln!(p, r#"{{"tick":{{"token":11536,"ltp":3,"seq":5}}}}"#).unwrap();
+    writeln!(p, r#"{{"tick":{{"token":11536,"ltp":4,"seq":5}}}}"#).unwrap();
+    let mut replies = BufReader::new(p.try_clone().unwrap());
+    for want in ["exhausted", "is not after the last one (5)"] {
+        let mut line = String::new();
+        replies.read_line(&mut line).unwrap();
+        assert!(line.contains(want), "{line}");
+    }
+    let mut c = s.native();
+    c.request(json!({"action": "subscribe", "channels": ["alive"]}), 1);
+    writeln!(p, r#"{{"channel":"alive","data":1}}"#).unwrap();
+    assert_eq!(next_channel(&mut c)["data"], 1, "the publish thread is still running");
+}
+
+/// No silent loss: after a burst far larger than the channel ring, every
+/// seq is either delivered or inside a `gap` notice.
+#[test]
+fn a_channel_burst_is_delivered_or_reported_as_a_gap() {
+    let s = Server::start(&["--publish-listen", "127.0.0.1:0"]);
+    let mut c = s.native();
+    c.request(json!({"action": "subscribe", "channels": ["burst"]}), 1);
+    let mut p = publisher(&s);
+    const N: u64 = 20_000;
+    let burst: String = (0..N).map(|i| format!("{{\"channel\":\"burst\",\"data\":{i}}}\n")).collect();
+    p.write_all(burst.as_bytes()).unwrap();
+    let mut covered = vec![false; N as usize + 1];
+    let mut last = 0;
+    while last < N {
+        let v = c.recv_until("burst traffic", |v| v["type"] == "channel" || v["type"] == "gap");
+        if v["type"] == "gap" {
+            let (from, to) = (v["from_seq"].as_u64().unwrap(), v["to_seq"].as_u64().unwrap());
+            for q in from..=to {
+                covered[q as usize] = true;
+            }
+        } else {
+            last = v["seq"].as_u64().unwrap();
+            covered[last as usize] = true;
+        }
+    }
+    let silent: Vec<usize> = (1..=N as usize).filter(|&q| !covered[q]).take(5).collect();
+    assert!(silent.is_empty(), "seqs lost without a gap notice, e.g. {silent:?}");
 }

@@ -101,3 +101,33 @@ fn a_redis_restart_is_survived_and_visible() {
     a.status_until("A reconnected", |st| st["publish"]["reconnects"].as_u64() >= Some(1));
     drop(redis);
 }
+
+/// Regression: under steady traffic (a message within every 50 ms read
+/// timeout) the Redis source never left its read loop, so it stopped
+/// following client interest.
+#[test]
+fn redis_source_follows_interest_under_steady_traffic() {
+    let redis = Redis::start();
+    let b = Server::start(&["--feed", &redis.url()]);
+    let mut busy_client = b.native();
+    busy_client.request(json!({"action": "subscribe", "channels": ["busy"]}), 1);
+    let port = redis.port;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let noise = std::thread::spawn(move || {
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            util::redis_command(port, &["PUBLISH", "busy", "1"]);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let mut quiet = b.native();
+    quiet.request(json!({"action": "subscribe", "channels": ["quiet"]}), 1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !redis.raw(&["PUBSUB", "NUMSUB", "quiet"]).contains(":1") {
+        assert!(Instant::now() < deadline, "B never subscribed to `quiet` while `busy` was busy");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    noise.join().unwrap();
+}

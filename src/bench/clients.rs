@@ -56,6 +56,8 @@ enum State {
 struct Conn {
     sock: TcpStream,
     state: State,
+    /// Counted in `ready` (once).
+    ready: bool,
     buf: Vec<u8>,
     spec: ClientSpec,
 }
@@ -113,8 +115,9 @@ fn server_frame(buf: &[u8]) -> Option<(u8, std::ops::Range<usize>, usize)> {
         127 => (10, u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize),
         n => (2, n as usize),
     };
-    let hl = hl + if b1 & 0x80 != 0 { 4 } else { 0 };
-    (buf.len() >= hl + len).then_some((buf[0] & 0x0f, hl..hl + len, hl + len))
+    let hl: usize = hl + if b1 & 0x80 != 0 { 4 } else { 0 };
+    let end = hl.checked_add(len)?;
+    (buf.len() >= end).then_some((buf[0] & 0x0f, hl..end, end))
 }
 
 /// Run `specs` until `stop`; count a client ready once its subscribe is
@@ -130,7 +133,7 @@ pub fn run(
     for (i, spec) in specs.into_iter().enumerate() {
         let mut sock = TcpStream::connect(spec.addr)?;
         poll.registry().register(&mut sock, Token(i), Interest::READABLE | Interest::WRITABLE)?;
-        conns.push(Conn { sock, state: State::Connecting, buf: Vec::new(), spec });
+        conns.push(Conn { sock, state: State::Connecting, ready: false, buf: Vec::new(), spec });
     }
     let mut m = Measured { latency: new_histogram(), per_second: Vec::new(), delivered: 0, bytes: 0, failed: 0 };
     let mut events = Events::with_capacity(1024);
@@ -193,7 +196,8 @@ pub fn run(
                 let p = &c.buf[at + payload.start..at + payload.end];
                 match op {
                     0x8 => c.state = State::Done,
-                    0x1 if p.windows(7).any(|w| w == b"subscri") => {
+                    0x1 if !c.ready && p.windows(7).any(|w| w == b"subscri") => {
+                        c.ready = true;
                         ready.fetch_add(1, Ordering::Relaxed);
                     }
                     _ => {

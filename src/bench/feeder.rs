@@ -87,7 +87,10 @@ pub fn run(plan: &Plan) -> std::io::Result<Sent> {
     sock.connect(plan.target)?;
     let n = plan.tokens.len();
     let mut rng = fastrand::Rng::with_seed(plan.seed);
-    let mut seqs = vec![0u64; n];
+    // Per-token seq starts at a base that rises from run to run (µs since
+    // the epoch): a server keeps the newest seq it saw, and a second run
+    // (`--find-max`, or a long-lived --url server) must not look old to it.
+    let mut seqs = vec![now_ns() / 1_000; n];
     let mut ltps = vec![100_000i64; n];
     let mut sent = Sent { total: 0, measured: vec![0; n], errors: 0 };
     let mut packet = Vec::with_capacity(tcf1::HEADER_LEN + PER_PACKET * tcf1::TICK_LEN);

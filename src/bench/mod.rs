@@ -385,6 +385,9 @@ fn run_once(a: &BenchArgs, shape: &Shape, ws: SocketAddr, path: &str, udp: Socke
 /// Bad flags, a server that cannot be started or reached.
 pub fn run(a: BenchArgs) -> Result<()> {
     let mut shape = Shape::from_args(&a)?;
+    if !(a.secs.is_finite() && a.secs > 0.0 && a.warmup.is_finite() && a.warmup >= 0.0) {
+        bail!("--secs must be positive and --warmup not negative");
+    }
     if a.format != "json" && a.format != "rkyv" {
         bail!("--format `{}`: expected json or rkyv", a.format);
     }

@@ -176,8 +176,7 @@ pub fn publish_packet(ctx: &mut FeedCtx, merger: &mut tcf1::Merger, seqs: &mut P
         let (tcf1::Record::Tick(r) | tcf1::Record::Depth(r)) = &rec;
         if let Some((token, seq, slot)) = pending {
             if (token, seq) != (r.token, r.seq) {
-                ctx.fanout.publish(merger.current(slot));
-                n += 1;
+                n += u64::from(ctx.fanout.publish(merger.current(slot)));
                 pending = None;
             }
         }
@@ -187,8 +186,7 @@ pub fn publish_packet(ctx: &mut FeedCtx, merger: &mut tcf1::Merger, seqs: &mut P
         }
     }
     if let Some((_, _, slot)) = pending {
-        ctx.fanout.publish(merger.current(slot));
-        n += 1;
+        n += u64::from(ctx.fanout.publish(merger.current(slot)));
     }
     if n > 0 {
         h.published(n, recv_ns);
@@ -218,6 +216,19 @@ pub fn read_stream(
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => return false,
+        }
+    }
+}
+
+/// Marks a feed `down` when dropped: held by the feed's thread, so a source
+/// that returns or panics never keeps looking live in `/status`.
+pub struct DownOnExit(pub Arc<FeedHealth>);
+
+impl Drop for DownOnExit {
+    fn drop(&mut self) {
+        self.0.state.store(STATE_DOWN, Ordering::Relaxed);
+        if std::thread::panicking() {
+            log::error!("feed {} stopped after a panic", self.0.name);
         }
     }
 }

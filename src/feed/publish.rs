@@ -132,7 +132,11 @@ impl PublishPort {
             next.oi = oi;
             next.flags |= FLAG_OI;
         }
-        next.seq = int("seq")?.unwrap_or(s.seq + 1);
+        next.seq = match int("seq")? {
+            Some(q) if q <= s.seq => return Err(format!("`tick.seq` {q} is not after the last one ({})", s.seq)),
+            Some(q) => q,
+            None => s.seq.checked_add(1).ok_or("`tick.seq` exhausted")?,
+        };
         let now = now_ns();
         next.ts_ns = int("ts")?.unwrap_or(now);
         next.ts_recv_ns = now;

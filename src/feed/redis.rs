@@ -23,6 +23,12 @@ use crate::tick::now_ns;
 pub const TICK_PREFIX: &str = "tcf1:";
 /// How often local interest is re-read.
 const POLL: Duration = Duration::from_millis(50);
+/// Most messages handled before interest is re-read and workers woken.
+const ROUND_MESSAGES: usize = 256;
+/// Longest such round.
+const ROUND_TIME: Duration = Duration::from_millis(5);
+/// Largest payload accepted; larger ones are dropped and counted as rejected.
+pub const MAX_PAYLOAD: usize = 1 << 20;
 /// Reconnect backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -71,6 +77,7 @@ impl RedisFeed {
     fn session(&mut self, ctx: &mut FeedCtx, seqs: &mut HashMap<String, PacketSeq>) -> redis::RedisResult<()> {
         let client = redis::Client::open(self.url.as_str())?;
         let mut con = client.get_connection_with_timeout(Duration::from_secs(2))?;
+        con.set_write_timeout(Some(Duration::from_secs(2)))?;
         let mut ps = con.as_pubsub();
         ps.set_read_timeout(Some(POLL))?;
         let mut subscribed: HashSet<String> = HashSet::new();
@@ -85,7 +92,10 @@ impl RedisFeed {
                 ps.unsubscribe(ch)?;
             }
             subscribed = want;
-            loop {
+            // Bounded, so interest changes and worker wake-ups keep up even
+            // when a message arrives within every read timeout.
+            let round = std::time::Instant::now();
+            for _ in 0..ROUND_MESSAGES {
                 let msg = match ps.get_message() {
                     Ok(m) => m,
                     Err(e) if e.is_timeout() => break,
@@ -94,13 +104,18 @@ impl RedisFeed {
                 let name = msg.get_channel_name();
                 let payload = msg.get_payload_bytes();
                 let recv_ns = now_ns();
-                if name.starts_with(TICK_PREFIX) {
+                if payload.len() > MAX_PAYLOAD {
+                    ctx.health.rejected.fetch_add(1, Ordering::Relaxed);
+                } else if name.starts_with(TICK_PREFIX) {
                     let seq = seqs.entry(name.to_string()).or_default();
                     publish_packet(ctx, &mut self.merger, seq, payload, recv_ns);
                 } else if let (Ok(id), Some(ch)) = (ctx.channel_table.id(name), ctx.channels.as_mut()) {
                     let m = ctx.channel_table.message(ChannelId(id.0), name, payload, recv_ns);
                     ch.publish(&m);
                     ctx.health.published(0, recv_ns);
+                }
+                if round.elapsed() > ROUND_TIME {
+                    break;
                 }
             }
             ctx.fanout.flush();

@@ -75,7 +75,7 @@ impl Source for Replay {
                 let due = Duration::from_nanos((ts.saturating_sub(base) as f64 / speed) as u64);
                 while start.elapsed() < due && !stopping(&ctx.shutdown) {
                     ctx.fanout.flush();
-                    std::thread::sleep((due - start.elapsed()).min(Duration::from_millis(10)));
+                    std::thread::sleep(due.saturating_sub(start.elapsed()).min(Duration::from_millis(10)));
                 }
             }
             if self.speed.is_none() {

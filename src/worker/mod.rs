@@ -120,8 +120,10 @@ pub struct WorkerSetup {
 #[derive(Clone, Copy, Debug)]
 struct ChanSub {
     conn: ConnId,
-    /// First `seq` dropped while the client was congested (0: none).
-    missed_from: u64,
+    /// Highest `seq` delivered (or the channel's seq at subscribe time): a
+    /// later message past `last_seq + 1` means messages were lost (a
+    /// congested client, a ring overrun) and the client gets a `gap`.
+    last_seq: u64,
 }
 
 impl Worker {
@@ -715,7 +717,8 @@ impl Worker {
         if self.chan_subs[i].is_empty() {
             self.shared.hub.channel_interest.set(ch, self.id);
         }
-        self.chan_subs[i].push(ChanSub { conn: id, missed_from: 0 });
+        let last_seq = self.shared.channels.current_seq(ch);
+        self.chan_subs[i].push(ChanSub { conn: id, last_seq });
         if let Some(c) = self.conn(id) {
             c.channels.push(ch);
         }
@@ -756,18 +759,15 @@ impl Worker {
                 for sub in list.iter_mut() {
                     let Some(c) = self.conns.get_mut(sub.conn.0 as usize).and_then(Option::as_mut) else { continue };
                     if c.congested || c.phase != Phase::Open {
-                        if sub.missed_from == 0 {
-                            sub.missed_from = msg.seq;
-                        }
-                        continue;
+                        continue; // missed: the hole shows at the next delivery
                     }
-                    if sub.missed_from != 0 {
+                    if msg.seq > sub.last_seq + 1 {
                         let name = self.shared.channels.name(msg.channel).unwrap_or_default();
-                        let gap = serde_json::json!({"type": "gap", "channel": &*name, "from_seq": sub.missed_from, "to_seq": msg.seq - 1});
+                        let gap = serde_json::json!({"type": "gap", "channel": &*name, "from_seq": sub.last_seq + 1, "to_seq": msg.seq - 1});
                         c.ctrl_text(gap.to_string().as_bytes(), now);
                         Counters::inc(&self.shared.counters.gaps_sent);
-                        sub.missed_from = 0;
                     }
+                    sub.last_seq = sub.last_seq.max(msg.seq);
                     c.data_frame(&msg.frame, now);
                     self.frames += 1;
                     if !c.dirty {

@@ -172,18 +172,7 @@ impl Redis {
 
     /// Send one command (RESP), return the first reply line.
     pub fn command(&self, args: &[&str]) -> Option<String> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        let mut req = format!("*{}\r\n", args.len());
-        for a in args {
-            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-        }
-        s.write_all(req.as_bytes()).ok()?;
-        let mut out = String::new();
-        let mut buf = [0u8; 4096];
-        let n = s.read(&mut buf).ok()?;
-        out.push_str(&String::from_utf8_lossy(&buf[..n]));
-        Some(out.lines().next()?.to_string())
+        redis_command(self.port, args)
     }
 
     /// Full raw reply of one command.
@@ -205,6 +194,20 @@ impl Redis {
         }
         String::from_utf8_lossy(&out).into_owned()
     }
+}
+
+/// Send one command (RESP) to the redis-server on `port`; the first reply line.
+pub fn redis_command(port: u16, args: &[&str]) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut req = format!("*{}\r\n", args.len());
+    for a in args {
+        req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    s.write_all(req.as_bytes()).ok()?;
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).lines().next()?.to_string())
 }
 
 impl Drop for Redis {
