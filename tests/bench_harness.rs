@@ -169,4 +169,5 @@ fn a_second_run_against_the_same_server_is_not_lost() {
         assert!(r["delivered"].as_u64() > Some(0));
     }
     let _ = server.kill();
+    let _ = server.wait();
 }
