@@ -165,7 +165,9 @@ fn a_second_run_against_the_same_server_is_not_lost() {
         let (ok, stdout, stderr) = bench(&args);
         assert!(ok, "{stderr}");
         let r: Value = serde_json::from_str(&stdout).unwrap();
-        assert_eq!(r["loss_pct"].as_f64(), Some(0.0), "run {run}: {r}");
+        // The bug lost ~57% in the second run; UDP on a loaded machine may
+        // drop a little, so the bound is loose but far below the bug.
+        assert!(r["loss_pct"].as_f64().unwrap() < 1.0, "run {run}: {r}");
         assert!(r["delivered"].as_u64() > Some(0));
     }
     let _ = server.kill();

@@ -320,7 +320,9 @@ fn utc_hms_in(secs: u64) -> String {
 
 #[test]
 fn market_hours_announce_transitions_and_pause_the_simulator() {
-    let session = format!("{}-{}@+00:00", utc_hms_in(3), utc_hms_in(6));
+    // Opens 4 s from now (time to start the server and subscribe while
+    // closed) and closes 3 s later.
+    let session = format!("{}-{}@+00:00", utc_hms_in(4), utc_hms_in(7));
     let s = Server::start(&["--market-hours", &session, "--heartbeat-ms", "300"]);
     let mut c = s.native_with(|w| assert_eq!(w["market_open"], false, "{w}"));
     let r = c.request(json!({"action": "subscribe", "tokens": [2885, 11536]}), 1);
