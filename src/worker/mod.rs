@@ -846,8 +846,16 @@ impl Worker {
                 }
                 continue;
             }
-            let frame = self.cache.get(sub.enc, t, ins);
-            c.data_frame(frame, now);
+            if matches!(sub.delivery, Delivery::MaxRate { .. }) && std::mem::take(&mut sub.pending) {
+                // A rate cap held ticks back and this one arrived before the
+                // trailing-edge timer ran (a late turn): it carries the
+                // `conflated` mark, so it is this client's own frame.
+                self.scratch.clear();
+                let r = encode::encode(&mut self.scratch, sub.enc, t, ins, Marks { snapshot: false, conflated: true });
+                c.data_frame(&self.scratch[r], now);
+            } else {
+                c.data_frame(self.cache.get(sub.enc, t, ins), now);
+            }
             sub.last_seq = t.seq;
             self.frames += 1;
             delivered = true;
