@@ -123,24 +123,7 @@ fn bad_bench_flags_are_explained() {
 /// to it and was dropped, reported as loss.
 #[test]
 fn a_second_run_against_the_same_server_is_not_lost() {
-    let mut server = Command::new(env!("CARGO_BIN_EXE_tickcast"))
-        .args(["--listen", "127.0.0.1:0", "--feed", "udp://127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(server.stdout.take().unwrap()), &mut line).unwrap();
-    let ws = line.split("ws://").nth(1).unwrap().split('/').next().unwrap().to_string();
-    let status: Value = {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(&ws).unwrap();
-        write!(s, "GET /status HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        serde_json::from_str(out.split_once("\r\n\r\n").unwrap().1).unwrap()
-    };
-    let udp = status["feeds"][0]["address"].as_str().unwrap().to_string();
+    let (mut server, ws, udp) = udp_server(&[]);
     let url = format!("ws://{ws}/stream");
     for run in 0..2 {
         let args = [
@@ -170,6 +153,65 @@ fn a_second_run_against_the_same_server_is_not_lost() {
         assert!(r["loss_pct"].as_f64().unwrap() < 1.0, "run {run}: {r}");
         assert!(r["delivered"].as_u64() > Some(0));
     }
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+/// A server with a UDP feed on free ports: (process, ws address, udp address).
+fn udp_server(extra: &[&str]) -> (std::process::Child, String, String) {
+    let mut server = Command::new(env!("CARGO_BIN_EXE_tickcast"))
+        .args(["--listen", "127.0.0.1:0", "--feed", "udp://127.0.0.1:0"])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(server.stdout.take().unwrap()), &mut line).unwrap();
+    let ws = line.split("ws://").nth(1).unwrap().split('/').next().unwrap().to_string();
+    let status: Value = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&ws).unwrap();
+        write!(s, "GET /status HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        serde_json::from_str(out.split_once("\r\n\r\n").unwrap().1).unwrap()
+    };
+    let udp = status["feeds"][0]["address"].as_str().unwrap().to_string();
+    (server, ws, udp)
+}
+
+/// Clients the server refuses (here: past --max-connections) are failed
+/// clients, not server loss: their ticks are not expected.
+#[test]
+fn refused_clients_are_not_counted_as_loss() {
+    let (mut server, ws, udp) = udp_server(&["--max-connections", "3"]);
+    let url = format!("ws://{ws}/stream");
+    let args = [
+        "--url",
+        &url,
+        "--feed-addr",
+        &udp,
+        "--tokens",
+        "5",
+        "--subs",
+        "3",
+        "--clients",
+        "5",
+        "--rate",
+        "500",
+        "--secs",
+        "1",
+        "--warmup",
+        "0.3",
+        "--json",
+    ];
+    let (ok, stdout, stderr) = bench(&args);
+    assert!(ok, "{stderr}");
+    let r: Value = serde_json::from_str(&stdout).unwrap();
+    assert!(r["loss_pct"].as_f64().unwrap() < 1.0, "refused clients are not loss: {r}");
+    assert!(r["delivered"].as_u64() > Some(0), "{r}");
+    assert!(stderr.contains("never had their subscription acknowledged"), "{stderr}");
     let _ = server.kill();
     let _ = server.wait();
 }

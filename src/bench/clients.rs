@@ -43,6 +43,9 @@ pub struct Measured {
     pub bytes: u64,
     /// Connections that failed or were closed by the server.
     pub failed: usize,
+    /// Per connection (in `specs` order): its subscription was acknowledged,
+    /// so its ticks count as expected deliveries.
+    pub acknowledged: Vec<bool>,
 }
 
 #[derive(PartialEq, Eq)]
@@ -56,8 +59,10 @@ enum State {
 struct Conn {
     sock: TcpStream,
     state: State,
-    /// Counted in `ready` (once).
+    /// Its subscription was acknowledged.
     ready: bool,
+    /// Counted in the run's settled count (acknowledged or gone), once.
+    settled: bool,
     buf: Vec<u8>,
     spec: ClientSpec,
 }
@@ -120,8 +125,24 @@ fn server_frame(buf: &[u8]) -> Option<(u8, std::ops::Range<usize>, usize)> {
     (buf.len() >= end).then_some((buf[0] & 0x0f, hl..end, end))
 }
 
-/// Run `specs` until `stop`; count a client ready once its subscribe is
-/// sent and the server answered. Measured: deliveries with `ts` in `window`.
+/// Count `c` as settled (acknowledged, or gone before that) once.
+fn settle(c: &mut Conn, settled: &AtomicUsize) {
+    if !std::mem::replace(&mut c.settled, true) {
+        settled.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// `c` failed or was closed: count it, and settle it so the run does not
+/// wait for a subscription that will never be acknowledged.
+fn gone(c: &mut Conn, failed: &mut usize, settled: &AtomicUsize) {
+    c.state = State::Done;
+    *failed += 1;
+    settle(c, settled);
+}
+
+/// Run `specs` until `stop`; `ready` counts connections that settled: their
+/// subscription was acknowledged, or they are gone. Measured: deliveries
+/// with `ts` in `window`.
 pub fn run(
     specs: Vec<ClientSpec>,
     ready: Arc<AtomicUsize>,
@@ -133,9 +154,16 @@ pub fn run(
     for (i, spec) in specs.into_iter().enumerate() {
         let mut sock = TcpStream::connect(spec.addr)?;
         poll.registry().register(&mut sock, Token(i), Interest::READABLE | Interest::WRITABLE)?;
-        conns.push(Conn { sock, state: State::Connecting, ready: false, buf: Vec::new(), spec });
+        conns.push(Conn { sock, state: State::Connecting, ready: false, settled: false, buf: Vec::new(), spec });
     }
-    let mut m = Measured { latency: new_histogram(), per_second: Vec::new(), delivered: 0, bytes: 0, failed: 0 };
+    let mut m = Measured {
+        latency: new_histogram(),
+        per_second: Vec::new(),
+        delivered: 0,
+        bytes: 0,
+        failed: 0,
+        acknowledged: Vec::new(),
+    };
     let mut events = Events::with_capacity(1024);
     let mut chunk = vec![0u8; 256 * 1024];
     while !stop.load(Ordering::Relaxed) {
@@ -148,8 +176,7 @@ pub fn run(
                     c.spec.path, c.spec.addr
                 );
                 if c.sock.write_all(req.as_bytes()).is_err() {
-                    c.state = State::Done;
-                    m.failed += 1;
+                    gone(c, &mut m.failed, &ready);
                     continue;
                 }
                 c.state = State::Upgrading;
@@ -160,16 +187,14 @@ pub fn run(
             loop {
                 match c.sock.read(&mut chunk) {
                     Ok(0) => {
-                        c.state = State::Done;
-                        m.failed += 1;
+                        gone(c, &mut m.failed, &ready);
                         break;
                     }
                     Ok(n) => c.buf.extend_from_slice(&chunk[..n]),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(_) => {
-                        c.state = State::Done;
-                        m.failed += 1;
+                        gone(c, &mut m.failed, &ready);
                         break;
                     }
                 }
@@ -179,14 +204,12 @@ pub fn run(
             if c.state == State::Upgrading {
                 let Some(end) = c.buf.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
                 if !c.buf.starts_with(b"HTTP/1.1 101") {
-                    c.state = State::Done;
-                    m.failed += 1;
+                    gone(c, &mut m.failed, &ready);
                     continue;
                 }
                 c.buf.drain(..end + 4);
                 if c.sock.write_all(&text_frame(c.spec.subscribe.as_bytes())).is_err() {
-                    c.state = State::Done;
-                    m.failed += 1;
+                    gone(c, &mut m.failed, &ready);
                     continue;
                 }
                 c.state = State::Open;
@@ -198,7 +221,7 @@ pub fn run(
                     0x8 => c.state = State::Done,
                     0x1 if !c.ready && p.windows(7).any(|w| w == b"subscri") => {
                         c.ready = true;
-                        ready.fetch_add(1, Ordering::Relaxed);
+                        settle(c, &ready);
                     }
                     _ => {
                         if let Some(ts) = tick_ts(op, p) {
@@ -221,6 +244,7 @@ pub fn run(
             c.buf.drain(..at);
         }
     }
+    m.acknowledged = conns.iter().map(|c| c.ready).collect();
     Ok(m)
 }
 

@@ -275,16 +275,16 @@ fn run_once(a: &BenchArgs, shape: &Shape, ws: SocketAddr, path: &str, udp: Socke
     let mut subscribers = vec![0u64; shape.tokens];
     let threads = a.client_threads.max(1);
     let mut groups: Vec<Vec<clients::ClientSpec>> = (0..threads).map(|_| Vec::new()).collect();
+    // Token indices of each client, per group, in the group's order.
+    let mut group_tokens: Vec<Vec<Vec<usize>>> = (0..threads).map(|_| Vec::new()).collect();
     for c in 0..shape.clients {
         let mut idx: Vec<usize> = (0..shape.tokens).collect();
         rng.shuffle(&mut idx);
         idx.truncate(shape.subs);
         let list: Vec<String> = idx.iter().map(|&i| tokens[i].to_string()).collect();
-        for &i in &idx {
-            subscribers[i] += 1;
-        }
         let subscribe = a.sub_template.replace("%TOKENS%", &format!("[{}]", list.join(",")));
         groups[c % threads].push(clients::ClientSpec { addr: ws, path: path.to_string(), subscribe });
+        group_tokens[c % threads].push(idx);
     }
     let ready = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -307,9 +307,13 @@ fn run_once(a: &BenchArgs, shape: &Shape, ws: SocketAddr, path: &str, udp: Socke
     while ready.load(Ordering::Relaxed) < shape.clients && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let subscribed = ready.load(Ordering::Relaxed);
-    if subscribed < shape.clients {
-        log::warn!("only {subscribed} of {} clients got a subscription reply; measuring anyway", shape.clients);
+    let settled = ready.load(Ordering::Relaxed);
+    if settled < shape.clients {
+        log::warn!(
+            "{} of {} clients neither got a subscription reply nor failed within 30 s; measuring anyway",
+            shape.clients - settled,
+            shape.clients
+        );
     }
     std::thread::sleep(Duration::from_millis(300));
     if !load_cpus.is_empty() {
@@ -342,8 +346,21 @@ fn run_once(a: &BenchArgs, shape: &Shape, ws: SocketAddr, path: &str, udp: Socke
     let mut latency = new_histogram();
     let mut per_second: Vec<hdrhistogram::Histogram<u64>> = Vec::new();
     let (mut delivered, mut bytes, mut failed) = (0, 0, 0);
-    for h in handles {
+    let mut unacknowledged = 0;
+    for (h, tokens) in handles.into_iter().zip(&group_tokens) {
         let m = h.join().map_err(|_| anyhow::anyhow!("a client thread panicked"))?.context("clients")?;
+        // Only acknowledged subscriptions are expected to deliver: a client
+        // that never got its subscription through is a failed client, not
+        // server loss.
+        for (acked, idx) in m.acknowledged.iter().zip(tokens) {
+            if *acked {
+                for &i in idx {
+                    subscribers[i] += 1;
+                }
+            } else {
+                unacknowledged += 1;
+            }
+        }
         latency.add(&m.latency).context("merging histograms")?;
         for (i, h) in m.per_second.iter().enumerate() {
             if per_second.len() <= i {
@@ -354,6 +371,9 @@ fn run_once(a: &BenchArgs, shape: &Shape, ws: SocketAddr, path: &str, udp: Socke
         delivered += m.delivered;
         bytes += m.bytes;
         failed += m.failed;
+    }
+    if unacknowledged > 0 {
+        log::warn!("{unacknowledged} clients never had their subscription acknowledged; their ticks are not expected");
     }
     if failed > 0 {
         log::warn!("{failed} client connections failed or were closed by the server");
