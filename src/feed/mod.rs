@@ -6,6 +6,7 @@
 //! reports its health through [`FeedHealth`], which `/status` and every
 //! client heartbeat show.
 
+pub(crate) mod listen;
 pub mod publish;
 pub mod redis;
 pub mod replay;

@@ -11,28 +11,27 @@
 //! sequence number and now. A bad line gets `{"error":…,"line":N}` back and
 //! the connection stays: the publisher's other lines are not lost.
 
-use std::io::{self, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token};
 use simd_json::prelude::*;
 use simd_json::BorrowedValue;
 
-use super::{read_stream, stopping, FeedCtx, Source, STATE_DOWN, STATE_LIVE};
+use super::listen::{self, Listening};
+use super::{read_stream, FeedCtx, Source};
 use crate::instrument::Registry;
 use crate::tick::{now_ns, Tick, FLAG_OHLC, FLAG_OI, FLAG_QUOTE};
 
-const LISTENER: Token = Token(usize::MAX);
 /// Longest line accepted.
 const MAX_LINE: usize = 1 << 20;
 /// Error replies kept for a publisher that does not read them.
 const MAX_REPLY: usize = 64 * 1024;
 
-struct Publisher {
+/// One connected publisher: its line buffer and its error replies.
+pub(crate) struct Publisher {
     stream: TcpStream,
     buf: Vec<u8>,
     out: Vec<u8>,
@@ -148,7 +147,7 @@ impl PublishPort {
     }
 
     /// Read and apply what `p` sent. False when it is gone.
-    fn serve(&mut self, p: &mut Publisher, ctx: &mut FeedCtx, chunk: &mut [u8]) -> bool {
+    fn read_lines(&mut self, p: &mut Publisher, ctx: &mut FeedCtx, chunk: &mut [u8]) -> bool {
         let (lines, skipping, out) = (&mut p.lines, &mut p.skipping, &mut p.out);
         let alive = read_stream(&mut p.stream, &mut p.buf, chunk, |buf| {
             let mut start = 0;
@@ -191,6 +190,27 @@ fn reply(out: &mut Vec<u8>, line: u64, msg: &str) {
     }
 }
 
+impl Listening for PublishPort {
+    type Peer = Publisher;
+    const CHUNK: usize = 64 * 1024;
+
+    fn listener(&mut self) -> &mut TcpListener {
+        &mut self.listener
+    }
+
+    fn accept(&mut self, stream: TcpStream, _: SocketAddr, _: &FeedCtx) -> Publisher {
+        Publisher { stream, buf: Vec::new(), out: Vec::new(), lines: 0, skipping: false }
+    }
+
+    fn stream(peer: &mut Publisher) -> &mut TcpStream {
+        &mut peer.stream
+    }
+
+    fn serve(&mut self, peer: &mut Publisher, ctx: &mut FeedCtx, chunk: &mut [u8]) -> bool {
+        self.read_lines(peer, ctx, chunk)
+    }
+}
+
 impl Source for PublishPort {
     fn kind(&self) -> &'static str {
         "publish"
@@ -205,51 +225,6 @@ impl Source for PublishPort {
     }
 
     fn run(mut self: Box<Self>, mut ctx: FeedCtx) {
-        let mut run = || -> io::Result<()> {
-            let mut poll = Poll::new()?;
-            poll.registry().register(&mut self.listener, LISTENER, Interest::READABLE)?;
-            let mut events = Events::with_capacity(64);
-            let mut pubs: Vec<Option<Publisher>> = Vec::new();
-            let mut chunk = vec![0u8; 64 * 1024];
-            ctx.health.state.store(STATE_LIVE, Ordering::Relaxed);
-            while !stopping(&ctx.shutdown) {
-                poll.poll(&mut events, Some(Duration::from_millis(50)))?;
-                for ev in events.iter() {
-                    if ev.token() == LISTENER {
-                        while let Ok((mut stream, _)) = self.listener.accept() {
-                            let free = pubs.iter().position(Option::is_none);
-                            let id = match free {
-                                Some(free) => free,
-                                None => {
-                                    pubs.push(None);
-                                    pubs.len() - 1
-                                }
-                            };
-                            poll.registry().register(&mut stream, Token(id), Interest::READABLE)?;
-                            pubs[id] =
-                                Some(Publisher { stream, buf: Vec::new(), out: Vec::new(), lines: 0, skipping: false });
-                            ctx.health.reconnects.fetch_add(1, Ordering::Relaxed);
-                        }
-                        continue;
-                    }
-                    let id = ev.token().0;
-                    let Some(mut p) = pubs.get_mut(id).and_then(Option::take) else { continue };
-                    if self.serve(&mut p, &mut ctx, &mut chunk) {
-                        pubs[id] = Some(p);
-                    } else {
-                        let _ = poll.registry().deregister(&mut p.stream);
-                    }
-                }
-                ctx.fanout.flush();
-                if let Some(c) = ctx.channels.as_mut() {
-                    c.flush();
-                }
-            }
-            Ok(())
-        };
-        if let Err(e) = run() {
-            log::error!("feed {}: {e}", ctx.health.name);
-        }
-        ctx.health.state.store(STATE_DOWN, Ordering::Relaxed);
+        listen::run(&mut *self, &mut ctx);
     }
 }

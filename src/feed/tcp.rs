@@ -3,26 +3,22 @@
 //! own buffer and `packet_seq` tracking, so a publisher that disconnects
 //! mid-packet loses only its own partial packet.
 
-use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token};
 
+use super::listen::{self, Listening};
 use super::tcf1::{self, DropReason, Merger};
-use super::{publish_packet, read_stream, stopping, FeedCtx, PacketSeq, Source, STATE_DOWN, STATE_LIVE};
+use super::{publish_packet, read_stream, FeedCtx, PacketSeq, Source};
 use crate::instrument::Registry;
 use crate::tick::now_ns;
 
-const LISTENER: Token = Token(usize::MAX);
 /// Most bytes one publisher may have buffered: the largest legal packet.
 const MAX_BUFFERED: usize = tcf1::HEADER_LEN + u16::MAX as usize * tcf1::DEPTH_LEN;
 
 /// One connected feed handler.
-struct Publisher {
+pub(crate) struct Publisher {
     stream: TcpStream,
     buf: Vec<u8>,
     seqs: PacketSeq,
@@ -83,6 +79,28 @@ fn serve(p: &mut Publisher, ctx: &mut FeedCtx, merger: &mut Merger, chunk: &mut 
     alive
 }
 
+impl Listening for Tcp {
+    type Peer = Publisher;
+    const CHUNK: usize = 256 * 1024;
+
+    fn listener(&mut self) -> &mut TcpListener {
+        &mut self.listener
+    }
+
+    fn accept(&mut self, stream: TcpStream, addr: SocketAddr, ctx: &FeedCtx) -> Publisher {
+        log::info!("feed {}: publisher {addr} connected", ctx.health.name);
+        Publisher { stream, buf: Vec::new(), seqs: PacketSeq::default() }
+    }
+
+    fn stream(peer: &mut Publisher) -> &mut TcpStream {
+        &mut peer.stream
+    }
+
+    fn serve(&mut self, peer: &mut Publisher, ctx: &mut FeedCtx, chunk: &mut [u8]) -> bool {
+        serve(peer, ctx, &mut self.merger, chunk)
+    }
+}
+
 impl Source for Tcp {
     fn kind(&self) -> &'static str {
         "tcp"
@@ -93,43 +111,6 @@ impl Source for Tcp {
     }
 
     fn run(mut self: Box<Self>, mut ctx: FeedCtx) {
-        let mut run = || -> io::Result<()> {
-            let mut poll = Poll::new()?;
-            poll.registry().register(&mut self.listener, LISTENER, Interest::READABLE)?;
-            let mut events = Events::with_capacity(64);
-            let mut pubs: Vec<Option<Publisher>> = Vec::new();
-            let mut chunk = vec![0u8; 256 * 1024];
-            ctx.health.state.store(STATE_LIVE, Ordering::Relaxed);
-            while !stopping(&ctx.shutdown) {
-                poll.poll(&mut events, Some(Duration::from_millis(50)))?;
-                for ev in events.iter() {
-                    if ev.token() == LISTENER {
-                        while let Ok((mut stream, peer)) = self.listener.accept() {
-                            let id = pubs.iter().position(Option::is_none).unwrap_or_else(|| {
-                                pubs.push(None);
-                                pubs.len() - 1
-                            });
-                            poll.registry().register(&mut stream, Token(id), Interest::READABLE)?;
-                            pubs[id] = Some(Publisher { stream, buf: Vec::new(), seqs: PacketSeq::default() });
-                            ctx.health.reconnects.fetch_add(1, Ordering::Relaxed);
-                            log::info!("feed {}: publisher {peer} connected", ctx.health.name);
-                        }
-                        continue;
-                    }
-                    let id = ev.token().0;
-                    let Some(p) = pubs.get_mut(id).and_then(Option::as_mut) else { continue };
-                    if !serve(p, &mut ctx, &mut self.merger, &mut chunk) {
-                        let mut p = pubs[id].take().expect("present above");
-                        let _ = poll.registry().deregister(&mut p.stream);
-                    }
-                }
-                ctx.fanout.flush();
-            }
-            Ok(())
-        };
-        if let Err(e) = run() {
-            log::error!("feed {}: {e}", ctx.health.name);
-        }
-        ctx.health.state.store(STATE_DOWN, Ordering::Relaxed);
+        listen::run(&mut *self, &mut ctx);
     }
 }
