@@ -126,26 +126,7 @@ fn a_second_run_against_the_same_server_is_not_lost() {
     let (mut server, ws, udp) = udp_server(&[]);
     let url = format!("ws://{ws}/stream");
     for run in 0..2 {
-        let args = [
-            "--url",
-            &url,
-            "--feed-addr",
-            &udp,
-            "--tokens",
-            "5",
-            "--subs",
-            "3",
-            "--clients",
-            "2",
-            "--rate",
-            "500",
-            "--secs",
-            "1",
-            "--warmup",
-            "0.3",
-            "--json",
-        ];
-        let (ok, stdout, stderr) = bench(&args);
+        let (ok, stdout, stderr) = bench_url(&url, &udp, 2);
         assert!(ok, "{stderr}");
         let r: Value = serde_json::from_str(&stdout).unwrap();
         // The bug lost ~57% in the second run; UDP on a loaded machine may
@@ -155,6 +136,14 @@ fn a_second_run_against_the_same_server_is_not_lost() {
     }
     let _ = server.kill();
     let _ = server.wait();
+}
+
+/// A short JSON-reporting run of `clients` clients (3 of 5 tokens each,
+/// 500 ticks/s, 1 s) against a running server.
+fn bench_url(url: &str, udp: &str, clients: usize) -> (bool, String, String) {
+    let clients = clients.to_string();
+    let common = ["--tokens", "5", "--subs", "3", "--rate", "500", "--secs", "1", "--warmup", "0.3", "--json"];
+    bench(&[&["--url", url, "--feed-addr", udp, "--clients", &clients][..], &common[..]].concat())
 }
 
 /// A server with a UDP feed on free ports: (process, ws address, udp address).
@@ -187,26 +176,7 @@ fn udp_server(extra: &[&str]) -> (std::process::Child, String, String) {
 fn refused_clients_are_not_counted_as_loss() {
     let (mut server, ws, udp) = udp_server(&["--max-connections", "3"]);
     let url = format!("ws://{ws}/stream");
-    let args = [
-        "--url",
-        &url,
-        "--feed-addr",
-        &udp,
-        "--tokens",
-        "5",
-        "--subs",
-        "3",
-        "--clients",
-        "5",
-        "--rate",
-        "500",
-        "--secs",
-        "1",
-        "--warmup",
-        "0.3",
-        "--json",
-    ];
-    let (ok, stdout, stderr) = bench(&args);
+    let (ok, stdout, stderr) = bench_url(&url, &udp, 5);
     assert!(ok, "{stderr}");
     let r: Value = serde_json::from_str(&stdout).unwrap();
     assert!(r["loss_pct"].as_f64().unwrap() < 1.0, "refused clients are not loss: {r}");
