@@ -36,6 +36,9 @@ pub struct ChannelMsg {
     pub frame: Arc<[u8]>,
     /// The payload as published (what `--publish` mirrors to Redis).
     pub data: Arc<[u8]>,
+    /// The payload alone as a text frame, for dialects that relay channel
+    /// messages verbatim (exchange streams, Trading WS signals).
+    pub raw: Arc<[u8]>,
 }
 
 /// Longest channel name.
@@ -60,6 +63,12 @@ impl ChannelError {
             ChannelError::Full => "channel limit reached",
         }
     }
+}
+
+/// The user a private channel belongs to: `private:<user>:<name>` reaches
+/// only that user's connections (portfolio and order updates).
+pub fn private_owner(name: &str) -> Option<&str> {
+    name.strip_prefix("private:").map(|rest| rest.split_once(':').map_or(rest, |(user, _)| user))
 }
 
 /// Is `name` an acceptable channel name? (`tcf1:` is reserved for ticks on Redis.)
@@ -160,7 +169,15 @@ impl Channels {
         out.extend_from_slice(itoa::Buffer::new().format(ts_ns).as_bytes());
         out.push(b'}');
         let r = frame::finish(&mut out, start, frame::OP_TEXT);
-        ChannelMsg { channel: id, seq, frame: out[r].into(), data: data.into() }
+        let mut raw = Vec::with_capacity(data.len() + 10);
+        let start = frame::begin(&mut raw);
+        if json {
+            raw.extend_from_slice(data);
+        } else {
+            write_str(&mut raw, &String::from_utf8_lossy(data));
+        }
+        let rr = frame::finish(&mut raw, start, frame::OP_TEXT);
+        ChannelMsg { channel: id, seq, frame: out[r].into(), data: data.into(), raw: raw[rr].into() }
     }
 }
 
@@ -192,5 +209,11 @@ mod tests {
         );
         assert_eq!((payload(&m2)["data"].as_str(), m2.seq), (Some("not json"), 2));
         assert_eq!(&*c.name(b).unwrap(), "trade@TATA_INR");
+        let raw = |m: &ChannelMsg| serde_json::from_slice::<serde_json::Value>(&m.raw[2..]).unwrap();
+        assert_eq!(raw(&m1), serde_json::json!({"side":"buy","qty":5}), "relayed verbatim");
+        assert_eq!(raw(&m2), serde_json::json!("not json"));
+        assert_eq!(private_owner("private:alice:portfolio"), Some("alice"));
+        assert_eq!(private_owner("private:bob"), Some("bob"));
+        assert_eq!(private_owner("signals"), None);
     }
 }

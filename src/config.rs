@@ -94,9 +94,41 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub max_channels: Option<usize>,
 
-    /// When the market is open: `always`, `nse` (09:15–15:30 IST, Mon–Fri) or daily sessions like `09:15-15:30@+05:30`. Closed: the simulator pauses and clients get `market_status` [default: always].
+    /// API keys: a TOML file of users, their hashed keys (`tickcast hash-key`), roles and limits. Without it every client is anonymous [default: none].
+    #[arg(long, value_name = "PATH")]
+    pub auth_file: Option<PathBuf>,
+
+    /// Serve a non-loopback address without an auth file (anyone who can reach it may connect) [default: refuse].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub allow_anonymous: Option<bool>,
+
+    /// The OpenAlgo-compatible listener (any path, `authenticate` first), or `off` [default: 127.0.0.1:8765].
+    #[arg(long, value_name = "ADDR|off")]
+    pub openalgo_listen: Option<String>,
+
+    /// Trading WS (`/ws`): serve the endpoint [default: true].
+    #[arg(long, env = "WEBSOCKET_ENABLED", value_name = "BOOL")]
+    pub websocket_enabled: Option<bool>,
+
+    /// Trading WS: seconds between server pings to idle `/ws` clients [default: 30].
+    #[arg(long, env = "WEBSOCKET_PING_INTERVAL", value_name = "SECS")]
+    pub websocket_ping_interval: Option<f64>,
+
+    /// Trading WS: seconds between batched `price_update` messages [default: 3].
+    #[arg(long, env = "WEBSOCKET_PRICE_UPDATE_INTERVAL", value_name = "SECS")]
+    pub websocket_price_update_interval: Option<f64>,
+
+    /// Trading WS: seconds between `portfolio_update` messages per user (the newest wins) [default: 5].
+    #[arg(long, env = "WEBSOCKET_PORTFOLIO_UPDATE_INTERVAL", value_name = "SECS")]
+    pub websocket_portfolio_update_interval: Option<f64>,
+
+    /// Trading WS: most concurrent `/ws` connections [default: 100].
+    #[arg(long, env = "WEBSOCKET_MAX_CONNECTIONS", value_name = "N")]
+    pub websocket_max_connections: Option<usize>,
+
+    /// When the market is open: `always`, `nse` (09:15–15:30 Asia/Kolkata, Mon–Fri), or `SESSIONS[@ZONE][;days=DAYS][;holidays=DATES]` like `09:30-16:00@America/New_York;days=mon-fri;holidays=2026-07-03` (zone: IANA name or ±HH:MM, default UTC; days default every day); `nse;holidays=2026-01-26,…` adds holidays. In the file, also a `[market-hours]` table (time-zone, sessions, weekdays, holidays, preset). Closed: the simulator pauses and clients get `market_status` [default: always].
     #[arg(long, value_name = "SPEC")]
-    pub market_hours: Option<String>,
+    pub market_hours: Option<crate::market::HoursSpec>,
 }
 
 macro_rules! merge_fields {
@@ -110,7 +142,9 @@ impl Args {
     pub fn over(self, file: Args) -> Args {
         let cli = self;
         merge_fields!(cli, file; listen, master, feed, workers, cpus, idle, slow_consumer, max_connections,
-            max_subscriptions, heartbeat_ms, session_ttl_secs, max_message_bytes, out_buffer_bytes, ring_capacity, market_hours, publish_listen, max_channels, publish)
+            max_subscriptions, heartbeat_ms, session_ttl_secs, max_message_bytes, out_buffer_bytes, ring_capacity, market_hours, publish_listen, max_channels, publish, auth_file, allow_anonymous, openalgo_listen,
+            websocket_enabled, websocket_ping_interval, websocket_price_update_interval,
+            websocket_portfolio_update_interval, websocket_max_connections)
     }
 }
 
@@ -121,6 +155,11 @@ pub enum Command {
     Record(crate::record::RecordArgs),
     /// Open-loop latency benchmark: TCF1 over UDP in, many WebSocket clients out.
     Bench(Box<crate::bench::BenchArgs>),
+    /// Print the `keys` entry of an auth file for an API key (its SHA-256).
+    HashKey {
+        /// The API key to hash.
+        key: String,
+    },
 }
 
 /// A feed source, parsed from `--feed`.
@@ -311,6 +350,30 @@ pub struct Config {
     pub max_channels: usize,
     /// Redis URL to mirror everything to.
     pub publish: Option<String>,
+    /// Users and API keys (`None`: anonymous).
+    pub auth_file: Option<PathBuf>,
+    /// Allow a non-loopback listener without an auth file.
+    pub allow_anonymous: bool,
+    /// OpenAlgo listener (`None`: off).
+    pub openalgo_listen: Option<SocketAddr>,
+    /// Trading WS (`/ws`) settings.
+    pub trading: TradingConfig,
+}
+
+/// Settings of the Trading WS dialect (`/ws`), named after the seed's
+/// environment variables.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TradingConfig {
+    /// `WEBSOCKET_ENABLED`.
+    pub enabled: bool,
+    /// `WEBSOCKET_PING_INTERVAL`, seconds.
+    pub ping_interval: f64,
+    /// `WEBSOCKET_PRICE_UPDATE_INTERVAL`, seconds.
+    pub price_update_interval: f64,
+    /// `WEBSOCKET_PORTFOLIO_UPDATE_INTERVAL`, seconds.
+    pub portfolio_update_interval: f64,
+    /// `WEBSOCKET_MAX_CONNECTIONS`.
+    pub max_connections: usize,
 }
 
 impl Default for Config {
@@ -392,13 +455,34 @@ impl Config {
                 None => Ok(default),
             }
         };
+        let seconds = |name: &str, v: Option<f64>, default: f64| -> Result<f64> {
+            match v {
+                Some(s) if !(0.01..=86_400.0).contains(&s) => bail!("--{name} {s}: must be 0.01 to 86400 seconds"),
+                Some(s) => Ok(s),
+                None => Ok(default),
+            }
+        };
         let heartbeat_ms = a.heartbeat_ms.unwrap_or(1000);
         if heartbeat_ms == 0 {
             bail!("--heartbeat-ms must be at least 1");
         }
         let ring_capacity = positive("ring-capacity", a.ring_capacity, 65536)?;
+        let listen = a.listen.unwrap_or_else(|| "127.0.0.1:8080".parse().expect("literal address"));
+        let openalgo_listen = match a.openalgo_listen.as_deref().unwrap_or("127.0.0.1:8765") {
+            "off" => None,
+            addr => {
+                Some(addr.parse().with_context(|| format!("--openalgo-listen `{addr}`: expected HOST:PORT or off"))?)
+            }
+        };
+        let allow_anonymous = a.allow_anonymous.unwrap_or(false);
+        let exposed = std::iter::once(listen).chain(openalgo_listen).find(|l: &SocketAddr| !l.ip().is_loopback());
+        if let (Some(addr), None, false) = (exposed, &a.auth_file, allow_anonymous) {
+            bail!(
+                "refusing to serve {addr} (not loopback) without API keys: give --auth-file PATH, or --allow-anonymous to let anyone who can reach it connect"
+            );
+        }
         Ok(Config {
-            listen: a.listen.unwrap_or_else(|| "127.0.0.1:8080".parse().expect("literal address")),
+            listen,
             master: a.master,
             feeds,
             workers,
@@ -412,13 +496,27 @@ impl Config {
             max_message_bytes: positive("max-message-bytes", a.max_message_bytes, 64 * 1024)?,
             out_buffer_bytes: positive("out-buffer-bytes", a.out_buffer_bytes, 4 * 1024 * 1024)?,
             ring_capacity,
-            market_hours: crate::market::Schedule::parse(a.market_hours.as_deref().unwrap_or("always"))?,
+            market_hours: crate::market::Schedule::from_spec(a.market_hours.as_ref())?,
             publish_listen: a.publish_listen,
             publish: match a.publish {
                 Some(url) if !url.starts_with("redis://") => bail!("--publish `{url}`: expected redis://HOST:PORT"),
                 other => other,
             },
             max_channels: positive("max-channels", a.max_channels, 4096)?,
+            auth_file: a.auth_file,
+            allow_anonymous,
+            openalgo_listen,
+            trading: TradingConfig {
+                enabled: a.websocket_enabled.unwrap_or(true),
+                ping_interval: seconds("websocket-ping-interval", a.websocket_ping_interval, 30.0)?,
+                price_update_interval: seconds("websocket-price-update-interval", a.websocket_price_update_interval, 3.0)?,
+                portfolio_update_interval: seconds(
+                    "websocket-portfolio-update-interval",
+                    a.websocket_portfolio_update_interval,
+                    5.0,
+                )?,
+                max_connections: positive("websocket-max-connections", a.websocket_max_connections, 100)?,
+            },
         })
     }
 }

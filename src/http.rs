@@ -73,6 +73,8 @@ fn snapshot(shared: &Shared) -> Snapshot {
             ("frames_sent", "Data frames queued to clients", l(&c.frames_sent)),
             ("bytes_written", "Bytes written to client sockets", l(&c.bytes_written)),
             ("sessions_restored", "Reconnects that got their subscriptions back", l(&c.sessions_restored)),
+            ("auth_failures", "Connections refused for a missing or invalid API key", l(&c.auth_failures)),
+            ("limit_rejections", "Connections refused at a per-user or per-dialect limit", l(&c.limit_rejections)),
         ],
         connections,
         subscriptions,

@@ -17,9 +17,11 @@
 //! - [`feed`]: sources (the simulator) and their health.
 //! - [`lvc`]: the per-slot last-value cache (seqlock).
 //! - [`ring`]: rings, interest bits and the wake protocol.
-//! - [`worker`]: the event loop: accept, read, control, drain, fan out, flush.
+//! - [`worker`]: the event loop: accept, read, control, drain, fan out, flush;
+//!   the client dialects (native and the five seed protocols) in `worker::dialect`.
+//! - [`auth`]: users, hashed API keys, roles, per-user limits.
 //! - [`subs`]: the per-worker, slot-indexed subscription table.
-//! - [`encode`]: JSON and rkyv frames, built once per (tick, encoding).
+//! - [`encode`]: JSON, rkyv and seed-dialect frames, built once per (tick, encoding).
 //! - [`ws`]: WebSocket frames and handshake, sans-IO.
 //! - [`http`]: `/status`, `/metrics`, `/healthz`, the page.
 //! - [`metrics`]: counters and latency histograms.
@@ -30,6 +32,7 @@
 //! - [`bench`]: `tickcast bench`, the open-loop latency harness.
 //! - [`record`]: `tickcast record`, sources to a replayable TCF1 file.
 
+pub mod auth;
 pub mod bench;
 pub mod channel;
 pub mod config;

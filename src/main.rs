@@ -12,6 +12,10 @@ fn main() -> ExitCode {
     let sub = match args.command.take() {
         Some(Command::Record(r)) => Some(("record", tickcast::record::run(r))),
         Some(Command::Bench(b)) => Some(("bench", tickcast::bench::run(*b))),
+        Some(Command::HashKey { key }) => {
+            println!("{}", tickcast::auth::hash_line(&key));
+            return ExitCode::SUCCESS;
+        }
         None => None,
     };
     if let Some((name, res)) = sub {

@@ -40,6 +40,10 @@ pub struct Counters {
     pub bytes_written: AtomicU64,
     /// Sessions restored by a reconnect with the same `client_id`.
     pub sessions_restored: AtomicU64,
+    /// Connections refused for a missing, wrong or under-privileged API key.
+    pub auth_failures: AtomicU64,
+    /// Connections refused at a user's or dialect's connection limit.
+    pub limit_rejections: AtomicU64,
 }
 
 impl Counters {

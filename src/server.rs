@@ -50,6 +50,12 @@ pub struct Shared {
     pub market_open: Arc<AtomicBool>,
     /// Process start.
     pub started: Instant,
+    /// Users and API keys.
+    pub auth: crate::auth::Auth,
+    /// Open connections per dialect (`Dialect as usize`).
+    pub dialect_connections: [AtomicU64; crate::worker::dialect::Dialect::COUNT],
+    /// The OpenAlgo listener's address, once bound.
+    pub openalgo_addr: Option<SocketAddr>,
 }
 
 /// A running server.
@@ -115,7 +121,20 @@ impl Server {
             Some(p) => Registry::load(p)?,
             None => Registry::bundled(),
         });
+        let auth = match &config.auth_file {
+            Some(path) => crate::auth::Auth::load(path)?,
+            None => crate::auth::Auth::open(),
+        };
+        let (openalgo_listeners, openalgo_addr) = match config.openalgo_listen {
+            Some(addr) => {
+                let (l, a) = listeners(addr, config.workers)
+                    .context("the OpenAlgo listener (--openalgo-listen ADDR, or off to disable it)")?;
+                (l.into_iter().map(Some).collect(), Some(a))
+            }
+            None => ((0..config.workers).map(|_| None).collect::<Vec<_>>(), None),
+        };
         let (listeners, local_addr) = listeners(config.listen, config.workers)?;
+        let mut openalgo = openalgo_listeners;
         let mut polls = Vec::new();
         let mut signals = Vec::new();
         for _ in 0..config.workers {
@@ -175,6 +194,9 @@ impl Server {
             open_connections: AtomicU64::new(0),
             market_open: Arc::new(AtomicBool::new(config.market_hours.is_open(crate::tick::now_ns()))),
             started: Instant::now(),
+            auth,
+            dialect_connections: Default::default(),
+            openalgo_addr,
             config: config.clone(),
         });
 
@@ -239,7 +261,8 @@ impl Server {
         for (id, (((poll, listener), rings), chan_rings)) in
             polls.into_iter().zip(listeners).zip(rings).zip(chan_rings).enumerate()
         {
-            let setup = WorkerSetup { id, poll, listener, signal: signals[id].clone(), rings, chan_rings };
+            let openalgo = openalgo[id].take();
+            let setup = WorkerSetup { id, poll, listener, openalgo, signal: signals[id].clone(), rings, chan_rings };
             let worker = Worker::new(setup, shared.clone()).context("starting a worker")?;
             let cpus = config.cpus.clone();
             threads.push(
@@ -286,20 +309,23 @@ pub fn run(config: Config) -> Result<()> {
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
     }
+    let clock = crate::market::Clock::from_env()?;
     let server = Server::start(config)?;
     let addr = server.local_addr();
-    println!("{SERVER_NAME} listening on ws://{addr}/stream (status: http://{addr}/status)");
     let s = server.shared();
+    // Before the banner, so the first welcome already has the clock's state.
+    let mut market = crate::market::Watch::new(s.config.market_hours.clone(), clock);
+    market.update(&s.market_open);
+    match s.openalgo_addr {
+        Some(oa) => println!("{SERVER_NAME} listening on ws://{addr}/stream (status: http://{addr}/status; OpenAlgo: ws://{oa})"),
+        None => println!("{SERVER_NAME} listening on ws://{addr}/stream (status: http://{addr}/status)"),
+    }
     let feeds: Vec<String> = s.config.feeds.iter().map(|f| format!("{f:?}")).collect();
     log::info!("{} instruments, {} worker(s), feeds: {}", s.registry.len(), s.config.workers, feeds.join(", "));
     let mut last_sweep = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(20));
-        let open = s.config.market_hours.is_open(crate::tick::now_ns());
-        // Release: pairs with the Acquire loads of the feeds and workers.
-        if s.market_open.swap(open, Ordering::AcqRel) != open {
-            log::info!("market {}", if open { "open" } else { "closed" });
-        }
+        market.update(&s.market_open);
         if last_sweep.elapsed() > Duration::from_secs(10) {
             server.shared().sessions.sweep(Instant::now());
             last_sweep = Instant::now();

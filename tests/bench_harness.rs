@@ -149,7 +149,7 @@ fn bench_url(url: &str, udp: &str, clients: usize) -> (bool, String, String) {
 /// A server with a UDP feed on free ports: (process, ws address, udp address).
 fn udp_server(extra: &[&str]) -> (std::process::Child, String, String) {
     let mut server = Command::new(env!("CARGO_BIN_EXE_tickcast"))
-        .args(["--listen", "127.0.0.1:0", "--feed", "udp://127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0", "--openalgo-listen", "off", "--feed", "udp://127.0.0.1:0"])
         .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::piped())

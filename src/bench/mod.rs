@@ -222,7 +222,7 @@ fn spawn_server(a: &BenchArgs, shape: &Shape) -> Result<Spawned> {
     std::fs::write(&path, csv).with_context(|| format!("writing {}", path.display()))?;
     let master = tempfile_path::TempPath(path.clone());
     let mut cmd = Command::new(std::env::current_exe().context("locating tickcast")?);
-    cmd.args(["--listen", "127.0.0.1:0", "--feed", "udp://127.0.0.1:0", "--workers", "1"])
+    cmd.args(["--listen", "127.0.0.1:0", "--openalgo-listen", "off", "--feed", "udp://127.0.0.1:0", "--workers", "1"])
         .arg("--master")
         .arg(&path)
         .args(["--max-subscriptions", &shape.subs.max(3000).to_string()])

@@ -6,6 +6,7 @@
 //! frames built for the tick being fanned out, so the first subscriber of
 //! an encoding pays for the encode and the rest only copy bytes.
 
+pub mod dialects;
 pub mod json;
 pub mod rkyv;
 
@@ -14,17 +15,30 @@ use std::ops::Range;
 use crate::instrument::Instrument;
 use crate::tick::{Mode, Tick};
 
-/// Data frame format chosen at connect time (`format=`).
+/// Data frame format of a subscription: the native formats chosen at
+/// connect time (`format=`), or the market-data shape of a seed dialect.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
-    /// JSON text frames.
+    /// Native JSON text frames.
     Json,
-    /// rkyv-archived binary frames (see `docs/rkyv-layout.md`).
+    /// Native rkyv-archived binary frames (see `docs/rkyv-layout.md`).
     Rkyv,
+    /// Odin `market_data` (seed `000_…`).
+    Odin,
+    /// Campus `price_update` (seed `002_…`).
+    Campus,
+    /// OpenAlgo `market_data` (seed `003_…`).
+    OpenAlgo,
+    /// Exchange streams (seed `004_…`): one frame per stream in the set
+    /// (`exchange::TRADE | TICKER | DEPTH` bits, never 0).
+    Exchange(u8),
+    /// Trading WS (seed `001_…`): never encoded per tick; the worker batches
+    /// changed instruments into one `price_update` per interval.
+    Batched,
 }
 
 impl Format {
-    /// Parse `json` / `rkyv`.
+    /// Parse the native `format=` parameter: `json` / `rkyv`.
     pub fn parse(s: &str) -> Option<Format> {
         match s {
             "json" => Some(Format::Json),
@@ -38,6 +52,11 @@ impl Format {
         match self {
             Format::Json => "json",
             Format::Rkyv => "rkyv",
+            Format::Odin => "odin",
+            Format::Campus => "campus",
+            Format::OpenAlgo => "openalgo",
+            Format::Exchange(_) => "exchange",
+            Format::Batched => "batched",
         }
     }
 }
@@ -51,14 +70,26 @@ pub struct Encoding {
     pub mode: Mode,
 }
 
-impl Encoding {
-    /// Number of distinct encodings (size of the per-tick cache).
-    pub const COUNT: usize = 6;
+/// Formats with one frame per mode (index `f * 3 + mode - 1`).
+const PER_MODE: usize = 5;
 
-    /// Dense index `0..COUNT`.
+impl Encoding {
+    /// Number of distinct encodings (size of the per-tick cache): five
+    /// formats × three modes, then the seven non-empty exchange stream sets.
+    pub const COUNT: usize = PER_MODE * 3 + 7;
+
+    /// Dense index `0..COUNT` (`Batched` is never cached and maps to 0).
     #[inline]
     pub fn index(self) -> usize {
-        (self.format as usize) * 3 + (self.mode as usize - 1)
+        let per_mode = |f: usize| f * 3 + (self.mode as usize - 1);
+        match self.format {
+            Format::Json | Format::Batched => per_mode(0),
+            Format::Rkyv => per_mode(1),
+            Format::Odin => per_mode(2),
+            Format::Campus => per_mode(3),
+            Format::OpenAlgo => per_mode(4),
+            Format::Exchange(streams) => PER_MODE * 3 + (streams as usize & 7).max(1) - 1,
+        }
     }
 }
 
@@ -73,10 +104,17 @@ pub struct Marks {
 }
 
 /// Encode `tick` as a complete frame appended to `out`; returns its range.
+/// An empty range means the format has nothing to send for this tick
+/// (an exchange trade stream's snapshot, a batched subscription).
 pub fn encode(out: &mut Vec<u8>, enc: Encoding, tick: &Tick, ins: &Instrument, marks: Marks) -> Range<usize> {
     match enc.format {
         Format::Json => json::market_data(out, enc.mode, tick, ins, marks),
         Format::Rkyv => rkyv::market_data(out, enc.mode, tick, ins, marks),
+        Format::Odin => dialects::odin(out, enc.mode, tick, ins),
+        Format::Campus => dialects::campus(out, tick, ins),
+        Format::OpenAlgo => dialects::openalgo(out, enc.mode, tick, ins),
+        Format::Exchange(streams) => dialects::exchange(out, streams, tick, ins, marks),
+        Format::Batched => out.len()..out.len(),
     }
 }
 
@@ -84,7 +122,9 @@ pub fn encode(out: &mut Vec<u8>, enc: Encoding, tick: &Tick, ins: &Instrument, m
 #[derive(Default)]
 pub struct FrameCache {
     buf: Vec<u8>,
-    built: [Option<Range<usize>>; Encoding::COUNT],
+    /// Bit `i`: `ranges[i]` holds this tick's frame in encoding `i`.
+    built: u32,
+    ranges: [Range<usize>; Encoding::COUNT],
 }
 
 impl FrameCache {
@@ -92,22 +132,18 @@ impl FrameCache {
     #[inline]
     pub fn reset(&mut self) {
         self.buf.clear();
-        self.built = Default::default();
+        self.built = 0;
     }
 
     /// The frame of `tick` in `enc`, encoding it if this is its first use.
     #[inline]
     pub fn get(&mut self, enc: Encoding, tick: &Tick, ins: &Instrument) -> &[u8] {
         let i = enc.index();
-        let range = match &self.built[i] {
-            Some(r) => r.clone(),
-            None => {
-                let r = encode(&mut self.buf, enc, tick, ins, Marks::default());
-                self.built[i] = Some(r.clone());
-                r
-            }
-        };
-        &self.buf[range]
+        if self.built & (1 << i) == 0 {
+            self.ranges[i] = encode(&mut self.buf, enc, tick, ins, Marks::default());
+            self.built |= 1 << i;
+        }
+        &self.buf[self.ranges[i].clone()]
     }
 }
 
@@ -118,12 +154,17 @@ mod tests {
     #[test]
     fn encoding_indices_are_dense_and_distinct() {
         let mut seen = [false; Encoding::COUNT];
-        for format in [Format::Json, Format::Rkyv] {
+        for format in [Format::Json, Format::Rkyv, Format::Odin, Format::Campus, Format::OpenAlgo] {
             for mode in Mode::ALL {
                 let i = Encoding { format, mode }.index();
                 assert!(!seen[i]);
                 seen[i] = true;
             }
+        }
+        for streams in 1..=7 {
+            let i = Encoding { format: Format::Exchange(streams), mode: Mode::Ltp }.index();
+            assert!(!seen[i]);
+            seen[i] = true;
         }
         assert!(seen.iter().all(|&s| s));
     }

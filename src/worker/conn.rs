@@ -78,6 +78,12 @@ pub struct Conn {
     pub opened_ns: u64,
     /// `logged::*` bits.
     pub logged: u8,
+    /// Client protocol (set at accept for the OpenAlgo listener, else at the upgrade).
+    pub dialect: super::dialect::Dialect,
+    /// Who the API key belongs to (`None` until authenticated).
+    pub user: Option<std::sync::Arc<crate::auth::User>>,
+    /// Dialect-specific state.
+    pub(crate) ext: super::dialect::Ext,
 }
 
 impl Conn {
@@ -102,7 +108,18 @@ impl Conn {
             last_tx_ns: now_ns,
             opened_ns: now_ns,
             logged: 0,
+            dialect: super::dialect::Dialect::Native,
+            user: None,
+            ext: super::dialect::Ext::None,
         }
+    }
+
+    /// The key its subscriptions are saved under for a reconnect: the
+    /// client id within its user, so one user cannot take over another's
+    /// subscriptions by guessing an id.
+    pub fn session_key(&self) -> String {
+        let user = self.user.as_ref().map_or("", |u| &u.id);
+        format!("{user}\u{1f}{}", self.client_id)
     }
 
     /// Queue raw bytes on the control lane (HTTP responses, whole frames).

@@ -12,7 +12,7 @@
 //! ever costs its own buffers.
 
 pub mod conn;
-mod native;
+pub mod dialect;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -36,9 +36,11 @@ use crate::subs::{Added, ConnId, Delivery, SubTable};
 use crate::tick::{now_ns, Tick};
 use crate::ws::{close, frame, handshake};
 use conn::{Conn, Fragments, Phase};
+use dialect::{native, Dialect};
 
 const WAKER: Token = Token(usize::MAX - 1);
 const LISTENER: Token = Token(usize::MAX - 2);
+const OPENALGO_LISTENER: Token = Token(usize::MAX - 3);
 
 /// Ticks taken from one ring per turn before moving on (bounds a turn).
 const DRAIN_LIMIT: usize = 8192;
@@ -68,11 +70,18 @@ pub struct Worker {
     shared: Arc<Shared>,
     poll: Poll,
     listener: TcpListener,
+    /// This worker's share of the OpenAlgo port.
+    openalgo: Option<TcpListener>,
     signal: Arc<WorkerSignal>,
     rings: Vec<rtrb::Consumer<Tick>>,
     chan_rings: Vec<rtrb::Consumer<ChannelMsg>>,
     /// Subscribers per channel id (grown as channels appear).
     chan_subs: Vec<smallvec::SmallVec<[ChanSub; 2]>>,
+    /// Connections that receive every instrument (a Trading WS client
+    /// before its first subscribe, as the seed's MVP does).
+    pub(crate) all_instruments: Vec<ConnId>,
+    /// This turn's native heartbeat (built once per housekeeping pass).
+    heartbeat: Option<(u64, Vec<u8>)>,
     conns: Vec<Option<Conn>>,
     free: Vec<u32>,
     subs: SubTable,
@@ -108,6 +117,8 @@ pub struct WorkerSetup {
     pub poll: Poll,
     /// Its listener.
     pub listener: std::net::TcpListener,
+    /// Its OpenAlgo listener, if that port is on.
+    pub openalgo: Option<std::net::TcpListener>,
     /// Its wake signal.
     pub signal: Arc<WorkerSignal>,
     /// Its ring ends, one per feed.
@@ -116,10 +127,23 @@ pub struct WorkerSetup {
     pub chan_rings: Vec<rtrb::Consumer<ChannelMsg>>,
 }
 
+/// How a channel subscriber receives the channel's messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ChanKind {
+    /// The native envelope `{"type":"channel","channel":…,"data":…,"seq":…}`.
+    Native,
+    /// The payload verbatim (exchange streams, Trading WS signals).
+    Raw,
+    /// The payload verbatim, newest only, sent by the dialect on its own
+    /// schedule (Trading WS portfolio updates).
+    Held,
+}
+
 /// One connection's subscription to a named channel.
 #[derive(Clone, Copy, Debug)]
 struct ChanSub {
     conn: ConnId,
+    kind: ChanKind,
     /// Highest `seq` delivered (or the channel's seq at subscribe time): a
     /// later message past `last_seq + 1` means messages were lost (a
     /// congested client, a ring overrun) and the client gets a `gap`.
@@ -134,6 +158,10 @@ impl Worker {
     pub fn new(setup: WorkerSetup, shared: Arc<Shared>) -> io::Result<Worker> {
         let mut listener = TcpListener::from_std(setup.listener);
         setup.poll.registry().register(&mut listener, LISTENER, Ready::READABLE)?;
+        let mut openalgo = setup.openalgo.map(TcpListener::from_std);
+        if let Some(l) = openalgo.as_mut() {
+            setup.poll.registry().register(l, OPENALGO_LISTENER, Ready::READABLE)?;
+        }
         let slots = shared.registry.len();
         let default_delivery = match shared.config.slow_consumer {
             SlowConsumer::Conflate => Delivery::Conflate,
@@ -143,10 +171,13 @@ impl Worker {
             id: setup.id,
             poll: setup.poll,
             listener,
+            openalgo,
             signal: setup.signal,
             rings: setup.rings,
             chan_rings: setup.chan_rings,
             chan_subs: Vec::new(),
+            all_instruments: Vec::new(),
+            heartbeat: None,
             conns: Vec::new(),
             free: Vec::new(),
             subs: SubTable::new(slots),
@@ -214,7 +245,8 @@ impl Worker {
         for ev in events.iter() {
             match ev.token() {
                 WAKER => {}
-                LISTENER => self.accept(now),
+                LISTENER => self.accept(now, Dialect::Native),
+                OPENALGO_LISTENER => self.accept(now, Dialect::OpenAlgo),
                 Token(t) => {
                     let id = ConnId(t as u32);
                     if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
@@ -265,10 +297,16 @@ impl Worker {
 
     // ── connections ────────────────────────────────────────────────────
 
-    fn accept(&mut self, now: u64) {
+    /// Accept what is waiting; `dialect` is the listener's (the main port
+    /// decides per path at the upgrade, the OpenAlgo port is OpenAlgo).
+    fn accept(&mut self, now: u64, dialect: Dialect) {
         loop {
-            match self.listener.accept() {
-                Ok((sock, _)) => self.admit(sock, now),
+            let listener = match dialect {
+                Dialect::OpenAlgo => self.openalgo.as_ref().expect("registered only when bound"),
+                _ => &self.listener,
+            };
+            match listener.accept() {
+                Ok((sock, _)) => self.admit(sock, now, dialect),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -280,7 +318,7 @@ impl Worker {
         }
     }
 
-    fn admit(&mut self, mut sock: TcpStream, now: u64) {
+    fn admit(&mut self, mut sock: TcpStream, now: u64, dialect: Dialect) {
         let c = &self.shared.counters;
         let max = self.shared.config.max_connections as u64;
         if self.shared.open_connections.fetch_add(1, Ordering::Relaxed) >= max {
@@ -307,7 +345,9 @@ impl Worker {
             self.free.push(id);
             return;
         }
-        self.conns[id as usize] = Some(Conn::new(sock, now));
+        let mut c = Conn::new(sock, now);
+        c.dialect = dialect;
+        self.conns[id as usize] = Some(c);
         self.open += 1;
     }
 
@@ -330,6 +370,16 @@ impl Worker {
         let Some(mut c) = self.conns.get_mut(id.0 as usize).and_then(Option::take) else {
             return;
         };
+        if c.phase != Phase::Handshake {
+            self.shared.dialect_connections[c.dialect as usize].fetch_sub(1, Ordering::Relaxed);
+        }
+        if let Some(u) = &c.user {
+            u.disconnect();
+            u.unsubscribed(c.slots.len() + c.channels.len());
+        }
+        if let Some(i) = self.all_instruments.iter().position(|&x| x == id) {
+            self.all_instruments.swap_remove(i);
+        }
         let mut saved = Vec::with_capacity(c.slots.len());
         for &slot in &c.slots {
             if let Some(s) = self.subs.get(slot, id) {
@@ -344,7 +394,7 @@ impl Worker {
             self.remove_channel_sub(id, ch);
         }
         if !c.client_id.is_empty() {
-            self.shared.sessions.save(&c.client_id, saved, std::time::Instant::now());
+            self.shared.sessions.save(&c.session_key(), saved, std::time::Instant::now());
         }
         self.subs.forget_conn(id);
         let _ = self.poll.registry().deregister(&mut c.sock);
@@ -496,20 +546,38 @@ impl Worker {
             self.http_reply(id, 400, "text/plain", format!("{why}\n").as_bytes());
             return;
         }
-        match req.path.as_str() {
-            "/stream" => {
-                if let Err(why) = native::open(self, id, &req, now) {
-                    Counters::inc(&self.shared.counters.handshake_failures);
-                    self.http_reply(id, 400, "text/plain", format!("{why}\n").as_bytes());
-                    return;
-                }
-            }
-            other => {
+        let dialect = match (c.dialect, Dialect::for_path(&req.path)) {
+            (Dialect::OpenAlgo, _) => Dialect::OpenAlgo,
+            (_, Some(Dialect::Trading)) if !self.shared.config.trading.enabled => {
                 Counters::inc(&self.shared.counters.handshake_failures);
-                let body = format!("no WebSocket endpoint at {other}; the native stream is at /stream\n");
+                let body = b"the Trading WS endpoint /ws is disabled (WEBSOCKET_ENABLED=false)\n";
+                self.http_reply(id, 404, "text/plain", body);
+                return;
+            }
+            (_, Some(d)) => d,
+            (_, None) => {
+                Counters::inc(&self.shared.counters.handshake_failures);
+                let body = format!(
+                    "no WebSocket endpoint at {}; endpoints: /stream (native), /enhanced-stream and /live-stream (Odin), /ws (Trading WS), /api/ws/prices (Campus), / (exchange streams)\n",
+                    req.path.chars().take(128).collect::<String>()
+                );
                 self.http_reply(id, 404, "text/plain", body.as_bytes());
                 return;
             }
+        };
+        // The key: `api_key=` or `Authorization: Bearer`. OpenAlgo clients
+        // may instead authenticate with their first message.
+        let key = req.param("api_key").or_else(|| req.bearer.clone());
+        if dialect != Dialect::OpenAlgo || key.is_some() {
+            if let Err((status, why)) = self.authenticate(id, key.as_deref()) {
+                self.http_reply(id, status, "text/plain", why.as_bytes());
+                return;
+            }
+        }
+        if let Err(why) = dialect::open(self, id, &req, dialect, now) {
+            Counters::inc(&self.shared.counters.handshake_failures);
+            self.http_reply(id, 400, "text/plain", format!("{why}\n").as_bytes());
+            return;
         }
         self.mark_dirty(id);
         if self.conn(id).is_some_and(|c| !c.inbuf.is_empty()) {
@@ -619,21 +687,71 @@ impl Worker {
 
     fn on_message(&mut self, id: ConnId, binary: bool, payload: &mut [u8], now: u64) -> Result<(), CloseReason> {
         if binary {
-            native::reply_error(
-                self,
-                id,
-                None,
-                "unsupported",
-                "binary messages are not accepted; send requests as JSON text frames",
-                now,
-            );
+            dialect::binary(self, id, now);
             return Ok(());
         }
         if std::str::from_utf8(payload).is_err() {
             return Err(CloseReason { code: close::INVALID_DATA, reason: "text frame is not valid UTF-8" });
         }
-        native::handle(self, id, payload, now);
+        dialect::handle(self, id, payload, now);
         Ok(())
+    }
+
+    /// Check an API key for the subscribe role and take one of its user's
+    /// connection slots; on refusal, the HTTP status and body to answer.
+    /// Counted; the body never says which part of the key was wrong.
+    pub(crate) fn authenticate(&mut self, id: ConnId, key: Option<&str>) -> Result<(), (u16, String)> {
+        use crate::auth::{role, Refused};
+        let user = match self.shared.auth.check(key, role::SUBSCRIBE) {
+            Ok(u) => u,
+            Err(r) => {
+                Counters::inc(&self.shared.counters.auth_failures);
+                let why = match r {
+                    Refused::Missing => "an API key is required: `api_key=` or `Authorization: Bearer <key>`\n",
+                    Refused::Invalid => "invalid API key\n",
+                    Refused::Forbidden => "this API key may not subscribe\n",
+                };
+                log::info!("refused a connection: {}", why.trim_end());
+                return Err((401, why.into()));
+            }
+        };
+        if !user.try_connect() {
+            Counters::inc(&self.shared.counters.limit_rejections);
+            let max = user.max_connections.unwrap_or(0);
+            return Err((429, format!("user {} is at its connection limit ({max})\n", user.id)));
+        }
+        if let Some(c) = self.conn(id) {
+            c.user = Some(user);
+        } else {
+            user.disconnect();
+        }
+        Ok(())
+    }
+
+    /// Answer the upgrade (101) and open the connection in `dialect`.
+    pub(crate) fn accept_upgrade(&mut self, id: ConnId, req: &crate::ws::handshake::Request, dialect: Dialect) {
+        let key = req.ws_key.as_deref().expect("upgrade_error checked the key");
+        self.shared.dialect_connections[dialect as usize].fetch_add(1, Ordering::Relaxed);
+        let c = self.conn(id).expect("caller holds the connection");
+        c.ctrl_raw(handshake::accept_response(key).as_bytes());
+        c.phase = Phase::Open;
+        c.dialect = dialect;
+    }
+
+    /// Queue a text reply on the control lane.
+    pub(crate) fn reply(&mut self, id: ConnId, text: &[u8], now: u64) {
+        if let Some(c) = self.conn(id) {
+            c.ctrl_text(text, now);
+        }
+        self.mark_dirty(id);
+    }
+
+    /// The native heartbeat for this housekeeping pass (built once per pass).
+    pub(crate) fn heartbeat_frame(&mut self, now: u64) -> &[u8] {
+        if self.heartbeat.as_ref().is_none_or(|(t, _)| *t != now) {
+            self.heartbeat = Some((now, native::heartbeat(&self.shared, now)));
+        }
+        &self.heartbeat.as_ref().expect("set above").1
     }
 
     // ── subscriptions ──────────────────────────────────────────────────
@@ -655,6 +773,9 @@ impl Worker {
         if !known && c.slots.len() + c.channels.len() >= limit {
             return Err("subscription limit reached");
         }
+        if !known && c.user.as_ref().is_some_and(|u| !u.try_subscribe()) {
+            return Err("the user's subscription limit reached");
+        }
         match self.subs.subscribe(slot, id, enc, delivery) {
             Added::Updated => return Ok(()),
             Added::New { first } => {
@@ -675,12 +796,17 @@ impl Worker {
             debug_assert_eq!(sub.conn, id);
             if c.congested {
                 sub.pending = true; // delivered when the client drains
+            } else if enc.format == encode::Format::Batched {
+                sub.last_seq = t.seq;
+                dialect::trading::changed(c, slot);
             } else {
                 sub.last_seq = t.seq;
                 self.scratch.clear();
                 let r = encode::encode(&mut self.scratch, enc, &t, ins, Marks { snapshot: true, conflated: false });
-                c.data_frame(&self.scratch[r], now);
-                self.frames += 1;
+                if !r.is_empty() {
+                    c.data_frame(&self.scratch[r], now);
+                    self.frames += 1;
+                }
             }
         }
         self.mark_dirty(id);
@@ -699,30 +825,53 @@ impl Worker {
                     if let Some(i) = c.slots.iter().position(|&s| s == slot) {
                         c.slots.remove(i);
                     }
+                    if let Some(u) = &c.user {
+                        u.unsubscribed(1);
+                    }
                 }
                 true
             }
         }
     }
 
-    /// Subscribe `id` to channel `ch`; false if it already was.
-    pub(crate) fn subscribe_channel(&mut self, id: ConnId, ch: ChannelId) -> bool {
+    /// Subscribe `id` to the channel `name`, received as `kind`: checks the
+    /// name, privacy (`private:<user>:…` is its user's alone), the
+    /// per-connection and per-user limits. `Ok(false)`: already subscribed.
+    ///
+    /// # Errors
+    /// Why not, for the client.
+    pub(crate) fn join_channel(&mut self, id: ConnId, name: &str, kind: ChanKind) -> Result<bool, String> {
+        let limit = self.shared.config.max_subscriptions;
+        let c = self.conns.get(id.0 as usize).and_then(Option::as_ref).ok_or("connection gone")?;
+        if let Some(owner) = crate::channel::private_owner(name) {
+            if c.user.as_ref().is_none_or(|u| *u.id != *owner) {
+                return Err("private channel of another user".into());
+            }
+        }
+        let existing = self.shared.channels.lookup(name);
+        if existing.is_some_and(|ch| c.channels.contains(&ch)) {
+            return Ok(false);
+        }
+        if c.slots.len() + c.channels.len() >= limit {
+            return Err(format!("subscription limit reached ({limit} per connection)"));
+        }
+        let ch = self.shared.channels.id(name).map_err(|e| e.message().to_string())?;
+        if c.user.as_ref().is_some_and(|u| !u.try_subscribe()) {
+            return Err("the user's subscription limit reached".into());
+        }
         let i = ch.0 as usize;
         if self.chan_subs.len() <= i {
             self.chan_subs.resize_with(i + 1, Default::default);
-        }
-        if self.chan_subs[i].iter().any(|s| s.conn == id) {
-            return false;
         }
         if self.chan_subs[i].is_empty() {
             self.shared.hub.channel_interest.set(ch, self.id);
         }
         let last_seq = self.shared.channels.current_seq(ch);
-        self.chan_subs[i].push(ChanSub { conn: id, last_seq });
+        self.chan_subs[i].push(ChanSub { conn: id, kind, last_seq });
         if let Some(c) = self.conn(id) {
             c.channels.push(ch);
         }
-        true
+        Ok(true)
     }
 
     /// Unsubscribe `id` from channel `ch`; false if it was not subscribed.
@@ -732,6 +881,9 @@ impl Worker {
         }
         if let Some(c) = self.conn(id) {
             c.channels.retain(|&x| x != ch);
+            if let Some(u) = &c.user {
+                u.unsubscribed(1);
+            }
         }
         true
     }
@@ -761,14 +913,19 @@ impl Worker {
                     if c.congested || c.phase != Phase::Open {
                         continue; // missed: the hole shows at the next delivery
                     }
-                    if msg.seq > sub.last_seq + 1 {
+                    if sub.kind == ChanKind::Held {
+                        sub.last_seq = sub.last_seq.max(msg.seq);
+                        dialect::trading::hold(c, &msg.raw);
+                        continue;
+                    }
+                    if msg.seq > sub.last_seq + 1 && sub.kind == ChanKind::Native {
                         let name = self.shared.channels.name(msg.channel).unwrap_or_default();
                         let gap = serde_json::json!({"type": "gap", "channel": &*name, "from_seq": sub.last_seq + 1, "to_seq": msg.seq - 1});
                         c.ctrl_text(gap.to_string().as_bytes(), now);
                         Counters::inc(&self.shared.counters.gaps_sent);
                     }
                     sub.last_seq = sub.last_seq.max(msg.seq);
-                    c.data_frame(&msg.frame, now);
+                    c.data_frame(if sub.kind == ChanKind::Native { &msg.frame } else { &msg.raw }, now);
                     self.frames += 1;
                     if !c.dirty {
                         c.dirty = true;
@@ -846,6 +1003,12 @@ impl Worker {
                 }
                 continue;
             }
+            if sub.enc.format == encode::Format::Batched {
+                sub.last_seq = t.seq;
+                dialect::trading::changed(c, slot);
+                delivered = true;
+                continue;
+            }
             if matches!(sub.delivery, Delivery::MaxRate { .. }) && std::mem::take(&mut sub.pending) {
                 // A rate cap held ticks back and this one arrived before the
                 // trailing-edge timer ran (a late turn): it carries the
@@ -854,7 +1017,11 @@ impl Worker {
                 let r = encode::encode(&mut self.scratch, sub.enc, t, ins, Marks { snapshot: false, conflated: true });
                 c.data_frame(&self.scratch[r], now);
             } else {
-                c.data_frame(self.cache.get(sub.enc, t, ins), now);
+                let f = self.cache.get(sub.enc, t, ins);
+                if f.is_empty() {
+                    continue; // nothing in this format for this tick (an exchange trade stream, no trade)
+                }
+                c.data_frame(f, now);
             }
             sub.last_seq = t.seq;
             self.frames += 1;
@@ -874,6 +1041,11 @@ impl Worker {
             if !c.dirty {
                 c.dirty = true;
                 self.dirty.push(sub.conn);
+            }
+        }
+        for &id in &self.all_instruments {
+            if let Some(c) = self.conns.get_mut(id.0 as usize).and_then(Option::as_mut) {
+                dialect::trading::changed(c, slot);
             }
         }
         if delivered {
@@ -908,15 +1080,21 @@ impl Worker {
         let Some(c) = self.conns.get_mut(id.0 as usize).and_then(Option::as_mut) else {
             return;
         };
-        if with_gap && conflated {
+        if with_gap && conflated && c.dialect == Dialect::Native {
             native::write_gap(&mut self.scratch, t.token, from, to);
             c.ctrl_text(&self.scratch, now);
             Counters::inc(&self.shared.counters.gaps_sent);
         }
+        if enc.format == encode::Format::Batched {
+            dialect::trading::changed(c, slot);
+            return;
+        }
         self.scratch.clear();
         let r = encode::encode(&mut self.scratch, enc, &t, ins, Marks { snapshot: false, conflated });
-        c.data_frame(&self.scratch[r], now);
-        self.frames += 1;
+        if !r.is_empty() {
+            c.data_frame(&self.scratch[r], now);
+            self.frames += 1;
+        }
         self.mark_dirty(id);
     }
 
@@ -941,11 +1119,14 @@ impl Worker {
     /// Tell every client the market opened or closed.
     fn announce_market(&mut self, now: u64) {
         self.market_open = !self.market_open;
-        let status = native::market_status(self.market_open, now);
+        let status = Dialect::ALL.map(|d| dialect::market_status(d, self.market_open, now));
         for i in 0..self.conns.len() {
             if let Some(c) = self.conns[i].as_mut().filter(|c| c.phase == Phase::Open) {
-                c.ctrl_text(&status, now);
-                self.mark_dirty(ConnId(i as u32));
+                let s = &status[c.dialect as usize];
+                if !s.is_empty() {
+                    c.ctrl_text(s, now);
+                    self.mark_dirty(ConnId(i as u32));
+                }
             }
         }
     }
@@ -997,8 +1178,6 @@ impl Worker {
     // ── timers, metrics, shutdown ──────────────────────────────────────
 
     fn housekeeping(&mut self, now: u64) {
-        let hb_ns = self.shared.config.heartbeat_ms * 1_000_000;
-        let mut heartbeat: Option<Vec<u8>> = None;
         for i in 0..self.conns.len() {
             let id = ConnId(i as u32);
             let Some(c) = self.conns[i].as_mut() else {
@@ -1009,11 +1188,7 @@ impl Worker {
                     Counters::inc(&self.shared.counters.handshake_failures);
                     self.drop_conn(id);
                 }
-                Phase::Open if now.saturating_sub(c.last_tx_ns) >= hb_ns && c.is_drained() => {
-                    let hb = heartbeat.get_or_insert_with(|| native::heartbeat(&self.shared, now));
-                    c.ctrl_text(hb, now);
-                    self.mark_dirty(id);
-                }
+                Phase::Open => dialect::housekeeping(self, id, now),
                 Phase::Closing if now.saturating_sub(c.last_tx_ns) > HANDSHAKE_TIMEOUT_NS => {
                     // A peer that never reads its close frame.
                     self.drop_conn(id);

@@ -11,14 +11,14 @@ use serde_json::{json, Map, Value};
 use simd_json::prelude::*;
 use simd_json::BorrowedValue;
 
-use super::Worker;
+use super::super::{ChanKind, Worker};
 use crate::encode::{Encoding, Format};
 use crate::instrument::Slot;
 use crate::metrics::Counters;
 use crate::server::{Shared, SERVER_NAME};
 use crate::subs::{ConnId, Delivery};
 use crate::tick::Mode;
-use crate::ws::handshake::{accept_response, Request};
+use crate::ws::handshake::Request;
 
 /// Slowest `max_rate` (one update per 100 s) and fastest accepted.
 const MIN_RATE: f64 = 0.01;
@@ -41,7 +41,7 @@ fn bad(msg: impl Into<String>) -> Refusal {
 ///
 /// # Errors
 /// A bad query parameter; the caller answers 400 with the message.
-pub(super) fn open(w: &mut Worker, id: ConnId, req: &Request, now: u64) -> Result<(), String> {
+pub(crate) fn open(w: &mut Worker, id: ConnId, req: &Request, now: u64) -> Result<(), String> {
     let format = match req.param("format") {
         None => Format::Json,
         Some(f) => Format::parse(&f).ok_or_else(|| format!("format `{f}`: expected json or rkyv"))?,
@@ -53,17 +53,16 @@ pub(super) fn open(w: &mut Worker, id: ConnId, req: &Request, now: u64) -> Resul
         Some(cid) => cid,
         None => format!("{:016x}", fastrand::u64(..)),
     };
-    let key = req.ws_key.as_deref().expect("upgrade_error checked the key");
     let market_open = w.shared.market_open.load(std::sync::atomic::Ordering::Relaxed);
+    w.accept_upgrade(id, req, super::Dialect::Native);
     let c = w.conn(id).expect("caller holds the connection");
-    c.ctrl_raw(accept_response(key).as_bytes());
-    c.phase = super::Phase::Open;
     c.format = format;
     c.client_id = client_id.clone();
     let welcome = json!({"type": "welcome", "client_id": client_id, "server": SERVER_NAME, "format": format.name(), "market_open": market_open});
     c.ctrl_text(welcome.to_string().as_bytes(), now);
 
-    if let Some(saved) = w.shared.sessions.take(&client_id, std::time::Instant::now()) {
+    let key = c.session_key();
+    if let Some(saved) = w.shared.sessions.take(&key, std::time::Instant::now()) {
         Counters::inc(&w.shared.counters.sessions_restored);
         let mut subscribed = Vec::new();
         for s in saved {
@@ -93,7 +92,7 @@ pub(super) fn open(w: &mut Worker, id: ConnId, req: &Request, now: u64) -> Resul
 }
 
 /// Handle one text message.
-pub(super) fn handle(w: &mut Worker, id: ConnId, payload: &mut [u8], now: u64) {
+pub(crate) fn handle(w: &mut Worker, id: ConnId, payload: &mut [u8], now: u64) {
     if !crate::encode::json::nesting_within(payload, crate::encode::json::MAX_DEPTH) {
         let msg = format!("JSON nested deeper than {} levels", crate::encode::json::MAX_DEPTH);
         return reply_error(w, id, None, "bad_request", &msg, now);
@@ -307,26 +306,13 @@ fn subscribe(w: &mut Worker, id: ConnId, v: &BorrowedValue, req_id: Option<Value
             Target::Unknown(e) => rejected.push(e),
         }
     }
-    let limit = w.shared.config.max_subscriptions;
     for name in channel_names(v)? {
         // Channels count toward the per-connection limit (a client creating
         // names by subscribing must not fill the channel table alone).
-        let existing = w.shared.channels.lookup(name);
-        let (known, used) = w.conn(id).map_or((false, 0), |c| {
-            (existing.is_some_and(|ch| c.channels.contains(&ch)), c.slots.len() + c.channels.len())
-        });
-        if !known && used >= limit {
-            let reason = format!("subscription limit reached ({limit} per connection)");
-            rejected.push(json!({"channel": name.chars().take(64).collect::<String>(), "reason": reason}));
-            continue;
-        }
-        match w.shared.channels.id(name) {
-            Ok(ch) => {
-                w.subscribe_channel(id, ch);
-                subscribed.push(json!({"channel": name}));
-            }
-            Err(e) => {
-                rejected.push(json!({"channel": name.chars().take(64).collect::<String>(), "reason": e.message()}))
+        match w.join_channel(id, name, ChanKind::Native) {
+            Ok(_) => subscribed.push(json!({"channel": name})),
+            Err(reason) => {
+                rejected.push(json!({"channel": name.chars().take(64).collect::<String>(), "reason": reason}))
             }
         }
     }
@@ -453,11 +439,11 @@ fn send(w: &mut Worker, id: ConnId, v: &Value, now: u64) {
 }
 
 /// Send an `error` frame; the connection stays open.
-pub(super) fn reply_error(w: &mut Worker, id: ConnId, req_id: Option<Value>, code: &str, message: &str, now: u64) {
+pub(crate) fn reply_error(w: &mut Worker, id: ConnId, req_id: Option<Value>, code: &str, message: &str, now: u64) {
     Counters::inc(&w.shared.counters.bad_requests);
     if let Some(c) = w.conn(id) {
-        if c.logged & super::conn::logged::BAD_REQUEST == 0 {
-            c.logged |= super::conn::logged::BAD_REQUEST;
+        if c.logged & crate::worker::conn::logged::BAD_REQUEST == 0 {
+            c.logged |= crate::worker::conn::logged::BAD_REQUEST;
             log::info!("client {}: {code}: {message}", c.client_id);
         }
     }
@@ -466,7 +452,7 @@ pub(super) fn reply_error(w: &mut Worker, id: ConnId, req_id: Option<Value>, cod
 }
 
 /// `{"type":"gap","token":..,"from_seq":..,"to_seq":..}` into `out`.
-pub(super) fn write_gap(out: &mut Vec<u8>, token: u32, from: u64, to: u64) {
+pub(crate) fn write_gap(out: &mut Vec<u8>, token: u32, from: u64, to: u64) {
     out.clear();
     let mut b = itoa::Buffer::new();
     out.extend_from_slice(b"{\"type\":\"gap\",\"token\":");
@@ -478,8 +464,20 @@ pub(super) fn write_gap(out: &mut Vec<u8>, token: u32, from: u64, to: u64) {
     out.push(b'}');
 }
 
+/// Idle connections get a heartbeat with feed health every `heartbeat_ms`.
+pub(crate) fn housekeeping(w: &mut Worker, id: ConnId, now: u64) {
+    let hb_ns = w.shared.config.heartbeat_ms * 1_000_000;
+    if w.conn(id).is_some_and(|c| now.saturating_sub(c.last_tx_ns) >= hb_ns && c.is_drained()) {
+        let hb = w.heartbeat_frame(now).to_vec();
+        if let Some(c) = w.conn(id) {
+            c.ctrl_text(&hb, now);
+        }
+        w.mark_dirty(id);
+    }
+}
+
 /// The heartbeat every idle client gets, with feed health.
-pub(super) fn heartbeat(shared: &Shared, now: u64) -> Vec<u8> {
+pub(crate) fn heartbeat(shared: &Shared, now: u64) -> Vec<u8> {
     let feeds: Vec<Value> = shared
         .feeds
         .iter()
@@ -490,6 +488,6 @@ pub(super) fn heartbeat(shared: &Shared, now: u64) -> Vec<u8> {
 }
 
 /// `{"type":"market_status","market_open":..,"ts":..}`.
-pub(super) fn market_status(open: bool, now: u64) -> Vec<u8> {
+pub(crate) fn market_status(open: bool, now: u64) -> Vec<u8> {
     json!({"type": "market_status", "market_open": open, "ts": now}).to_string().into_bytes()
 }

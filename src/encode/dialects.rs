@@ -1,0 +1,336 @@
+//! Market-data frames in the shapes of the seed dialects, written by hand
+//! like the native JSON (no allocation, exact fixed-point prices). Each is
+//! built once per tick and dialect, then shared by every subscriber.
+//!
+//! ```json
+//! {"type":"market_data","symbol":"RELIANCE","token":"2885","exchange":"NSE","timestamp":"2026-11-22T04:00:00.123Z","data":{"ltp":2850.5,…}}
+//! {"type":"price_update","instrument_key":"NSE_EQ|INE002A01018","data":{"last_price":2451.5,"timestamp":"2026-01-19T10:30:00Z","change_percent":0.03,"volume":15000}}
+//! {"type":"market_data","symbol":"RELIANCE","exchange":"NSE","mode":2,"data":{"ltp":2850.5,"open":…,"timestamp":"2024-12-04T10:30:00"}}
+//! {"stream":"trade@RELIANCE","data":{"e":"trade","t":1042,"m":false,"p":"2850.50","q":"10","s":"RELIANCE"}}
+//! ```
+
+use std::ops::Range;
+
+use super::json::write_str;
+use super::Marks;
+use crate::instrument::Instrument;
+use crate::tick::{write_price, Level, Mode, Tick};
+use crate::ws::frame;
+
+/// Exchange stream bits (`Format::Exchange`).
+pub mod stream {
+    /// `trade@…`: one event per trade.
+    pub const TRADE: u8 = 1;
+    /// `ticker@…`: last price and day statistics.
+    pub const TICKER: u8 = 2;
+    /// `depth@…`: the order book.
+    pub const DEPTH: u8 = 4;
+}
+
+/// IST, the offset OpenAlgo timestamps are written in (they carry no zone).
+const IST_OFFSET_SECS: i64 = 5 * 3600 + 1800;
+
+#[inline]
+fn int(out: &mut Vec<u8>, key: &[u8], v: impl itoa::Integer) {
+    out.extend_from_slice(key);
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+}
+
+#[inline]
+fn price(out: &mut Vec<u8>, key: &[u8], raw: i64, dec: u8) {
+    out.extend_from_slice(key);
+    write_price(out, raw, dec);
+}
+
+/// A price as a JSON string with all its decimals (`"1000.50"`), as
+/// exchange APIs send them.
+fn price_str(out: &mut Vec<u8>, raw: i64, dec: u8) {
+    out.push(b'"');
+    let start = out.len();
+    write_price(out, raw, dec);
+    // write_price trims trailing zeros; pad back to the instrument's scale.
+    let frac = out[start..].iter().rposition(|&b| b == b'.').map_or(0, |p| out.len() - start - p - 1);
+    if dec > 0 {
+        for _ in frac..usize::from(dec) {
+            out.push(b'0');
+        }
+    }
+    out.push(b'"');
+}
+
+/// Append a UTC timestamp `2026-11-22T04:00:00.123` (+ `suffix`) for `ns`
+/// shifted by `offset_secs`; milliseconds only when `millis`.
+pub fn write_iso(out: &mut Vec<u8>, ns: u64, offset_secs: i64, millis: bool, suffix: &[u8]) {
+    let secs = (ns / 1_000_000_000) as i64 + offset_secs;
+    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Days since 1970-01-01 → civil date (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let two = |out: &mut Vec<u8>, v: i64| {
+        out.push(b'0' + (v / 10) as u8);
+        out.push(b'0' + (v % 10) as u8);
+    };
+    out.extend_from_slice(itoa::Buffer::new().format(y).as_bytes());
+    out.push(b'-');
+    two(out, m);
+    out.push(b'-');
+    two(out, d);
+    out.push(b'T');
+    two(out, sod / 3600);
+    out.push(b':');
+    two(out, sod / 60 % 60);
+    out.push(b':');
+    two(out, sod % 60);
+    if millis {
+        let ms = (ns / 1_000_000 % 1000) as i64;
+        out.push(b'.');
+        out.push(b'0' + (ms / 100) as u8);
+        two(out, ms % 100);
+    }
+    out.extend_from_slice(suffix);
+}
+
+/// `(ltp - close) / close` in hundredths of a percent, rounded; 0 without a close.
+fn change_bp(t: &Tick) -> i64 {
+    if t.close == 0 {
+        return 0;
+    }
+    let num = i128::from(t.ltp - t.close) * 10_000;
+    let den = i128::from(t.close);
+    ((num * 2 + den.signum() * den) / (2 * den)) as i64 // round half away from zero
+}
+
+/// Odin `market_data` (always the full quote: Odin has no modes).
+pub fn odin(out: &mut Vec<u8>, _mode: Mode, t: &Tick, ins: &Instrument) -> Range<usize> {
+    let start = frame::begin(out);
+    let dec = ins.price_decimals;
+    out.extend_from_slice(b"{\"type\":\"market_data\",\"symbol\":");
+    write_str(out, &ins.symbol);
+    int(out, b",\"token\":\"", t.token);
+    out.extend_from_slice(b"\",\"exchange\":");
+    write_str(out, &ins.exchange);
+    out.extend_from_slice(b",\"timestamp\":\"");
+    write_iso(out, t.ts_ns, 0, true, b"Z\"");
+    price(out, b",\"data\":{\"ltp\":", t.ltp, dec);
+    price(out, b",\"change\":", t.ltp - t.close, dec);
+    price(out, b",\"change_percent\":", change_bp(t), 2);
+    int(out, b",\"volume\":", t.volume);
+    price(out, b",\"open\":", t.open, dec);
+    price(out, b",\"high\":", t.high, dec);
+    price(out, b",\"low\":", t.low, dec);
+    price(out, b",\"close\":", t.close, dec);
+    price(out, b",\"bid\":", t.bid, dec);
+    price(out, b",\"ask\":", t.ask, dec);
+    out.extend_from_slice(b"}}");
+    frame::finish(out, start, frame::OP_TEXT)
+}
+
+/// The Upstox-style instrument key of the campus dialect: `NSE_EQ|<ISIN>`,
+/// or `NSE_INDEX|<SYMBOL>` for an instrument without an ISIN.
+pub fn campus_key(out: &mut Vec<u8>, ins: &Instrument) {
+    out.extend_from_slice(ins.exchange.as_bytes());
+    if ins.isin.is_empty() {
+        out.extend_from_slice(b"_INDEX|");
+        out.extend_from_slice(ins.symbol.as_bytes());
+    } else {
+        out.extend_from_slice(b"_EQ|");
+        out.extend_from_slice(ins.isin.as_bytes());
+    }
+}
+
+/// Campus `price_update`.
+pub fn campus(out: &mut Vec<u8>, t: &Tick, ins: &Instrument) -> Range<usize> {
+    let start = frame::begin(out);
+    out.extend_from_slice(b"{\"type\":\"price_update\",\"instrument_key\":\"");
+    campus_key(out, ins);
+    price(out, b"\",\"data\":{\"last_price\":", t.ltp, ins.price_decimals);
+    out.extend_from_slice(b",\"timestamp\":\"");
+    write_iso(out, t.ts_ns, 0, false, b"Z\"");
+    price(out, b",\"change_percent\":", change_bp(t), 2);
+    int(out, b",\"volume\":", t.volume);
+    out.extend_from_slice(b"}}");
+    frame::finish(out, start, frame::OP_TEXT)
+}
+
+fn openalgo_levels(out: &mut Vec<u8>, side: &[Level], n: usize, dec: u8) {
+    out.push(b'[');
+    for (i, l) in side.iter().take(n).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        price(out, b"{\"price\":", l.price, dec);
+        int(out, b",\"quantity\":", l.qty);
+        int(out, b",\"orders\":", l.orders);
+        out.push(b'}');
+    }
+    out.push(b']');
+}
+
+/// OpenAlgo `market_data`, normalised as in the seed: numeric `mode`;
+/// LTP carries `ltp`, Quote the full quote, Depth adds the book.
+pub fn openalgo(out: &mut Vec<u8>, mode: Mode, t: &Tick, ins: &Instrument) -> Range<usize> {
+    let start = frame::begin(out);
+    let dec = ins.price_decimals;
+    out.extend_from_slice(b"{\"type\":\"market_data\",\"symbol\":");
+    write_str(out, &ins.symbol);
+    out.extend_from_slice(b",\"exchange\":");
+    write_str(out, &ins.exchange);
+    int(out, b",\"mode\":", mode as u8);
+    price(out, b",\"data\":{\"ltp\":", t.ltp, dec);
+    if mode != Mode::Ltp {
+        price(out, b",\"open\":", t.open, dec);
+        price(out, b",\"high\":", t.high, dec);
+        price(out, b",\"low\":", t.low, dec);
+        price(out, b",\"close\":", t.close, dec);
+        int(out, b",\"volume\":", t.volume);
+        price(out, b",\"bid\":", t.bid, dec);
+        price(out, b",\"ask\":", t.ask, dec);
+        int(out, b",\"bid_qty\":", t.bid_qty);
+        int(out, b",\"ask_qty\":", t.ask_qty);
+        int(out, b",\"oi\":", t.oi);
+        int(out, b",\"prev_oi\":", t.prev_oi);
+    }
+    if mode == Mode::Depth {
+        let n = usize::from(t.depth_levels);
+        out.extend_from_slice(b",\"depth\":{\"buy\":");
+        openalgo_levels(out, &t.depth.bids, n, dec);
+        out.extend_from_slice(b",\"sell\":");
+        openalgo_levels(out, &t.depth.asks, n, dec);
+        out.push(b'}');
+    }
+    out.extend_from_slice(b",\"timestamp\":\"");
+    write_iso(out, t.ts_ns, IST_OFFSET_SECS, false, b"\"");
+    out.extend_from_slice(b"}}");
+    frame::finish(out, start, frame::OP_TEXT)
+}
+
+/// The market name of an instrument in exchange streams: `RELIANCE` on the
+/// default exchange (NSE), `BSE:RELIANCE` elsewhere.
+pub fn exchange_market(out: &mut Vec<u8>, ins: &Instrument) {
+    if &*ins.exchange != crate::instrument::DEFAULT_EXCHANGE {
+        out.extend_from_slice(ins.exchange.as_bytes());
+        out.push(b':');
+    }
+    out.extend_from_slice(ins.symbol.as_bytes());
+}
+
+fn exchange_head(out: &mut Vec<u8>, name: &[u8], ins: &Instrument) {
+    out.extend_from_slice(b"{\"stream\":\"");
+    out.extend_from_slice(name);
+    out.push(b'@');
+    exchange_market(out, ins);
+    out.extend_from_slice(b"\",\"data\":{");
+}
+
+fn exchange_tail(out: &mut Vec<u8>, ins: &Instrument) {
+    out.extend_from_slice(b",\"s\":\"");
+    exchange_market(out, ins);
+    out.extend_from_slice(b"\"}}");
+}
+
+fn exchange_side(out: &mut Vec<u8>, side: &[Level], n: usize, dec: u8) {
+    out.push(b'[');
+    for (i, l) in side.iter().take(n).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'[');
+        price_str(out, l.price, dec);
+        out.extend_from_slice(b",\"");
+        out.extend_from_slice(itoa::Buffer::new().format(l.qty).as_bytes());
+        out.extend_from_slice(b"\"]");
+    }
+    out.push(b']');
+}
+
+/// Exchange-stream frames for the streams in `streams`, one WebSocket frame
+/// each, back to back. A snapshot (the cached last value on subscribe)
+/// carries no trade: replaying one would report a trade twice.
+pub fn exchange(out: &mut Vec<u8>, streams: u8, t: &Tick, ins: &Instrument, marks: Marks) -> Range<usize> {
+    let first = out.len();
+    let dec = ins.price_decimals;
+    if streams & stream::TRADE != 0 && !marks.snapshot && t.ltq > 0 {
+        let start = frame::begin(out);
+        exchange_head(out, b"trade", ins);
+        int(out, b"\"e\":\"trade\",\"t\":", t.seq);
+        // Buyer is the maker when the trade hit the bid (a seller lifted it).
+        let maker = t.bid > 0 && t.ltp <= t.bid;
+        out.extend_from_slice(if maker { b",\"m\":true,\"p\":" } else { b",\"m\":false,\"p\":" });
+        price_str(out, t.ltp, dec);
+        int(out, b",\"q\":\"", t.ltq);
+        out.push(b'"');
+        exchange_tail(out, ins);
+        frame::finish(out, start, frame::OP_TEXT);
+    }
+    if streams & stream::TICKER != 0 {
+        let start = frame::begin(out);
+        exchange_head(out, b"ticker", ins);
+        out.extend_from_slice(b"\"e\":\"ticker\",\"c\":");
+        price_str(out, t.ltp, dec);
+        out.extend_from_slice(b",\"o\":");
+        price_str(out, t.open, dec);
+        out.extend_from_slice(b",\"h\":");
+        price_str(out, t.high, dec);
+        out.extend_from_slice(b",\"l\":");
+        price_str(out, t.low, dec);
+        int(out, b",\"v\":\"", t.volume);
+        out.push(b'"');
+        exchange_tail(out, ins);
+        frame::finish(out, start, frame::OP_TEXT);
+    }
+    if streams & stream::DEPTH != 0 {
+        let start = frame::begin(out);
+        exchange_head(out, b"depth", ins);
+        let n = usize::from(t.depth_levels);
+        out.extend_from_slice(b"\"e\":\"depth\",\"a\":");
+        exchange_side(out, &t.depth.asks, n, dec);
+        out.extend_from_slice(b",\"b\":");
+        exchange_side(out, &t.depth.bids, n, dec);
+        exchange_tail(out, ins);
+        frame::finish(out, start, frame::OP_TEXT);
+    }
+    first..out.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso_timestamps() {
+        let mut out = Vec::new();
+        // 2024-12-19T12:00:00Z = 1734609600 s.
+        write_iso(&mut out, 1_734_609_600_123_000_000, 0, true, b"Z");
+        assert_eq!(out, b"2024-12-19T12:00:00.123Z");
+        out.clear();
+        write_iso(&mut out, 1_734_609_600_000_000_000, IST_OFFSET_SECS, false, b"");
+        assert_eq!(out, b"2024-12-19T17:30:00");
+        out.clear();
+        write_iso(&mut out, 951_782_400_000_000_000, 0, false, b"Z"); // leap day 2000
+        assert_eq!(out, b"2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn price_strings_keep_every_decimal() {
+        let mut out = Vec::new();
+        price_str(&mut out, 100_050, 2);
+        price_str(&mut out, 100_000, 2);
+        price_str(&mut out, 7, 0);
+        assert_eq!(out, br#""1000.50""1000.00""7""#);
+    }
+
+    #[test]
+    fn change_rounds_half_away_from_zero() {
+        let t = |ltp, close| Tick { ltp, close, ..Tick::default() };
+        assert_eq!(change_bp(&t(245_150, 245_076)), 3); // +0.0302 %
+        assert_eq!(change_bp(&t(99_950, 100_000)), -5);
+        assert_eq!(change_bp(&t(1, 0)), 0);
+    }
+}

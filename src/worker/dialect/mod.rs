@@ -1,0 +1,158 @@
+//! Client dialects: the native protocol and the five seed protocols tickcast
+//! is a drop-in for. The endpoint path (and, for OpenAlgo, the listener)
+//! picks a connection's dialect at the upgrade; everything behind it —
+//! registry, subscription table, fan-out, channels — is shared. A dialect
+//! owns only its request parsing, its replies and its frame shape
+//! (`encode::dialects`).
+//!
+//! | dialect | endpoint | seed |
+//! |---|---|---|
+//! | native | `/stream` | `spec/protocol.md` |
+//! | Odin | `/enhanced-stream`, `/live-stream` | `000_…` |
+//! | Trading WS | `/ws` | `001_…` |
+//! | Campus prices | `/api/ws/prices` | `002_…` |
+//! | OpenAlgo | any path on `--openalgo-listen` | `003_…` |
+//! | Exchange streams | `/` | `004_…` |
+
+pub(super) mod campus;
+pub(super) mod exchange;
+pub(super) mod native;
+pub(super) mod odin;
+pub(super) mod openalgo;
+pub(super) mod trading;
+
+use super::Worker;
+use crate::subs::ConnId;
+use crate::ws::handshake::Request;
+
+/// A connection's client protocol.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Dialect {
+    /// `/stream`.
+    #[default]
+    Native,
+    /// Odin streamer (`/enhanced-stream`, `/live-stream`).
+    Odin,
+    /// Trading WS (`/ws`).
+    Trading,
+    /// Campus prices (`/api/ws/prices`).
+    Campus,
+    /// OpenAlgo (its own listener).
+    OpenAlgo,
+    /// Exchange streams (`/`).
+    Exchange,
+}
+
+impl Dialect {
+    /// Number of dialects (per-dialect counters).
+    pub const COUNT: usize = 6;
+    /// Every dialect, in index order.
+    pub const ALL: [Dialect; Dialect::COUNT] =
+        [Dialect::Native, Dialect::Odin, Dialect::Trading, Dialect::Campus, Dialect::OpenAlgo, Dialect::Exchange];
+
+    /// The dialect served at `path` on the main port.
+    pub fn for_path(path: &str) -> Option<Dialect> {
+        match path {
+            "/stream" => Some(Dialect::Native),
+            "/enhanced-stream" | "/live-stream" => Some(Dialect::Odin),
+            "/ws" => Some(Dialect::Trading),
+            "/api/ws/prices" => Some(Dialect::Campus),
+            "/" => Some(Dialect::Exchange),
+            _ => None,
+        }
+    }
+
+    /// Name in `/status`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::Native => "native",
+            Dialect::Odin => "odin",
+            Dialect::Trading => "trading_ws",
+            Dialect::Campus => "campus",
+            Dialect::OpenAlgo => "openalgo",
+            Dialect::Exchange => "exchange",
+        }
+    }
+}
+
+/// Per-connection state a dialect keeps beyond the common fields.
+#[derive(Default)]
+pub(crate) enum Ext {
+    /// Nothing extra.
+    #[default]
+    None,
+    /// Trading WS: batched price updates, held portfolio update.
+    Trading(Box<trading::State>),
+    /// Campus: subscription-change rate limit, idle timeout.
+    Campus(Box<campus::State>),
+    /// OpenAlgo: authenticated yet?
+    OpenAlgo(Box<openalgo::State>),
+}
+
+/// Validate the upgrade request and open the connection in `dialect`.
+///
+/// # Errors
+/// A bad query parameter; the caller answers 400 with the message.
+pub(super) fn open(w: &mut Worker, id: ConnId, req: &Request, dialect: Dialect, now: u64) -> Result<(), String> {
+    match dialect {
+        Dialect::Native => native::open(w, id, req, now),
+        Dialect::Odin => odin::open(w, id, req, now),
+        Dialect::Trading => trading::open(w, id, req, now),
+        Dialect::Campus => campus::open(w, id, req, now),
+        Dialect::OpenAlgo => openalgo::open(w, id, req, now),
+        Dialect::Exchange => exchange::open(w, id, req, now),
+    }
+}
+
+/// One complete text message (valid UTF-8).
+pub(super) fn handle(w: &mut Worker, id: ConnId, payload: &mut [u8], now: u64) {
+    let Some(c) = w.conn(id) else { return };
+    match c.dialect {
+        Dialect::Native => native::handle(w, id, payload, now),
+        Dialect::Odin => odin::handle(w, id, payload, now),
+        Dialect::Trading => trading::handle(w, id, payload, now),
+        Dialect::Campus => campus::handle(w, id, payload, now),
+        Dialect::OpenAlgo => openalgo::handle(w, id, payload, now),
+        Dialect::Exchange => exchange::handle(w, id, payload, now),
+    }
+}
+
+/// A binary message: every dialect speaks JSON text; answer in its terms.
+pub(super) fn binary(w: &mut Worker, id: ConnId, now: u64) {
+    const MSG: &str = "binary messages are not accepted; send requests as JSON text frames";
+    let Some(c) = w.conn(id) else { return };
+    match c.dialect {
+        Dialect::Native => native::reply_error(w, id, None, "unsupported", MSG, now),
+        Dialect::Odin => odin::reply_error(w, id, MSG, now),
+        Dialect::Trading => trading::reply_error(w, id, MSG, now),
+        Dialect::Campus => campus::reply_error(w, id, MSG, now),
+        Dialect::OpenAlgo => openalgo::reply_error(w, id, "INVALID_MESSAGE", MSG, now),
+        Dialect::Exchange => exchange::reply_error(w, id, None, MSG, now),
+    }
+}
+
+/// The notice a dialect's clients get when the market opens or closes.
+pub(super) fn market_status(dialect: Dialect, open: bool, now: u64) -> Vec<u8> {
+    match dialect {
+        Dialect::Native => native::market_status(open, now),
+        Dialect::Odin => odin::market_status(open, now),
+        Dialect::Trading => trading::market_status(open, now),
+        Dialect::Campus => campus::market_status(open, now),
+        Dialect::OpenAlgo => openalgo::market_status(open, now),
+        Dialect::Exchange => exchange::market_status(open, now),
+    }
+}
+
+/// Housekeeping for one open connection (about every 100 ms): heartbeats,
+/// pings, idle timeouts, batched updates that are due.
+pub(super) fn housekeeping(w: &mut Worker, id: ConnId, now: u64) {
+    let Some(c) = w.conn(id) else { return };
+    match c.dialect {
+        Dialect::Native => native::housekeeping(w, id, now),
+        Dialect::Odin => odin::housekeeping(w, id, now),
+        Dialect::Trading => trading::housekeeping(w, id, now),
+        Dialect::Campus => campus::housekeeping(w, id, now),
+        Dialect::OpenAlgo => openalgo::housekeeping(w, id, now),
+        Dialect::Exchange => exchange::housekeeping(w, id, now),
+    }
+}
