@@ -89,6 +89,35 @@ pub(crate) enum Ext {
     OpenAlgo(Box<openalgo::State>),
 }
 
+/// Longest client id accepted.
+const MAX_CLIENT_ID: usize = 128;
+
+/// The `client_id` query parameter, validated, or a fresh random one.
+///
+/// # Errors
+/// Empty, too long or with control characters.
+pub(crate) fn client_id(req: &Request) -> Result<String, String> {
+    match req.param("client_id") {
+        Some(cid) if cid.is_empty() || cid.len() > MAX_CLIENT_ID || cid.chars().any(char::is_control) => {
+            Err(format!("client_id must be 1..={MAX_CLIENT_ID} printable characters"))
+        }
+        Some(cid) => Ok(cid),
+        None => Ok(format!("{:016x}", fastrand::u64(..))),
+    }
+}
+
+/// Parse a client message (after the nesting guard: simd-json recurses).
+///
+/// # Errors
+/// The message for the client: too deep, or malformed with where.
+pub(crate) fn parse_json(payload: &mut [u8]) -> Result<simd_json::BorrowedValue<'_>, String> {
+    use crate::encode::json::{nesting_within, MAX_DEPTH};
+    if !nesting_within(payload, MAX_DEPTH) {
+        return Err(format!("JSON nested deeper than {MAX_DEPTH} levels"));
+    }
+    simd_json::to_borrowed_value(payload).map_err(|e| format!("malformed JSON: {e}"))
+}
+
 /// Validate the upgrade request and open the connection in `dialect`.
 ///
 /// # Errors

@@ -24,9 +24,6 @@ use crate::ws::handshake::Request;
 const MIN_RATE: f64 = 0.01;
 const MAX_RATE: f64 = 1_000_000.0;
 
-/// Longest client id accepted.
-const MAX_CLIENT_ID: usize = 128;
-
 /// The actions a client may send, for error messages.
 const ACTIONS: &str = "subscribe, unsubscribe, get_subscriptions, snapshot, ping";
 
@@ -46,13 +43,7 @@ pub(crate) fn open(w: &mut Worker, id: ConnId, req: &Request, now: u64) -> Resul
         None => Format::Json,
         Some(f) => Format::parse(&f).ok_or_else(|| format!("format `{f}`: expected json or rkyv"))?,
     };
-    let client_id = match req.param("client_id") {
-        Some(cid) if cid.is_empty() || cid.len() > MAX_CLIENT_ID || cid.chars().any(char::is_control) => {
-            return Err(format!("client_id must be 1..={MAX_CLIENT_ID} printable characters"));
-        }
-        Some(cid) => cid,
-        None => format!("{:016x}", fastrand::u64(..)),
-    };
+    let client_id = super::client_id(req)?;
     let market_open = w.shared.market_open.load(std::sync::atomic::Ordering::Relaxed);
     w.accept_upgrade(id, req, super::Dialect::Native);
     let c = w.conn(id).expect("caller holds the connection");
@@ -93,17 +84,9 @@ pub(crate) fn open(w: &mut Worker, id: ConnId, req: &Request, now: u64) -> Resul
 
 /// Handle one text message.
 pub(crate) fn handle(w: &mut Worker, id: ConnId, payload: &mut [u8], now: u64) {
-    if !crate::encode::json::nesting_within(payload, crate::encode::json::MAX_DEPTH) {
-        let msg = format!("JSON nested deeper than {} levels", crate::encode::json::MAX_DEPTH);
-        return reply_error(w, id, None, "bad_request", &msg, now);
-    }
-    let parsed = simd_json::to_borrowed_value(payload);
-    let v = match parsed {
+    let v = match super::parse_json(payload) {
         Ok(v) => v,
-        Err(e) => {
-            let msg = format!("malformed JSON: {e}");
-            return reply_error(w, id, None, "bad_request", &msg, now);
-        }
+        Err(msg) => return reply_error(w, id, None, "bad_request", &msg, now),
     };
     let req_id = v.get("id").map(|i| owned(i));
     let result = match v.as_object() {
