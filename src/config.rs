@@ -106,6 +106,10 @@ pub struct Args {
     #[arg(long, value_name = "ADDR|off")]
     pub openalgo_listen: Option<String>,
 
+    /// Campus prices (`/api/ws/prices`): close a connection that sent nothing for this long [default: 3600].
+    #[arg(long, value_name = "SECS")]
+    pub campus_idle_timeout_secs: Option<u64>,
+
     /// Trading WS (`/ws`): serve the endpoint [default: true].
     #[arg(long, env = "WEBSOCKET_ENABLED", value_name = "BOOL")]
     pub websocket_enabled: Option<bool>,
@@ -144,7 +148,7 @@ impl Args {
         merge_fields!(cli, file; listen, master, feed, workers, cpus, idle, slow_consumer, max_connections,
             max_subscriptions, heartbeat_ms, session_ttl_secs, max_message_bytes, out_buffer_bytes, ring_capacity, market_hours, publish_listen, max_channels, publish, auth_file, allow_anonymous, openalgo_listen,
             websocket_enabled, websocket_ping_interval, websocket_price_update_interval,
-            websocket_portfolio_update_interval, websocket_max_connections)
+            websocket_portfolio_update_interval, websocket_max_connections, campus_idle_timeout_secs)
     }
 }
 
@@ -358,6 +362,8 @@ pub struct Config {
     pub openalgo_listen: Option<SocketAddr>,
     /// Trading WS (`/ws`) settings.
     pub trading: TradingConfig,
+    /// Campus prices: idle connections are closed after this long, seconds.
+    pub campus_idle_timeout_secs: u64,
 }
 
 /// Settings of the Trading WS dialect (`/ws`), named after the seed's
@@ -517,6 +523,11 @@ impl Config {
                 )?,
                 max_connections: positive("websocket-max-connections", a.websocket_max_connections, 100)?,
             },
+            campus_idle_timeout_secs: positive(
+                "campus-idle-timeout-secs",
+                a.campus_idle_timeout_secs.map(|s| s as usize),
+                3600,
+            )? as u64,
         })
     }
 }
