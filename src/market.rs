@@ -203,7 +203,13 @@ fn parse_zone(s: &str) -> Result<TimeZone> {
         let secs = parse_offset(s).with_context(|| format!("`{s}` is not an offset like +05:30"))?;
         return Ok(TimeZone::fixed(Offset::from_seconds(secs)?));
     }
-    TimeZone::get(s).with_context(|| format!("unknown time zone `{s}` (IANA names like Asia/Kolkata, or +05:30)"))
+    iana(s).with_context(|| format!("unknown time zone `{s}` (IANA names like Asia/Kolkata, or +05:30)"))
+}
+
+/// An IANA zone from the system's tz database, else from the bundled copy
+/// (machines without `/usr/share/zoneinfo`).
+fn iana(name: &str) -> Result<TimeZone> {
+    TimeZone::get(name).or_else(|_| jiff::tz::TimeZoneDatabase::bundled().get(name)).map_err(Into::into)
 }
 
 fn parse_sessions<'a>(items: impl IntoIterator<Item = &'a str>) -> Result<Vec<(i32, i32)>> {
@@ -255,22 +261,30 @@ fn parse_days<'a>(items: impl IntoIterator<Item = &'a str>) -> Result<u8> {
     Ok(mask)
 }
 
+/// A weekday mask as names and ranges; a run through Sunday wraps (`sun-thu`).
 fn fmt_days(mask: u8) -> String {
+    let on = |d: usize| mask & (1 << (d % 7)) != 0;
+    if mask & ALL_DAYS == ALL_DAYS {
+        return "mon-sun".into();
+    }
+    // Start at the first day that begins a run.
+    let Some(first) = (0..7).find(|&d| on(d) && !on(d + 6)) else { return String::new() };
     let mut out: Vec<String> = Vec::new();
-    let mut d = 0;
-    while d < 7 {
-        if mask & (1 << d) == 0 {
+    let mut d = first;
+    while d < first + 7 {
+        if !on(d) {
             d += 1;
             continue;
         }
         let start = d;
-        while d + 1 < 7 && mask & (1 << (d + 1)) != 0 {
+        while d + 1 < first + 7 && on(d + 1) {
             d += 1;
         }
+        let (a, b) = (DAYS[start % 7], DAYS[d % 7]);
         out.push(match d - start {
-            0 => DAYS[start].to_string(),
-            1 => format!("{},{}", DAYS[start], DAYS[d]),
-            _ => format!("{}-{}", DAYS[start], DAYS[d]),
+            0 => a.to_string(),
+            1 => format!("{a},{b}"),
+            _ => format!("{a}-{b}"),
         });
         d += 1;
     }
@@ -335,7 +349,7 @@ impl Hours {
                     let time = Time::new((secs / 3600) as i8, (secs / 60 % 60) as i8, (secs % 60) as i8, 0)
                         .unwrap_or(Time::MIN);
                     let amb = self.zone.to_ambiguous_timestamp(DateTime::from_parts(date, time));
-                    out.extend(amb.clone().earlier().ok());
+                    out.extend(amb.earlier().ok());
                     out.extend(amb.later().ok());
                 }
             }
@@ -371,7 +385,7 @@ impl Schedule {
     /// fixed offset above stays if not: IST has had no DST since 1945).
     fn with_iana_zone(mut self) -> Schedule {
         if let Schedule::Hours(h) = &mut self {
-            if let Ok(z) = TimeZone::get(&h.zone_name) {
+            if let Ok(z) = iana(&h.zone_name) {
                 h.zone = z;
             }
         }
@@ -464,7 +478,8 @@ impl Schedule {
             h.weekdays = parse_days(days.iter().map(String::as_str)).with_context(|| format!("{ctx}: weekdays"))?;
         }
         if let Some(list) = &t.holidays {
-            h.holidays = parse_holidays(list.iter().map(|d| d.0.as_str())).with_context(|| format!("{ctx}: holidays"))?;
+            h.holidays =
+                parse_holidays(list.iter().map(|d| d.0.as_str())).with_context(|| format!("{ctx}: holidays"))?;
         }
         Ok(Schedule::Hours(hours.expect("set above")))
     }
@@ -559,7 +574,8 @@ fn parse_time(s: &str) -> Result<u64> {
     if let Ok(secs) = s.parse::<u64>() {
         return secs.checked_mul(1_000_000_000).context("time out of range");
     }
-    let t: Timestamp = s.parse().with_context(|| format!("`{s}` is neither Unix seconds nor like 2026-01-05T09:15:00+05:30"))?;
+    let t: Timestamp =
+        s.parse().with_context(|| format!("`{s}` is neither Unix seconds nor like 2026-01-05T09:15:00+05:30"))?;
     u64::try_from(t.as_nanosecond()).ok().context("time before 1970")
 }
 
@@ -762,12 +778,30 @@ mod tests {
         );
         assert_eq!(next(&s, "2025-01-01T11:00:00Z").as_deref(), Some("2025-01-01T12:00:30Z"));
         let night = Schedule::parse("22:00-02:00").unwrap();
-        check(&night, &[("2025-01-01T23:00:00Z", true), ("2025-01-02T01:00:00Z", true), ("2025-01-02T03:00:00Z", false)]);
+        check(
+            &night,
+            &[("2025-01-01T23:00:00Z", true), ("2025-01-02T01:00:00Z", true), ("2025-01-02T03:00:00Z", false)],
+        );
         let whole = Schedule::parse("00:00-24:00@Asia/Kolkata;days=sat,sun").unwrap();
-        check(&whole, &[("2026-01-03T00:00:00+05:30", true), ("2026-01-04T23:59:59+05:30", true), ("2026-01-05T00:00:00+05:30", false)]);
+        check(
+            &whole,
+            &[
+                ("2026-01-03T00:00:00+05:30", true),
+                ("2026-01-04T23:59:59+05:30", true),
+                ("2026-01-05T00:00:00+05:30", false),
+            ],
+        );
         assert_eq!(next(&whole, "2026-01-03T12:00:00+05:30").as_deref(), Some("2026-01-04T18:30:00Z"));
         assert!(Schedule::Always.is_open(0));
         assert_eq!(Schedule::Always.next_transition(0), None);
+    }
+
+    #[test]
+    fn the_tz_database_is_bundled() {
+        let db = jiff::tz::TimeZoneDatabase::bundled();
+        for zone in ["Asia/Kolkata", "America/New_York", "Europe/London", "UTC"] {
+            assert!(db.get(zone).is_ok(), "{zone}");
+        }
     }
 
     #[test]
@@ -777,14 +811,17 @@ mod tests {
             "09:15-15:30@Asia/Kolkata;days=mon-fri",
             "09:00-12:00,13:00:30-17:30@+01:00",
             "22:00-02:00@UTC;days=sun-thu;holidays=2026-01-01,2026-12-25",
-            "00:00-24:00@Europe/London;days=mon,wed,fri-sun",
+            "00:00-24:00@Europe/London;days=mon,wed,fri",
+            "10:00-11:00@-03:30;days=sat,sun",
         ] {
             let s = Schedule::parse(spec).unwrap();
             assert_eq!(s.to_string(), spec);
             assert_eq!(Schedule::parse(&s.to_string()).unwrap(), s);
         }
         let wrap = Schedule::parse("10:00-11:00;days=fri-mon").unwrap();
-        assert_eq!(wrap.to_string(), "10:00-11:00@UTC;days=mon,fri-sun");
+        assert_eq!(wrap.to_string(), "10:00-11:00@UTC;days=fri-mon");
+        let odd = Schedule::parse("10:00-11:00;days=sun,mon,wed").unwrap();
+        assert_eq!(odd.to_string(), "10:00-11:00@UTC;days=wed,sun,mon");
     }
 
     #[test]
