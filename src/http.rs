@@ -17,6 +17,14 @@ pub fn respond(shared: &Shared, req: &Request) -> (u16, &'static str, Vec<u8>) {
     if req.method != "GET" && req.method != "HEAD" {
         return (405, "text/plain", b"only GET is supported\n".to_vec());
     }
+    let admin_only = matches!(req.path.as_str(), "/status" | "/metrics");
+    if admin_only && shared.auth.required() {
+        let key = req.param("api_key").or_else(|| req.bearer.clone());
+        if shared.auth.check(key.as_deref(), crate::auth::role::ADMIN).is_err() {
+            crate::metrics::Counters::inc(&shared.counters.auth_failures);
+            return (401, "text/plain", b"an API key with the admin role is required (api_key= or Authorization: Bearer)\n".to_vec());
+        }
+    }
     match req.path.as_str() {
         "/status" => (200, "application/json", status(shared).to_string().into_bytes()),
         "/metrics" => (200, "text/plain; version=0.0.4", metrics(shared).into_bytes()),
@@ -123,8 +131,15 @@ pub fn status(shared: &Shared) -> Value {
         json!({"url": m.address, "state": m.state_name(now), "published": m.ticks.load(Ordering::Relaxed),
             "dropped": m.drops.iter().map(|d| d.load(Ordering::Relaxed)).sum::<u64>(), "reconnects": m.reconnects.load(Ordering::Relaxed)})
     });
+    let dialects: serde_json::Map<String, serde_json::Value> = crate::worker::dialect::Dialect::ALL
+        .iter()
+        .map(|d| (d.name().to_string(), json!(shared.dialect_connections[*d as usize].load(Ordering::Relaxed))))
+        .collect();
     json!({
         "server": SERVER_NAME,
+        "auth": if shared.auth.required() { "api_keys" } else { "anonymous" },
+        "openalgo_listen": shared.openalgo_addr.map(|a| a.to_string()),
+        "connections_by_dialect": dialects,
         "publish": publish,
         "uptime_s": shared.started.elapsed().as_secs(),
         "market_open": shared.market_open.load(Ordering::Relaxed),
