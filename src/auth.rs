@@ -211,7 +211,10 @@ impl Auth {
             }
             for k in &u.keys {
                 let d = parse_digest(k).with_context(|| {
-                    format!("user `{}`: key `{k}` is not `sha256:<64 hex digits>` (make one with `tickcast hash-key KEY`)", u.id)
+                    format!(
+                        "user `{}`: key `{k}` is not `sha256:<64 hex digits>` (make one with `tickcast hash-key KEY`)",
+                        u.id
+                    )
                 })?;
                 if by_digest.insert(d, user.clone()).is_some() {
                     bail!("user `{}`: a key is listed twice", u.id);

@@ -515,7 +515,11 @@ impl Config {
             trading: TradingConfig {
                 enabled: a.websocket_enabled.unwrap_or(true),
                 ping_interval: seconds("websocket-ping-interval", a.websocket_ping_interval, 30.0)?,
-                price_update_interval: seconds("websocket-price-update-interval", a.websocket_price_update_interval, 3.0)?,
+                price_update_interval: seconds(
+                    "websocket-price-update-interval",
+                    a.websocket_price_update_interval,
+                    3.0,
+                )?,
                 portfolio_update_interval: seconds(
                     "websocket-portfolio-update-interval",
                     a.websocket_portfolio_update_interval,

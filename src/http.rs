@@ -22,7 +22,11 @@ pub fn respond(shared: &Shared, req: &Request) -> (u16, &'static str, Vec<u8>) {
         let key = req.param("api_key").or_else(|| req.bearer.clone());
         if shared.auth.check(key.as_deref(), crate::auth::role::ADMIN).is_err() {
             crate::metrics::Counters::inc(&shared.counters.auth_failures);
-            return (401, "text/plain", b"an API key with the admin role is required (api_key= or Authorization: Bearer)\n".to_vec());
+            return (
+                401,
+                "text/plain",
+                b"an API key with the admin role is required (api_key= or Authorization: Bearer)\n".to_vec(),
+            );
         }
     }
     match req.path.as_str() {

@@ -317,7 +317,9 @@ pub fn run(config: Config) -> Result<()> {
     let mut market = crate::market::Watch::new(s.config.market_hours.clone(), clock);
     market.update(&s.market_open);
     match s.openalgo_addr {
-        Some(oa) => println!("{SERVER_NAME} listening on ws://{addr}/stream (status: http://{addr}/status; OpenAlgo: ws://{oa})"),
+        Some(oa) => println!(
+            "{SERVER_NAME} listening on ws://{addr}/stream (status: http://{addr}/status; OpenAlgo: ws://{oa})"
+        ),
         None => println!("{SERVER_NAME} listening on ws://{addr}/stream (status: http://{addr}/status)"),
     }
     let feeds: Vec<String> = s.config.feeds.iter().map(|f| format!("{f:?}")).collect();

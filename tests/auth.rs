@@ -150,14 +150,16 @@ fn private_channels_reach_only_their_user() {
     let file = auth_file();
     let port = util::free_port();
     let publish = format!("127.0.0.1:{port}");
-    let s = Server::start(&["--feed", "sim:rate=500", "--auth-file", file.to_str().unwrap(), "--publish-listen", &publish]);
+    let s =
+        Server::start(&["--feed", "sim:rate=500", "--auth-file", file.to_str().unwrap(), "--publish-listen", &publish]);
     let mut alice = s.connect("/stream?api_key=alice-key");
     alice.recv_type("welcome");
     let mut bob = s.connect("/stream?api_key=bob-key");
     bob.recv_type("welcome");
     let r = alice.request(json!({"action": "subscribe", "channels": ["private:alice:orders", "signals"]}), 1);
     assert_eq!(r["data"]["rejected"], json!([]), "{r}");
-    let r = bob.request(json!({"action": "subscribe", "channels": ["private:alice:orders", "private:alice", "signals"]}), 1);
+    let r = bob
+        .request(json!({"action": "subscribe", "channels": ["private:alice:orders", "private:alice", "signals"]}), 1);
     assert_eq!(r["data"]["subscribed"], json!([{"channel": "signals"}]), "{r}");
     assert_eq!(
         r["data"]["rejected"],

@@ -20,7 +20,10 @@ fn price_for(c: &mut Client, key: &str) -> Value {
 fn seed_flow_status_subscribe_price_updates_unsubscribe() {
     let s = Server::sim();
     let mut c = s.connect("/api/ws/prices");
-    assert_eq!(c.recv_json(), json!({"type": "status", "status": "connected", "message": "Live market data connected"}));
+    assert_eq!(
+        c.recv_json(),
+        json!({"type": "status", "status": "connected", "message": "Live market data connected"})
+    );
     c.send_json(json!({"action": "subscribe", "instruments": ["NSE_EQ|INE002A01018", "NSE_EQ|INE467B01029"]}));
     let r = reply(&mut c);
     assert_eq!(r["instruments"], json!(["NSE_EQ|INE002A01018", "NSE_EQ|INE467B01029"]), "{r}");
@@ -75,7 +78,8 @@ fn bad_input_gets_an_error_and_the_connection_stays() {
     c.send_json(json!({"action": "subscribe", "instruments": ["NSE_EQ|INE000000000", "BSE_EQ|INE002A01018", "NSE_EQ|INE009A01021", "garbage"]}));
     let r = reply(&mut c);
     assert_eq!(r["instruments"], json!(["NSE_EQ|INE009A01021"]), "{r}");
-    let failed: Vec<&str> = r["failed"].as_array().unwrap().iter().map(|f| f["instrument_key"].as_str().unwrap()).collect();
+    let failed: Vec<&str> =
+        r["failed"].as_array().unwrap().iter().map(|f| f["instrument_key"].as_str().unwrap()).collect();
     assert_eq!(failed, ["NSE_EQ|INE000000000", "BSE_EQ|INE002A01018", "garbage"]);
     price_for(&mut c, "NSE_EQ|INE009A01021");
 }

@@ -252,7 +252,14 @@ fn record_then_replay_is_deterministic_and_serves_clients() {
 fn feed_addresses_in_use_fail_at_start_with_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_tickcast"))
-        .args(["--listen", "127.0.0.1:0", "--openalgo-listen", "off", "--feed", &format!("tcp://{}", taken.local_addr().unwrap())])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--openalgo-listen",
+            "off",
+            "--feed",
+            &format!("tcp://{}", taken.local_addr().unwrap()),
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());

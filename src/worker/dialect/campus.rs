@@ -118,7 +118,9 @@ pub(crate) fn handle(w: &mut Worker, id: ConnId, payload: &mut [u8], now: u64) {
     let (mut done, mut failed) = (Vec::new(), Vec::new());
     for key in &keys {
         let Some(slot) = resolve(w, key) else {
-            failed.push(json!({"instrument_key": key.chars().take(64).collect::<String>(), "reason": "unknown instrument key"}));
+            failed.push(
+                json!({"instrument_key": key.chars().take(64).collect::<String>(), "reason": "unknown instrument key"}),
+            );
             continue;
         };
         let canonical = canonical_key(w, slot);
@@ -145,7 +147,8 @@ pub(crate) fn handle(w: &mut Worker, id: ConnId, payload: &mut [u8], now: u64) {
     if !failed.is_empty() {
         Counters::inc(&w.shared.counters.bad_requests);
     }
-    let reply = json!({"type": "subscription", "action": action, "instruments": done, "failed": failed, "total": total});
+    let reply =
+        json!({"type": "subscription", "action": action, "instruments": done, "failed": failed, "total": total});
     w.reply(id, reply.to_string().as_bytes(), now);
 }
 

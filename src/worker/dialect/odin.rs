@@ -137,9 +137,9 @@ fn dispatch(w: &mut Worker, id: ConnId, v: &BorrowedValue, now: u64) -> Result<(
             for t in targets(v)? {
                 match resolve(w, &t) {
                     Ok(slot) if w.unsubscribe(id, slot) => done.push(json!(&*w.shared.registry.get(slot).symbol)),
-                    Ok(slot) => failed.push(
-                        json!({"stock": &*w.shared.registry.get(slot).symbol, "reason": "not subscribed"}),
-                    ),
+                    Ok(slot) => {
+                        failed.push(json!({"stock": &*w.shared.registry.get(slot).symbol, "reason": "not subscribed"}))
+                    }
                     Err(e) => failed.push(e),
                 }
             }
@@ -155,7 +155,10 @@ fn dispatch(w: &mut Worker, id: ConnId, v: &BorrowedValue, now: u64) -> Result<(
             w.reply(id, pong.to_string().as_bytes(), now);
         }
         other => {
-            return Err(format!("unknown action `{}` (expected one of {ACTIONS})", other.chars().take(64).collect::<String>()))
+            return Err(format!(
+                "unknown action `{}` (expected one of {ACTIONS})",
+                other.chars().take(64).collect::<String>()
+            ))
         }
     }
     Ok(())
@@ -203,7 +206,11 @@ fn resolve(w: &Worker, t: &Value) -> Result<Slot, Value> {
             Value::String(s) => s.chars().take(64).collect(),
             other => other.to_string(),
         };
-        let reason = if matches!(t, Value::Number(_)) || shown.parse::<u32>().is_ok() { "unknown token" } else { "unknown symbol" };
+        let reason = if matches!(t, Value::Number(_)) || shown.parse::<u32>().is_ok() {
+            "unknown token"
+        } else {
+            "unknown symbol"
+        };
         json!({"stock": shown, "reason": reason})
     })
 }
