@@ -191,3 +191,17 @@ fn the_seed_python_client_works_unchanged() {
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && stdout.contains("OK"), "odin_client.py failed:\n{stdout}\n{stderr}");
 }
+
+#[test]
+fn the_seed_javascript_client_works_unchanged_under_node() {
+    let s = Server::start(&["--feed", "sim:rate=5000"]);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node");
+    assert!(dir.join("node_modules/ws").is_dir(), "run `npm install --prefix tests/node` (scripts/test does)");
+    let out = Command::new("node")
+        .arg(dir.join("odin_client.js"))
+        .arg(s.addr.to_string())
+        .output()
+        .unwrap_or_else(|e| panic!("node is required for this test: {e}"));
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && stdout.contains("OK"), "odin_client.js failed:\n{stdout}\n{stderr}");
+}
