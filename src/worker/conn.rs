@@ -78,6 +78,8 @@ pub struct Conn {
     pub opened_ns: u64,
     /// `logged::*` bits.
     pub logged: u8,
+    /// The upgrade was accepted (counted in `dialect_connections`).
+    pub upgraded: bool,
     /// Client protocol (set at accept for the OpenAlgo listener, else at the upgrade).
     pub dialect: super::dialect::Dialect,
     /// Who the API key belongs to (`None` until authenticated).
@@ -108,6 +110,7 @@ impl Conn {
             last_tx_ns: now_ns,
             opened_ns: now_ns,
             logged: 0,
+            upgraded: false,
             dialect: super::dialect::Dialect::Native,
             user: None,
             ext: super::dialect::Ext::None,

@@ -370,7 +370,7 @@ impl Worker {
         let Some(mut c) = self.conns.get_mut(id.0 as usize).and_then(Option::take) else {
             return;
         };
-        if c.phase != Phase::Handshake {
+        if c.upgraded {
             self.shared.dialect_connections[c.dialect as usize].fetch_sub(1, Ordering::Relaxed);
         }
         if let Some(u) = &c.user {
@@ -736,6 +736,7 @@ impl Worker {
         c.ctrl_raw(handshake::accept_response(key).as_bytes());
         c.phase = Phase::Open;
         c.dialect = dialect;
+        c.upgraded = true;
     }
 
     /// Queue a text reply on the control lane.
