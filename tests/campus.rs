@@ -24,6 +24,10 @@ fn seed_flow_status_subscribe_price_updates_unsubscribe() {
         c.recv_json(),
         json!({"type": "status", "status": "connected", "message": "Live market data connected"})
     );
+    // Plain HTTP polls are not protocol connections: exactly one campus client.
+    s.status_until("one campus connection", |st| {
+        st["connections_by_dialect"]["campus"] == 1 && st["connections_by_dialect"]["native"] == 0
+    });
     c.send_json(json!({"action": "subscribe", "instruments": ["NSE_EQ|INE002A01018", "NSE_EQ|INE467B01029"]}));
     let r = reply(&mut c);
     assert_eq!(r["instruments"], json!(["NSE_EQ|INE002A01018", "NSE_EQ|INE467B01029"]), "{r}");
