@@ -16,6 +16,9 @@
 //! so there is no allocation in the loop. Frame sizes (header + payload):
 //! JSON ltp 146 B, quote 292 B, depth 758 B; rkyv 34 / 114 / 276 B.
 //!
+//! Also the seed dialects' frames (`encode/dialect/*`: Odin, Campus,
+//! OpenAlgo quote, an exchange trade, all three exchange streams).
+//!
 //! Target: quote JSON ≤ 250 ns.
 
 use std::hint::black_box;
@@ -81,6 +84,26 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 out.clear();
                 black_box(encode::rkyv::market_data(&mut out, mode, black_box(&tick), ins, Marks::default()));
+            });
+        });
+    }
+    g.finish();
+
+    // The seed dialects' frames (encode::dialects), through the same entry
+    // point the worker uses.
+    let mut g = c.benchmark_group("encode/dialect");
+    let cases = [
+        ("odin", encode::Encoding { format: encode::Format::Odin, mode: Mode::Quote }),
+        ("campus", encode::Encoding { format: encode::Format::Campus, mode: Mode::Quote }),
+        ("openalgo_quote", encode::Encoding { format: encode::Format::OpenAlgo, mode: Mode::Quote }),
+        ("exchange_trade", encode::Encoding { format: encode::Format::Exchange(1), mode: Mode::Ltp }),
+        ("exchange_all", encode::Encoding { format: encode::Format::Exchange(7), mode: Mode::Ltp }),
+    ];
+    for (name, enc) in cases {
+        g.bench_function(BenchmarkId::from_parameter(name), |b| {
+            b.iter(|| {
+                out.clear();
+                black_box(encode::encode(&mut out, enc, black_box(&tick), ins, Marks::default()));
             });
         });
     }
