@@ -84,6 +84,9 @@ pub struct Channels {
     by_name: RwLock<FxHashMap<Box<str>, u32>>,
     names: RwLock<Vec<Arc<str>>>,
     seqs: Box<[AtomicU64]>,
+    /// Time of each channel's newest message, ns since epoch (0: none yet;
+    /// Trading WS `/websocket/status` shows it for `signals`).
+    last_ns: Box<[AtomicU64]>,
 }
 
 impl Channels {
@@ -93,6 +96,7 @@ impl Channels {
             by_name: RwLock::new(FxHashMap::default()),
             names: RwLock::new(Vec::new()),
             seqs: (0..max).map(|_| AtomicU64::new(0)).collect(),
+            last_ns: (0..max).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
@@ -131,6 +135,11 @@ impl Channels {
         self.seqs[id.0 as usize].load(Ordering::Relaxed)
     }
 
+    /// When `id` last had a message, ns since epoch (0: never).
+    pub fn last_message_ns(&self, id: ChannelId) -> u64 {
+        self.last_ns[id.0 as usize].load(Ordering::Relaxed)
+    }
+
     /// The id of an existing channel `name`.
     pub fn lookup(&self, name: &str) -> Option<ChannelId> {
         self.by_name.read().get(name).map(|&id| ChannelId(id))
@@ -150,6 +159,7 @@ impl Channels {
     /// JSON string) on channel `id`, taking the next sequence number.
     pub fn message(&self, id: ChannelId, name: &str, data: &[u8], ts_ns: u64) -> ChannelMsg {
         let seq = self.seqs[id.0 as usize].fetch_add(1, Ordering::Relaxed) + 1;
+        self.last_ns[id.0 as usize].fetch_max(ts_ns, Ordering::Relaxed);
         let mut out = Vec::with_capacity(data.len() + name.len() + 96);
         let start = frame::begin(&mut out);
         out.extend_from_slice(b"{\"type\":\"channel\",\"channel\":");
@@ -208,6 +218,7 @@ mod tests {
             serde_json::json!({"type":"channel","channel":"signals","data":{"side":"buy","qty":5},"seq":1,"ts":7})
         );
         assert_eq!((payload(&m2)["data"].as_str(), m2.seq), (Some("not json"), 2));
+        assert_eq!((c.last_message_ns(a), c.last_message_ns(b)), (8, 0));
         assert_eq!(&*c.name(b).unwrap(), "trade@TATA_INR");
         let raw = |m: &ChannelMsg| serde_json::from_slice::<serde_json::Value>(&m.raw[2..]).unwrap();
         assert_eq!(raw(&m1), serde_json::json!({"side":"buy","qty":5}), "relayed verbatim");

@@ -31,6 +31,7 @@ pub fn respond(shared: &Shared, req: &Request) -> (u16, &'static str, Vec<u8>) {
     }
     match req.path.as_str() {
         "/status" => (200, "application/json", status(shared).to_string().into_bytes()),
+        "/websocket/status" => (200, "application/json", websocket_status(shared).to_string().into_bytes()),
         "/metrics" => (200, "text/plain; version=0.0.4", metrics(shared).into_bytes()),
         "/healthz" => {
             let now = now_ns();
@@ -42,7 +43,11 @@ pub fn respond(shared: &Shared, req: &Request) -> (u16, &'static str, Vec<u8>) {
             }
         }
         "/" => (200, "text/html; charset=utf-8", PAGE.as_bytes().to_vec()),
-        _ => (404, "text/plain", b"not found; try /stream (WebSocket), /status, /metrics, /healthz\n".to_vec()),
+        _ => (
+            404,
+            "text/plain",
+            b"not found; try /stream (WebSocket), /status, /metrics, /healthz, /websocket/status\n".to_vec(),
+        ),
     }
 }
 
@@ -155,6 +160,82 @@ pub fn status(shared: &Shared) -> Value {
         "workers": workers,
         "counters": counters,
         "latency_ns": latency,
+    })
+}
+
+/// Seconds as the seed shows them: `30`, or `0.2` when fractional.
+fn secs(s: f64) -> Value {
+    if s.fract() == 0.0 && s < u64::MAX as f64 {
+        json!(s as u64)
+    } else {
+        json!(s)
+    }
+}
+
+/// `"2024-12-19T12:00:00.000Z"`, or null for 0 (never).
+fn iso(ns: u64) -> Value {
+    if ns == 0 {
+        return Value::Null;
+    }
+    let mut out = Vec::with_capacity(24);
+    crate::encode::dialects::write_iso(&mut out, ns, 0, true, b"Z");
+    Value::String(String::from_utf8(out).expect("ASCII"))
+}
+
+/// The Trading WS `GET /websocket/status` (seed `001_…`), from the feeds'
+/// health:
+///
+/// ```json
+/// {"enabled":true,"active_connections":2,"max_connections":100,"ping_interval":30,"price_update_interval":3,"portfolio_update_interval":5,
+///  "stream_health":{"price_updates":{"last_update":"2024-12-19T12:00:00Z","error_count":0,"recovery_attempts":0,"is_healthy":true,"started_at":"2024-12-19T11:00:00Z"},
+///                   "signals":{"last_update":"2024-12-19T12:00:05Z","error_count":0,"is_healthy":true}}}
+/// ```
+///
+/// `price_updates`: `last_update` is the newest tick of any feed;
+/// `error_count` counts feed packets or records dropped as malformed,
+/// packets lost upstream (sequence gaps) and ticks lost to full worker
+/// rings; `recovery_attempts` counts reconnects of the feeds; `is_healthy`
+/// is `/healthz` (a feed live, or paused while the market is closed);
+/// `started_at` is the server's start. `signals`: `last_update` is the
+/// newest message on the `signals` channel; `error_count` counts lines the
+/// channel publishers (publish port, Redis) sent that were refused;
+/// `is_healthy` means a channel publisher source is up.
+pub fn websocket_status(shared: &Shared) -> Value {
+    let now = now_ns();
+    let t = &shared.config.trading;
+    let l = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let feeds = &shared.feeds;
+    let last_tick = feeds.iter().map(|f| l(&f.last_tick_ns)).max().unwrap_or(0);
+    let price_errors: u64 =
+        feeds.iter().map(|f| f.drops.iter().map(&l).sum::<u64>() + l(&f.packet_gaps) + l(&f.push.overruns)).sum();
+    let reconnects: u64 = feeds.iter().filter(|f| f.kind != "publish").map(|f| l(&f.reconnects)).sum();
+    let prices_healthy = feeds.iter().any(|f| matches!(f.state_name(now), "live" | "paused"));
+    let started_ns = now.saturating_sub(shared.started.elapsed().as_nanos() as u64);
+    let channel_sources = || feeds.iter().filter(|f| matches!(f.kind, "publish" | "redis"));
+    let signals_last = shared.channels.lookup("signals").map_or(0, |ch| shared.channels.last_message_ns(ch));
+    let signal_errors: u64 = channel_sources().map(|f| l(&f.rejected)).sum();
+    let signals_healthy = channel_sources().any(|f| f.state.load(Ordering::Relaxed) == crate::feed::STATE_LIVE);
+    json!({
+        "enabled": t.enabled,
+        "active_connections": l(&shared.dialect_connections[crate::worker::dialect::Dialect::Trading as usize]),
+        "max_connections": t.max_connections,
+        "ping_interval": secs(t.ping_interval),
+        "price_update_interval": secs(t.price_update_interval),
+        "portfolio_update_interval": secs(t.portfolio_update_interval),
+        "stream_health": {
+            "price_updates": {
+                "last_update": iso(last_tick),
+                "error_count": price_errors,
+                "recovery_attempts": reconnects,
+                "is_healthy": prices_healthy,
+                "started_at": iso(started_ns),
+            },
+            "signals": {
+                "last_update": iso(signals_last),
+                "error_count": signal_errors,
+                "is_healthy": signals_healthy,
+            },
+        },
     })
 }
 

@@ -104,7 +104,11 @@ fn change_bp(t: &Tick) -> i64 {
     }
     let num = i128::from(t.ltp - t.close) * 10_000;
     let den = i128::from(t.close);
-    ((num * 2 + den.signum() * den) / (2 * den)) as i64 // round half away from zero
+    // Round half away from zero on magnitudes (integer division truncates
+    // toward zero, so rounding signed operands directly rounds negative
+    // changes the wrong way: -4.56 became -4).
+    let magnitude = (num.abs() * 2 + den.abs()) / (2 * den.abs());
+    (magnitude * num.signum() * den.signum()) as i64
 }
 
 /// Odin `market_data` (always the full quote: Odin has no modes).
@@ -209,6 +213,46 @@ pub fn openalgo(out: &mut Vec<u8>, mode: Mode, t: &Tick, ins: &Instrument) -> Ra
     write_iso(out, t.ts_ns, IST_OFFSET_SECS, false, b"\"");
     out.extend_from_slice(b"}}");
     frame::finish(out, start, frame::OP_TEXT)
+}
+
+/// One instrument of a Trading WS `price_update` (seed `001_…`), the
+/// `"KEY":{…}` entry of its `symbols` object. The key is the symbol on the
+/// default exchange (NSE), `EXCHANGE:SYMBOL` elsewhere (unique either way).
+///
+/// ```json
+/// "RELIANCE":{"price":2850.5,"change":5.5,"change_pct":0.19,"volume":1500000,"high":2860.0,"low":2815.0,"open":2820.0,"close":2850.5}
+/// ```
+///
+/// `change` and `change_pct` are against the previous close (`Tick::close`).
+/// `open`/`high`/`low`/`close` are the day's bar so far, so `close` is the
+/// last price, as in the seed's example (`"price":150.25,…,"close":150.25`);
+/// they are left out when the feed sent no OHLC, as the seed's second symbol
+/// shows. The previous close is `price - change`.
+pub fn trading_symbol(out: &mut Vec<u8>, t: &Tick, ins: &Instrument) {
+    if &*ins.exchange != crate::instrument::DEFAULT_EXCHANGE {
+        // `"BSE:` then `SYMBOL"`, both escaped, without a temporary string.
+        write_str(out, &ins.exchange);
+        out.pop();
+        out.push(b':');
+        let at = out.len();
+        write_str(out, &ins.symbol);
+        out.remove(at);
+    } else {
+        write_str(out, &ins.symbol);
+    }
+    let dec = ins.price_decimals;
+    price(out, b":{\"price\":", t.ltp, dec);
+    let change = if t.close == 0 { 0 } else { t.ltp - t.close };
+    price(out, b",\"change\":", change, dec);
+    price(out, b",\"change_pct\":", change_bp(t), 2);
+    int(out, b",\"volume\":", t.volume);
+    if t.flags & crate::tick::FLAG_OHLC != 0 {
+        price(out, b",\"high\":", t.high, dec);
+        price(out, b",\"low\":", t.low, dec);
+        price(out, b",\"open\":", t.open, dec);
+        price(out, b",\"close\":", t.ltp, dec);
+    }
+    out.push(b'}');
 }
 
 /// The market name of an instrument in exchange streams: `RELIANCE` on the
@@ -326,11 +370,75 @@ mod tests {
         assert_eq!(out, br#""1000.50""1000.00""7""#);
     }
 
+    fn instrument(exchange: &str, symbol: &str, dec: u8) -> Instrument {
+        Instrument {
+            token: 1,
+            exchange: exchange.into(),
+            symbol: symbol.into(),
+            name: "".into(),
+            isin: "".into(),
+            tick_size: 5,
+            lot_size: 1,
+            price_decimals: dec,
+            ref_price: 0,
+        }
+    }
+
+    /// The seed's `price_update` entries (`"AAPL"` with OHLC, `"MSFT"` without).
+    #[test]
+    fn trading_symbol_entries_match_the_seed() {
+        let aapl = Tick {
+            ltp: 15_025,
+            close: 14_975,
+            open: 15_000,
+            high: 15_100,
+            low: 14_950,
+            volume: 1_000_000,
+            flags: crate::tick::FLAG_OHLC,
+            ..Tick::default()
+        };
+        let msft = Tick { ltp: 38_050, close: 38_170, volume: 2_000_000, ..Tick::default() };
+        let cases: [(&str, Tick, Instrument, &str); 4] = [
+            (
+                "with OHLC: close is the last price",
+                aapl,
+                instrument("NSE", "AAPL", 2),
+                r#""AAPL":{"price":150.25,"change":0.5,"change_pct":0.33,"volume":1000000,"high":151.0,"low":149.5,"open":150.0,"close":150.25}"#,
+            ),
+            (
+                "no OHLC from the feed: the seed's short entry",
+                msft,
+                instrument("NSE", "MSFT", 2),
+                r#""MSFT":{"price":380.5,"change":-1.2,"change_pct":-0.31,"volume":2000000}"#,
+            ),
+            (
+                "no previous close: no change",
+                Tick { ltp: 100, ..Tick::default() },
+                instrument("NSE", "X", 0),
+                r#""X":{"price":100,"change":0,"change_pct":0.0,"volume":0}"#,
+            ),
+            (
+                "other exchanges are prefixed, keys escaped",
+                Tick { ltp: 5, ..Tick::default() },
+                instrument("BSE", "A\"B", 0),
+                r#""BSE:A\"B":{"price":5,"change":0,"change_pct":0.0,"volume":0}"#,
+            ),
+        ];
+        for (label, t, ins, want) in cases {
+            let mut out = Vec::new();
+            trading_symbol(&mut out, &t, &ins);
+            assert_eq!(String::from_utf8(out).unwrap(), want, "{label}");
+        }
+    }
+
     #[test]
     fn change_rounds_half_away_from_zero() {
         let t = |ltp, close| Tick { ltp, close, ..Tick::default() };
         assert_eq!(change_bp(&t(245_150, 245_076)), 3); // +0.0302 %
         assert_eq!(change_bp(&t(99_950, 100_000)), -5);
+        assert_eq!(change_bp(&t(157_920, 158_000)), -5); // -0.0506 %: was -4
+        assert_eq!(change_bp(&t(99_995, 100_000)), -1); // -0.005 % rounds away from zero
+        assert_eq!(change_bp(&t(100_004, 100_000)), 0);
         assert_eq!(change_bp(&t(1, 0)), 0);
     }
 }

@@ -377,19 +377,17 @@ impl Worker {
             u.disconnect();
             u.unsubscribed(c.slots.len() + c.channels.len());
         }
-        if let Some(i) = self.all_instruments.iter().position(|&x| x == id) {
-            self.all_instruments.swap_remove(i);
-        }
         let mut saved = Vec::with_capacity(c.slots.len());
         for &slot in &c.slots {
             if let Some(s) = self.subs.get(slot, id) {
                 let token = self.shared.registry.get(slot).token;
                 saved.push(crate::session::SavedSub { token, mode: s.enc.mode, delivery: s.delivery });
             }
-            if self.subs.unsubscribe(slot, id) == Some(true) {
+            if self.subs.unsubscribe(slot, id) == Some(true) && self.all_instruments.is_empty() {
                 self.shared.hub.interest.clear(slot, self.id);
             }
         }
+        self.leave_all_instruments(id);
         for &ch in &c.channels {
             self.remove_channel_sub(id, ch);
         }
@@ -552,6 +550,12 @@ impl Worker {
                 Counters::inc(&self.shared.counters.handshake_failures);
                 let body = b"the Trading WS endpoint /ws is disabled (WEBSOCKET_ENABLED=false)\n";
                 self.http_reply(id, 404, "text/plain", body);
+                return;
+            }
+            (_, Some(Dialect::Trading)) if dialect::trading::at_capacity(&self.shared) => {
+                Counters::inc(&self.shared.counters.limit_rejections);
+                let body = dialect::trading::capacity_message(&self.shared);
+                self.http_reply(id, 503, "text/plain", body.as_bytes());
                 return;
             }
             (_, Some(d)) => d,
@@ -819,7 +823,7 @@ impl Worker {
         match self.subs.unsubscribe(slot, id) {
             None => false,
             Some(now_empty) => {
-                if now_empty {
+                if now_empty && self.all_instruments.is_empty() {
                     self.shared.hub.interest.clear(slot, self.id);
                 }
                 if let Some(c) = self.conn(id) {
@@ -833,6 +837,41 @@ impl Worker {
                 true
             }
         }
+    }
+
+    /// `id` now receives every instrument (a Trading WS client before its
+    /// first subscribe). The first such connection makes this worker
+    /// interested in every slot; the caller then takes the cached values
+    /// (the SeqCst fence orders the bits before those reads, as in
+    /// `subscribe`). False if it was already there.
+    pub(crate) fn join_all_instruments(&mut self, id: ConnId) -> bool {
+        if self.all_instruments.contains(&id) {
+            return false;
+        }
+        if self.all_instruments.is_empty() {
+            for (slot, _) in self.shared.registry.iter() {
+                self.shared.hub.interest.set(slot, self.id);
+            }
+            fence(Ordering::SeqCst);
+        }
+        self.all_instruments.push(id);
+        true
+    }
+
+    /// `id` no longer receives every instrument. When the last such
+    /// connection leaves, slots nobody here subscribes to lose this
+    /// worker's interest. False if it was not there.
+    pub(crate) fn leave_all_instruments(&mut self, id: ConnId) -> bool {
+        let Some(i) = self.all_instruments.iter().position(|&x| x == id) else { return false };
+        self.all_instruments.swap_remove(i);
+        if self.all_instruments.is_empty() {
+            for slot in (0..self.shared.registry.len()).map(|s| Slot(s as u32)) {
+                if self.subs.subscribers_mut(slot).is_empty() {
+                    self.shared.hub.interest.clear(slot, self.id);
+                }
+            }
+        }
+        true
     }
 
     /// Subscribe `id` to the channel `name`, received as `kind`: checks the
@@ -1154,6 +1193,15 @@ impl Worker {
             }
             if let Some(c) = self.conn(id) {
                 c.slots = slots;
+            }
+        }
+        // Connections that see every instrument have no per-slot state:
+        // their next batch carries every instrument's newest value.
+        for &id in &self.all_instruments {
+            if let Some(c) = self.conns.get_mut(id.0 as usize).and_then(Option::as_mut) {
+                for slot in 0..self.shared.registry.len() {
+                    dialect::trading::changed(c, Slot(slot as u32));
+                }
             }
         }
     }

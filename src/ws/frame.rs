@@ -13,6 +13,8 @@ pub const OP_TEXT: u8 = 0x1;
 pub const OP_BINARY: u8 = 0x2;
 /// Close frame opcode.
 pub const OP_CLOSE: u8 = 0x8;
+/// Ping frame opcode.
+pub const OP_PING: u8 = 0x9;
 /// Pong frame opcode.
 pub const OP_PONG: u8 = 0xA;
 
