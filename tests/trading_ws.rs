@@ -158,7 +158,10 @@ fn names(items: &[&str]) -> BTreeSet<String> {
 }
 
 fn publish_addr(s: &Server) -> SocketAddr {
-    let st = s.status();
+    // `ops-key` is the admin key of `auth_file` (ignored without one).
+    let (code, body) = s.get("/status?api_key=ops-key");
+    assert_eq!(code, 200, "{body}");
+    let st: Value = serde_json::from_str(&body).unwrap();
     let feed =
         st["feeds"].as_array().unwrap().iter().find(|f| f["kind"] == "publish").expect("a publish source").clone();
     feed["address"].as_str().unwrap().parse().unwrap()
@@ -469,7 +472,7 @@ fn signals_and_trades_are_relayed_verbatim() {
     assert_eq!(st["stream_health"]["signals"]["is_healthy"], true, "{st}");
 }
 
-/// Write an auth file with users alice and bob (keys `alice-key`, `bob-key`).
+/// Write an auth file with users alice and bob (keys `alice-key`, `bob-key`) and ops (admin, `ops-key`).
 fn auth_file(tag: &str) -> std::path::PathBuf {
     let hash = |key: &str| {
         let out = Command::new(env!("CARGO_BIN_EXE_tickcast")).args(["hash-key", key]).output().unwrap();
@@ -478,9 +481,10 @@ fn auth_file(tag: &str) -> std::path::PathBuf {
     };
     let path = std::env::temp_dir().join(format!("tickcast-trading-{tag}-{}.toml", std::process::id()));
     let text = format!(
-        "[[user]]\nid = \"alice\"\nkeys = [\"{}\"]\nroles = [\"subscribe\"]\n\n[[user]]\nid = \"bob\"\nkeys = [\"{}\"]\nroles = [\"subscribe\"]\n",
+        "[[user]]\nid = \"alice\"\nkeys = [\"{}\"]\nroles = [\"subscribe\"]\n\n[[user]]\nid = \"bob\"\nkeys = [\"{}\"]\nroles = [\"subscribe\"]\n\n[[user]]\nid = \"ops\"\nkeys = [\"{}\"]\nroles = [\"admin\"]\n",
         hash("alice-key"),
-        hash("bob-key")
+        hash("bob-key"),
+        hash("ops-key")
     );
     std::fs::write(&path, text).unwrap();
     path
