@@ -298,8 +298,23 @@ fn exchange_side(out: &mut Vec<u8>, side: &[Level], n: usize, dec: u8) {
 /// each, back to back. A snapshot (the cached last value on subscribe)
 /// carries no trade: replaying one would report a trade twice.
 pub fn exchange(out: &mut Vec<u8>, streams: u8, t: &Tick, ins: &Instrument, marks: Marks) -> Range<usize> {
-    let first = out.len();
     let dec = ins.price_decimals;
+    // `frame::finish` leaves the unused part of each header reservation in
+    // front of its frame; frames after the first are moved back over that
+    // gap so the range holds nothing but frames.
+    let mut frames: Option<Range<usize>> = None;
+    let mut close = |out: &mut Vec<u8>, start: usize| {
+        let r = frame::finish(out, start, frame::OP_TEXT);
+        match &mut frames {
+            None => frames = Some(r),
+            Some(f) => {
+                let len = r.len();
+                out.copy_within(r, f.end);
+                f.end += len;
+                out.truncate(f.end);
+            }
+        }
+    };
     if streams & stream::TRADE != 0 && !marks.snapshot && t.ltq > 0 {
         let start = frame::begin(out);
         exchange_head(out, b"trade", ins);
@@ -311,7 +326,7 @@ pub fn exchange(out: &mut Vec<u8>, streams: u8, t: &Tick, ins: &Instrument, mark
         int(out, b",\"q\":\"", t.ltq);
         out.push(b'"');
         exchange_tail(out, ins);
-        frame::finish(out, start, frame::OP_TEXT);
+        close(out, start);
     }
     if streams & stream::TICKER != 0 {
         let start = frame::begin(out);
@@ -327,7 +342,7 @@ pub fn exchange(out: &mut Vec<u8>, streams: u8, t: &Tick, ins: &Instrument, mark
         int(out, b",\"v\":\"", t.volume);
         out.push(b'"');
         exchange_tail(out, ins);
-        frame::finish(out, start, frame::OP_TEXT);
+        close(out, start);
     }
     if streams & stream::DEPTH != 0 {
         let start = frame::begin(out);
@@ -338,9 +353,9 @@ pub fn exchange(out: &mut Vec<u8>, streams: u8, t: &Tick, ins: &Instrument, mark
         out.extend_from_slice(b",\"b\":");
         exchange_side(out, &t.depth.bids, n, dec);
         exchange_tail(out, ins);
-        frame::finish(out, start, frame::OP_TEXT);
+        close(out, start);
     }
-    first..out.len()
+    frames.unwrap_or(out.len()..out.len())
 }
 
 #[cfg(test)]
@@ -440,5 +455,58 @@ mod tests {
         assert_eq!(change_bp(&t(99_995, 100_000)), -1); // -0.005 % rounds away from zero
         assert_eq!(change_bp(&t(100_004, 100_000)), 0);
         assert_eq!(change_bp(&t(1, 0)), 0);
+    }
+
+    /// The frames of an encoded range, parsed one after the other: every
+    /// byte of the range belongs to a frame.
+    fn frames(bytes: &[u8]) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            assert_eq!(rest[0], 0x81, "a final text frame starts here: {rest:?}");
+            let (hl, len) = match rest[1] {
+                126 => (4, usize::from(u16::from_be_bytes([rest[2], rest[3]]))),
+                n => (2, usize::from(n)),
+            };
+            out.push(serde_json::from_slice(&rest[hl..hl + len]).expect("each payload is JSON"));
+            rest = &rest[hl + len..];
+        }
+        out
+    }
+
+    #[test]
+    fn exchange_streams_are_contiguous_frames_with_the_seed_fields() {
+        let reg = crate::instrument::Registry::bundled();
+        let ins = reg.get(reg.slot_of_symbol("RELIANCE").unwrap());
+        let mut t =
+            Tick { seq: 12345, ltp: 100_050, ltq: 10, bid: 100_000, ask: 100_100, volume: 500, ..Tick::default() };
+        t.depth_levels = 1;
+        t.depth.asks[0] = Level { price: 100_100, qty: 50, orders: 1 };
+        t.depth.bids[0] = Level { price: 100_000, qty: 30, orders: 1 };
+        let all = stream::TRADE | stream::TICKER | stream::DEPTH;
+        let mut out = vec![7u8; 3]; // earlier bytes stay untouched
+        let r = exchange(&mut out, all, &t, ins, Marks::default());
+        assert_eq!(r.end, out.len());
+        let f = frames(&out[r]);
+        assert_eq!(
+            f[0],
+            serde_json::json!({"stream":"trade@RELIANCE","data":{"e":"trade","t":12345,"m":false,"p":"1000.50","q":"10","s":"RELIANCE"}})
+        );
+        assert_eq!(
+            (&f[1]["stream"], &f[1]["data"]["c"], &f[1]["data"]["e"]),
+            (&"ticker@RELIANCE".into(), &"1000.50".into(), &"ticker".into())
+        );
+        assert_eq!(
+            f[2],
+            serde_json::json!({"stream":"depth@RELIANCE","data":{"e":"depth","a":[["1001.00","50"]],"b":[["1000.00","30"]],"s":"RELIANCE"}})
+        );
+        assert_eq!(f.len(), 3);
+        // A snapshot has no trade; a trade stream alone then has nothing.
+        let snap = Marks { snapshot: true, conflated: false };
+        let r = exchange(&mut out, all, &t, ins, snap);
+        assert_eq!(frames(&out[r]).iter().map(|v| v["data"]["e"].clone()).collect::<Vec<_>>(), ["ticker", "depth"]);
+        let before = out.len();
+        assert!(exchange(&mut out, stream::TRADE, &t, ins, snap).is_empty());
+        assert_eq!(out.len(), before, "nothing written");
     }
 }
