@@ -169,7 +169,13 @@ fn publish_addr(s: &Server) -> SocketAddr {
 
 /// Publish NDJSON lines `{"channel":…,"data":…}` in one write.
 fn publish(s: &Server, lines: &[Value]) {
-    let mut p = TcpStream::connect(publish_addr(s)).unwrap();
+    publish_to(publish_addr(s), lines);
+}
+
+/// Publish to the port at `addr` (with an auth file `/status`, where the
+/// port's address shows, needs an admin key: such tests pick the port).
+fn publish_to(addr: SocketAddr, lines: &[Value]) {
+    let mut p = TcpStream::connect(addr).unwrap();
     let mut buf = String::new();
     for l in lines {
         buf.push_str(&l.to_string());
@@ -501,6 +507,7 @@ fn portfolio(user: &str, count: u64) -> Value {
 #[test]
 fn portfolio_updates_are_private_and_conflated_to_the_newest() {
     let auth = auth_file("portfolio");
+    let publish: SocketAddr = format!("127.0.0.1:{}", util::free_port()).parse().unwrap();
     let s = Server::start(&[
         "--feed",
         "sim:rate=200",
@@ -509,7 +516,7 @@ fn portfolio_updates_are_private_and_conflated_to_the_newest() {
         "--auth-file",
         auth.to_str().unwrap(),
         "--publish-listen",
-        "127.0.0.1:0",
+        &publish.to_string(),
         "--websocket-portfolio-update-interval",
         "2",
         "--websocket-price-update-interval",
@@ -527,7 +534,7 @@ fn portfolio_updates_are_private_and_conflated_to_the_newest() {
     // Five updates at once: the newest wins; at most the first and the
     // newest are sent (one per 2 s interval).
     let burst: Vec<Value> = (1..=5).map(|n| portfolio("alice", n)).collect();
-    publish(&s, &burst);
+    publish_to(publish, &burst);
     for c in [&mut a1, &mut a2] {
         let mut got = Vec::new();
         while got.last() != Some(&5) {
@@ -541,14 +548,14 @@ fn portfolio_updates_are_private_and_conflated_to_the_newest() {
     // Bob's first portfolio message is his own: had alice's reached his
     // connection, it would have gone out in the same housekeeping pass
     // that sent it to alice (one worker).
-    publish(&s, &[portfolio("bob", 99)]);
+    publish_to(publish, &[portfolio("bob", 99)]);
     let v = b.recv_type("portfolio_update");
     assert_eq!((v["data"]["owner"].as_str(), v["data"]["position_count"].as_u64()), (Some("bob"), Some(99)), "{v}");
 
     // Unsubscribed: no more portfolio updates for a2 (a1 still gets them).
     a2.send_json(json!({"type": "unsubscribe", "channel": "portfolio"}));
     a2.recv_type("unsubscribed");
-    publish(&s, &[portfolio("alice", 6)]);
+    publish_to(publish, &[portfolio("alice", 6)]);
     assert_eq!(a1.recv_type("portfolio_update")["data"]["position_count"], 6);
     a2.send_json(json!({"type": "ping"}));
     a2.recv_until("pong", |v| {
