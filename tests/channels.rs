@@ -4,21 +4,14 @@
 mod util;
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use util::Server;
 
-fn publish_addr(s: &Server) -> SocketAddr {
-    let st = s.status();
-    let feed =
-        st["feeds"].as_array().unwrap().iter().find(|f| f["kind"] == "publish").expect("a publish source").clone();
-    feed["address"].as_str().unwrap().parse().unwrap()
-}
-
 fn publisher(s: &Server) -> TcpStream {
-    let p = TcpStream::connect(publish_addr(s)).unwrap();
+    let p = TcpStream::connect(s.publish_addr()).unwrap();
     p.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     p
 }

@@ -6,7 +6,7 @@
 mod util;
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -97,15 +97,8 @@ fn check_seed_frame(v: &Value, market: &str) -> String {
     kind.to_string()
 }
 
-fn publish_addr(s: &Server) -> SocketAddr {
-    let st = s.status();
-    let feed =
-        st["feeds"].as_array().unwrap().iter().find(|f| f["kind"] == "publish").expect("a publish source").clone();
-    feed["address"].as_str().unwrap().parse().unwrap()
-}
-
 fn publisher(s: &Server) -> TcpStream {
-    TcpStream::connect(publish_addr(s)).unwrap()
+    TcpStream::connect(s.publish_addr()).unwrap()
 }
 
 /// A server whose only inputs are the publish port (ticks and channels we

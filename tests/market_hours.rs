@@ -6,34 +6,15 @@
 
 mod util;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::{json, Value};
 use util::{Client, Server};
 
-/// Start the binary with `TICKCAST_CLOCK=clock` (cf. `Server::start`).
+/// Start the binary with `TICKCAST_CLOCK=clock`.
 fn start(clock: &str, args: &[&str]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tickcast"))
-        .args(["--listen", "127.0.0.1:0", "--openalgo-listen", "127.0.0.1:0"])
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .env("TICKCAST_CLOCK", clock)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn tickcast");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("read banner");
-    let addr = line
-        .split("ws://")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .unwrap_or_else(|| panic!("no address in banner {line:?}"))
-        .parse()
-        .unwrap();
-    Server { child, addr }
+    Server::start_with_env(args, &[("TICKCAST_CLOCK", clock)])
 }
 
 fn scratch(name: &str) -> PathBuf {

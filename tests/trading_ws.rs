@@ -8,10 +8,10 @@
 mod util;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -19,29 +19,6 @@ use tungstenite::Message;
 use util::{Client, Server};
 
 // ── helpers ────────────────────────────────────────────────────────────
-
-/// Start the binary with extra flags and environment variables.
-fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tickcast"))
-        .args(["--listen", "127.0.0.1:0", "--openalgo-listen", "127.0.0.1:0"])
-        .args(args)
-        .envs(env.iter().copied())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn tickcast");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("read banner");
-    let addr = line
-        .split("ws://")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .unwrap_or_else(|| panic!("no address in banner {line:?}"))
-        .parse()
-        .unwrap();
-    Server { child, addr }
-}
 
 /// Simulator at 5000 ticks/s, warm, batching every 0.2 s (unless `args`
 /// say otherwise), plus `args`.
@@ -157,19 +134,9 @@ fn names(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
-fn publish_addr(s: &Server) -> SocketAddr {
-    // `ops-key` is the admin key of `auth_file` (ignored without one).
-    let (code, body) = s.get("/status?api_key=ops-key");
-    assert_eq!(code, 200, "{body}");
-    let st: Value = serde_json::from_str(&body).unwrap();
-    let feed =
-        st["feeds"].as_array().unwrap().iter().find(|f| f["kind"] == "publish").expect("a publish source").clone();
-    feed["address"].as_str().unwrap().parse().unwrap()
-}
-
 /// Publish NDJSON lines `{"channel":…,"data":…}` in one write.
 fn publish(s: &Server, lines: &[Value]) {
-    publish_to(publish_addr(s), lines);
+    publish_to(s.publish_addr(), lines);
 }
 
 /// Publish to the port at `addr` (with an auth file `/status`, where the
@@ -621,7 +588,7 @@ fn websocket_status_has_the_seed_shape_and_counts_connections() {
 
 #[test]
 fn max_connections_from_the_environment_refuses_with_503() {
-    let s = start_with_env(&["--feed", "sim:rate=200"], &[("WEBSOCKET_MAX_CONNECTIONS", "2")]);
+    let s = Server::start_with_env(&["--feed", "sim:rate=200"], &[("WEBSOCKET_MAX_CONNECTIONS", "2")]);
     let (c1, _) = trading(&s, "");
     let (_c2, _) = trading(&s, "");
     let (code, body) = refused(&s, "/ws");
@@ -640,7 +607,7 @@ fn max_connections_from_the_environment_refuses_with_503() {
 
 #[test]
 fn websocket_enabled_false_from_the_environment_answers_404() {
-    let s = start_with_env(&["--feed", "sim:rate=200"], &[("WEBSOCKET_ENABLED", "false")]);
+    let s = Server::start_with_env(&["--feed", "sim:rate=200"], &[("WEBSOCKET_ENABLED", "false")]);
     let (code, body) = refused(&s, "/ws");
     assert_eq!(code, 404, "{body}");
     assert!(body.contains("WEBSOCKET_ENABLED=false"), "{body}");

@@ -163,20 +163,6 @@ pub fn campus(out: &mut Vec<u8>, t: &Tick, ins: &Instrument) -> Range<usize> {
     frame::finish(out, start, frame::OP_TEXT)
 }
 
-fn openalgo_levels(out: &mut Vec<u8>, side: &[Level], n: usize, dec: u8) {
-    out.push(b'[');
-    for (i, l) in side.iter().take(n).enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        price(out, b"{\"price\":", l.price, dec);
-        int(out, b",\"quantity\":", l.qty);
-        int(out, b",\"orders\":", l.orders);
-        out.push(b'}');
-    }
-    out.push(b']');
-}
-
 /// OpenAlgo `market_data`, normalised as in the seed: numeric `mode`;
 /// LTP carries `ltp`, Quote the full quote, Depth adds the book.
 pub fn openalgo(out: &mut Vec<u8>, mode: Mode, t: &Tick, ins: &Instrument) -> Range<usize> {
@@ -204,9 +190,9 @@ pub fn openalgo(out: &mut Vec<u8>, mode: Mode, t: &Tick, ins: &Instrument) -> Ra
     if mode == Mode::Depth {
         let n = usize::from(t.depth_levels);
         out.extend_from_slice(b",\"depth\":{\"buy\":");
-        openalgo_levels(out, &t.depth.bids, n, dec);
+        super::json::levels(out, &t.depth.bids, n, dec);
         out.extend_from_slice(b",\"sell\":");
-        openalgo_levels(out, &t.depth.asks, n, dec);
+        super::json::levels(out, &t.depth.asks, n, dec);
         out.push(b'}');
     }
     out.extend_from_slice(b",\"timestamp\":\"");

@@ -77,7 +77,8 @@ fn price(out: &mut Vec<u8>, key: &[u8], raw: i64, dec: u8) {
     write_price(out, raw, dec);
 }
 
-fn levels(out: &mut Vec<u8>, side: &[Level], n: usize, dec: u8) {
+/// Depth levels as `[{"price":..,"quantity":..,"orders":..},…]` (also OpenAlgo's shape).
+pub(crate) fn levels(out: &mut Vec<u8>, side: &[Level], n: usize, dec: u8) {
     out.push(b'[');
     for (i, l) in side.iter().take(n).enumerate() {
         if i > 0 {

@@ -20,9 +20,15 @@ pub struct Server {
 impl Server {
     /// Start with extra flags (always `--listen 127.0.0.1:0`).
     pub fn start(args: &[&str]) -> Server {
+        Server::start_with_env(args, &[])
+    }
+
+    /// Start with extra flags and environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tickcast"))
             .args(["--listen", "127.0.0.1:0", "--openalgo-listen", "127.0.0.1:0"])
             .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -91,6 +97,17 @@ impl Server {
         let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
         let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
         (status, body)
+    }
+
+    /// The address of the `--publish-listen` port (read from `/status`;
+    /// `ops-key` is the admin key the tests' auth files use, ignored without one).
+    pub fn publish_addr(&self) -> SocketAddr {
+        let (code, body) = self.get("/status?api_key=ops-key");
+        assert_eq!(code, 200, "/status answered {code}: {body}");
+        let st: Value = serde_json::from_str(&body).expect("status is JSON");
+        let feeds = st["feeds"].as_array().expect("feeds");
+        let feed = feeds.iter().find(|f| f["kind"] == "publish").expect("a publish source");
+        feed["address"].as_str().unwrap().parse().unwrap()
     }
 
     /// `/status` as JSON.
