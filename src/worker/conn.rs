@@ -76,6 +76,8 @@ pub struct Conn {
     pub last_tx_ns: u64,
     /// Accept time, ns (handshake timeout).
     pub opened_ns: u64,
+    /// When the last pong arrived, ns (0: none yet); keepalive checks.
+    pub last_pong_ns: u64,
     /// `logged::*` bits.
     pub logged: u8,
     /// Client protocol (set at accept for the OpenAlgo listener, else at the upgrade).
@@ -107,6 +109,7 @@ impl Conn {
             congested: false,
             last_tx_ns: now_ns,
             opened_ns: now_ns,
+            last_pong_ns: 0,
             logged: 0,
             dialect: super::dialect::Dialect::Native,
             user: None,
