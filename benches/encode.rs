@@ -95,7 +95,13 @@ fn bench(c: &mut Criterion) {
     let cases = [
         ("odin", encode::Encoding { format: encode::Format::Odin, mode: Mode::Quote }),
         ("campus", encode::Encoding { format: encode::Format::Campus, mode: Mode::Quote }),
-        ("openalgo_quote", encode::Encoding { format: encode::Format::OpenAlgo, mode: Mode::Quote }),
+        (
+            "openalgo_quote",
+            encode::Encoding {
+                format: encode::Format::OpenAlgo(tickcast::encode::dialects::openalgo_mode::QUOTE),
+                mode: Mode::Quote,
+            },
+        ),
         ("exchange_trade", encode::Encoding { format: encode::Format::Exchange(1), mode: Mode::Ltp }),
         ("exchange_all", encode::Encoding { format: encode::Format::Exchange(7), mode: Mode::Ltp }),
     ];

@@ -110,6 +110,22 @@ pub struct Args {
     #[arg(long, value_name = "SECS")]
     pub campus_idle_timeout_secs: Option<u64>,
 
+    /// OpenAlgo: seconds between WebSocket pings to each client [default: 5].
+    #[arg(long, value_name = "SECS")]
+    pub openalgo_ping_interval: Option<f64>,
+
+    /// OpenAlgo: seconds a client may take to answer a ping before it is closed (1011) [default: 10].
+    #[arg(long, value_name = "SECS")]
+    pub openalgo_ping_timeout: Option<f64>,
+
+    /// OpenAlgo: seconds a connection may stay open without authenticating before it is closed (1008) [default: 15].
+    #[arg(long, value_name = "SECS")]
+    pub openalgo_auth_timeout: Option<f64>,
+
+    /// OpenAlgo: most concurrent clients on the OpenAlgo listener; more get an error and close 1013 [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub openalgo_max_clients: Option<usize>,
+
     /// Trading WS (`/ws`): serve the endpoint [default: true].
     #[arg(long, env = "WEBSOCKET_ENABLED", value_name = "BOOL")]
     pub websocket_enabled: Option<bool>,
@@ -147,6 +163,7 @@ impl Args {
         let cli = self;
         merge_fields!(cli, file; listen, master, feed, workers, cpus, idle, slow_consumer, max_connections,
             max_subscriptions, heartbeat_ms, session_ttl_secs, max_message_bytes, out_buffer_bytes, ring_capacity, market_hours, publish_listen, max_channels, publish, auth_file, allow_anonymous, openalgo_listen,
+            openalgo_ping_interval, openalgo_ping_timeout, openalgo_auth_timeout, openalgo_max_clients,
             websocket_enabled, websocket_ping_interval, websocket_price_update_interval,
             websocket_portfolio_update_interval, websocket_max_connections, campus_idle_timeout_secs)
     }
@@ -360,6 +377,8 @@ pub struct Config {
     pub allow_anonymous: bool,
     /// OpenAlgo listener (`None`: off).
     pub openalgo_listen: Option<SocketAddr>,
+    /// OpenAlgo dialect settings.
+    pub openalgo: OpenAlgoConfig,
     /// Trading WS (`/ws`) settings.
     pub trading: TradingConfig,
     /// Campus prices: idle connections are closed after this long, seconds.
@@ -380,6 +399,20 @@ pub struct TradingConfig {
     pub portfolio_update_interval: f64,
     /// `WEBSOCKET_MAX_CONNECTIONS`.
     pub max_connections: usize,
+}
+
+/// Settings of the OpenAlgo dialect, defaults from the seed's
+/// `WebSocketConfig` (ping 5 s, ping timeout 10 s, 1000 clients).
+#[derive(Clone, Debug, PartialEq)]
+pub struct OpenAlgoConfig {
+    /// Seconds between server pings.
+    pub ping_interval: f64,
+    /// Seconds a ping may stay unanswered.
+    pub ping_timeout: f64,
+    /// Seconds a connection may stay unauthenticated.
+    pub auth_timeout: f64,
+    /// Most concurrent OpenAlgo clients.
+    pub max_clients: usize,
 }
 
 impl Default for Config {
@@ -512,6 +545,12 @@ impl Config {
             auth_file: a.auth_file,
             allow_anonymous,
             openalgo_listen,
+            openalgo: OpenAlgoConfig {
+                ping_interval: seconds("openalgo-ping-interval", a.openalgo_ping_interval, 5.0)?,
+                ping_timeout: seconds("openalgo-ping-timeout", a.openalgo_ping_timeout, 10.0)?,
+                auth_timeout: seconds("openalgo-auth-timeout", a.openalgo_auth_timeout, 15.0)?,
+                max_clients: positive("openalgo-max-clients", a.openalgo_max_clients, 1000)?,
+            },
             trading: TradingConfig {
                 enabled: a.websocket_enabled.unwrap_or(true),
                 ping_interval: seconds("websocket-ping-interval", a.websocket_ping_interval, 30.0)?,
@@ -574,6 +613,23 @@ mod tests {
         std::fs::write(&file, "listn = 1\n").unwrap();
         let err = parse(&["--config", file.to_str().unwrap()]).unwrap_err();
         assert!(format!("{err:#}").contains("unknown field `listn`"), "{err:#}");
+    }
+
+    #[test]
+    fn openalgo_settings_default_to_the_seed_and_are_checked() {
+        let c = parse(&[]).unwrap();
+        let want = OpenAlgoConfig { ping_interval: 5.0, ping_timeout: 10.0, auth_timeout: 15.0, max_clients: 1000 };
+        assert_eq!(c.openalgo, want, "the seed's WebSocketConfig defaults");
+        let c = parse(&["--openalgo-ping-interval", "0.5", "--openalgo-max-clients", "3"]).unwrap();
+        assert_eq!((c.openalgo.ping_interval, c.openalgo.max_clients), (0.5, 3));
+        for (argv, want) in [
+            (["--openalgo-ping-timeout", "0"], "--openalgo-ping-timeout 0"),
+            (["--openalgo-auth-timeout", "90000"], "--openalgo-auth-timeout 90000"),
+            (["--openalgo-max-clients", "0"], "--openalgo-max-clients must be at least 1"),
+        ] {
+            let err = parse(&argv).unwrap_err();
+            assert!(format!("{err:#}").contains(want), "{argv:?}: {err:#}");
+        }
     }
 
     #[test]

@@ -27,6 +27,24 @@ pub mod stream {
     pub const DEPTH: u8 = 4;
 }
 
+/// OpenAlgo mode bits (`Format::OpenAlgo`).
+pub mod openalgo_mode {
+    use crate::tick::Mode;
+
+    /// Mode 1: last traded price.
+    pub const LTP: u8 = 1;
+    /// Mode 2: quote.
+    pub const QUOTE: u8 = 2;
+    /// Mode 3: quote and depth.
+    pub const DEPTH: u8 = 4;
+
+    /// The bit of `mode`.
+    #[inline]
+    pub const fn bit(mode: Mode) -> u8 {
+        1 << (mode as u8 - 1)
+    }
+}
+
 /// IST, the offset OpenAlgo timestamps are written in (they carry no zone).
 const IST_OFFSET_SECS: i64 = 5 * 3600 + 1800;
 
@@ -163,15 +181,54 @@ pub fn campus(out: &mut Vec<u8>, t: &Tick, ins: &Instrument) -> Range<usize> {
     frame::finish(out, start, frame::OP_TEXT)
 }
 
-/// OpenAlgo `market_data`, normalised as in the seed: numeric `mode`;
-/// LTP carries `ltp`, Quote the full quote, Depth adds the book.
-pub fn openalgo(out: &mut Vec<u8>, mode: Mode, t: &Tick, ins: &Instrument) -> Range<usize> {
+/// The OpenAlgo exchange of an instrument as a JSON string: its exchange,
+/// or `NSE_INDEX` for an index (no ISIN), as OpenAlgo names index segments.
+pub fn openalgo_exchange(out: &mut Vec<u8>, ins: &Instrument) {
+    write_str(out, &ins.exchange);
+    if ins.isin.is_empty() {
+        out.pop(); // the closing quote
+        out.extend_from_slice(b"_INDEX\"");
+    }
+}
+
+/// OpenAlgo `market_data` frames for the modes in `modes`
+/// (`openalgo_mode` bits), one WebSocket frame each, LTP first.
+pub fn openalgo(out: &mut Vec<u8>, modes: u8, t: &Tick, ins: &Instrument) -> Range<usize> {
+    let mut all: Option<Range<usize>> = None;
+    for mode in Mode::ALL.into_iter().filter(|&m| modes & openalgo_mode::bit(m) != 0) {
+        let start = out.len();
+        let r = openalgo_frame(out, mode, t, ins);
+        match &mut all {
+            None => all = Some(r),
+            Some(all) => {
+                // Back-to-back frames must be contiguous: close the unused
+                // part of this frame's header reservation.
+                let len = r.len();
+                out.copy_within(r, start);
+                out.truncate(start + len);
+                all.end = out.len();
+            }
+        }
+    }
+    all.unwrap_or(out.len()..out.len())
+}
+
+/// One OpenAlgo `market_data` frame, normalised as in the seed (numeric
+/// `mode`): LTP carries `ltp` and `timestamp`; Quote the full quote with
+/// the official SDK's fields (`last_trade_quantity`, `change`,
+/// `change_percent`); Depth adds `depth.buy` / `depth.sell`. There is no
+/// `avg_trade_price`: the feed does not carry one (the SDK reads 0).
+///
+/// ```json
+/// {"type":"market_data","symbol":"RELIANCE","exchange":"NSE","mode":2,"data":{"ltp":2850.5,"open":2820.0,"high":2860.0,"low":2815.0,"close":2848.25,"volume":1500000,"bid":2850.45,"ask":2850.55,"bid_qty":500,"ask_qty":750,"oi":0,"prev_oi":0,"last_trade_quantity":10,"change":2.25,"change_percent":0.08,"timestamp":"2024-12-04T10:30:00"}}
+/// ```
+fn openalgo_frame(out: &mut Vec<u8>, mode: Mode, t: &Tick, ins: &Instrument) -> Range<usize> {
     let start = frame::begin(out);
     let dec = ins.price_decimals;
     out.extend_from_slice(b"{\"type\":\"market_data\",\"symbol\":");
     write_str(out, &ins.symbol);
     out.extend_from_slice(b",\"exchange\":");
-    write_str(out, &ins.exchange);
+    openalgo_exchange(out, ins);
     int(out, b",\"mode\":", mode as u8);
     price(out, b",\"data\":{\"ltp\":", t.ltp, dec);
     if mode != Mode::Ltp {
@@ -186,6 +243,9 @@ pub fn openalgo(out: &mut Vec<u8>, mode: Mode, t: &Tick, ins: &Instrument) -> Ra
         int(out, b",\"ask_qty\":", t.ask_qty);
         int(out, b",\"oi\":", t.oi);
         int(out, b",\"prev_oi\":", t.prev_oi);
+        int(out, b",\"last_trade_quantity\":", t.ltq);
+        price(out, b",\"change\":", if t.close == 0 { 0 } else { t.ltp - t.close }, dec);
+        price(out, b",\"change_percent\":", change_bp(t), 2);
     }
     if mode == Mode::Depth {
         let n = usize::from(t.depth_levels);
@@ -446,16 +506,57 @@ mod tests {
     /// The frames of an encoded range, parsed one after the other: every
     /// byte of the range belongs to a frame.
     fn frames(bytes: &[u8]) -> Vec<serde_json::Value> {
+        payloads(bytes).iter().map(|p| serde_json::from_str(p).expect("each payload is JSON")).collect()
+    }
+
+    fn ins(symbol: &str, isin: &str) -> Instrument {
+        Instrument {
+            token: 2885,
+            exchange: "NSE".into(),
+            symbol: symbol.into(),
+            name: "".into(),
+            isin: isin.into(),
+            tick_size: 5,
+            lot_size: 1,
+            price_decimals: 2,
+            ref_price: 0,
+        }
+    }
+
+    /// The seed's example quote (2024-12-04T10:30:00 IST).
+    fn seed_tick() -> Tick {
+        let mut t = Tick {
+            ts_ns: 1_733_288_400_000_000_000,
+            ltp: 285_050,
+            open: 282_000,
+            high: 286_000,
+            low: 281_500,
+            close: 284_825,
+            volume: 1_500_000,
+            ltq: 10,
+            bid: 285_045,
+            ask: 285_055,
+            bid_qty: 500,
+            ask_qty: 750,
+            depth_levels: 2,
+            ..Tick::default()
+        };
+        t.depth.bids[0] = Level { price: 285_045, qty: 500, orders: 3 };
+        t.depth.bids[1] = Level { price: 285_040, qty: 100, orders: 1 };
+        t.depth.asks[0] = Level { price: 285_055, qty: 750, orders: 4 };
+        t.depth.asks[1] = Level { price: 285_060, qty: 200, orders: 2 };
+        t
+    }
+
+    /// Split back-to-back frames into their text payloads.
+    fn payloads(mut bytes: &[u8]) -> Vec<String> {
         let mut out = Vec::new();
-        let mut rest = bytes;
-        while !rest.is_empty() {
-            assert_eq!(rest[0], 0x81, "a final text frame starts here: {rest:?}");
-            let (hl, len) = match rest[1] {
-                126 => (4, usize::from(u16::from_be_bytes([rest[2], rest[3]]))),
-                n => (2, usize::from(n)),
-            };
-            out.push(serde_json::from_slice(&rest[hl..hl + len]).expect("each payload is JSON"));
-            rest = &rest[hl + len..];
+        while !bytes.is_empty() {
+            let n = frame::frame_len(bytes).expect("whole frames, nothing between them");
+            assert_eq!(bytes[0], 0x80 | frame::OP_TEXT, "a final text frame");
+            let hl = if bytes[1] == 126 { 4 } else { 2 };
+            out.push(String::from_utf8(bytes[hl..n].to_vec()).unwrap());
+            bytes = &bytes[n..];
         }
         out
     }
@@ -494,5 +595,53 @@ mod tests {
         let before = out.len();
         assert!(exchange(&mut out, stream::TRADE, &t, ins, snap).is_empty());
         assert_eq!(out.len(), before, "nothing written");
+    }
+
+    const QUOTE: &str = r#""ltp":2850.5,"open":2820.0,"high":2860.0,"low":2815.0,"close":2848.25,"volume":1500000,"bid":2850.45,"ask":2850.55,"bid_qty":500,"ask_qty":750,"oi":0,"prev_oi":0,"last_trade_quantity":10,"change":2.25,"change_percent":0.08"#;
+
+    #[test]
+    fn openalgo_frames_per_mode_set() {
+        let head = r#"{"type":"market_data","symbol":"RELIANCE","exchange":"NSE","mode":"#;
+        let ts = r#""timestamp":"2024-12-04T10:30:00"}}"#;
+        let ltp = format!(r#"{head}1,"data":{{"ltp":2850.5,{ts}"#);
+        let quote = format!(r#"{head}2,"data":{{{QUOTE},{ts}"#);
+        let book = r#""depth":{"buy":[{"price":2850.45,"quantity":500,"orders":3},{"price":2850.4,"quantity":100,"orders":1}],"sell":[{"price":2850.55,"quantity":750,"orders":4},{"price":2850.6,"quantity":200,"orders":2}]}"#;
+        let depth = format!(r#"{head}3,"data":{{{QUOTE},{book},{ts}"#);
+        use openalgo_mode::{DEPTH, LTP, QUOTE as Q};
+        let cases: &[(&str, u8, Vec<&String>)] = &[
+            ("LTP: ltp and timestamp", LTP, vec![&ltp]),
+            ("Quote: the seed's fields and the SDK's", Q, vec![&quote]),
+            ("Depth: the quote and the book", DEPTH, vec![&depth]),
+            ("LTP + Quote: two frames, LTP first", LTP | Q, vec![&ltp, &quote]),
+            ("every mode: three frames in mode order", LTP | Q | DEPTH, vec![&ltp, &quote, &depth]),
+        ];
+        let (t, ins) = (seed_tick(), ins("RELIANCE", "INE002A01018"));
+        for (label, modes, want) in cases {
+            let mut out = vec![0xEE; 3]; // frames appended after earlier bytes
+            let r = openalgo(&mut out, *modes, &t, &ins);
+            assert_eq!(r.end, out.len(), "{label}");
+            let got = payloads(&out[r]);
+            assert_eq!(got.iter().collect::<Vec<_>>(), *want, "{label}");
+            for p in &got {
+                serde_json::from_str::<serde_json::Value>(p).unwrap_or_else(|e| panic!("{label}: {e}: {p}"));
+            }
+        }
+    }
+
+    #[test]
+    fn openalgo_indices_are_on_the_index_segment() {
+        let mut out = Vec::new();
+        let r = openalgo(&mut out, openalgo_mode::LTP, &seed_tick(), &ins("NIFTY", ""));
+        let p = &payloads(&out[r])[0];
+        assert!(p.starts_with(r#"{"type":"market_data","symbol":"NIFTY","exchange":"NSE_INDEX","mode":1,"#), "{p}");
+    }
+
+    #[test]
+    fn openalgo_change_is_zero_without_a_close() {
+        let mut out = Vec::new();
+        let t = Tick { close: 0, ..seed_tick() };
+        let r = openalgo(&mut out, openalgo_mode::QUOTE, &t, &ins("RELIANCE", "INE002A01018"));
+        let v: serde_json::Value = serde_json::from_str(&payloads(&out[r])[0]).unwrap();
+        assert_eq!((v["data"]["change"].as_f64(), v["data"]["change_percent"].as_f64()), (Some(0.0), Some(0.0)));
     }
 }

@@ -27,8 +27,10 @@ pub enum Format {
     Odin,
     /// Campus `price_update` (seed `002_…`).
     Campus,
-    /// OpenAlgo `market_data` (seed `003_…`).
-    OpenAlgo,
+    /// OpenAlgo `market_data` (seed `003_…`): one frame per mode in the set
+    /// (`dialects::openalgo_mode::LTP | QUOTE | DEPTH` bits, never 0), as
+    /// an OpenAlgo client may hold one instrument in several modes.
+    OpenAlgo(u8),
     /// Exchange streams (seed `004_…`): one frame per stream in the set
     /// (`exchange::TRADE | TICKER | DEPTH` bits, never 0).
     Exchange(u8),
@@ -54,7 +56,7 @@ impl Format {
             Format::Rkyv => "rkyv",
             Format::Odin => "odin",
             Format::Campus => "campus",
-            Format::OpenAlgo => "openalgo",
+            Format::OpenAlgo(_) => "openalgo",
             Format::Exchange(_) => "exchange",
             Format::Batched => "batched",
         }
@@ -71,12 +73,15 @@ pub struct Encoding {
 }
 
 /// Formats with one frame per mode (index `f * 3 + mode - 1`).
-const PER_MODE: usize = 5;
+const PER_MODE: usize = 4;
+/// Non-empty sets of three bits (OpenAlgo modes, exchange streams).
+const SETS: usize = 7;
 
 impl Encoding {
-    /// Number of distinct encodings (size of the per-tick cache): five
-    /// formats × three modes, then the seven non-empty exchange stream sets.
-    pub const COUNT: usize = PER_MODE * 3 + 7;
+    /// Number of distinct encodings (size of the per-tick cache): four
+    /// formats × three modes, then the seven non-empty OpenAlgo mode sets,
+    /// then the seven non-empty exchange stream sets.
+    pub const COUNT: usize = PER_MODE * 3 + 2 * SETS;
 
     /// Dense index `0..COUNT` (`Batched` is never cached and maps to 0).
     #[inline]
@@ -87,8 +92,8 @@ impl Encoding {
             Format::Rkyv => per_mode(1),
             Format::Odin => per_mode(2),
             Format::Campus => per_mode(3),
-            Format::OpenAlgo => per_mode(4),
-            Format::Exchange(streams) => PER_MODE * 3 + (streams as usize & 7).max(1) - 1,
+            Format::OpenAlgo(modes) => PER_MODE * 3 + (modes as usize & 7).max(1) - 1,
+            Format::Exchange(streams) => PER_MODE * 3 + SETS + (streams as usize & 7).max(1) - 1,
         }
     }
 }
@@ -112,11 +117,14 @@ pub fn encode(out: &mut Vec<u8>, enc: Encoding, tick: &Tick, ins: &Instrument, m
         Format::Rkyv => rkyv::market_data(out, enc.mode, tick, ins, marks),
         Format::Odin => dialects::odin(out, enc.mode, tick, ins),
         Format::Campus => dialects::campus(out, tick, ins),
-        Format::OpenAlgo => dialects::openalgo(out, enc.mode, tick, ins),
+        Format::OpenAlgo(modes) => dialects::openalgo(out, modes, tick, ins),
         Format::Exchange(streams) => dialects::exchange(out, streams, tick, ins, marks),
         Format::Batched => out.len()..out.len(),
     }
 }
+
+// `FrameCache::built` has one bit per encoding.
+const _: () = assert!(Encoding::COUNT <= 32);
 
 /// Frames of the current tick, built on first use per encoding.
 #[derive(Default)]
@@ -154,17 +162,19 @@ mod tests {
     #[test]
     fn encoding_indices_are_dense_and_distinct() {
         let mut seen = [false; Encoding::COUNT];
-        for format in [Format::Json, Format::Rkyv, Format::Odin, Format::Campus, Format::OpenAlgo] {
+        for format in [Format::Json, Format::Rkyv, Format::Odin, Format::Campus] {
             for mode in Mode::ALL {
                 let i = Encoding { format, mode }.index();
                 assert!(!seen[i]);
                 seen[i] = true;
             }
         }
-        for streams in 1..=7 {
-            let i = Encoding { format: Format::Exchange(streams), mode: Mode::Ltp }.index();
-            assert!(!seen[i]);
-            seen[i] = true;
+        for bits in 1..=7 {
+            for format in [Format::OpenAlgo(bits), Format::Exchange(bits)] {
+                let i = Encoding { format, mode: Mode::Ltp }.index();
+                assert!(!seen[i], "{format:?}");
+                seen[i] = true;
+            }
         }
         assert!(seen.iter().all(|&s| s));
     }

@@ -76,6 +76,8 @@ pub struct Conn {
     pub last_tx_ns: u64,
     /// Accept time, ns (handshake timeout).
     pub opened_ns: u64,
+    /// When the last pong arrived, ns (0: none yet); keepalive checks.
+    pub last_pong_ns: u64,
     /// `logged::*` bits.
     pub logged: u8,
     /// The upgrade was accepted (counted in `dialect_connections`).
@@ -109,6 +111,7 @@ impl Conn {
             congested: false,
             last_tx_ns: now_ns,
             opened_ns: now_ns,
+            last_pong_ns: 0,
             logged: 0,
             upgraded: false,
             dialect: super::dialect::Dialect::Native,

@@ -643,7 +643,10 @@ impl Worker {
                 self.mark_dirty(id);
                 Ok(())
             }
-            Kind::Pong => Ok(()),
+            Kind::Pong => {
+                c.last_pong_ns = now;
+                Ok(())
+            }
             Kind::Close => {
                 // Echo the peer's code (RFC 6455 §5.5.1), then close.
                 let code =

@@ -15,6 +15,8 @@ use tungstenite::{Message, WebSocket};
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The OpenAlgo listener (the banner's `OpenAlgo: ws://ADDR)`), unless off.
+    pub openalgo_addr: Option<SocketAddr>,
 }
 
 impl Server {
@@ -44,7 +46,12 @@ impl Server {
             .unwrap_or_else(|| panic!("no address in banner {line:?}"))
             .parse()
             .unwrap();
-        Server { child, addr }
+        let openalgo_addr = line
+            .split("OpenAlgo: ws://")
+            .nth(1)
+            .and_then(|r| r.split(')').next())
+            .map(|a| a.parse().unwrap_or_else(|e| panic!("OpenAlgo address in banner {line:?}: {e}")));
+        Server { child, addr, openalgo_addr }
     }
 
     /// The default test server: simulator at 5000 ticks/s, warmed up so
@@ -67,6 +74,16 @@ impl Server {
 
     pub fn connect(&self, path_and_query: &str) -> Client {
         Client::connect(&self.url(path_and_query))
+    }
+
+    /// `ws://ADDR` of the OpenAlgo listener (no path, as the SDK connects).
+    pub fn openalgo_url(&self) -> String {
+        format!("ws://{}", self.openalgo_addr.expect("the OpenAlgo listener is on"))
+    }
+
+    /// Connect to the OpenAlgo listener (nothing is sent or read).
+    pub fn openalgo(&self) -> Client {
+        Client::connect(&self.openalgo_url())
     }
 
     /// Connect to `/stream` and read the welcome.
