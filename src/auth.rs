@@ -8,7 +8,7 @@
 //! [[user]]
 //! id = "alice"
 //! keys = ["sha256:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"]
-//! roles = ["subscribe"]          # subscribe | publish | admin
+//! roles = ["subscribe"]          # subscribe | admin (publish: reserved)
 //! max-connections = 10           # optional
 //! max-subscriptions = 500        # optional, over all of the user's connections
 //! ```
@@ -31,7 +31,8 @@ use sha2::{Digest, Sha256};
 pub mod role {
     /// Open streams and subscribe.
     pub const SUBSCRIBE: u8 = 1;
-    /// Publish channel messages (the publish port).
+    /// Publish channel messages. Reserved: the publish port and Redis are
+    /// trusted interfaces that take no keys yet.
     pub const PUBLISH: u8 = 2;
     /// Read `/status` and `/metrics` when keys are required.
     pub const ADMIN: u8 = 4;

@@ -121,16 +121,17 @@ fn assert_alive(c: &mut Client, what: &str) {
     assert_eq!(p["type"], "pong", "{what}: connection still served: {p}");
 }
 
-/// A user file with `alice` (key `alice-key`, at most two connections) and
-/// `bob` (key `bob-key`).
+/// A user file with `alice` (key `alice-key`, at most two connections),
+/// `bob` (key `bob-key`) and `ops` (admin: `/status`, key `ops-key`).
 fn auth_file(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tickcast-openalgo-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("users.toml");
     let text = format!(
-        "[[user]]\nid = \"alice\"\nkeys = [\"{}\"]\nmax-connections = 2\n\n[[user]]\nid = \"bob\"\nkeys = [\"{}\"]\n",
+        "[[user]]\nid = \"alice\"\nkeys = [\"{}\"]\nmax-connections = 2\n\n[[user]]\nid = \"bob\"\nkeys = [\"{}\"]\n\n[[user]]\nid = \"ops\"\nkeys = [\"{}\"]\nroles = [\"admin\"]\n",
         tickcast::auth::hash_line("alice-key"),
-        tickcast::auth::hash_line("bob-key")
+        tickcast::auth::hash_line("bob-key"),
+        tickcast::auth::hash_line("ops-key")
     );
     std::fs::write(&path, text).unwrap();
     path

@@ -11,6 +11,10 @@ use serde_json::Value;
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
 
+/// `/status` with `ops-key`, the admin key of the tests' auth files
+/// (ignored by a server without keys).
+const STATUS: &str = "/status?api_key=ops-key";
+
 /// A running server process; killed on drop.
 pub struct Server {
     pub child: Child,
@@ -116,12 +120,9 @@ impl Server {
         (status, body)
     }
 
-    /// The address of the `--publish-listen` port (read from `/status`;
-    /// `ops-key` is the admin key the tests' auth files use, ignored without one).
+    /// The address of the `--publish-listen` port (read from `/status`).
     pub fn publish_addr(&self) -> SocketAddr {
-        let (code, body) = self.get("/status?api_key=ops-key");
-        assert_eq!(code, 200, "/status answered {code}: {body}");
-        let st: Value = serde_json::from_str(&body).expect("status is JSON");
+        let st = self.status();
         let feeds = st["feeds"].as_array().expect("feeds");
         let feed = feeds.iter().find(|f| f["kind"] == "publish").expect("a publish source");
         feed["address"].as_str().unwrap().parse().unwrap()
@@ -129,7 +130,7 @@ impl Server {
 
     /// `/status` as JSON.
     pub fn status(&self) -> Value {
-        let (code, body) = self.get("/status");
+        let (code, body) = self.get(STATUS);
         assert_eq!(code, 200, "/status answered {code}: {body}");
         serde_json::from_str(&body).expect("status is JSON")
     }
@@ -139,7 +140,7 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(15);
         let mut last = String::new();
         loop {
-            let (code, body) = self.get("/status");
+            let (code, body) = self.get(STATUS);
             if code == 200 {
                 let s: Value = serde_json::from_str(&body).expect("status is JSON");
                 if pred(&s) {
