@@ -150,6 +150,7 @@ fn seed_conversation_authenticate_subscribe_quote_data_unsubscribe() {
         "the real server's reply first (the SDK waits for it): {auth}"
     );
     assert_eq!(auth["user_id"], "anonymous");
+    assert_eq!(auth["market_open"], true);
     assert_eq!(
         c.recv_json(),
         json!({"type": "auth_response", "status": "success", "message": "Authentication successful"}),

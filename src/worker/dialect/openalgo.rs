@@ -235,8 +235,9 @@ fn auth_ok(w: &mut Worker, id: ConnId, user: &str, now: u64) {
         st.auth_failures = 0;
     }
     const OK: &str = "Authentication successful";
+    let market_open = w.shared.market_open.load(std::sync::atomic::Ordering::Relaxed);
     let auth = json!({"type": "auth", "status": "success", "message": OK, "broker": BROKER, "user_id": user,
-        "supported_features": {"ltp": true, "quote": true, "depth": true}});
+        "supported_features": {"ltp": true, "quote": true, "depth": true}, "market_open": market_open});
     send(w, id, &auth, now);
     send(w, id, &json!({"type": "auth_response", "status": "success", "message": OK}), now);
 }
@@ -570,9 +571,14 @@ pub(crate) fn reply_error(w: &mut Worker, id: ConnId, code: &str, message: &str,
     send(w, id, &error_frame(code, message), now);
 }
 
-/// OpenAlgo has no market-status message: clients get nothing.
-pub(crate) fn market_status(_open: bool, _now: u64) -> Vec<u8> {
-    Vec::new()
+/// `{"type":"market_status","market_open":…,"timestamp":…}` on each transition.
+pub(crate) fn market_status(open: bool, now: u64) -> Vec<u8> {
+    // The SDK ignores message types it does not know, so the notice is safe.
+    let mut ts = Vec::with_capacity(24);
+    crate::encode::dialects::write_iso(&mut ts, now, 0, true, b"Z");
+    json!({"type": "market_status", "market_open": open, "timestamp": String::from_utf8_lossy(&ts)})
+        .to_string()
+        .into_bytes()
 }
 
 /// Keepalive and the authentication deadline: ping every
