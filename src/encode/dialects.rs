@@ -11,7 +11,7 @@
 
 use std::ops::Range;
 
-use super::json::write_str;
+use super::json::{int, price, write_str};
 use super::Marks;
 use crate::instrument::Instrument;
 use crate::tick::{write_price, Level, Mode, Tick};
@@ -48,17 +48,6 @@ pub mod openalgo_mode {
 /// IST, the offset OpenAlgo timestamps are written in (they carry no zone).
 const IST_OFFSET_SECS: i64 = 5 * 3600 + 1800;
 
-#[inline]
-fn int(out: &mut Vec<u8>, key: &[u8], v: impl itoa::Integer) {
-    out.extend_from_slice(key);
-    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
-}
-
-#[inline]
-fn price(out: &mut Vec<u8>, key: &[u8], raw: i64, dec: u8) {
-    out.extend_from_slice(key);
-    write_price(out, raw, dec);
-}
 
 /// A price as a JSON string with all its decimals (`"1000.50"`), as
 /// exchange APIs send them.

@@ -65,14 +65,16 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
+/// Append `key` then the integer `v`.
 #[inline]
-fn int(out: &mut Vec<u8>, key: &[u8], v: impl itoa::Integer) {
+pub(crate) fn int(out: &mut Vec<u8>, key: &[u8], v: impl itoa::Integer) {
     out.extend_from_slice(key);
     out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
 }
 
+/// Append `key` then the fixed-point price `raw` at `dec` decimals.
 #[inline]
-fn price(out: &mut Vec<u8>, key: &[u8], raw: i64, dec: u8) {
+pub(crate) fn price(out: &mut Vec<u8>, key: &[u8], raw: i64, dec: u8) {
     out.extend_from_slice(key);
     write_price(out, raw, dec);
 }
