@@ -48,7 +48,6 @@ pub mod openalgo_mode {
 /// IST, the offset OpenAlgo timestamps are written in (they carry no zone).
 const IST_OFFSET_SECS: i64 = 5 * 3600 + 1800;
 
-
 /// A price as a JSON string with all its decimals (`"1000.50"`), as
 /// exchange APIs send them.
 fn price_str(out: &mut Vec<u8>, raw: i64, dec: u8) {
