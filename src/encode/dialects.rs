@@ -182,23 +182,12 @@ pub fn openalgo_exchange(out: &mut Vec<u8>, ins: &Instrument) {
 /// OpenAlgo `market_data` frames for the modes in `modes`
 /// (`openalgo_mode` bits), one WebSocket frame each, LTP first.
 pub fn openalgo(out: &mut Vec<u8>, modes: u8, t: &Tick, ins: &Instrument) -> Range<usize> {
-    let mut all: Option<Range<usize>> = None;
+    let mut run = frame::Run::default();
     for mode in Mode::ALL.into_iter().filter(|&m| modes & openalgo_mode::bit(m) != 0) {
-        let start = out.len();
         let r = openalgo_frame(out, mode, t, ins);
-        match &mut all {
-            None => all = Some(r),
-            Some(all) => {
-                // Back-to-back frames must be contiguous: close the unused
-                // part of this frame's header reservation.
-                let len = r.len();
-                out.copy_within(r, start);
-                out.truncate(start + len);
-                all.end = out.len();
-            }
-        }
+        run.push(out, r);
     }
-    all.unwrap_or(out.len()..out.len())
+    run.range(out)
 }
 
 /// One OpenAlgo `market_data` frame, normalised as in the seed (numeric
@@ -333,21 +322,10 @@ fn exchange_side(out: &mut Vec<u8>, side: &[Level], n: usize, dec: u8) {
 /// carries no trade: replaying one would report a trade twice.
 pub fn exchange(out: &mut Vec<u8>, streams: u8, t: &Tick, ins: &Instrument, marks: Marks) -> Range<usize> {
     let dec = ins.price_decimals;
-    // `frame::finish` leaves the unused part of each header reservation in
-    // front of its frame; frames after the first are moved back over that
-    // gap so the range holds nothing but frames.
-    let mut frames: Option<Range<usize>> = None;
+    let mut run = frame::Run::default();
     let mut close = |out: &mut Vec<u8>, start: usize| {
         let r = frame::finish(out, start, frame::OP_TEXT);
-        match &mut frames {
-            None => frames = Some(r),
-            Some(f) => {
-                let len = r.len();
-                out.copy_within(r, f.end);
-                f.end += len;
-                out.truncate(f.end);
-            }
-        }
+        run.push(out, r);
     };
     if streams & stream::TRADE != 0 && !marks.snapshot && t.ltq > 0 {
         let start = frame::begin(out);
@@ -389,7 +367,7 @@ pub fn exchange(out: &mut Vec<u8>, streams: u8, t: &Tick, ins: &Instrument, mark
         exchange_tail(out, ins);
         close(out, start);
     }
-    frames.unwrap_or(out.len()..out.len())
+    run.range(out)
 }
 
 #[cfg(test)]

@@ -44,6 +44,34 @@ pub fn finish(out: &mut [u8], start: usize, opcode: u8) -> Range<usize> {
     at..out.len()
 }
 
+/// Frames one encode writes back to back (one per stream or mode). Each
+/// finished frame leaves the unused part of its header reservation in front
+/// of it; [`Run::push`] moves it up against the frame before, so the run's
+/// range holds nothing but whole frames.
+#[derive(Debug, Default)]
+pub struct Run(Option<Range<usize>>);
+
+impl Run {
+    /// Add `frame`, the range [`finish`] just returned (it ends `out`).
+    pub fn push(&mut self, out: &mut Vec<u8>, frame: Range<usize>) {
+        debug_assert_eq!(frame.end, out.len(), "the frame just finished");
+        match &mut self.0 {
+            None => self.0 = Some(frame),
+            Some(run) => {
+                let len = frame.len();
+                out.copy_within(frame, run.end);
+                run.end += len;
+                out.truncate(run.end);
+            }
+        }
+    }
+
+    /// The run's bytes in `out` (empty at its end when no frame was pushed).
+    pub fn range(self, out: &[u8]) -> Range<usize> {
+        self.0.unwrap_or(out.len()..out.len())
+    }
+}
+
 /// Format an unmasked, final frame header for `len` payload bytes into
 /// `buf`; returns the header length (2, 4 or 10).
 #[inline]
