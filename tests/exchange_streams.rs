@@ -7,8 +7,6 @@ mod util;
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -439,19 +437,7 @@ fn the_subscription_limit_counts_markets_and_channels() {
 #[test]
 fn node_ws_client_runs_the_seed_flow() {
     let s = Server::sim();
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node");
-    let script = dir.join("exchange_client.js");
-    assert!(
-        dir.join("node_modules/ws").is_dir(),
-        "the `ws` package is missing: npm install --prefix tests/node (scripts/test does it)"
-    );
     let url = format!("ws://{}", s.addr);
-    let out = Command::new("node")
-        .arg(&script)
-        .arg(&url)
-        .output()
-        .unwrap_or_else(|e| panic!("node is required for this test and could not be run: {e}"));
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "node {} {url} failed ({}):\n{stdout}\n{stderr}", script.display(), out.status);
-    assert!(stdout.starts_with("OK: depth@RELIANCE, ticker@RELIANCE, trade@RELIANCE"), "{stdout}\n{stderr}");
+    let stdout = util::run_client("node", "node/exchange_client.js", &[&url]);
+    assert!(stdout.starts_with("OK: depth@RELIANCE, ticker@RELIANCE, trade@RELIANCE"), "{stdout}");
 }

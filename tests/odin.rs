@@ -4,9 +4,6 @@
 
 mod util;
 
-use std::path::Path;
-use std::process::Command;
-
 use serde_json::{json, Value};
 use tungstenite::Message;
 use util::{Client, Server};
@@ -181,27 +178,13 @@ fn bad_input_gets_an_error_and_the_connection_stays() {
 #[test]
 fn the_seed_python_client_works_unchanged() {
     let s = Server::start(&["--feed", "sim:rate=5000"]);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/odin_client.py");
-    let out = Command::new("python3")
-        .arg(&script)
-        .arg(s.addr.to_string())
-        .env("PYTHONUNBUFFERED", "1")
-        .output()
-        .unwrap_or_else(|e| panic!("python3 is required for this test: {e}"));
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && stdout.contains("OK"), "odin_client.py failed:\n{stdout}\n{stderr}");
+    let stdout = util::run_client("python3", "python/odin_client.py", &[&s.addr.to_string()]);
+    assert!(stdout.contains("OK"), "odin_client.py did not finish:\n{stdout}");
 }
 
 #[test]
 fn the_seed_javascript_client_works_unchanged_under_node() {
     let s = Server::start(&["--feed", "sim:rate=5000"]);
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node");
-    assert!(dir.join("node_modules/ws").is_dir(), "run `npm install --prefix tests/node` (scripts/test does)");
-    let out = Command::new("node")
-        .arg(dir.join("odin_client.js"))
-        .arg(s.addr.to_string())
-        .output()
-        .unwrap_or_else(|e| panic!("node is required for this test: {e}"));
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && stdout.contains("OK"), "odin_client.js failed:\n{stdout}\n{stderr}");
+    let stdout = util::run_client("node", "node/odin_client.js", &[&s.addr.to_string()]);
+    assert!(stdout.contains("OK"), "odin_client.js did not finish:\n{stdout}");
 }

@@ -8,7 +8,7 @@ mod util;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -691,8 +691,6 @@ fn clients_over_the_limit_get_an_error_then_close_1013() {
 
 #[test]
 fn official_openalgo_python_sdk_streams_ltp_quote_and_depth() {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/openalgo_sdk.py");
-    assert!(script.is_file(), "missing {}", script.display());
     let deps = Command::new("python3")
         .args(["-c", "import openalgo; from openalgo import api"])
         .output()
@@ -706,20 +704,8 @@ fn official_openalgo_python_sdk_streams_ltp_quote_and_depth() {
     let s = Server::start(&["--feed", "sim:rate=5000", "--auth-file", users.to_str().unwrap()]);
     s.warm();
     let url = s.openalgo_url();
-    let out = Command::new("python3")
-        .arg(&script)
-        .args([&url, "bob-key", "not-a-key"])
-        .env("PYTHONUNBUFFERED", "1")
-        .output()
-        .unwrap_or_else(|e| panic!("run python3 {}: {e}", script.display()));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains("OK"),
-        "{} {url} failed ({}):\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
-        script.display(),
-        out.status
-    );
+    let stdout = util::run_client("python3", "python/openalgo_sdk.py", &[&url, "bob-key", "not-a-key"]);
+    assert!(stdout.contains("OK"), "no success line from the SDK script:\n{stdout}");
     println!("{stdout}");
     let st = s.status_until("the SDK's wrong key counted", |st| st["counters"]["auth_failures"].as_u64() >= Some(1));
     assert_eq!(st["counters"]["auth_failures"], 1, "only the wrong key failed");

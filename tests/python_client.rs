@@ -8,15 +8,11 @@
 
 mod util;
 
-use std::path::Path;
 use std::process::Command;
 
 #[test]
 fn python_client_speaks_json_and_decodes_rkyv_with_struct() {
     let server = util::Server::start(&["--feed", "sim:rate=5000"]);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/check_native.py");
-    assert!(script.is_file(), "missing {}", script.display());
-
     let deps = Command::new("python3")
         .args(["-c", "import websocket, struct, json; print(websocket.__version__)"])
         .output()
@@ -28,20 +24,7 @@ fn python_client_speaks_json_and_decodes_rkyv_with_struct() {
     );
 
     let url = format!("ws://{}", server.addr);
-    let out = Command::new("python3")
-        .arg(&script)
-        .arg(&url)
-        .env("PYTHONUNBUFFERED", "1")
-        .output()
-        .unwrap_or_else(|e| panic!("run python3 {}: {e}", script.display()));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "{} {url} failed ({}):\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
-        script.display(),
-        out.status
-    );
-    assert!(stdout.contains("OK"), "no success line from the Python client:\n{stdout}\n{stderr}");
+    let stdout = util::run_client("python3", "python/check_native.py", &[&url]);
+    assert!(stdout.contains("OK"), "no success line from the Python client:\n{stdout}");
     println!("{stdout}");
 }

@@ -10,7 +10,6 @@ mod util;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -678,21 +677,9 @@ fn market_open_and_close_are_announced() {
 
 #[test]
 fn seed_javascript_client_runs_unchanged_under_node() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node");
-    assert!(
-        dir.join("node_modules/ws").is_dir(),
-        "the `ws` package is missing: run `npm install --prefix tests/node` (scripts/test does)"
-    );
     let s = sim(&[]);
     let url = s.url("/ws");
-    let out = Command::new("node")
-        .arg(dir.join("run_trading_client.js"))
-        .arg(&url)
-        .output()
-        .unwrap_or_else(|e| panic!("node (20 or later) is required for this test and could not be run: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "the Node client failed ({}):\n{stdout}\n{stderr}", out.status);
+    let stdout = util::run_client("node", "node/run_trading_client.js", &[&url]);
     let lines: Vec<Value> =
         stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l}: {e}"))).collect();
     let logs: Vec<&str> = lines.iter().filter_map(|l| l["log"].as_str()).collect();

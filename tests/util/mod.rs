@@ -170,6 +170,36 @@ impl Drop for Server {
     }
 }
 
+/// Run a client program from `tests/` (`python3 python/x.py`, `node
+/// node/x.js`) with `args`; panics, with its output, unless it exits 0.
+/// Returns its stdout. Node scripts need `tests/node/node_modules`, which
+/// `scripts/test` installs.
+pub fn run_client(program: &str, script: &str, args: &[&str]) -> String {
+    let tests = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let path = tests.join(script);
+    assert!(path.is_file(), "missing {}", path.display());
+    if program == "node" {
+        assert!(
+            tests.join("node/node_modules/ws").is_dir(),
+            "the `ws` package is missing: run `npm install --prefix tests/node` (scripts/test does)"
+        );
+    }
+    let out = Command::new(program)
+        .arg(&path)
+        .args(args)
+        .env("PYTHONUNBUFFERED", "1")
+        .output()
+        .unwrap_or_else(|e| panic!("{program} is required for this test and could not be run: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{program} {script} {args:?} failed ({}):\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
+        out.status
+    );
+    stdout
+}
+
 /// A free TCP port on loopback (bound then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
