@@ -754,12 +754,17 @@ impl Worker {
         self.mark_dirty(id);
     }
 
-    /// The native heartbeat for this housekeeping pass (built once per pass).
-    pub(crate) fn heartbeat_frame(&mut self, now: u64) -> &[u8] {
+    /// Queue the native heartbeat for `id`; it is built once per
+    /// housekeeping pass and the same bytes go to every idle client.
+    pub(crate) fn send_heartbeat(&mut self, id: ConnId, now: u64) {
         if self.heartbeat.as_ref().is_none_or(|(t, _)| *t != now) {
             self.heartbeat = Some((now, native::heartbeat(&self.shared, now)));
         }
-        &self.heartbeat.as_ref().expect("set above").1
+        let hb = &self.heartbeat.as_ref().expect("set above").1;
+        if let Some(c) = self.conns.get_mut(id.0 as usize).and_then(Option::as_mut) {
+            c.ctrl_text(hb, now);
+        }
+        self.mark_dirty(id);
     }
 
     // ── subscriptions ──────────────────────────────────────────────────

@@ -451,11 +451,7 @@ pub(crate) fn write_gap(out: &mut Vec<u8>, token: u32, from: u64, to: u64) {
 pub(crate) fn housekeeping(w: &mut Worker, id: ConnId, now: u64) {
     let hb_ns = w.shared.config.heartbeat_ms * 1_000_000;
     if w.conn(id).is_some_and(|c| now.saturating_sub(c.last_tx_ns) >= hb_ns && c.is_drained()) {
-        let hb = w.heartbeat_frame(now).to_vec();
-        if let Some(c) = w.conn(id) {
-            c.ctrl_text(&hb, now);
-        }
-        w.mark_dirty(id);
+        w.send_heartbeat(id, now);
     }
 }
 
