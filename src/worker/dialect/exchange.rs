@@ -94,12 +94,7 @@ pub(crate) fn open(w: &mut Worker, id: ConnId, req: &Request, _now: u64) -> Resu
 
 /// Handle one text message (a request).
 pub(crate) fn handle(w: &mut Worker, id: ConnId, payload: &mut [u8], now: u64) {
-    use crate::encode::json::{nesting_within, MAX_DEPTH};
-    if !nesting_within(payload, MAX_DEPTH) {
-        let msg = format!("Invalid JSON: nested deeper than {MAX_DEPTH} levels");
-        return error(w, id, Value::Null, code::INVALID_JSON, &msg, now);
-    }
-    let v = match simd_json::to_borrowed_value(payload) {
+    let v = match super::parse_json(payload) {
         Ok(v) => v,
         Err(e) => return error(w, id, Value::Null, code::INVALID_JSON, &format!("Invalid JSON: {e}"), now),
     };

@@ -124,11 +124,7 @@ pub(crate) fn handle(w: &mut Worker, id: ConnId, payload: &mut [u8], now: u64) {
     if w.conn(id).is_none_or(|c| c.phase != Phase::Open) {
         return; // refused at `open` (client limit): nothing may follow the close frame
     }
-    if !crate::encode::json::nesting_within(payload, crate::encode::json::MAX_DEPTH) {
-        let msg = format!("Invalid JSON message: nested deeper than {} levels", crate::encode::json::MAX_DEPTH);
-        return reply_error(w, id, "INVALID_JSON", &msg, now);
-    }
-    let v = match simd_json::to_borrowed_value(payload) {
+    let v = match super::parse_json(payload) {
         Ok(v) => v,
         Err(e) => return reply_error(w, id, "INVALID_JSON", &format!("Invalid JSON message: {e}"), now),
     };
