@@ -177,9 +177,7 @@ fn iso(ns: u64) -> Value {
     if ns == 0 {
         return Value::Null;
     }
-    let mut out = Vec::with_capacity(24);
-    crate::encode::dialects::write_iso(&mut out, ns, 0, true, b"Z");
-    Value::String(String::from_utf8(out).expect("ASCII"))
+    Value::String(crate::encode::dialects::iso_string(ns))
 }
 
 /// The Trading WS `GET /websocket/status` (seed `001_…`), from the feeds'

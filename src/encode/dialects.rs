@@ -103,6 +103,14 @@ pub fn write_iso(out: &mut Vec<u8>, ns: u64, offset_secs: i64, millis: bool, suf
     out.extend_from_slice(suffix);
 }
 
+/// `2026-11-22T04:00:00.123Z` for `ns` (UTC, milliseconds), as a `String`:
+/// the timestamp of control messages (acks, errors, status documents).
+pub fn iso_string(ns: u64) -> String {
+    let mut out = Vec::with_capacity(24);
+    write_iso(&mut out, ns, 0, true, b"Z");
+    String::from_utf8(out).expect("ASCII")
+}
+
 /// `(ltp - close) / close` in hundredths of a percent, rounded; 0 without a close.
 fn change_bp(t: &Tick) -> i64 {
     if t.close == 0 {

@@ -18,7 +18,7 @@ use simd_json::BorrowedValue;
 
 use super::super::Worker;
 use super::Dialect;
-use crate::encode::dialects::write_iso;
+use crate::encode::dialects::iso_string;
 use crate::encode::{Encoding, Format};
 use crate::instrument::Slot;
 use crate::metrics::Counters;
@@ -35,9 +35,7 @@ const MAX_TARGETS: usize = 5000;
 const ACTIONS: &str = "subscribe, unsubscribe, get_subscriptions, ping";
 
 fn iso_now() -> String {
-    let mut out = Vec::with_capacity(24);
-    write_iso(&mut out, now_ns(), 0, true, b"Z");
-    String::from_utf8(out).expect("ASCII")
+    iso_string(now_ns())
 }
 
 /// Welcome (exactly the seed's), restored session, URL subscriptions.

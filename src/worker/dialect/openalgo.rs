@@ -570,11 +570,8 @@ pub(crate) fn reply_error(w: &mut Worker, id: ConnId, code: &str, message: &str,
 /// `{"type":"market_status","market_open":…,"timestamp":…}` on each transition.
 pub(crate) fn market_status(open: bool, now: u64) -> Vec<u8> {
     // The SDK ignores message types it does not know, so the notice is safe.
-    let mut ts = Vec::with_capacity(24);
-    crate::encode::dialects::write_iso(&mut ts, now, 0, true, b"Z");
-    json!({"type": "market_status", "market_open": open, "timestamp": String::from_utf8_lossy(&ts)})
-        .to_string()
-        .into_bytes()
+    let ts = crate::encode::dialects::iso_string(now);
+    json!({"type": "market_status", "market_open": open, "timestamp": ts}).to_string().into_bytes()
 }
 
 /// Keepalive and the authentication deadline: ping every

@@ -37,7 +37,7 @@ use simd_json::BorrowedValue;
 use super::super::conn::Conn;
 use super::super::{ChanKind, Worker};
 use super::{Dialect, Ext};
-use crate::encode::dialects::{trading_symbol, write_iso};
+use crate::encode::dialects::{iso_string, trading_symbol, write_iso};
 use crate::encode::{Encoding, Format};
 use crate::instrument::Slot;
 use crate::metrics::Counters;
@@ -175,9 +175,7 @@ fn uuid_v4() -> String {
 
 /// `"2024-12-19T12:00:00.123Z"` for `ns`, as a JSON value.
 fn iso(ns: u64) -> Value {
-    let mut out = Vec::with_capacity(24);
-    write_iso(&mut out, ns, 0, true, b"Z");
-    Value::String(String::from_utf8(out).expect("ASCII"))
+    Value::String(iso_string(ns))
 }
 
 /// Accept the upgrade: greeting, the seed's MVP streams (or a restored
