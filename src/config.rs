@@ -42,13 +42,17 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
 
-    /// CPUs to pin threads to, e.g. `0,1` or `0-3`: feeds first, then workers, wrapping around [default: no pinning].
+    /// CPUs to pin threads to, e.g. `0,1` or `0-3`: feed threads first, then workers, wrapping around [default: no pinning].
     #[arg(long, value_name = "LIST")]
     pub cpus: Option<String>,
 
     /// How an idle worker waits: `park` (block in epoll, woken by feeds) or `spin` (busy-poll a dedicated core) [default: park].
     #[arg(long, value_name = "park|spin")]
     pub idle: Option<String>,
+
+    /// Where UDP feeds are read: `thread` (a feed thread hands ticks to the workers through their rings), `worker` (read inside a worker's own event loop: no thread hand-off, no wake-up per packet), or `auto` (`worker` when there is one worker, else `thread`) [default: auto].
+    #[arg(long, value_name = "auto|thread|worker")]
+    pub feed_poll: Option<String>,
 
     /// Default delivery when a client's out-buffer passes its limit: `conflate` (newest value per instrument, with a gap notice) or `disconnect` (close 1013) [default: conflate].
     #[arg(long, value_name = "conflate|disconnect")]
@@ -161,7 +165,7 @@ impl Args {
     /// Command-line values over file values.
     pub fn over(self, file: Args) -> Args {
         let cli = self;
-        merge_fields!(cli, file; listen, master, feed, workers, cpus, idle, slow_consumer, max_connections,
+        merge_fields!(cli, file; listen, master, feed, workers, cpus, idle, feed_poll, slow_consumer, max_connections,
             max_subscriptions, heartbeat_ms, session_ttl_secs, max_message_bytes, out_buffer_bytes, ring_capacity, market_hours, publish_listen, max_channels, publish, auth_file, allow_anonymous, openalgo_listen,
             openalgo_ping_interval, openalgo_ping_timeout, openalgo_auth_timeout, openalgo_max_clients,
             websocket_enabled, websocket_ping_interval, websocket_price_update_interval,
@@ -323,6 +327,15 @@ pub enum Idle {
     Spin,
 }
 
+/// Where feeds that can be polled (UDP) are read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FeedPoll {
+    /// On a feed thread of their own, handing ticks to workers via rings.
+    Thread,
+    /// Inside a worker's event loop (feed `i` on worker `i % workers`).
+    Worker,
+}
+
 /// Default delivery policy under slow-consumer pressure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SlowConsumer {
@@ -343,10 +356,12 @@ pub struct Config {
     pub feeds: Vec<FeedSpec>,
     /// Worker threads.
     pub workers: usize,
-    /// CPUs to pin to (feeds first, then workers); empty = no pinning.
+    /// CPUs to pin to (feed threads first, then workers); empty = no pinning.
     pub cpus: Vec<usize>,
     /// Idle strategy.
     pub idle: Idle,
+    /// Where pollable feeds are read.
+    pub feed_poll: FeedPoll,
     /// Default slow-consumer policy.
     pub slow_consumer: SlowConsumer,
     /// Connection cap.
@@ -480,6 +495,12 @@ impl Config {
             Some(o) => bail!("--slow-consumer `{o}`: expected `conflate` or `disconnect`"),
         };
         let workers = a.workers.unwrap_or_else(default_workers);
+        let feed_poll = match a.feed_poll.as_deref() {
+            None | Some("auto") if workers == 1 => FeedPoll::Worker,
+            None | Some("auto" | "thread") => FeedPoll::Thread,
+            Some("worker") => FeedPoll::Worker,
+            Some(o) => bail!("--feed-poll `{o}`: expected `auto`, `thread` or `worker`"),
+        };
         if workers == 0 || workers > crate::ring::MAX_WORKERS {
             bail!("--workers {workers}: must be 1..={}", crate::ring::MAX_WORKERS);
         }
@@ -527,6 +548,7 @@ impl Config {
             workers,
             cpus,
             idle,
+            feed_poll,
             slow_consumer,
             max_connections: positive("max-connections", a.max_connections, 100_000)?,
             max_subscriptions: positive("max-subscriptions", a.max_subscriptions, 3000)?,
@@ -633,6 +655,16 @@ mod tests {
     }
 
     #[test]
+    fn feed_poll_auto_reads_in_the_worker_only_when_there_is_one() {
+        let poll = |argv: &[&str]| parse(argv).unwrap().feed_poll;
+        assert_eq!(poll(&["--workers", "1"]), FeedPoll::Worker);
+        assert_eq!(poll(&["--workers", "2"]), FeedPoll::Thread);
+        assert_eq!(poll(&["--workers", "1", "--feed-poll", "thread"]), FeedPoll::Thread);
+        assert_eq!(poll(&["--workers", "3", "--feed-poll", "worker"]), FeedPoll::Worker);
+        assert_eq!(poll(&["--workers", "2", "--feed-poll", "auto"]), FeedPoll::Thread);
+    }
+
+    #[test]
     fn bad_values_name_the_flag() {
         let cases: &[(&[&str], &str)] = &[
             (&["--idle", "nap"], "--idle `nap`"),
@@ -642,6 +674,7 @@ mod tests {
             (&["--cpus", "3-1"], "--cpus `3-1`"),
             (&["--workers", "0"], "--workers 0"),
             (&["--slow-consumer", "pray"], "--slow-consumer `pray`"),
+            (&["--feed-poll", "sometimes"], "--feed-poll `sometimes`"),
         ];
         for (argv, want) in cases {
             let err = parse(argv).unwrap_err();

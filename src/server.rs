@@ -1,5 +1,6 @@
 //! Start-up and shut-down: build the registry, the hub (rings, interest,
-//! last values), the listeners, the feed and worker threads (pinned when
+//! last values), the listeners, the feed threads (or hand pollable feeds to
+//! the workers, `--feed-poll worker`), the worker threads (pinned when
 //! asked), and stop them all on SIGTERM / SIGINT.
 
 use std::net::SocketAddr;
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::config::Config;
+use crate::config::{Config, FeedPoll};
 use crate::feed::{self, FeedCtx, FeedHealth};
 use crate::instrument::Registry;
 use crate::metrics::{Counters, WorkerGauges};
@@ -204,7 +205,8 @@ impl Server {
         let mut chan_rings: Vec<Vec<rtrb::Consumer<crate::channel::ChannelMsg>>> =
             (0..signals.len()).map(|_| Vec::new()).collect();
         let mut threads = Vec::new();
-        let n_feeds = sources.len();
+        let mut polled: Vec<Vec<(Box<dyn feed::Polled>, FeedCtx)>> = (0..config.workers).map(|_| Vec::new()).collect();
+        let mut feed_threads = 0;
         for (i, (source, health)) in sources.into_iter().zip(feeds).enumerate() {
             let (fanout, consumers) = shared.hub.connect_feed(health.push.clone());
             for (w, c) in consumers.into_iter().enumerate() {
@@ -226,13 +228,26 @@ impl Server {
                 channels,
                 channel_table: shared.channels.clone(),
             };
+            let source = match config.feed_poll {
+                FeedPoll::Worker => match source.polled() {
+                    Ok(p) => {
+                        log::info!("feed {} is read by worker {}", health.name, i % config.workers);
+                        polled[i % config.workers].push((p, ctx));
+                        continue;
+                    }
+                    Err(source) => source,
+                },
+                FeedPoll::Thread => source,
+            };
             let cpus = config.cpus.clone();
+            let cpu_index = feed_threads;
+            feed_threads += 1;
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("feed-{}", health.name))
                     .spawn(move || {
                         let _down = feed::DownOnExit(ctx.health.clone());
-                        pin(&cpus, i, "feed");
+                        pin(&cpus, cpu_index, "feed");
                         source.run(ctx);
                     })
                     .context("spawning a feed thread")?,
@@ -258,18 +273,19 @@ impl Server {
                     .context("spawning the publish thread")?,
             );
         }
-        for (id, (((poll, listener), rings), chan_rings)) in
-            polls.into_iter().zip(listeners).zip(rings).zip(chan_rings).enumerate()
+        for (id, ((((poll, listener), rings), chan_rings), feeds)) in
+            polls.into_iter().zip(listeners).zip(rings).zip(chan_rings).zip(polled).enumerate()
         {
             let openalgo = openalgo[id].take();
-            let setup = WorkerSetup { id, poll, listener, openalgo, signal: signals[id].clone(), rings, chan_rings };
+            let setup =
+                WorkerSetup { id, poll, listener, openalgo, signal: signals[id].clone(), rings, chan_rings, feeds };
             let worker = Worker::new(setup, shared.clone()).context("starting a worker")?;
             let cpus = config.cpus.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("worker-{id}"))
                     .spawn(move || {
-                        pin(&cpus, n_feeds + id, "worker");
+                        pin(&cpus, feed_threads + id, "worker");
                         worker.run();
                     })
                     .context("spawning a worker thread")?,

@@ -60,15 +60,33 @@ fn next_data(c: &mut util::Client) -> Value {
     c.recv_until("market data", |v| v["type"] == "market_data")
 }
 
+/// The UDP source read on its own thread and inside a worker's loop
+/// (the one worker, and worker 0 of two: clients land on either worker).
 #[test]
 fn udp_packets_become_exact_ticks() {
-    let s = Server::start(&["--feed", "udp://127.0.0.1:0"]);
+    for poll in [
+        &["--feed-poll", "thread"][..],
+        &["--feed-poll", "worker", "--workers", "1"],
+        &["--feed-poll", "worker", "--workers", "2"],
+    ] {
+        udp_packets_become_exact_ticks_with(poll);
+    }
+}
+
+fn udp_packets_become_exact_ticks_with(poll: &[&str]) {
+    let s = Server::start(&[&["--feed", "udp://127.0.0.1:0"], poll].concat());
     let addr = feed_addr(&s, 0);
-    let mut c = s.native();
-    c.request(json!({"action": "subscribe", "tokens": [2885], "mode": "depth"}), 1);
+    let mut clients: Vec<util::Client> = (0..4).map(|_| s.native()).collect();
+    for c in &mut clients {
+        c.request(json!({"action": "subscribe", "tokens": [2885], "mode": "depth"}), 1);
+    }
     let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
     tx.send_to(&packet(1, &[tick(7)]), addr).unwrap();
-    let f = next_data(&mut c);
+    for other in &mut clients[1..] {
+        assert_eq!(next_data(other)["seq"], 7, "{poll:?}");
+    }
+    let c = &mut clients[0];
+    let f = next_data(c);
     assert_eq!((f["seq"].as_u64(), f["ts"].as_u64()), (Some(7), Some(1_763_712_000_000_000_007)));
     let d = &f["data"];
     assert_eq!(d["ltp"], 2850.57, "ltp scaled by price_decimals");
@@ -80,8 +98,8 @@ fn udp_packets_become_exact_ticks() {
     assert_eq!(d["depth"]["sell"][4], json!({"price": 2850.75, "quantity": 200, "orders": 2}));
     // Two ticks in one packet arrive in order; state merges across records.
     tx.send_to(&packet(2, &[tick(8), Tick { flags: 0, ..tick(9) }]), addr).unwrap();
-    assert_eq!(next_data(&mut c)["seq"], 8);
-    let nine = next_data(&mut c);
+    assert_eq!(next_data(c)["seq"], 8);
+    let nine = next_data(c);
     assert_eq!(
         (nine["seq"].as_u64(), nine["data"]["bid"].as_f64()),
         (Some(9), Some(2850.45)),
@@ -91,7 +109,8 @@ fn udp_packets_become_exact_ticks() {
     let feed = &st["feeds"][0];
     assert_eq!(
         (feed["kind"].as_str(), feed["state"].as_str(), feed["ticks"].as_u64()),
-        (Some("udp"), Some("live"), Some(3))
+        (Some("udp"), Some("live"), Some(3)),
+        "{poll:?}"
     );
 }
 

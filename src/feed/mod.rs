@@ -1,6 +1,9 @@
 //! Feed sources: each runs on its own thread, turns its input into complete
 //! [`Tick`](crate::tick::Tick)s and hands them to [`Fanout::publish`], which
-//! caches them and pushes them to interested workers.
+//! caches them and pushes them to interested workers. A source that is one
+//! socket (UDP) can instead be [`Polled`] inside a worker's event loop
+//! (`--feed-poll worker`): no thread hand-off and no wake-up per packet,
+//! which is what a worker sharing its core with the feed needs.
 //!
 //! A source must never block on a worker and never panic on bad input; it
 //! reports its health through [`FeedHealth`], which `/status` and every
@@ -234,8 +237,21 @@ impl Drop for DownOnExit {
     }
 }
 
+/// Boxed-source conversion for [`Source::polled`]'s default (a method
+/// with a body cannot turn `Box<Self>` into `Box<dyn Source>` itself).
+pub trait IntoSource {
+    /// `self` as a trait object.
+    fn into_source(self: Box<Self>) -> Box<dyn Source>;
+}
+
+impl<T: Source> IntoSource for T {
+    fn into_source(self: Box<Self>) -> Box<dyn Source> {
+        self
+    }
+}
+
 /// A feed source, run on its own thread until shutdown.
-pub trait Source: Send + 'static {
+pub trait Source: IntoSource + Send + 'static {
     /// Kind name for health reports.
     fn kind(&self) -> &'static str;
     /// Address for health reports (empty when there is none).
@@ -248,6 +264,30 @@ pub trait Source: Send + 'static {
     }
     /// Run until `ctx.shutdown` is set.
     fn run(self: Box<Self>, ctx: FeedCtx);
+    /// This source as one a worker polls, if it can be (else itself back).
+    ///
+    /// # Errors
+    /// The source back, when it needs a thread of its own.
+    fn polled(self: Box<Self>) -> Result<Box<dyn Polled>, Box<dyn Source>> {
+        Err(self.into_source())
+    }
+}
+
+/// A source read inside a worker's event loop: registered on the worker's
+/// `Poll`, read when it reports readiness.
+pub trait Polled: Send {
+    /// Register the source's socket (readable, edge-triggered) as `token`.
+    ///
+    /// # Errors
+    /// epoll registration failed.
+    fn register(&mut self, registry: &mio::Registry, token: mio::Token) -> std::io::Result<()>;
+    /// Read and publish at most `budget` packets, then flush. Returns true
+    /// when the budget ran out first: more may be waiting, and edge-
+    /// triggered readiness will not report it again, so call again soon.
+    ///
+    /// # Errors
+    /// The socket failed (the source is down).
+    fn read_ready(&mut self, ctx: &mut FeedCtx, budget: usize) -> std::io::Result<bool>;
 }
 
 /// Build (bind, open) the sources for `specs`. Simulators split the

@@ -2,8 +2,9 @@
 //! multicast (a multicast HOST joins the group on `iface`, default any).
 //!
 //! The socket gets a large receive buffer (bursts arrive faster than one
-//! wake-up), and each wake-up drains it until WouldBlock before waking the
-//! workers once.
+//! wake-up). On its own thread, each wake-up drains it until WouldBlock
+//! before waking the workers once; polled by a worker, each turn reads a
+//! bounded batch (so the worker's ring cannot overflow before it drains).
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -12,7 +13,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use mio::{Events, Interest, Poll, Token};
 
-use super::{publish_packet, stopping, FeedCtx, PacketSeq, Source, STATE_DOWN, STATE_LIVE};
+use std::sync::atomic::Ordering;
+
+use super::{publish_packet, stopping, FeedCtx, PacketSeq, Polled, Source, STATE_DOWN, STATE_LIVE};
 use crate::feed::tcf1::Merger;
 use crate::instrument::Registry;
 use crate::tick::now_ns;
@@ -27,6 +30,8 @@ pub struct Udp {
     sock: mio::net::UdpSocket,
     addr: SocketAddr,
     merger: Merger,
+    seqs: PacketSeq,
+    buf: Box<[u8]>,
 }
 
 impl Udp {
@@ -57,7 +62,13 @@ impl Udp {
         let std: std::net::UdpSocket = sock.into();
         // Port 0 binds a free port; report the one actually bound.
         let addr = SocketAddr::new(addr.ip(), std.local_addr()?.port());
-        Ok(Udp { sock: mio::net::UdpSocket::from_std(std), addr, merger: Merger::new(registry) })
+        Ok(Udp {
+            sock: mio::net::UdpSocket::from_std(std),
+            addr,
+            merger: Merger::new(registry),
+            seqs: PacketSeq::default(),
+            buf: vec![0; MAX_DATAGRAM].into_boxed_slice(),
+        })
     }
 
     /// The bound address (the group for multicast).
@@ -78,28 +89,45 @@ impl Source for Udp {
     fn run(mut self: Box<Self>, mut ctx: FeedCtx) {
         let mut run = || -> io::Result<()> {
             let mut poll = Poll::new()?;
-            poll.registry().register(&mut self.sock, Token(0), Interest::READABLE)?;
+            self.register(poll.registry(), Token(0))?;
             let mut events = Events::with_capacity(4);
-            let mut buf = vec![0u8; MAX_DATAGRAM];
-            let mut seqs = PacketSeq::default();
-            ctx.health.state.store(STATE_LIVE, std::sync::atomic::Ordering::Relaxed);
+            ctx.health.state.store(STATE_LIVE, Ordering::Relaxed);
             while !stopping(&ctx.shutdown) {
                 poll.poll(&mut events, Some(Duration::from_millis(50)))?;
-                loop {
-                    match self.sock.recv(&mut buf) {
-                        Ok(n) => publish_packet(&mut ctx, &mut self.merger, &mut seqs, &buf[..n], now_ns()),
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-                ctx.fanout.flush();
+                self.read_ready(&mut ctx, usize::MAX)?;
             }
             Ok(())
         };
         if let Err(e) = run() {
             log::error!("feed {}: {e}", ctx.health.name);
         }
-        ctx.health.state.store(STATE_DOWN, std::sync::atomic::Ordering::Relaxed);
+        ctx.health.state.store(STATE_DOWN, Ordering::Relaxed);
+    }
+
+    fn polled(self: Box<Self>) -> Result<Box<dyn Polled>, Box<dyn Source>> {
+        Ok(self)
+    }
+}
+
+impl Polled for Udp {
+    fn register(&mut self, registry: &mio::Registry, token: Token) -> io::Result<()> {
+        registry.register(&mut self.sock, token, Interest::READABLE)
+    }
+
+    fn read_ready(&mut self, ctx: &mut FeedCtx, budget: usize) -> io::Result<bool> {
+        let mut more = true;
+        for _ in 0..budget {
+            match self.sock.recv(&mut self.buf) {
+                Ok(n) => publish_packet(ctx, &mut self.merger, &mut self.seqs, &self.buf[..n], now_ns()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    more = false;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        ctx.fanout.flush();
+        Ok(more)
     }
 }

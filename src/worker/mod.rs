@@ -5,7 +5,9 @@
 //! socket events → client requests → drain rings → fan out (encode once per
 //! tick and encoding, append to every subscriber) → timers → one `writev`
 //! per dirty connection → record latency. The idle strategy decides what
-//! happens when a turn found nothing to do.
+//! happens when a turn found nothing to do. With `--feed-poll worker` the
+//! first step also reads the worker's UDP feeds, so a tick goes from socket
+//! to subscribers in one turn of one thread.
 //!
 //! Never on the per-tick, per-client path: allocation (buffers reuse their
 //! capacity), locks, hashing, string work. A slow or broken client only
@@ -28,6 +30,7 @@ use mio::{Events, Interest as Ready, Poll, Token};
 use crate::channel::{ChannelId, ChannelMsg};
 use crate::config::{Idle, SlowConsumer};
 use crate::encode::{self, Encoding, FrameCache, Marks};
+use crate::feed::{DownOnExit, FeedCtx, Polled, STATE_DOWN, STATE_LIVE};
 use crate::instrument::Slot;
 use crate::metrics::{new_histogram, Counters};
 use crate::ring::WorkerSignal;
@@ -41,6 +44,12 @@ use dialect::{native, Dialect};
 const WAKER: Token = Token(usize::MAX - 1);
 const LISTENER: Token = Token(usize::MAX - 2);
 const OPENALGO_LISTENER: Token = Token(usize::MAX - 3);
+/// Token of the first feed this worker polls; feed `i` is `FIRST_FEED - i`.
+const FIRST_FEED: usize = usize::MAX - 4;
+/// Packets a polled feed reads per turn: at most 16 × 511 ticks, well
+/// inside the default 65536-tick ring, so a burst cannot overrun the ring
+/// before this same worker drains it.
+const FEED_BUDGET: usize = 16;
 
 /// Ticks taken from one ring per turn before moving on (bounds a turn).
 const DRAIN_LIMIT: usize = 8192;
@@ -75,6 +84,8 @@ pub struct Worker {
     signal: Arc<WorkerSignal>,
     rings: Vec<rtrb::Consumer<Tick>>,
     chan_rings: Vec<rtrb::Consumer<ChannelMsg>>,
+    /// Feeds read in this loop (`--feed-poll worker`).
+    feeds: Vec<PolledFeed>,
     /// Subscribers per channel id (grown as channels appear).
     chan_subs: Vec<smallvec::SmallVec<[ChanSub; 2]>>,
     /// Connections that receive every instrument (a Trading WS client
@@ -125,6 +136,19 @@ pub struct WorkerSetup {
     pub rings: Vec<rtrb::Consumer<Tick>>,
     /// Its channel ring ends, one per channel publisher.
     pub chan_rings: Vec<rtrb::Consumer<ChannelMsg>>,
+    /// Feeds this worker reads in its own loop.
+    pub feeds: Vec<(Box<dyn Polled>, FeedCtx)>,
+}
+
+/// A feed read inside the worker's loop.
+struct PolledFeed {
+    /// `None` once its socket failed (dropping it leaves the epoll set).
+    source: Option<Box<dyn Polled>>,
+    ctx: FeedCtx,
+    /// Its last read stopped at the budget: read again next turn.
+    more: bool,
+    /// Marks the feed down when the worker exits.
+    _down: DownOnExit,
 }
 
 /// How a channel subscriber receives the channel's messages.
@@ -162,6 +186,12 @@ impl Worker {
         if let Some(l) = openalgo.as_mut() {
             setup.poll.registry().register(l, OPENALGO_LISTENER, Ready::READABLE)?;
         }
+        let mut feeds = Vec::with_capacity(setup.feeds.len());
+        for (i, (mut source, ctx)) in setup.feeds.into_iter().enumerate() {
+            source.register(setup.poll.registry(), Token(FIRST_FEED - i))?;
+            ctx.health.state.store(STATE_LIVE, Ordering::Relaxed);
+            feeds.push(PolledFeed { source: Some(source), _down: DownOnExit(ctx.health.clone()), ctx, more: false });
+        }
         let slots = shared.registry.len();
         let default_delivery = match shared.config.slow_consumer {
             SlowConsumer::Conflate => Delivery::Conflate,
@@ -175,6 +205,7 @@ impl Worker {
             signal: setup.signal,
             rings: setup.rings,
             chan_rings: setup.chan_rings,
+            feeds,
             chan_subs: Vec::new(),
             all_instruments: Vec::new(),
             heartbeat: None,
@@ -247,6 +278,7 @@ impl Worker {
                 WAKER => {}
                 LISTENER => self.accept(now, Dialect::Native),
                 OPENALGO_LISTENER => self.accept(now, Dialect::OpenAlgo),
+                Token(t) if t <= FIRST_FEED && FIRST_FEED - t < self.feeds.len() => self.read_feed(FIRST_FEED - t),
                 Token(t) => {
                     let id = ConnId(t as u32);
                     if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
@@ -260,6 +292,12 @@ impl Worker {
         }
         for id in std::mem::take(&mut self.reread) {
             self.on_readable(id, now);
+        }
+        for i in 0..self.feeds.len() {
+            if self.feeds[i].more {
+                self.read_feed(i);
+                work = true;
+            }
         }
         work |= self.drain(now) > 0;
         work |= self.drain_channels(now) > 0;
@@ -293,6 +331,23 @@ impl Worker {
             self.next_publish_ns = now + PUBLISH_NS;
         }
         work
+    }
+
+    /// Read a polled feed's waiting packets into the rings (this worker's
+    /// own included, drained later in the same turn). A failed socket marks
+    /// the feed down, as a feed thread's exit would.
+    fn read_feed(&mut self, i: usize) {
+        let f = &mut self.feeds[i];
+        let Some(source) = f.source.as_mut() else { return };
+        f.more = match source.read_ready(&mut f.ctx, FEED_BUDGET) {
+            Ok(more) => more,
+            Err(e) => {
+                log::error!("feed {}: {e}", f.ctx.health.name);
+                f.ctx.health.state.store(STATE_DOWN, Ordering::Relaxed);
+                f.source = None;
+                false
+            }
+        };
     }
 
     // ── connections ────────────────────────────────────────────────────
