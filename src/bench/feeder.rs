@@ -5,7 +5,10 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
+use hdrhistogram::Histogram;
+
 use crate::feed::tcf1;
+use crate::metrics::new_histogram;
 use crate::tick::{now_ns, Tick};
 
 /// Ticks per datagram at most.
@@ -76,6 +79,10 @@ pub struct Sent {
     pub measured: Vec<u64>,
     /// Datagrams that failed to send.
     pub errors: u64,
+    /// Feeder lag of measured datagrams, ns: send time − the scheduled
+    /// time of the first tick in it. The harness's own share of every
+    /// latency figure (sleep overshoot, CPU shared with the clients).
+    pub lag: Histogram<u64>,
 }
 
 /// Run the plan on this thread.
@@ -92,7 +99,7 @@ pub fn run(plan: &Plan) -> std::io::Result<Sent> {
     // (`--find-max`, or a long-lived --url server) must not look old to it.
     let mut seqs = vec![now_ns() / 1_000; n];
     let mut ltps = vec![100_000i64; n];
-    let mut sent = Sent { total: 0, measured: vec![0; n], errors: 0 };
+    let mut sent = Sent { total: 0, measured: vec![0; n], errors: 0, lag: new_histogram() };
     let mut packet = Vec::with_capacity(tcf1::HEADER_LEN + PER_PACKET * tcf1::TICK_LEN);
     let mut packet_seq = 0u64;
     let interval = 1e9 / plan.rate as f64;
@@ -112,6 +119,7 @@ pub fn run(plan: &Plan) -> std::io::Result<Sent> {
         }
         while sent.total < due {
             let batch = ((due - sent.total) as usize).min(PER_PACKET);
+            let first_ts = plan.start_ns + (sent.total as f64 * interval) as u64;
             packet.clear();
             packet_seq += 1;
             tcf1::write_header(&mut packet, batch as u16, packet_seq);
@@ -134,6 +142,9 @@ pub fn run(plan: &Plan) -> std::io::Result<Sent> {
                     sent.measured[i] += 1;
                 }
                 sent.total += 1;
+            }
+            if first_ts >= plan.window.0 && first_ts < plan.window.1 {
+                sent.lag.saturating_record(now_ns().saturating_sub(first_ts).max(1));
             }
             if sock.send(&packet).is_err() {
                 sent.errors += 1;
@@ -181,6 +192,7 @@ mod tests {
         let sent = run(&plan).unwrap();
         assert!(sent.total > 500, "{}", sent.total);
         assert_eq!(sent.measured.iter().sum::<u64>(), sent.total, "the window is the whole run");
+        assert!(!sent.lag.is_empty() && sent.lag.len() <= sent.total, "one lag sample per datagram");
         let mut buf = [0u8; 65536];
         let n = rx.recv(&mut buf).unwrap();
         let p = tcf1::parse(&buf[..n]).unwrap();
