@@ -14,7 +14,7 @@ case $SCENARIO in hft) T=1000;; retail) T=2000;; broadcast) T=100;; *) T=100;; e
 python3 -c "
 print('token,exchange,symbol,name,isin,tick_size,lot_size,price_decimals')
 for t in range(1, $T + 1): print(f'{t},NSE,SYM{t},Bench {t},,0.05,1,2')" > "$OUT/master.csv"
-RUST_LOG=warn $B --listen 127.0.0.1:0 --feed udp://127.0.0.1:0 --workers 1 --cpus 0 --master "$OUT/master.csv" \
+RUST_LOG=warn $B --listen 127.0.0.1:0 --openalgo-listen off --feed udp://127.0.0.1:0 --workers 1 --cpus 0 --master "$OUT/master.csv" \
     --max-connections 5000 > "$OUT/server.out" &
 PID=$!
 trap 'kill $PID 2>/dev/null || true' EXIT
