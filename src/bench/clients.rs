@@ -8,7 +8,7 @@
 //! Snapshot frames (sent on subscribe, not caused by the feeder) are skipped.
 
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +24,8 @@ use crate::tick::now_ns;
 pub struct ClientSpec {
     /// Server address.
     pub addr: SocketAddr,
+    /// Local address to connect from (`None`: the kernel's choice).
+    pub source: Option<SocketAddr>,
     /// Request path and query (`/stream?format=rkyv`).
     pub path: String,
     /// The subscribe message text.
@@ -67,6 +69,33 @@ struct Conn {
     /// off by the end of a read. Empty, and unallocated, most of the time.
     partial: Vec<u8>,
     spec: ClientSpec,
+}
+
+/// Default connections per loopback source address: below the ~28k
+/// ephemeral ports (32768–60999) one address can connect from.
+pub const CLIENTS_PER_SOURCE: usize = 20_000;
+
+/// The source address of client `i` when the clients are spread over `k`
+/// loopback addresses 127.0.0.1..=127.0.0.k (port chosen by the kernel).
+/// With one address the kernel chooses, as for any other target.
+pub fn source_addr(k: usize, i: usize) -> Option<SocketAddr> {
+    debug_assert!((1..=254).contains(&k), "127.0.0.1..=127.0.0.254");
+    (k > 1).then(|| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i % k) as u8)), 0))
+}
+
+/// Start a non-blocking connect to `spec.addr`, from `spec.source` if set.
+fn connect(spec: &ClientSpec) -> io::Result<TcpStream> {
+    /// Linux's errno for "connect started" (`io::ErrorKind::InProgress` is not stable yet).
+    const EINPROGRESS: i32 = 115;
+    let Some(source) = spec.source else { return TcpStream::connect(spec.addr) };
+    let sock = socket2::Socket::new(socket2::Domain::for_address(spec.addr), socket2::Type::STREAM, None)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&source.into())?;
+    match sock.connect(&spec.addr.into()) {
+        Err(e) if e.raw_os_error() != Some(EINPROGRESS) => return Err(e),
+        _ => {}
+    }
+    Ok(TcpStream::from_std(sock.into()))
 }
 
 /// A masked client text frame.
@@ -230,7 +259,10 @@ pub fn run(
     let mut poll = Poll::new()?;
     let mut conns = Vec::with_capacity(specs.len());
     for (i, spec) in specs.into_iter().enumerate() {
-        let mut sock = TcpStream::connect(spec.addr)?;
+        let mut sock = connect(&spec).map_err(|e| {
+            let from = spec.source.map_or(String::new(), |s| format!(" from {}", s.ip()));
+            io::Error::new(e.kind(), format!("connecting to {}{from}: {e}", spec.addr))
+        })?;
         poll.registry().register(&mut sock, Token(i), Interest::READABLE | Interest::WRITABLE)?;
         conns.push(Conn { sock, state: State::Connecting, ready: false, settled: false, partial: Vec::new(), spec });
     }
@@ -357,7 +389,7 @@ mod tests {
         for cuts in [vec![], vec![1], vec![40, 41, 300], (1..stream.len()).step_by(7).collect::<Vec<_>>()] {
             let sock = TcpStream::from_std(std::net::TcpStream::connect(addr).unwrap());
             let _peer = listener.accept().unwrap();
-            let spec = ClientSpec { addr, path: "/".into(), subscribe: "{}".into() };
+            let spec = ClientSpec { addr, source: None, path: "/".into(), subscribe: "{}".into() };
             let mut c = Conn { sock, state: State::Upgrading, ready: false, settled: false, partial: Vec::new(), spec };
             let settled = AtomicUsize::new(0);
             let mut t = Tally {
@@ -381,6 +413,20 @@ mod tests {
             let counts: Vec<u64> = t.per_second.iter().map(Histogram::len).collect();
             assert_eq!(counts, [3, 1], "by second of ts, cuts {cuts:?}");
         }
+    }
+
+    #[test]
+    fn clients_spread_round_robin_over_loopback_sources() {
+        assert_eq!(source_addr(1, 7), None, "one address: the kernel's choice");
+        let ips: Vec<String> = (0..5).map(|i| source_addr(3, i).unwrap().to_string()).collect();
+        assert_eq!(ips, ["127.0.0.1:0", "127.0.0.2:0", "127.0.0.3:0", "127.0.0.1:0", "127.0.0.2:0"]);
+        assert_eq!(source_addr(254, 253).unwrap().ip().to_string(), "127.0.0.254");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let spec = ClientSpec { addr, source: source_addr(3, 2), path: "/".into(), subscribe: String::new() };
+        let _sock = connect(&spec).unwrap();
+        let (_peer, from) = listener.accept().unwrap();
+        assert_eq!(from.ip().to_string(), "127.0.0.3", "the connection comes from its source address");
     }
 
     #[test]
