@@ -110,6 +110,22 @@ fn bad_bench_flags_are_explained() {
         (&[], "give --spawn, or --url"),
         (&["--spawn", "--format", "xml"], "--format `xml`"),
         (&["--spawn", "--slo", "fast"], "not a duration"),
+        (&["--spawn", "--source-addrs", "0"], "--source-addrs 0: expected 1 to 254"),
+        (
+            &[
+                "--url",
+                "ws://10.0.0.1:9/stream",
+                "--feed-addr",
+                "10.0.0.1:9",
+                "--tokens",
+                "5",
+                "--subs",
+                "3",
+                "--source-addrs",
+                "2",
+            ],
+            "need a 127.0.0.x server",
+        ),
     ];
     for (args, want) in cases {
         let (ok, _, stderr) = bench(args);
@@ -138,12 +154,34 @@ fn a_second_run_against_the_same_server_is_not_lost() {
     let _ = server.wait();
 }
 
+/// Clients spread over several loopback source addresses connect and
+/// receive like the others.
+#[test]
+fn clients_from_several_source_addresses() {
+    let (mut server, ws, udp) = udp_server(&[]);
+    let url = format!("ws://{ws}/stream");
+    let (ok, stdout, stderr) = bench_url_with(&url, &udp, 6, &["--source-addrs", "3"]);
+    assert!(ok, "{stderr}");
+    let r: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(r["clients"].as_u64(), Some(6));
+    assert!(r["loss_pct"].as_f64().unwrap() < 1.0, "{r}");
+    assert!(r["delivered"].as_u64() > Some(0), "{r}");
+    assert!(!stderr.contains("failed"), "{stderr}");
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
 /// A short JSON-reporting run of `clients` clients (3 of 5 tokens each,
 /// 500 ticks/s, 1 s) against a running server.
 fn bench_url(url: &str, udp: &str, clients: usize) -> (bool, String, String) {
+    bench_url_with(url, udp, clients, &[])
+}
+
+/// [`bench_url`] with extra flags.
+fn bench_url_with(url: &str, udp: &str, clients: usize, extra: &[&str]) -> (bool, String, String) {
     let clients = clients.to_string();
     let common = ["--tokens", "5", "--subs", "3", "--rate", "500", "--secs", "1", "--warmup", "0.3", "--json"];
-    bench(&[&["--url", url, "--feed-addr", udp, "--clients", &clients][..], &common[..]].concat())
+    bench(&[&["--url", url, "--feed-addr", udp, "--clients", &clients][..], &common[..], extra].concat())
 }
 
 /// A server with a UDP feed on free ports: (process, ws address, udp address).

@@ -8,7 +8,7 @@
 //! Snapshot frames (sent on subscribe, not caused by the feeder) are skipped.
 
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +24,8 @@ use crate::tick::now_ns;
 pub struct ClientSpec {
     /// Server address.
     pub addr: SocketAddr,
+    /// Local address to connect from (`None`: the kernel's choice).
+    pub source: Option<SocketAddr>,
     /// Request path and query (`/stream?format=rkyv`).
     pub path: String,
     /// The subscribe message text.
@@ -63,8 +65,37 @@ struct Conn {
     ready: bool,
     /// Counted in the run's settled count (acknowledged or gone), once.
     settled: bool,
-    buf: Vec<u8>,
+    /// Received bytes not yet used: a frame (or the upgrade response) cut
+    /// off by the end of a read. Empty, and unallocated, most of the time.
+    partial: Vec<u8>,
     spec: ClientSpec,
+}
+
+/// Default connections per loopback source address: below the ~28k
+/// ephemeral ports (32768–60999) one address can connect from.
+pub const CLIENTS_PER_SOURCE: usize = 20_000;
+
+/// The source address of client `i` when the clients are spread over `k`
+/// loopback addresses 127.0.0.1..=127.0.0.k (port chosen by the kernel).
+/// With one address the kernel chooses, as for any other target.
+pub fn source_addr(k: usize, i: usize) -> Option<SocketAddr> {
+    debug_assert!((1..=254).contains(&k), "127.0.0.1..=127.0.0.254");
+    (k > 1).then(|| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i % k) as u8)), 0))
+}
+
+/// Start a non-blocking connect to `spec.addr`, from `spec.source` if set.
+fn connect(spec: &ClientSpec) -> io::Result<TcpStream> {
+    /// Linux's errno for "connect started" (`io::ErrorKind::InProgress` is not stable yet).
+    const EINPROGRESS: i32 = 115;
+    let Some(source) = spec.source else { return TcpStream::connect(spec.addr) };
+    let sock = socket2::Socket::new(socket2::Domain::for_address(spec.addr), socket2::Type::STREAM, None)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&source.into())?;
+    match sock.connect(&spec.addr.into()) {
+        Err(e) if e.raw_os_error() != Some(EINPROGRESS) => return Err(e),
+        _ => {}
+    }
+    Ok(TcpStream::from_std(sock.into()))
 }
 
 /// A masked client text frame.
@@ -140,6 +171,82 @@ fn gone(c: &mut Conn, failed: &mut usize, settled: &AtomicUsize) {
     settle(c, settled);
 }
 
+/// One client thread's counts while it runs (see [`Measured`]).
+struct Tally<'a> {
+    /// Deliveries with `ts` in `window` are measured.
+    window: (u64, u64),
+    per_second: Vec<Histogram<u64>>,
+    delivered: u64,
+    bytes: u64,
+    failed: usize,
+    /// The run's count of settled connections.
+    settled: &'a AtomicUsize,
+}
+
+impl Tally<'_> {
+    /// Record one delivery received at `now_ns`.
+    fn delivery(&mut self, ts: u64, now_ns: u64, payload_len: usize) {
+        if ts < self.window.0 || ts >= self.window.1 {
+            return;
+        }
+        let sec = ((ts - self.window.0) / 1_000_000_000) as usize;
+        if self.per_second.len() <= sec {
+            self.per_second.resize_with(sec + 1, new_histogram);
+        }
+        self.per_second[sec].saturating_record(now_ns.saturating_sub(ts).max(1));
+        self.delivered += 1;
+        self.bytes += payload_len as u64;
+    }
+}
+
+/// Consume what `c` received (`bytes`, all of it read at `now_ns`): the
+/// upgrade response, then whole frames. Returns how many bytes were used;
+/// the rest is the start of something still arriving.
+fn consume(c: &mut Conn, bytes: &[u8], now_ns: u64, t: &mut Tally) -> usize {
+    let mut at = 0;
+    if c.state == State::Upgrading {
+        let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else { return 0 };
+        if !bytes.starts_with(b"HTTP/1.1 101") || c.sock.write_all(&text_frame(c.spec.subscribe.as_bytes())).is_err() {
+            gone(c, &mut t.failed, t.settled);
+            return bytes.len();
+        }
+        c.state = State::Open;
+        at = end + 4;
+    }
+    while let Some((op, payload, len)) = server_frame(&bytes[at..]) {
+        let p = &bytes[at + payload.start..at + payload.end];
+        match op {
+            0x8 => c.state = State::Done,
+            0x1 if !c.ready && p.windows(7).any(|w| w == b"subscri") => {
+                c.ready = true;
+                settle(c, t.settled);
+            }
+            _ => {
+                if let Some(ts) = tick_ts(op, p) {
+                    t.delivery(ts, now_ns, p.len());
+                }
+            }
+        }
+        at += len;
+    }
+    at
+}
+
+/// Take the bytes of one read, received at `now_ns`.
+fn received(c: &mut Conn, bytes: &[u8], now_ns: u64, t: &mut Tally) {
+    if c.partial.is_empty() {
+        // The common case: frames are used in place, only a cut-off tail is kept.
+        let used = consume(c, bytes, now_ns, t);
+        c.partial.extend_from_slice(&bytes[used..]);
+    } else {
+        let mut buf = std::mem::take(&mut c.partial);
+        buf.extend_from_slice(bytes);
+        let used = consume(c, &buf, now_ns, t);
+        buf.drain(..used);
+        c.partial = buf;
+    }
+}
+
 /// Run `specs` until `stop`; `ready` counts connections that settled: their
 /// subscription was acknowledged, or they are gone. Measured: deliveries
 /// with `ts` in `window`.
@@ -152,22 +259,19 @@ pub fn run(
     let mut poll = Poll::new()?;
     let mut conns = Vec::with_capacity(specs.len());
     for (i, spec) in specs.into_iter().enumerate() {
-        let mut sock = TcpStream::connect(spec.addr)?;
+        let mut sock = connect(&spec).map_err(|e| {
+            let from = spec.source.map_or(String::new(), |s| format!(" from {}", s.ip()));
+            io::Error::new(e.kind(), format!("connecting to {}{from}: {e}", spec.addr))
+        })?;
         poll.registry().register(&mut sock, Token(i), Interest::READABLE | Interest::WRITABLE)?;
-        conns.push(Conn { sock, state: State::Connecting, ready: false, settled: false, buf: Vec::new(), spec });
+        conns.push(Conn { sock, state: State::Connecting, ready: false, settled: false, partial: Vec::new(), spec });
     }
-    let mut m = Measured {
-        latency: new_histogram(),
-        per_second: Vec::new(),
-        delivered: 0,
-        bytes: 0,
-        failed: 0,
-        acknowledged: Vec::new(),
-    };
+    let mut t = Tally { window: (0, 0), per_second: Vec::new(), delivered: 0, bytes: 0, failed: 0, settled: &ready };
     let mut events = Events::with_capacity(1024);
     let mut chunk = vec![0u8; 256 * 1024];
     while !stop.load(Ordering::Relaxed) {
         poll.poll(&mut events, Some(Duration::from_millis(20)))?;
+        t.window = (window.0.load(Ordering::Relaxed), window.1.load(Ordering::Relaxed));
         for ev in events.iter() {
             let c = &mut conns[ev.token().0];
             if c.state == State::Connecting && ev.is_writable() {
@@ -176,76 +280,55 @@ pub fn run(
                     c.spec.path, c.spec.addr
                 );
                 if c.sock.write_all(req.as_bytes()).is_err() {
-                    gone(c, &mut m.failed, &ready);
+                    gone(c, &mut t.failed, t.settled);
                     continue;
                 }
                 c.state = State::Upgrading;
             }
-            if !ev.is_readable() || c.state == State::Done {
+            if !ev.is_readable() {
                 continue;
             }
-            loop {
-                match c.sock.read(&mut chunk) {
+            // Edge-triggered readiness must be drained, but a read that did
+            // not fill `chunk` already emptied the socket: data arriving
+            // after it raises a new event. Only a close or error (which may
+            // have come with the data) is read on to its end.
+            let to_the_end = ev.is_read_closed() || ev.is_error();
+            while c.state != State::Done {
+                let n = match c.sock.read(&mut chunk) {
                     Ok(0) => {
-                        gone(c, &mut m.failed, &ready);
+                        gone(c, &mut t.failed, t.settled);
                         break;
                     }
-                    Ok(n) => c.buf.extend_from_slice(&chunk[..n]),
+                    Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(_) => {
-                        gone(c, &mut m.failed, &ready);
+                        gone(c, &mut t.failed, t.settled);
                         break;
                     }
+                };
+                // Everything one read returns was received by now.
+                received(c, &chunk[..n], now_ns(), &mut t);
+                if n < chunk.len() && !to_the_end {
+                    break;
                 }
             }
-            let now = now_ns();
-            let (from, to) = (window.0.load(Ordering::Relaxed), window.1.load(Ordering::Relaxed));
-            if c.state == State::Upgrading {
-                let Some(end) = c.buf.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
-                if !c.buf.starts_with(b"HTTP/1.1 101") {
-                    gone(c, &mut m.failed, &ready);
-                    continue;
-                }
-                c.buf.drain(..end + 4);
-                if c.sock.write_all(&text_frame(c.spec.subscribe.as_bytes())).is_err() {
-                    gone(c, &mut m.failed, &ready);
-                    continue;
-                }
-                c.state = State::Open;
-            }
-            let mut at = 0;
-            while let Some((op, payload, len)) = server_frame(&c.buf[at..]) {
-                let p = &c.buf[at + payload.start..at + payload.end];
-                match op {
-                    0x8 => c.state = State::Done,
-                    0x1 if !c.ready && p.windows(7).any(|w| w == b"subscri") => {
-                        c.ready = true;
-                        settle(c, &ready);
-                    }
-                    _ => {
-                        if let Some(ts) = tick_ts(op, p) {
-                            if ts >= from && ts < to {
-                                let lat = now.saturating_sub(ts).max(1);
-                                m.latency.saturating_record(lat);
-                                let sec = ((ts - from) / 1_000_000_000) as usize;
-                                if m.per_second.len() <= sec {
-                                    m.per_second.resize_with(sec + 1, new_histogram);
-                                }
-                                m.per_second[sec].saturating_record(lat);
-                                m.delivered += 1;
-                                m.bytes += p.len() as u64;
-                            }
-                        }
-                    }
-                }
-                at += len;
-            }
-            c.buf.drain(..at);
         }
     }
-    m.acknowledged = conns.iter().map(|c| c.ready).collect();
-    Ok(m)
+    // Each delivery went into the histogram of its second only; the run's
+    // histogram is their sum.
+    let mut latency = new_histogram();
+    for h in &t.per_second {
+        latency.add(h).map_err(|e| io::Error::other(format!("merging histograms: {e:?}")))?;
+    }
+    Ok(Measured {
+        latency,
+        per_second: t.per_second,
+        delivered: t.delivered,
+        bytes: t.bytes,
+        failed: t.failed,
+        acknowledged: conns.iter().map(|c| c.ready).collect(),
+    })
 }
 
 #[cfg(test)]
@@ -270,6 +353,80 @@ mod tests {
         assert_eq!(tick_ts(0x2, &rkyv), Some(42));
         rkyv[5] = 1;
         assert_eq!(tick_ts(0x2, &rkyv), None);
+    }
+
+    /// A server frame (unmasked) of `payload`.
+    fn frame(op: u8, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![0x80 | op];
+        if payload.len() < 126 {
+            f.push(payload.len() as u8);
+        } else {
+            f.push(126);
+            f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        }
+        f.extend_from_slice(payload);
+        f
+    }
+
+    fn rkyv(ts: u64, snapshot: bool) -> Vec<u8> {
+        let mut p = vec![0u8; 200];
+        p[5] = u8::from(snapshot);
+        p[16..24].copy_from_slice(&ts.to_le_bytes());
+        p
+    }
+
+    #[test]
+    fn every_frame_counts_once_however_reads_cut_the_stream() {
+        let mut stream = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n".to_vec();
+        stream.extend(frame(0x1, br#"{"type":"subscribed","tokens":[1]}"#));
+        stream.extend(frame(0x2, &rkyv(1_500_000_000, true)));
+        for ts in [1_000_000_000, 1_200_000_000, 2_100_000_000, 9_000_000_000] {
+            stream.extend(frame(0x2, &rkyv(ts, false)));
+        }
+        stream.extend(frame(0x1, br#"{"type":"market_data","token":1,"ts":1700000000}"#));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        for cuts in [vec![], vec![1], vec![40, 41, 300], (1..stream.len()).step_by(7).collect::<Vec<_>>()] {
+            let sock = TcpStream::from_std(std::net::TcpStream::connect(addr).unwrap());
+            let _peer = listener.accept().unwrap();
+            let spec = ClientSpec { addr, source: None, path: "/".into(), subscribe: "{}".into() };
+            let mut c = Conn { sock, state: State::Upgrading, ready: false, settled: false, partial: Vec::new(), spec };
+            let settled = AtomicUsize::new(0);
+            let mut t = Tally {
+                window: (1_000_000_000, 3_000_000_000),
+                per_second: Vec::new(),
+                delivered: 0,
+                bytes: 0,
+                failed: 0,
+                settled: &settled,
+            };
+            let mut from = 0;
+            for to in cuts.iter().copied().chain([stream.len()]) {
+                received(&mut c, &stream[from..to], 3_000_000_000, &mut t);
+                from = to;
+            }
+            assert!(c.state == State::Open && c.ready && c.partial.is_empty(), "cuts {cuts:?}");
+            assert_eq!(settled.load(Ordering::Relaxed), 1);
+            // In the window: the three rkyv ticks before 3 s and the JSON one;
+            // not the snapshot, not the one at 9 s.
+            assert_eq!((t.delivered, t.failed), (4, 0), "cuts {cuts:?}");
+            let counts: Vec<u64> = t.per_second.iter().map(Histogram::len).collect();
+            assert_eq!(counts, [3, 1], "by second of ts, cuts {cuts:?}");
+        }
+    }
+
+    #[test]
+    fn clients_spread_round_robin_over_loopback_sources() {
+        assert_eq!(source_addr(1, 7), None, "one address: the kernel's choice");
+        let ips: Vec<String> = (0..5).map(|i| source_addr(3, i).unwrap().to_string()).collect();
+        assert_eq!(ips, ["127.0.0.1:0", "127.0.0.2:0", "127.0.0.3:0", "127.0.0.1:0", "127.0.0.2:0"]);
+        assert_eq!(source_addr(254, 253).unwrap().ip().to_string(), "127.0.0.254");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let spec = ClientSpec { addr, source: source_addr(3, 2), path: "/".into(), subscribe: String::new() };
+        let _sock = connect(&spec).unwrap();
+        let (_peer, from) = listener.accept().unwrap();
+        assert_eq!(from.ip().to_string(), "127.0.0.3", "the connection comes from its source address");
     }
 
     #[test]

@@ -64,6 +64,9 @@ pub struct BenchArgs {
     /// Client threads (connections are spread across them).
     #[arg(long, default_value_t = 1)]
     pub client_threads: usize,
+    /// Spread the connections over N source addresses 127.0.0.1..=127.0.0.N, round-robin, so more than one address's ~28k ephemeral ports can connect (loopback targets only) [default: one per 20,000 clients].
+    #[arg(long, value_name = "N")]
+    pub source_addrs: Option<usize>,
     /// Start a tickcast server for the run (pinned by --server-cpus) and stop it after.
     #[arg(long)]
     pub spawn: bool,
@@ -262,6 +265,19 @@ fn pin(cpus: &[usize], i: usize) {
     }
 }
 
+/// How many loopback source addresses the clients connect from: `--source-addrs`, or one per
+/// [`clients::CLIENTS_PER_SOURCE`] clients.
+fn source_addrs(a: &BenchArgs, shape: &Shape, ws: SocketAddr) -> Result<usize> {
+    let k = a.source_addrs.unwrap_or(shape.clients.div_ceil(clients::CLIENTS_PER_SOURCE));
+    if !(1..=254).contains(&k) {
+        bail!("--source-addrs {k}: expected 1 to 254 (127.0.0.1..=127.0.0.254)");
+    }
+    if k > 1 && !(ws.is_ipv4() && ws.ip().is_loopback()) {
+        bail!("{k} source addresses (127.0.0.x) need a 127.0.0.x server, not {ws}; give --source-addrs 1");
+    }
+    Ok(k)
+}
+
 /// A run's report and its per-second latency histograms.
 type Run = (Report, Vec<hdrhistogram::Histogram<u64>>);
 
@@ -271,6 +287,7 @@ fn run_once(a: &BenchArgs, shape: &Shape, ws: SocketAddr, path: &str, udp: Socke
         Some(l) => parse_cpus(l)?,
         None => Vec::new(),
     };
+    let sources = source_addrs(a, shape, ws)?;
     let mut rng = fastrand::Rng::with_seed(a.seed);
     let mut subscribers = vec![0u64; shape.tokens];
     let threads = a.client_threads.max(1);
@@ -283,7 +300,8 @@ fn run_once(a: &BenchArgs, shape: &Shape, ws: SocketAddr, path: &str, udp: Socke
         idx.truncate(shape.subs);
         let list: Vec<String> = idx.iter().map(|&i| tokens[i].to_string()).collect();
         let subscribe = a.sub_template.replace("%TOKENS%", &format!("[{}]", list.join(",")));
-        groups[c % threads].push(clients::ClientSpec { addr: ws, path: path.to_string(), subscribe });
+        let source = clients::source_addr(sources, c);
+        groups[c % threads].push(clients::ClientSpec { addr: ws, source, path: path.to_string(), subscribe });
         group_tokens[c % threads].push(idx);
     }
     let ready = Arc::new(AtomicUsize::new(0));
