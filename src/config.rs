@@ -46,8 +46,8 @@ pub struct Args {
     #[arg(long, value_name = "LIST")]
     pub cpus: Option<String>,
 
-    /// How an idle worker waits: `park` (block in epoll, woken by feeds) or `spin` (busy-poll a dedicated core) [default: park].
-    #[arg(long, value_name = "park|spin")]
+    /// How an idle worker waits: `park` (block in epoll, woken by feeds), `spin` (busy-poll a dedicated core) or `hybrid` (busy-poll for 200 µs after the last work, then park) [default: park].
+    #[arg(long, value_name = "park|spin|hybrid")]
     pub idle: Option<String>,
 
     /// Where UDP feeds are read: `thread` (a feed thread hands ticks to the workers through their rings), `worker` (read inside a worker's own event loop: no thread hand-off, no wake-up per packet), or `auto` (`worker` when there is one worker, else `thread`) [default: auto].
@@ -325,6 +325,10 @@ pub enum Idle {
     Park,
     /// Poll with a zero timeout in a loop (a dedicated core).
     Spin,
+    /// Spin for a short window after the last work, then park: a steady
+    /// feed keeps the worker awake (no wake-up latency per packet), a
+    /// quiet one costs no CPU.
+    Hybrid,
 }
 
 /// Where feeds that can be polled (UDP) are read.
@@ -487,7 +491,8 @@ impl Config {
         let idle = match a.idle.as_deref() {
             None | Some("park") => Idle::Park,
             Some("spin") => Idle::Spin,
-            Some(o) => bail!("--idle `{o}`: expected `park` or `spin`"),
+            Some("hybrid") => Idle::Hybrid,
+            Some(o) => bail!("--idle `{o}`: expected `park`, `spin` or `hybrid`"),
         };
         let slow_consumer = match a.slow_consumer.as_deref() {
             None | Some("conflate") => SlowConsumer::Conflate,
@@ -668,6 +673,7 @@ mod tests {
     fn bad_values_name_the_flag() {
         let cases: &[(&[&str], &str)] = &[
             (&["--idle", "nap"], "--idle `nap`"),
+            (&["--idle", "nap"], "expected `park`, `spin` or `hybrid`"),
             (&["--feed", "carrier-pigeon"], "unknown source `carrier-pigeon`"),
             (&["--feed", "sim:rate=0"], "rate must be a positive integer"),
             (&["--feed", "sim:speed=3"], "unknown option `speed=3`"),

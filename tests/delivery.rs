@@ -274,10 +274,12 @@ fn config_file_and_flag_errors() {
 }
 
 #[test]
-fn pinned_spinning_worker_serves_data() {
-    let s = Server::start(&["--idle", "spin", "--cpus", "0,1", "--feed", "sim:rate=5000"]);
-    s.warm();
-    let mut c = s.native();
-    c.request(json!({"action": "subscribe", "tokens": [2885]}), 1);
-    c.recv_type("market_data");
+fn pinned_spinning_and_hybrid_workers_serve_data() {
+    for idle in ["spin", "hybrid"] {
+        let s = Server::start(&["--idle", idle, "--cpus", "0,1", "--feed", "sim:rate=5000"]);
+        s.warm();
+        let mut c = s.native();
+        c.request(json!({"action": "subscribe", "tokens": [2885]}), 1);
+        c.recv_type("market_data");
+    }
 }

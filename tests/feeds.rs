@@ -61,13 +61,15 @@ fn next_data(c: &mut util::Client) -> Value {
 }
 
 /// The UDP source read on its own thread and inside a worker's loop
-/// (the one worker, and worker 0 of two: clients land on either worker).
+/// (the one worker, and worker 0 of two: clients land on either worker;
+/// and a hybrid-idle worker, which parks between the test's packets).
 #[test]
 fn udp_packets_become_exact_ticks() {
     for poll in [
         &["--feed-poll", "thread"][..],
         &["--feed-poll", "worker", "--workers", "1"],
         &["--feed-poll", "worker", "--workers", "2"],
+        &["--feed-poll", "worker", "--idle", "hybrid"],
     ] {
         udp_packets_become_exact_ticks_with(poll);
     }

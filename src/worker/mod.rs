@@ -63,6 +63,11 @@ const HOUSEKEEPING_NS: u64 = 100_000_000;
 const PUBLISH_NS: u64 = 500_000_000;
 /// A connection that has not finished its HTTP request by then is closed.
 const HANDSHAKE_TIMEOUT_NS: u64 = 10_000_000_000;
+/// `--idle hybrid`: how long a worker keeps polling after its last work
+/// before it parks. Longer than the gap between packets of a steady feed
+/// (a 100k ticks/s feed sends every ~10–60 µs), so such a feed never has to
+/// wake the worker; short enough that a quiet server idles.
+const HYBRID_SPIN_NS: u64 = 200_000;
 /// Longest a parked worker sleeps without a timer due.
 const MAX_PARK_NS: u64 = 100_000_000;
 
@@ -235,11 +240,23 @@ impl Worker {
     /// Run until shutdown, then close every client with 1001.
     pub fn run(mut self) {
         let mut events = Events::with_capacity(1024);
-        let spin = self.shared.config.idle == Idle::Spin;
+        let idle = self.shared.config.idle;
         let mut busy = true;
+        let mut last_work_ns = 0;
         while !self.shared.shutdown.load(Ordering::Relaxed) {
+            let hot = match idle {
+                Idle::Park => false,
+                Idle::Spin => true,
+                Idle::Hybrid => {
+                    let now = now_ns();
+                    if busy {
+                        last_work_ns = now;
+                    }
+                    now.saturating_sub(last_work_ns) < HYBRID_SPIN_NS
+                }
+            };
             let timeout =
-                if spin || busy || !self.reread.is_empty() { Some(Duration::ZERO) } else { self.park_timeout() };
+                if hot || busy || !self.reread.is_empty() { Some(Duration::ZERO) } else { self.park_timeout() };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     log::error!("worker {}: poll failed: {e}", self.id);
