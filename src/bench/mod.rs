@@ -413,6 +413,7 @@ fn run_once(a: &BenchArgs, shape: &Shape, ws: SocketAddr, path: &str, udp: Socke
         bytes,
         client_cpu: cpu / elapsed.max(1e-9),
         latency,
+        feeder_lag: sent.lag,
     };
     Ok((report, per_second))
 }

@@ -54,6 +54,9 @@ pub struct Report {
     pub client_cpu: f64,
     /// Latency (client receive time − the tick's scheduled send time), ns, 3 significant digits.
     pub latency: Histogram<u64>,
+    /// The feeder's own lag per datagram (send time − its first tick's scheduled time), ns: the
+    /// harness's share of `latency` (its sleep overshoot, its core shared with the clients).
+    pub feeder_lag: Histogram<u64>,
 }
 
 impl Report {
@@ -80,9 +83,13 @@ impl Report {
     /// "p50", "p90", "p99", "p99.9", "p99.99", "max". All zero for an empty histogram.
     pub fn percentiles(&self) -> [(&'static str, u64); 6] {
         let h = &self.latency;
-        let at = |q: f64| if h.is_empty() { 0 } else { h.value_at_quantile(q) };
-        let [a, b, c, d, e] = QUANTILES.map(|(label, q)| (label, at(q)));
-        [a, b, c, d, e, ("max", if h.is_empty() { 0 } else { h.max() })]
+        let [a, b, c, d, e] = QUANTILES.map(|(label, q)| (label, at(h, q)));
+        [a, b, c, d, e, ("max", at(h, 1.0))]
+    }
+
+    /// Feeder lag p50, p99 and max in ns, labelled "p50", "p99", "max" (zero when empty).
+    pub fn feeder_lag(&self) -> [(&'static str, u64); 3] {
+        [("p50", 0.5), ("p99", 0.99), ("max", 1.0)].map(|(label, q)| (label, at(&self.feeder_lag, q)))
     }
 
     /// The human table `tickcast bench` prints by default: the run's set-up, deliveries and loss,
@@ -118,6 +125,8 @@ impl Report {
         let (bytes, bytes_prefix) = sig3(round_u64(self.bytes_per_sec()), &SI_PREFIXES);
         line("throughput", format!("{msgs}{msgs_prefix} msgs/s, {bytes} {bytes_prefix}B/s"));
         line("harness CPU", format!("{:.2} cores", finite(self.client_cpu)));
+        let lag = self.feeder_lag().map(|(label, ns)| format!("{label} {}", fmt_duration(ns)));
+        line("feeder lag", format!("{} (the harness's share of the latency below)", lag.join(", ")));
         line("latency", format!("{} samples", thousands(self.latency.len())));
 
         let mut columns: Vec<(&str, String)> =
@@ -134,8 +143,8 @@ impl Report {
 
     /// The machine-readable form, keys in this order: "label", "scenario", "url", "format", "rate",
     /// "secs", "clients", "subs", "tokens", "expected", "delivered", "loss_pct", "msgs_per_sec",
-    /// "bytes_per_sec", "client_cpu", "latency_ns": {"p50", "p90", "p99", "p99.9", "p99.99", "max",
-    /// "count", "mean"}. Counts and percentiles are integers; rates, ratios, `secs` and `mean` are
+    /// "bytes_per_sec", "client_cpu", "feeder_lag_ns": {"p50", "p99", "max"}, "latency_ns": {"p50",
+    /// "p90", "p99", "p99.9", "p99.99", "max", "count", "mean"}. Counts and percentiles are integers; rates, ratios, `secs` and `mean` are
     /// floats, with non-finite values written as 0 so every field keeps its type.
     pub fn json(&self) -> Value {
         let mut latency: Map<String, Value> =
@@ -158,6 +167,7 @@ impl Report {
             "msgs_per_sec": self.msgs_per_sec(),
             "bytes_per_sec": self.bytes_per_sec(),
             "client_cpu": finite(self.client_cpu),
+            "feeder_lag_ns": Value::Object(self.feeder_lag().iter().map(|&(l, ns)| (l.to_owned(), json!(ns))).collect()),
             "latency_ns": Value::Object(latency),
         })
     }
@@ -187,6 +197,15 @@ impl Report {
 }
 
 /// `n` per second over `secs`, or 0 when `secs` is not a positive finite number.
+/// The value at quantile `q` of `h` (its max at 1.0), 0 when it is empty.
+fn at(h: &Histogram<u64>, q: f64) -> u64 {
+    match h.is_empty() {
+        true => 0,
+        false if q >= 1.0 => h.max(),
+        false => h.value_at_quantile(q),
+    }
+}
+
 fn per_sec(n: u64, secs: f64) -> f64 {
     if secs > 0.0 && secs.is_finite() {
         n as f64 / secs
@@ -569,6 +588,7 @@ mod tests {
             bytes: delivered * 120,
             client_cpu: 0.85,
             latency,
+            feeder_lag: histogram(),
         }
     }
 
@@ -671,7 +691,7 @@ mod tests {
         let string = |v: &Value| v.is_string();
         let uint = |v: &Value| v.is_u64();
         let float = |v: &Value| v.is_f64();
-        let top: [KeyType; 16] = [
+        let top: [KeyType; 17] = [
             ("label", string),
             ("scenario", string),
             ("url", string),
@@ -687,6 +707,7 @@ mod tests {
             ("msgs_per_sec", float),
             ("bytes_per_sec", float),
             ("client_cpu", float),
+            ("feeder_lag_ns", Value::is_object),
             ("latency_ns", Value::is_object),
         ];
         let latency: [KeyType; 8] = [
@@ -719,7 +740,13 @@ mod tests {
                 assert!(is_type(&lat[key]), "{name}: latency_ns.{key} = {}", lat[key]);
             }
         }
-        let v = report(100_000, 99_000, 10.0, uniform_histogram()).json();
+        let mut r = report(100_000, 99_000, 10.0, uniform_histogram());
+        r.feeder_lag = uniform_histogram();
+        let v = r.json();
+        let lag = v["feeder_lag_ns"].as_object().expect("feeder_lag_ns is an object");
+        assert_eq!(lag.keys().map(String::as_str).collect::<Vec<_>>(), ["p50", "p99", "max"]);
+        assert_eq!(lag["max"], uniform_histogram().max());
+        assert!(lag["p50"].as_u64() < lag["p99"].as_u64(), "{lag:?}");
         assert_eq!(v["label"], "hft json 100000/s");
         assert_eq!(v["delivered"], 99_000);
         assert_eq!(v["loss_pct"], 1.0);
@@ -737,6 +764,7 @@ mod tests {
             let table = r.table();
             assert!(table.starts_with("hft json 100000/s\n"), "{name}:\n{table}");
             assert!(table.contains(loss), "{name}: no {loss:?} in\n{table}");
+            assert!(table.contains("feeder lag  p50 "), "{name}: no feeder lag line in\n{table}");
             for (label, ns) in r.percentiles() {
                 assert!(table.contains(label), "{name}: no {label} in\n{table}");
                 assert!(table.contains(&fmt_duration(ns)), "{name}: no {label} value in\n{table}");
