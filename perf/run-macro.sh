@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Macro benchmarks: every preset twice (server pinned to CPU 0, harness to
-# CPU 1), JSON and rkyv for hft, park vs spin for hft; results as JSON in
-# perf/macro/ and one percentile plot per scenario. Then a summary table.
+# CPU 1): JSON and rkyv for hft; for hft and retail the idle strategies
+# (park, hybrid, spin) and where the feed is read (--feed-poll worker, the
+# default with one worker, vs thread). Results as JSON in perf/macro/, one
+# percentile plot per scenario, broadcast --find-max; then a summary table.
 #
 #   feeder+clients (CPU 1) ──UDP TCF1──► tickcast worker+feed (CPU 0) ──ws──► clients (CPU 1)
 #
@@ -19,25 +21,29 @@ run() { # name, extra args...
         "$B" bench --spawn --server-cpus 0 --load-cpus 1 --secs "$SECS" --warmup 2 --json "$@" > "$OUT/$name-$i.json"
     done
 }
-run hft-json   --scenario hft
-run hft-rkyv   --scenario hft --format rkyv
-run hft-spin   --scenario hft --format rkyv --server-arg=--idle --server-arg=spin
-run retail     --scenario retail
-run broadcast  --scenario broadcast
+run hft-json        --scenario hft
+run hft-rkyv        --scenario hft --format rkyv
+run hft-rkyv-thread --scenario hft --format rkyv --server-arg=--feed-poll --server-arg=thread
+run hft-rkyv-hybrid --scenario hft --format rkyv --server-arg=--idle --server-arg=hybrid
+run hft-rkyv-spin   --scenario hft --format rkyv --server-arg=--idle --server-arg=spin
+run retail          --scenario retail
+run retail-hybrid   --scenario retail --server-arg=--idle --server-arg=hybrid
+run broadcast       --scenario broadcast
 for sc in hft retail broadcast; do
     "$B" bench --spawn --server-cpus 0 --load-cpus 1 --secs "$SECS" --warmup 2 --scenario $sc --plot "$OUT/$sc.svg" --json > "$OUT/$sc-plot.json"
 done
-"$B" bench --spawn --server-cpus 0 --load-cpus 1 --secs "$SECS" --warmup 2 --scenario broadcast --format rkyv --find-max --rate 10000 --json > "$OUT/broadcast-find-max.json"
+"$B" bench --spawn --server-cpus 0 --load-cpus 1 --secs "$SECS" --warmup 2 --scenario broadcast --format rkyv --find-max --rate 10000 --slo 5ms --json > "$OUT/broadcast-find-max.json"
 python3 - "$OUT" <<'PY'
 import json, pathlib, sys
 out = pathlib.Path(sys.argv[1])
 def us(ns): return f"{ns/1000:.0f} µs" if ns < 1e6 else f"{ns/1e6:.2f} ms"
-print("| run | rate | clients×subs/tokens | delivered/expected | loss | msgs/s | p50 | p90 | p99 | p99.9 | max | harness CPU |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+print("| run | rate | clients×subs/tokens | delivered/expected | loss | msgs/s | p50 | p90 | p99 | p99.9 | max | feeder lag p50 / max | harness CPU |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for f in sorted(out.glob("*-[12].json")):
     r = json.loads(f.read_text()); l = r["latency_ns"]
     print(f"| {f.stem} | {r['rate']:,} | {r['clients']}×{r['subs']}/{r['tokens']} | {r['delivered']:,}/{r['expected']:,} | {r['loss_pct']:.3f}% | "
-          f"{r['msgs_per_sec']:,.0f} | {us(l['p50'])} | {us(l['p90'])} | {us(l['p99'])} | {us(l['p99.9'])} | {us(l['max'])} | {r['client_cpu']:.2f} |")
+          f"{r['msgs_per_sec']:,.0f} | {us(l['p50'])} | {us(l['p90'])} | {us(l['p99'])} | {us(l['p99.9'])} | {us(l['max'])} | "
+          f"{us(r['feeder_lag_ns']['p50'])} / {us(r['feeder_lag_ns']['max'])} | {r['client_cpu']:.2f} |")
 fm = json.loads((out / "broadcast-find-max.json").read_text())
 fm = fm if isinstance(fm, list) else [fm]
 print("\nbroadcast --find-max (rkyv):")

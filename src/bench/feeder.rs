@@ -108,12 +108,13 @@ pub fn run(plan: &Plan) -> std::io::Result<Sent> {
         if now >= plan.end_ns {
             break;
         }
-        let due = ((now.saturating_sub(plan.start_ns)) as f64 / interval) as u64;
+        // Tick k is due at start + k·interval: ticks 0..=⌊elapsed/interval⌋ are due now.
+        let due = ((now.saturating_sub(plan.start_ns)) as f64 / interval) as u64 + 1;
         if sent.total >= due {
             // Sleep, never spin: the feeder shares its core with the clients.
             // Sleep overshoot batches the next ticks into one packet; their
             // `ts` stay the scheduled times, so the lag counts as latency.
-            let next = plan.start_ns + ((sent.total + 1) as f64 * interval) as u64;
+            let next = plan.start_ns + (sent.total as f64 * interval) as u64;
             std::thread::sleep(Duration::from_nanos(next.saturating_sub(now_ns()).max(1_000)));
             continue;
         }
