@@ -37,13 +37,13 @@ python3 - "$OUT" <<'PY'
 import json, pathlib, sys
 out = pathlib.Path(sys.argv[1])
 def us(ns): return f"{ns/1000:.0f} µs" if ns < 1e6 else f"{ns/1e6:.2f} ms"
-print("| run | rate | clients×subs/tokens | delivered/expected | loss | msgs/s | p50 | p90 | p99 | p99.9 | max | feeder lag p50 / max | harness CPU |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+print("| run | rate | clients×subs/tokens | delivered/expected | loss | msgs/s | p50 | p90 | p99 | p99.9 | max | feeder lag p50 / max | harness CPU | server CPU |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for f in sorted(out.glob("*-[12].json")):
     r = json.loads(f.read_text()); l = r["latency_ns"]
     print(f"| {f.stem} | {r['rate']:,} | {r['clients']}×{r['subs']}/{r['tokens']} | {r['delivered']:,}/{r['expected']:,} | {r['loss_pct']:.3f}% | "
           f"{r['msgs_per_sec']:,.0f} | {us(l['p50'])} | {us(l['p90'])} | {us(l['p99'])} | {us(l['p99.9'])} | {us(l['max'])} | "
-          f"{us(r['feeder_lag_ns']['p50'])} / {us(r['feeder_lag_ns']['max'])} | {r['client_cpu']:.2f} |")
+          f"{us(r['feeder_lag_ns']['p50'])} / {us(r['feeder_lag_ns']['max'])} | {r['client_cpu']:.2f} | {r['server_cpu']:.2f} |")
 fm = json.loads((out / "broadcast-find-max.json").read_text())
 fm = fm if isinstance(fm, list) else [fm]
 print("\nbroadcast --find-max (rkyv):")

@@ -55,6 +55,8 @@ fn a_spawned_two_second_run_reports_deliveries_and_percentiles() {
         "msgs_per_sec",
         "bytes_per_sec",
         "client_cpu",
+        "server_cpu",
+        "feeder_lag_ns",
         "latency_ns",
     ] {
         assert!(r.get(k).is_some(), "report has {k}: {r}");
@@ -68,6 +70,9 @@ fn a_spawned_two_second_run_reports_deliveries_and_percentiles() {
     assert_eq!(r["latency_ns"]["count"].as_u64(), Some(delivered));
     let p = &r["latency_ns"];
     assert!(p["p50"].as_u64() <= p["p99"].as_u64() && p["p99"].as_u64() <= p["max"].as_u64());
+    let lag = &r["feeder_lag_ns"];
+    assert!(lag["max"].as_u64() > Some(0) && lag["p50"].as_u64() <= lag["max"].as_u64(), "feeder lag: {r}");
+    assert!(r["server_cpu"].as_f64().is_some_and(|c| c >= 0.0), "the spawned server's CPU is measured: {r}");
     let svg = std::fs::read_to_string(&plot).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("99.9%"));
     let log = std::fs::read_to_string(&hlog).unwrap();
@@ -96,7 +101,7 @@ fn rkyv_clients_and_a_human_table() {
         "rkyv",
     ]);
     assert!(ok, "{stderr}");
-    for want in ["delivered", "p99.9", "rkyv"] {
+    for want in ["delivered", "p99.9", "rkyv", "feeder lag", "server CPU"] {
         assert!(stdout.contains(want), "table shows {want}: {stdout}");
     }
 }

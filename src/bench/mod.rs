@@ -251,9 +251,10 @@ fn spawn_server(a: &BenchArgs, shape: &Shape) -> Result<Spawned> {
     Ok(Spawned { child, ws, udp, _master: master })
 }
 
-/// CPU time of this process so far, in seconds (from /proc/self/stat).
-fn process_cpu_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+/// CPU time of a process so far, in seconds (from /proc/`pid`/stat; `pid`
+/// is a number or "self").
+fn process_cpu_secs(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, r)| r).split_whitespace().collect();
     let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
     (ticks(11) + ticks(12)) / 100.0 // utime + stime, in USER_HZ (100 on Linux)
@@ -278,11 +279,24 @@ fn source_addrs(a: &BenchArgs, shape: &Shape, ws: SocketAddr) -> Result<usize> {
     Ok(k)
 }
 
+/// The server under test.
+struct Target {
+    /// Its WebSocket address.
+    ws: SocketAddr,
+    /// Request path and query.
+    path: String,
+    /// Where it reads TCF1.
+    udp: SocketAddr,
+    /// Its process, when the harness spawned it (for its CPU use).
+    pid: Option<u32>,
+}
+
 /// A run's report and its per-second latency histograms.
 type Run = (Report, Vec<hdrhistogram::Histogram<u64>>);
 
 /// One measured run at `shape.rate`.
-fn run_once(a: &BenchArgs, shape: &Shape, ws: SocketAddr, path: &str, udp: SocketAddr, tokens: &[u32]) -> Result<Run> {
+fn run_once(a: &BenchArgs, shape: &Shape, server: &Target, tokens: &[u32]) -> Result<Run> {
+    let (ws, path, udp) = (server.ws, server.path.as_str(), server.udp);
     let load_cpus = match &a.load_cpus {
         Some(l) => parse_cpus(l)?,
         None => Vec::new(),
@@ -356,9 +370,12 @@ fn run_once(a: &BenchArgs, shape: &Shape, ws: SocketAddr, path: &str, udp: Socke
         end_ns: end,
         seed: a.seed,
     };
-    let cpu0 = process_cpu_secs();
+    let server_pid = server.pid.map(|p| p.to_string());
+    let server_cpu0 = server_pid.as_deref().map(process_cpu_secs);
+    let cpu0 = process_cpu_secs("self");
     let sent = feeder::run(&plan).context("feeder")?;
-    let cpu = process_cpu_secs() - cpu0;
+    let cpu = process_cpu_secs("self") - cpu0;
+    let server_cpu = server_pid.as_deref().map(process_cpu_secs).zip(server_cpu0).map(|(b, a)| b - a);
     std::thread::sleep(Duration::from_millis(500)); // let in-flight deliveries land
     stop.store(true, Ordering::Relaxed);
     let mut latency = new_histogram();
@@ -412,6 +429,7 @@ fn run_once(a: &BenchArgs, shape: &Shape, ws: SocketAddr, path: &str, udp: Socke
         delivered,
         bytes,
         client_cpu: cpu / elapsed.max(1e-9),
+        server_cpu: server_cpu.map(|c| c / elapsed.max(1e-9)),
         latency,
         feeder_lag: sent.lag,
     };
@@ -452,10 +470,11 @@ pub fn run(a: BenchArgs) -> Result<()> {
         let sep = if path.contains('?') { '&' } else { '?' };
         (None, ws, format!("{path}{sep}format={}", a.format), udp, tokens)
     };
+    let target = Target { ws, path, udp, pid: spawned.as_ref().map(|s| s.child.id()) };
     let mut reports = Vec::new();
     let mut intervals = Vec::new();
     loop {
-        let (r, per_second) = run_once(&a, &shape, ws, &path, udp, &tokens)?;
+        let (r, per_second) = run_once(&a, &shape, &target, &tokens)?;
         intervals.push(per_second);
         let p99 = r.percentiles()[2].1;
         let held = r.loss_pct() < 0.1 && p99 <= slo;

@@ -52,6 +52,8 @@ pub struct Report {
     pub bytes: u64,
     /// CPU the benchmark harness used over the window, in cores (e.g. 0.85).
     pub client_cpu: f64,
+    /// CPU the spawned server used over the window, in cores (`None` for a server not spawned).
+    pub server_cpu: Option<f64>,
     /// Latency (client receive time − the tick's scheduled send time), ns, 3 significant digits.
     pub latency: Histogram<u64>,
     /// The feeder's own lag per datagram (send time − its first tick's scheduled time), ns: the
@@ -125,6 +127,9 @@ impl Report {
         let (bytes, bytes_prefix) = sig3(round_u64(self.bytes_per_sec()), &SI_PREFIXES);
         line("throughput", format!("{msgs}{msgs_prefix} msgs/s, {bytes} {bytes_prefix}B/s"));
         line("harness CPU", format!("{:.2} cores", finite(self.client_cpu)));
+        if let Some(c) = self.server_cpu {
+            line("server CPU", format!("{:.2} cores", finite(c)));
+        }
         let lag = self.feeder_lag().map(|(label, ns)| format!("{label} {}", fmt_duration(ns)));
         line("feeder lag", format!("{} (the harness's share of the latency below)", lag.join(", ")));
         line("latency", format!("{} samples", thousands(self.latency.len())));
@@ -143,7 +148,7 @@ impl Report {
 
     /// The machine-readable form, keys in this order: "label", "scenario", "url", "format", "rate",
     /// "secs", "clients", "subs", "tokens", "expected", "delivered", "loss_pct", "msgs_per_sec",
-    /// "bytes_per_sec", "client_cpu", "feeder_lag_ns": {"p50", "p99", "max"}, "latency_ns": {"p50",
+    /// "bytes_per_sec", "client_cpu", "server_cpu" (null unless spawned), "feeder_lag_ns": {"p50", "p99", "max"}, "latency_ns": {"p50",
     /// "p90", "p99", "p99.9", "p99.99", "max", "count", "mean"}. Counts and percentiles are integers; rates, ratios, `secs` and `mean` are
     /// floats, with non-finite values written as 0 so every field keeps its type.
     pub fn json(&self) -> Value {
@@ -167,6 +172,7 @@ impl Report {
             "msgs_per_sec": self.msgs_per_sec(),
             "bytes_per_sec": self.bytes_per_sec(),
             "client_cpu": finite(self.client_cpu),
+            "server_cpu": self.server_cpu.map(finite),
             "feeder_lag_ns": Value::Object(self.feeder_lag().iter().map(|&(l, ns)| (l.to_owned(), json!(ns))).collect()),
             "latency_ns": Value::Object(latency),
         })
@@ -587,6 +593,7 @@ mod tests {
             delivered,
             bytes: delivered * 120,
             client_cpu: 0.85,
+            server_cpu: None,
             latency,
             feeder_lag: histogram(),
         }
@@ -691,7 +698,7 @@ mod tests {
         let string = |v: &Value| v.is_string();
         let uint = |v: &Value| v.is_u64();
         let float = |v: &Value| v.is_f64();
-        let top: [KeyType; 17] = [
+        let top: [KeyType; 18] = [
             ("label", string),
             ("scenario", string),
             ("url", string),
@@ -707,6 +714,7 @@ mod tests {
             ("msgs_per_sec", float),
             ("bytes_per_sec", float),
             ("client_cpu", float),
+            ("server_cpu", |v: &Value| v.is_null()),
             ("feeder_lag_ns", Value::is_object),
             ("latency_ns", Value::is_object),
         ];
@@ -742,7 +750,9 @@ mod tests {
         }
         let mut r = report(100_000, 99_000, 10.0, uniform_histogram());
         r.feeder_lag = uniform_histogram();
+        r.server_cpu = Some(0.5);
         let v = r.json();
+        assert_eq!(v["server_cpu"], 0.5);
         let lag = v["feeder_lag_ns"].as_object().expect("feeder_lag_ns is an object");
         assert_eq!(lag.keys().map(String::as_str).collect::<Vec<_>>(), ["p50", "p99", "max"]);
         assert_eq!(lag["max"], uniform_histogram().max());
