@@ -32,7 +32,8 @@ run broadcast       --scenario broadcast
 for sc in hft retail broadcast; do
     "$B" bench --spawn --server-cpus 0 --load-cpus 1 --secs "$SECS" --warmup 2 --scenario $sc --plot "$OUT/$sc.svg" --json > "$OUT/$sc-plot.json"
 done
-"$B" bench --spawn --server-cpus 0 --load-cpus 1 --secs "$SECS" --warmup 2 --scenario broadcast --format rkyv --find-max --rate 10000 --slo 5ms --json > "$OUT/broadcast-find-max.json"
+"$B" bench --spawn --server-cpus 0 --load-cpus 1 --secs "$SECS" --warmup 2 --scenario broadcast --format rkyv --find-max --rate 10000 --slo 5ms \
+    --plot "$OUT/broadcast-find-max.svg" --json > "$OUT/broadcast-find-max.json"
 python3 - "$OUT" <<'PY'
 import json, pathlib, sys
 out = pathlib.Path(sys.argv[1])
