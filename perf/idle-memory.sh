@@ -29,7 +29,7 @@ print('token,exchange,symbol,name,isin,tick_size,lot_size,price_decimals')
 for t in range(1, $TOKENS + 1): print(f'{t},NSE,SYM{t},Bench {t},,0.05,1,2')" > "$OUT/master.csv"
     MASTER=(--master "$OUT/master.csv")
 fi
-RUST_LOG=warn $B --listen 127.0.0.1:0 --feed udp://127.0.0.1:0 "${MASTER[@]}" --max-connections $((N + 100)) \
+RUST_LOG=warn $B --listen 127.0.0.1:0 --openalgo-listen off --feed udp://127.0.0.1:0 "${MASTER[@]}" --max-connections $((N + 100)) \
     > "$OUT/server.out" &
 PID=$!
 trap 'kill $PID 2>/dev/null || true; rm -rf "$OUT"' EXIT
