@@ -78,7 +78,7 @@ fn a_spawned_two_second_run_reports_deliveries_and_percentiles() {
     let log = std::fs::read_to_string(&hlog).unwrap();
     let intervals = log.lines().filter(|l| l.contains("HIST")).count();
     assert!(intervals >= 2, "one interval per measured second: {log}");
-    assert!(log.lines().filter(|l| l.contains("HIST")).all(|l| l.starts_with("Tag=custom_json_2000_s,")), "{log}");
+    assert!(log.lines().filter(|l| l.contains("HIST")).all(|l| l.starts_with("Tag=custom_json_2000/s,")), "{log}");
 }
 
 #[test]
@@ -106,6 +106,54 @@ fn rkyv_clients_and_a_human_table() {
     }
 }
 
+/// Runs made by separate invocations (a server flag changed between them)
+/// share one chart through their interval logs, under their own labels.
+#[test]
+fn labelled_runs_from_two_invocations_share_one_plot() {
+    let dir = std::env::temp_dir().join(format!("tickcast-bench-plot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let logs = [dir.join("park.hlog"), dir.join("hybrid.hlog")];
+    for (log, (label, idle)) in logs.iter().zip([("hft park", "park"), ("hft hybrid", "hybrid")]) {
+        let (ok, _, stderr) = bench(&[
+            "--spawn",
+            "--secs",
+            "1",
+            "--warmup",
+            "0.3",
+            "--clients",
+            "2",
+            "--subs",
+            "3",
+            "--tokens",
+            "10",
+            "--rate",
+            "1000",
+            "--label",
+            label,
+            "--server-arg=--idle",
+            &format!("--server-arg={idle}"),
+            "--hlog",
+            log.to_str().unwrap(),
+        ]);
+        assert!(ok, "{label}: {stderr}");
+    }
+    let svg = dir.join("both.svg");
+    let (ok, stdout, stderr) = bench(&[
+        "--plot-hlog",
+        logs[0].to_str().unwrap(),
+        "--plot-hlog",
+        logs[1].to_str().unwrap(),
+        "--plot",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(ok && stdout.contains("2 runs"), "{stdout}{stderr}");
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    assert!(svg.contains(">hft park<") && svg.contains(">hft hybrid<"), "both runs in the legend: {svg}");
+    let (ok, _, stderr) = bench(&["--plot-hlog", dir.join("missing.hlog").to_str().unwrap(), "--plot", "x.svg"]);
+    assert!(!ok && stderr.contains("missing.hlog"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn bad_bench_flags_are_explained() {
     let cases: &[(&[&str], &str)] = &[
@@ -115,6 +163,7 @@ fn bad_bench_flags_are_explained() {
         (&[], "give --spawn, or --url"),
         (&["--spawn", "--format", "xml"], "--format `xml`"),
         (&["--spawn", "--slo", "fast"], "not a duration"),
+        (&["--plot-hlog", "runs.hlog"], "--plot-hlog needs --plot"),
         (&["--spawn", "--source-addrs", "0"], "--source-addrs 0: expected 1 to 254"),
         (
             &[

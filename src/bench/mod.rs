@@ -13,6 +13,7 @@
 
 pub mod clients;
 pub mod feeder;
+pub mod hlog;
 pub mod report;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -106,6 +107,12 @@ pub struct BenchArgs {
     /// Write the percentile-distribution plot (SVG) of the runs here.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// Do not run: plot the runs recorded in these --hlog files on one chart (--plot FILE), repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub plot_hlog: Vec<PathBuf>,
+    /// Name of the run in tables, plots and hlog tags [default: "SCENARIO FORMAT RATE/s"].
+    #[arg(long)]
+    pub label: Option<String>,
     /// RNG seed (token choice, tick draws).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -416,7 +423,11 @@ fn run_once(a: &BenchArgs, shape: &Shape, server: &Target, tokens: &[u32]) -> Re
     let expected = sent.measured.iter().zip(&subscribers).map(|(n, s)| n * s).sum();
     let elapsed = (now_ns().min(end) - start) as f64 / 1e9;
     let report = Report {
-        label: format!("{} {} {}/s", shape.scenario, a.format, shape.rate),
+        label: match &a.label {
+            Some(l) if a.find_max => format!("{l} {}/s", shape.rate),
+            Some(l) => l.clone(),
+            None => format!("{} {} {}/s", shape.scenario, a.format, shape.rate),
+        },
         scenario: shape.scenario.clone(),
         url: format!("ws://{ws}{path}"),
         format: a.format.clone(),
@@ -441,6 +452,15 @@ fn run_once(a: &BenchArgs, shape: &Shape, server: &Target, tokens: &[u32]) -> Re
 /// # Errors
 /// Bad flags, a server that cannot be started or reached.
 pub fn run(a: BenchArgs) -> Result<()> {
+    if !a.plot_hlog.is_empty() {
+        let out = a.plot.as_ref().context("--plot-hlog needs --plot FILE.svg to write the chart to")?;
+        let runs = hlog::read(&a.plot_hlog)?;
+        let refs: Vec<(&str, &hdrhistogram::Histogram<u64>)> = runs.iter().map(|(n, h)| (n.as_str(), h)).collect();
+        std::fs::write(out, report::plot_svg("tickcast bench: latency by percentile", &refs))
+            .with_context(|| format!("writing {}", out.display()))?;
+        println!("{}: {} runs", out.display(), runs.len());
+        return Ok(());
+    }
     let mut shape = Shape::from_args(&a)?;
     if !(a.secs.is_finite() && a.secs > 0.0 && a.warmup.is_finite() && a.warmup >= 0.0) {
         bail!("--secs must be positive and --warmup not negative");
@@ -512,34 +532,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
             .with_context(|| format!("writing {}", p.display()))?;
     }
     if let Some(p) = &a.hlog {
-        write_hlog(p, &reports, &intervals)?;
+        hlog::write(p, &reports, &intervals)?;
     }
     drop(spawned);
     Ok(())
-}
-
-/// Write an HdrHistogram interval log: one interval per measured second of
-/// each run (by the ticks' scheduled time), tagged with the run's label.
-fn write_hlog(path: &PathBuf, reports: &[Report], intervals: &[Vec<hdrhistogram::Histogram<u64>>]) -> Result<()> {
-    use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
-    use hdrhistogram::serialization::V2DeflateSerializer;
-    let mut out = Vec::new();
-    let mut ser = V2DeflateSerializer::new();
-    let mut w = IntervalLogWriterBuilder::new()
-        .add_comment("tickcast bench: one interval per measured second of each run, latency in ns")
-        .with_max_value_divisor(1e6)
-        .begin_log_with(&mut out, &mut ser)
-        .map_err(|e| anyhow::anyhow!("hlog: {e:?}"))?;
-    let mut at = 0.0;
-    for (r, secs) in reports.iter().zip(intervals) {
-        let label = r.label.replace([' ', ',', '/'], "_");
-        for (i, h) in secs.iter().enumerate() {
-            let start = Duration::from_secs_f64(at + i as f64);
-            w.write_histogram(h, start, Duration::from_secs(1), Tag::new(&label))
-                .map_err(|e| anyhow::anyhow!("hlog: {e:?}"))?;
-        }
-        at += r.secs.ceil();
-    }
-    drop(w);
-    std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))
 }
