@@ -3,7 +3,8 @@
 # CPU 1): JSON and rkyv for hft; for hft and retail the idle strategies
 # (park, hybrid, spin) and where the feed is read (--feed-poll worker, the
 # default with one worker, vs thread). Results as JSON in perf/macro/, one
-# percentile plot per scenario, broadcast --find-max; then a summary table.
+# percentile plot per scenario, the variants of hft and retail on one chart
+# each (from their --hlog files), broadcast --find-max; then a summary table.
 #
 #   feeder+clients (CPU 1) ──UDP TCF1──► tickcast worker+feed (CPU 0) ──ws──► clients (CPU 1)
 #
@@ -18,7 +19,8 @@ mkdir -p "$OUT"
 run() { # name, extra args...
     local name=$1; shift
     for i in 1 2; do
-        "$B" bench --spawn --server-cpus 0 --load-cpus 1 --secs "$SECS" --warmup 2 --json "$@" > "$OUT/$name-$i.json"
+        "$B" bench --spawn --server-cpus 0 --load-cpus 1 --secs "$SECS" --warmup 2 --json --label "$name-$i" \
+            --hlog "$OUT/$name-$i.hlog" "$@" > "$OUT/$name-$i.json"
     done
 }
 run hft-json        --scenario hft
@@ -29,6 +31,9 @@ run hft-rkyv-spin   --scenario hft --format rkyv --server-arg=--idle --server-ar
 run retail          --scenario retail
 run retail-hybrid   --scenario retail --server-arg=--idle --server-arg=hybrid
 run broadcast       --scenario broadcast
+# The variants of a scenario side by side (each run 1, from its hlog).
+"$B" bench --plot "$OUT/hft-variants.svg" $(for v in json rkyv rkyv-thread rkyv-hybrid rkyv-spin; do echo --plot-hlog "$OUT/hft-$v-1.hlog"; done)
+"$B" bench --plot "$OUT/retail-variants.svg" --plot-hlog "$OUT/retail-1.hlog" --plot-hlog "$OUT/retail-hybrid-1.hlog"
 for sc in hft retail broadcast; do
     "$B" bench --spawn --server-cpus 0 --load-cpus 1 --secs "$SECS" --warmup 2 --scenario $sc --plot "$OUT/$sc.svg" --json > "$OUT/$sc-plot.json"
 done
