@@ -9,12 +9,16 @@
 //!                                                                           → one writev per turn
 //! ```
 //!
+//! With `--feed-poll worker` (the default with one worker) a UDP feed has no
+//! thread of its own: its socket sits in a worker's `mio::Poll`, and the same
+//! turn reads the datagram, publishes through the rings and fans it out.
+//!
 //! Modules, in the order a tick travels:
 //! - [`config`]: flags and TOML → validated `Config`.
 //! - [`instrument`]: the registry; token → slot (direct index), symbol → slot.
 //! - [`tick`]: the normalised `Tick` and fixed-point prices.
 //! - [`channel`]: named channels (opaque payloads) and their frames.
-//! - [`feed`]: sources (the simulator) and their health.
+//! - [`feed`]: sources (simulator, UDP, TCP, replay, Redis) and their health.
 //! - [`lvc`]: the per-slot last-value cache (seqlock).
 //! - [`ring`]: rings, interest bits and the wake protocol.
 //! - [`worker`]: the event loop: accept, read, control, drain, fan out, flush;
