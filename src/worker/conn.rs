@@ -2,7 +2,7 @@
 //!
 //! The *control lane* (acks, errors, pongs, gaps, heartbeats, close) and
 //! the *data lane* (market data) are separate buffers written with one
-//! `writev`: [rest of a half-written data frame][control][data]. So control
+//! `writev`: `[rest of a half-written data frame][control][data]`. So control
 //! replies never wait behind queued data, and frames never interleave.
 
 use std::io::{self, IoSlice, Write};
