@@ -33,7 +33,7 @@
 //! - [`market`]: market hours (when the simulator runs, `market_status`).
 //! - [`server`]: start-up, threads, pinning, shutdown.
 //! - [`mirror`]: `--publish redis://`, every tick and channel message to Redis.
-//! - [`bench`]: `tickcast bench`, the open-loop latency harness.
+//! - [`bench`](mod@bench): `tickcast bench`, the open-loop latency harness.
 //! - [`record`]: `tickcast record`, sources to a replayable TCF1 file.
 
 pub mod auth;
