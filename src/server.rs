@@ -231,11 +231,15 @@ impl Server {
             let source = match config.feed_poll {
                 FeedPoll::Worker => match source.polled() {
                     Ok(p) => {
-                        log::info!("feed {} is read by worker {}", health.name, i % config.workers);
+                        health.read_by.store(i % config.workers, Ordering::Relaxed);
+                        log::info!("feed {} is read by worker-{}", health.name, i % config.workers);
                         polled[i % config.workers].push((p, ctx));
                         continue;
                     }
-                    Err(source) => source,
+                    Err(source) => {
+                        log::debug!("feed {} cannot be polled by a worker; it runs on its own thread", health.name);
+                        source
+                    }
                 },
                 FeedPoll::Thread => source,
             };

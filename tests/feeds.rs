@@ -65,17 +65,17 @@ fn next_data(c: &mut util::Client) -> Value {
 /// and a hybrid-idle worker, which parks between the test's packets).
 #[test]
 fn udp_packets_become_exact_ticks() {
-    for poll in [
-        &["--feed-poll", "thread"][..],
-        &["--feed-poll", "worker", "--workers", "1"],
-        &["--feed-poll", "worker", "--workers", "2"],
-        &["--feed-poll", "worker", "--idle", "hybrid"],
+    for (poll, read_by) in [
+        (&["--feed-poll", "thread"][..], "thread"),
+        (&["--feed-poll", "worker", "--workers", "1"], "worker-0"),
+        (&["--feed-poll", "worker", "--workers", "2"], "worker-0"),
+        (&["--feed-poll", "worker", "--idle", "hybrid"], "worker-0"),
     ] {
-        udp_packets_become_exact_ticks_with(poll);
+        udp_packets_become_exact_ticks_with(poll, read_by);
     }
 }
 
-fn udp_packets_become_exact_ticks_with(poll: &[&str]) {
+fn udp_packets_become_exact_ticks_with(poll: &[&str], read_by: &str) {
     let s = Server::start(&[&["--feed", "udp://127.0.0.1:0"], poll].concat());
     let addr = feed_addr(&s, 0);
     let mut clients: Vec<util::Client> = (0..4).map(|_| s.native()).collect();
@@ -110,10 +110,30 @@ fn udp_packets_become_exact_ticks_with(poll: &[&str]) {
     let st = s.status_until("packets counted", |st| st["feeds"][0]["packets"] == 2);
     let feed = &st["feeds"][0];
     assert_eq!(
-        (feed["kind"].as_str(), feed["state"].as_str(), feed["ticks"].as_u64()),
-        (Some("udp"), Some("live"), Some(3)),
+        (feed["kind"].as_str(), feed["state"].as_str(), feed["ticks"].as_u64(), feed["read_by"].as_str()),
+        (Some("udp"), Some("live"), Some(3), Some(read_by)),
         "{poll:?}"
     );
+}
+
+/// A burst far larger than what a worker reads per turn (one datagram per
+/// turn with this small ring) is read to the end: edge-triggered epoll
+/// reports the socket once, and the worker must keep reading on its own.
+#[test]
+fn a_worker_polled_feed_reads_a_burst_past_its_per_turn_budget() {
+    let s = Server::start(&["--feed", "udp://127.0.0.1:0", "--feed-poll", "worker", "--ring-capacity", "1024"]);
+    let addr = feed_addr(&s, 0);
+    let mut c = s.native();
+    c.request(json!({"action": "subscribe", "tokens": [2885]}), 1);
+    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let burst: Vec<Vec<u8>> = (1..=300).map(|seq| packet(seq, &[tick(seq)])).collect();
+    for p in &burst {
+        tx.send_to(p, addr).unwrap();
+    }
+    let st = s.status_until("the whole burst read", |st| st["feeds"][0]["packets"] == 300);
+    assert_eq!(st["feeds"][0]["ticks"], 300, "{st}");
+    assert_eq!(st["feeds"][0]["read_by"], "worker-0");
+    c.recv_until("the burst's last tick", |v| v["type"] == "market_data" && v["seq"] == 300);
 }
 
 #[test]

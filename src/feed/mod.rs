@@ -18,7 +18,7 @@ pub mod tcf1;
 pub mod tcp;
 pub mod udp;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::config::FeedSpec;
@@ -63,7 +63,12 @@ pub struct FeedHealth {
     pub last_tick_ns: AtomicU64,
     /// Ring push counters (overruns).
     pub push: Arc<PushStats>,
+    /// The worker that reads it (`--feed-poll worker`), or `OWN_THREAD`.
+    pub read_by: AtomicUsize,
 }
+
+/// `FeedHealth::read_by` of a feed that runs on its own thread.
+pub const OWN_THREAD: usize = usize::MAX;
 
 impl FeedHealth {
     /// Health for a new source.
@@ -81,6 +86,15 @@ impl FeedHealth {
             ticks: AtomicU64::new(0),
             last_tick_ns: AtomicU64::new(0),
             push: Arc::new(PushStats::default()),
+            read_by: AtomicUsize::new(OWN_THREAD),
+        }
+    }
+
+    /// Which thread reads it: `thread` (its own) or `worker-N`.
+    pub fn read_by_name(&self) -> String {
+        match self.read_by.load(Ordering::Relaxed) {
+            OWN_THREAD => "thread".into(),
+            w => format!("worker-{w}"),
         }
     }
 

@@ -46,10 +46,12 @@ const LISTENER: Token = Token(usize::MAX - 2);
 const OPENALGO_LISTENER: Token = Token(usize::MAX - 3);
 /// Token of the first feed this worker polls; feed `i` is `FIRST_FEED - i`.
 const FIRST_FEED: usize = usize::MAX - 4;
-/// Packets a polled feed reads per turn: at most 16 × 511 ticks, well
-/// inside the default 65536-tick ring, so a burst cannot overrun the ring
-/// before this same worker drains it.
+/// Packets a polled feed reads per turn, at most: 16 full datagrams are
+/// ≤ 8176 ticks, within one turn's `DRAIN_LIMIT`, so the worker drains each
+/// turn what it read. Smaller rings get a smaller budget (`feed_budget`).
 const FEED_BUDGET: usize = 16;
+/// Ticks in the largest TCF1 datagram.
+const TICKS_PER_DATAGRAM: usize = (65_536 - crate::feed::tcf1::HEADER_LEN) / crate::feed::tcf1::TICK_LEN;
 
 /// Ticks taken from one ring per turn before moving on (bounds a turn).
 const DRAIN_LIMIT: usize = 8192;
@@ -145,13 +147,20 @@ pub struct WorkerSetup {
     pub feeds: Vec<(Box<dyn Polled>, FeedCtx)>,
 }
 
+/// Datagrams a polled feed may read per turn: `FEED_BUDGET`, or fewer so
+/// that one turn's reading fills at most half of a small ring.
+fn feed_budget(ring_capacity: usize) -> usize {
+    (ring_capacity / 2 / TICKS_PER_DATAGRAM).clamp(1, FEED_BUDGET)
+}
+
 /// A feed read inside the worker's loop.
 struct PolledFeed {
     /// `None` once its socket failed (dropping it leaves the epoll set).
     source: Option<Box<dyn Polled>>,
     ctx: FeedCtx,
-    /// Its last read stopped at the budget: read again next turn.
-    more: bool,
+    /// To be read this turn: it reported readiness, or its last read
+    /// stopped at the budget (edge-triggered epoll will not report it again).
+    ready: bool,
     /// Marks the feed down when the worker exits.
     _down: DownOnExit,
 }
@@ -195,7 +204,7 @@ impl Worker {
         for (i, (mut source, ctx)) in setup.feeds.into_iter().enumerate() {
             source.register(setup.poll.registry(), Token(FIRST_FEED - i))?;
             ctx.health.state.store(STATE_LIVE, Ordering::Relaxed);
-            feeds.push(PolledFeed { source: Some(source), _down: DownOnExit(ctx.health.clone()), ctx, more: false });
+            feeds.push(PolledFeed { source: Some(source), _down: DownOnExit(ctx.health.clone()), ctx, ready: true });
         }
         let slots = shared.registry.len();
         let default_delivery = match shared.config.slow_consumer {
@@ -295,7 +304,9 @@ impl Worker {
                 WAKER => {}
                 LISTENER => self.accept(now, Dialect::Native),
                 OPENALGO_LISTENER => self.accept(now, Dialect::OpenAlgo),
-                Token(t) if t <= FIRST_FEED && FIRST_FEED - t < self.feeds.len() => self.read_feed(FIRST_FEED - t),
+                Token(t) if t <= FIRST_FEED && FIRST_FEED - t < self.feeds.len() => {
+                    self.feeds[FIRST_FEED - t].ready = true
+                }
                 Token(t) => {
                     let id = ConnId(t as u32);
                     if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
@@ -311,7 +322,7 @@ impl Worker {
             self.on_readable(id, now);
         }
         for i in 0..self.feeds.len() {
-            if self.feeds[i].more {
+            if self.feeds[i].ready {
                 self.read_feed(i);
                 work = true;
             }
@@ -356,7 +367,8 @@ impl Worker {
     fn read_feed(&mut self, i: usize) {
         let f = &mut self.feeds[i];
         let Some(source) = f.source.as_mut() else { return };
-        f.more = match source.read_ready(&mut f.ctx, FEED_BUDGET) {
+        let budget = feed_budget(self.shared.config.ring_capacity);
+        f.ready = match source.read_ready(&mut f.ctx, budget) {
             Ok(more) => more,
             Err(e) => {
                 log::error!("feed {}: {e}", f.ctx.health.name);
@@ -1366,5 +1378,19 @@ impl Worker {
             }
         }
         self.publish_metrics();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn feed_budget_fits_half_the_ring_and_at_most_sixteen_datagrams() {
+        assert_eq!(TICKS_PER_DATAGRAM, 511);
+        assert_eq!(feed_budget(65_536), FEED_BUDGET);
+        assert_eq!(feed_budget(4 * 511 * 2), 4);
+        assert_eq!(feed_budget(1024), 1, "a small ring still reads one datagram a turn");
+        assert_eq!(feed_budget(1), 1);
     }
 }
