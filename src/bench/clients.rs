@@ -216,7 +216,12 @@ fn consume(c: &mut Conn, bytes: &[u8], now_ns: u64, t: &mut Tally) -> usize {
     while let Some((op, payload, len)) = server_frame(&bytes[at..]) {
         let p = &bytes[at + payload.start..at + payload.end];
         match op {
-            0x8 => c.state = State::Done,
+            // A close from the server (a slow consumer's 1013, a full
+            // server's 1013, shutdown) ends the client: counted, settled.
+            0x8 => {
+                gone(c, &mut t.failed, t.settled);
+                return bytes.len();
+            }
             0x1 if !c.ready && p.windows(7).any(|w| w == b"subscri") => {
                 c.ready = true;
                 settle(c, t.settled);
@@ -413,6 +418,34 @@ mod tests {
             let counts: Vec<u64> = t.per_second.iter().map(Histogram::len).collect();
             assert_eq!(counts, [3, 1], "by second of ts, cuts {cuts:?}");
         }
+    }
+
+    /// A close from the server (e.g. 1013 for a slow consumer) ends the
+    /// client, counted as failed and settled, and nothing after it counts.
+    #[test]
+    fn a_close_from_the_server_is_a_failed_client() {
+        let mut stream = b"HTTP/1.1 101 Switching Protocols\r\n\r\n".to_vec();
+        stream.extend(frame(0x2, &rkyv(1_100_000_000, false)));
+        stream.extend(frame(0x8, &1013u16.to_be_bytes()));
+        stream.extend(frame(0x2, &rkyv(1_200_000_000, false)));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sock = TcpStream::from_std(std::net::TcpStream::connect(addr).unwrap());
+        let _peer = listener.accept().unwrap();
+        let spec = ClientSpec { addr, source: None, path: "/".into(), subscribe: "{}".into() };
+        let mut c = Conn { sock, state: State::Upgrading, ready: false, settled: false, partial: Vec::new(), spec };
+        let settled = AtomicUsize::new(0);
+        let mut t = Tally {
+            window: (1_000_000_000, 3_000_000_000),
+            per_second: Vec::new(),
+            delivered: 0,
+            bytes: 0,
+            failed: 0,
+            settled: &settled,
+        };
+        received(&mut c, &stream, 3_000_000_000, &mut t);
+        assert!(c.state == State::Done && c.settled, "closed and settled");
+        assert_eq!((t.failed, t.delivered, settled.load(Ordering::Relaxed)), (1, 1, 1));
     }
 
     #[test]

@@ -79,10 +79,19 @@ pub struct Sent {
     pub measured: Vec<u64>,
     /// Datagrams that failed to send.
     pub errors: u64,
-    /// Feeder lag of measured datagrams, ns: send time − the scheduled
-    /// time of the first tick in it. The harness's own share of every
+    /// Feeder lag of measured datagrams, ns: the time the feeder starts
+    /// sending it − the scheduled time of the first tick in it. The harness's own share of every
     /// latency figure (sleep overshoot, CPU shared with the clients).
     pub lag: Histogram<u64>,
+}
+
+/// How many ticks are due at `now`: tick k is due at `start + k·interval`,
+/// so none before `start`, then ticks 0..=⌊(now − start)/interval⌋.
+fn due(now: u64, start: u64, interval: f64) -> u64 {
+    match now.checked_sub(start) {
+        None => 0,
+        Some(elapsed) => (elapsed as f64 / interval) as u64 + 1,
+    }
 }
 
 /// Run the plan on this thread.
@@ -108,12 +117,14 @@ pub fn run(plan: &Plan) -> std::io::Result<Sent> {
         if now >= plan.end_ns {
             break;
         }
-        // Tick k is due at start + k·interval: ticks 0..=⌊elapsed/interval⌋ are due now.
-        let due = ((now.saturating_sub(plan.start_ns)) as f64 / interval) as u64 + 1;
+        let due = due(now, plan.start_ns, interval);
         if sent.total >= due {
             // Sleep, never spin: the feeder shares its core with the clients.
-            // Sleep overshoot batches the next ticks into one packet; their
-            // `ts` stay the scheduled times, so the lag counts as latency.
+            // Sleep overshoot (the kernel's 50 µs timer slack for a normal
+            // thread, and the CPU shared with the clients) batches the next
+            // ticks into one packet; their `ts` stay the scheduled times, so
+            // the lag counts as latency. An exact timer (slack 1 ns) wakes
+            // per tick at 100k/s and starves the client thread instead.
             let next = plan.start_ns + (sent.total as f64 * interval) as u64;
             std::thread::sleep(Duration::from_nanos(next.saturating_sub(now_ns()).max(1_000)));
             continue;
@@ -158,6 +169,16 @@ pub fn run(plan: &Plan) -> std::io::Result<Sent> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tick_is_due_at_its_scheduled_time_and_not_before() {
+        let (start, interval) = (1_000_000, 10_000.0);
+        assert_eq!(due(start - 1, start, interval), 0, "nothing before the start");
+        assert_eq!(due(start, start, interval), 1, "tick 0 at the start");
+        assert_eq!(due(start + 9_999, start, interval), 1);
+        assert_eq!(due(start + 10_000, start, interval), 2, "tick 1 one interval later");
+        assert_eq!(due(start + 95_000, start, interval), 10);
+    }
 
     #[test]
     fn zipf_favours_low_ranks_and_uniform_covers_all() {

@@ -46,16 +46,19 @@ pub fn write(path: &Path, reports: &[Report], intervals: &[Vec<Histogram<u64>>])
     std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))
 }
 
-/// Read interval logs back: each tag's intervals summed into one histogram,
-/// in order of first appearance (untagged intervals go under the file name).
+/// Read interval logs back: each file's tags' intervals summed into one
+/// histogram per (file, tag), in order of first appearance, named by the tag
+/// (`_` shown as a space; untagged intervals go under the file name). A tag
+/// found in several files is one run per file, its name suffixed with the
+/// file's (two runs left with the default label stay two curves).
 ///
 /// # Errors
 /// A file that cannot be read, or is not an interval log.
 pub fn read(paths: &[impl AsRef<Path>]) -> Result<Vec<(String, Histogram<u64>)>> {
     use base64::Engine;
-    let mut runs: Vec<(String, Histogram<u64>)> = Vec::new();
+    let mut runs: Vec<(usize, String, Histogram<u64>)> = Vec::new();
     let mut de = Deserializer::new();
-    for path in paths {
+    for (file, path) in paths.iter().enumerate() {
         let path = path.as_ref();
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         for entry in IntervalLogIterator::new(&bytes) {
@@ -68,21 +71,29 @@ pub fn read(paths: &[impl AsRef<Path>]) -> Result<Vec<(String, Histogram<u64>)>>
             let h: Histogram<u64> = de
                 .deserialize(&mut raw.as_slice())
                 .map_err(|e| anyhow::anyhow!("{}: an interval does not decode ({e:?})", path.display()))?;
-            let i = match runs.iter().position(|(n, _)| *n == name) {
+            let i = match runs.iter().position(|(f, n, _)| *f == file && *n == name) {
                 Some(i) => i,
                 None => {
-                    runs.push((name, new_histogram()));
+                    runs.push((file, name, new_histogram()));
                     runs.len() - 1
                 }
             };
-            runs[i].1.add(&h).context("merging intervals")?;
+            runs[i].2.add(&h).context("merging intervals")?;
         }
     }
     if runs.is_empty() {
         let names: Vec<String> = paths.iter().map(|p| p.as_ref().display().to_string()).collect();
         anyhow::bail!("no intervals in {}", names.join(", "));
     }
-    Ok(runs)
+    let repeated = |name: &str| runs.iter().filter(|(_, n, _)| n == name).count() > 1;
+    let named: Vec<String> = runs
+        .iter()
+        .map(|(f, n, _)| match repeated(n) {
+            true => format!("{n} ({})", paths[*f].as_ref().display()),
+            false => n.clone(),
+        })
+        .collect();
+    Ok(named.into_iter().zip(runs).map(|(name, (_, _, h))| (name, h)).collect())
 }
 
 #[cfg(test)]
@@ -130,6 +141,14 @@ mod tests {
         let runs = read(&[&a, &b]).unwrap();
         let names: Vec<&str> = runs.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["hft park 100000/s", "hft spin  pinned"]);
+        let a2 = dir.join("a2.hlog");
+        write(&a2, &[report("hft park 100000/s")], &[vec![histogram(&[7])]]).unwrap();
+        let same_label: Vec<String> = read(&[&a, &a2]).unwrap().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            same_label,
+            [format!("hft park 100000/s ({})", a.display()), format!("hft park 100000/s ({})", a2.display())],
+            "one curve per file, told apart"
+        );
         assert_eq!((runs[0].1.len(), runs[0].1.max()), (3, 300));
         assert_eq!(runs[1].1.len(), 4);
         assert!(runs[1].1.equivalent(runs[1].1.max(), 80_000));

@@ -110,7 +110,7 @@ pub struct BenchArgs {
     /// Do not run: plot the runs recorded in these --hlog files on one chart (--plot FILE), repeatable.
     #[arg(long, value_name = "FILE")]
     pub plot_hlog: Vec<PathBuf>,
-    /// Name of the run in tables, plots and hlog tags [default: "SCENARIO FORMAT RATE/s"].
+    /// Name of the run in tables, plots and hlog tags (spaces become `_` in tags) [default: "SCENARIO FORMAT RATE/s"].
     #[arg(long)]
     pub label: Option<String>,
     /// RNG seed (token choice, tick draws).
@@ -274,13 +274,14 @@ fn pin(cpus: &[usize], i: usize) {
 }
 
 /// How many loopback source addresses the clients connect from: `--source-addrs`, or one per
-/// [`clients::CLIENTS_PER_SOURCE`] clients.
+/// [`clients::CLIENTS_PER_SOURCE`] clients to a 127.0.0.x server (one for any other).
 fn source_addrs(a: &BenchArgs, shape: &Shape, ws: SocketAddr) -> Result<usize> {
-    let k = a.source_addrs.unwrap_or(shape.clients.div_ceil(clients::CLIENTS_PER_SOURCE));
+    let loopback = ws.is_ipv4() && ws.ip().is_loopback();
+    let k = a.source_addrs.unwrap_or(if loopback { shape.clients.div_ceil(clients::CLIENTS_PER_SOURCE) } else { 1 });
     if !(1..=254).contains(&k) {
         bail!("--source-addrs {k}: expected 1 to 254 (127.0.0.1..=127.0.0.254)");
     }
-    if k > 1 && !(ws.is_ipv4() && ws.ip().is_loopback()) {
+    if k > 1 && !loopback {
         bail!("{k} source addresses (127.0.0.x) need a 127.0.0.x server, not {ws}; give --source-addrs 1");
     }
     Ok(k)

@@ -50,9 +50,10 @@ pub struct Report {
     pub delivered: u64,
     /// Payload bytes received in the window.
     pub bytes: u64,
-    /// CPU the benchmark harness used over the window, in cores (e.g. 0.85).
+    /// CPU the benchmark harness used over the run (warm-up included), in cores (e.g. 0.85).
     pub client_cpu: f64,
-    /// CPU the spawned server used over the window, in cores (`None` for a server not spawned).
+    /// CPU the spawned server used over the run (warm-up included), in cores (`None` for a server not
+    /// spawned).
     pub server_cpu: Option<f64>,
     /// Latency (client receive time − the tick's scheduled send time), ns, 3 significant digits.
     pub latency: Histogram<u64>,
@@ -202,7 +203,6 @@ impl Report {
     }
 }
 
-/// `n` per second over `secs`, or 0 when `secs` is not a positive finite number.
 /// The value at quantile `q` of `h` (its max at 1.0), 0 when it is empty.
 fn at(h: &Histogram<u64>, q: f64) -> u64 {
     match h.is_empty() {
@@ -212,6 +212,7 @@ fn at(h: &Histogram<u64>, q: f64) -> u64 {
     }
 }
 
+/// `n` per second over `secs`, or 0 when `secs` is not a positive finite number.
 fn per_sec(n: u64, secs: f64) -> f64 {
     if secs > 0.0 && secs.is_finite() {
         n as f64 / secs
