@@ -81,25 +81,13 @@ fn a_spawned_two_second_run_reports_deliveries_and_percentiles() {
     assert!(log.lines().filter(|l| l.contains("HIST")).all(|l| l.starts_with("Tag=custom_json_2000/s,")), "{log}");
 }
 
+/// A one-second spawned run: 2 clients × 3 of 10 tokens at 1000 ticks/s.
+const SMALL_RUN: &[&str] =
+    &["--spawn", "--secs", "1", "--warmup", "0.5", "--clients", "2", "--subs", "3", "--tokens", "10", "--rate", "1000"];
+
 #[test]
 fn rkyv_clients_and_a_human_table() {
-    let (ok, stdout, stderr) = bench(&[
-        "--spawn",
-        "--secs",
-        "1",
-        "--warmup",
-        "0.5",
-        "--clients",
-        "2",
-        "--subs",
-        "3",
-        "--tokens",
-        "10",
-        "--rate",
-        "1000",
-        "--format",
-        "rkyv",
-    ]);
+    let (ok, stdout, stderr) = bench(&[SMALL_RUN, &["--format", "rkyv"]].concat());
     assert!(ok, "{stderr}");
     for want in ["delivered", "p99.9", "rkyv", "feeder lag", "server CPU"] {
         assert!(stdout.contains(want), "table shows {want}: {stdout}");
@@ -114,27 +102,9 @@ fn labelled_runs_from_two_invocations_share_one_plot() {
     std::fs::create_dir_all(&dir).unwrap();
     let logs = [dir.join("park.hlog"), dir.join("hybrid.hlog")];
     for (log, (label, idle)) in logs.iter().zip([("hft park", "park"), ("hft hybrid", "hybrid")]) {
-        let (ok, _, stderr) = bench(&[
-            "--spawn",
-            "--secs",
-            "1",
-            "--warmup",
-            "0.3",
-            "--clients",
-            "2",
-            "--subs",
-            "3",
-            "--tokens",
-            "10",
-            "--rate",
-            "1000",
-            "--label",
-            label,
-            "--server-arg=--idle",
-            &format!("--server-arg={idle}"),
-            "--hlog",
-            log.to_str().unwrap(),
-        ]);
+        let idle = format!("--server-arg={idle}");
+        let run = ["--label", label, "--server-arg=--idle", &idle, "--hlog", log.to_str().unwrap()];
+        let (ok, _, stderr) = bench(&[SMALL_RUN, &run].concat());
         assert!(ok, "{label}: {stderr}");
     }
     let svg = dir.join("both.svg");

@@ -380,6 +380,28 @@ mod tests {
         p
     }
 
+    /// A client connected to `listener`, waiting for its upgrade response
+    /// (and the server's end of the connection, kept open).
+    fn upgrading(listener: &std::net::TcpListener) -> (Conn, std::net::TcpStream) {
+        let addr = listener.local_addr().unwrap();
+        let sock = TcpStream::from_std(std::net::TcpStream::connect(addr).unwrap());
+        let (peer, _) = listener.accept().unwrap();
+        let spec = ClientSpec { addr, source: None, path: "/".into(), subscribe: "{}".into() };
+        (Conn { sock, state: State::Upgrading, ready: false, settled: false, partial: Vec::new(), spec }, peer)
+    }
+
+    /// Counts for ticks scheduled in [1 s, 3 s).
+    fn tally(settled: &AtomicUsize) -> Tally<'_> {
+        Tally {
+            window: (1_000_000_000, 3_000_000_000),
+            per_second: Vec::new(),
+            delivered: 0,
+            bytes: 0,
+            failed: 0,
+            settled,
+        }
+    }
+
     #[test]
     fn every_frame_counts_once_however_reads_cut_the_stream() {
         let mut stream = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n".to_vec();
@@ -390,21 +412,10 @@ mod tests {
         }
         stream.extend(frame(0x1, br#"{"type":"market_data","token":1,"ts":1700000000}"#));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
         for cuts in [vec![], vec![1], vec![40, 41, 300], (1..stream.len()).step_by(7).collect::<Vec<_>>()] {
-            let sock = TcpStream::from_std(std::net::TcpStream::connect(addr).unwrap());
-            let _peer = listener.accept().unwrap();
-            let spec = ClientSpec { addr, source: None, path: "/".into(), subscribe: "{}".into() };
-            let mut c = Conn { sock, state: State::Upgrading, ready: false, settled: false, partial: Vec::new(), spec };
+            let (mut c, _peer) = upgrading(&listener);
             let settled = AtomicUsize::new(0);
-            let mut t = Tally {
-                window: (1_000_000_000, 3_000_000_000),
-                per_second: Vec::new(),
-                delivered: 0,
-                bytes: 0,
-                failed: 0,
-                settled: &settled,
-            };
+            let mut t = tally(&settled);
             let mut from = 0;
             for to in cuts.iter().copied().chain([stream.len()]) {
                 received(&mut c, &stream[from..to], 3_000_000_000, &mut t);
@@ -429,20 +440,9 @@ mod tests {
         stream.extend(frame(0x8, &1013u16.to_be_bytes()));
         stream.extend(frame(0x2, &rkyv(1_200_000_000, false)));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let sock = TcpStream::from_std(std::net::TcpStream::connect(addr).unwrap());
-        let _peer = listener.accept().unwrap();
-        let spec = ClientSpec { addr, source: None, path: "/".into(), subscribe: "{}".into() };
-        let mut c = Conn { sock, state: State::Upgrading, ready: false, settled: false, partial: Vec::new(), spec };
+        let (mut c, _peer) = upgrading(&listener);
         let settled = AtomicUsize::new(0);
-        let mut t = Tally {
-            window: (1_000_000_000, 3_000_000_000),
-            per_second: Vec::new(),
-            delivered: 0,
-            bytes: 0,
-            failed: 0,
-            settled: &settled,
-        };
+        let mut t = tally(&settled);
         received(&mut c, &stream, 3_000_000_000, &mut t);
         assert!(c.state == State::Done && c.settled, "closed and settled");
         assert_eq!((t.failed, t.delivered, settled.load(Ordering::Relaxed)), (1, 1, 1));
