@@ -63,7 +63,7 @@ fn subscribe_by_token_acks_then_snapshot_then_live_in_seq_order() {
     assert_eq!(d["total_subscribed"], 2);
     let frames = collect_market_data(&mut c, 40);
     let tokens: std::collections::HashSet<u64> = frames.iter().map(|f| f["token"].as_u64().unwrap()).collect();
-    assert_eq!(tokens, [2885, 11536].into_iter().collect());
+    assert_eq!(tokens, [2885, 11536].into_iter().collect::<std::collections::HashSet<u64>>());
     let f = &frames[0];
     assert_eq!(f["mode"], 2);
     for k in ["ltp", "ltq", "volume", "open", "high", "low", "close", "bid", "ask", "bid_qty", "ask_qty", "oi"] {

@@ -19,6 +19,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::metrics::new_histogram;
 use crate::tick::now_ns;
+use crate::ws::frame;
 
 /// One connection's job.
 pub struct ClientSpec {
@@ -100,21 +101,8 @@ fn connect(spec: &ClientSpec) -> io::Result<TcpStream> {
 
 /// A masked client text frame.
 fn text_frame(payload: &[u8]) -> Vec<u8> {
-    let mask: [u8; 4] = fastrand::u32(..).to_le_bytes();
-    let mut out = vec![0x81];
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n <= 65535 => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
+    let mut out = Vec::with_capacity(payload.len() + 14);
+    frame::append_masked(&mut out, frame::OP_TEXT, true, fastrand::u32(..).to_le_bytes(), payload);
     out
 }
 

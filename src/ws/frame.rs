@@ -1,5 +1,6 @@
 //! Frame headers out (server frames: unmasked, so one encoded frame serves
-//! every subscriber) and frame parsing in (tungstenite's `FrameHeader`).
+//! every subscriber) and frame parsing in (tungstenite's `FrameHeader`);
+//! masked client frames out for the bench harness and tests.
 
 use std::io::Cursor;
 use std::ops::Range;
@@ -97,6 +98,20 @@ pub fn append(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
     let n = header(&mut hdr, opcode, payload.len());
     out.extend_from_slice(&hdr[..n]);
     out.extend_from_slice(payload);
+}
+
+/// Append a masked (client) frame with `payload`: `fin` clear for a
+/// fragment that more frames continue.
+pub fn append_masked(out: &mut Vec<u8>, opcode: u8, fin: bool, mask: [u8; 4], payload: &[u8]) {
+    let mut hdr = [0u8; MAX_HEADER];
+    let n = header(&mut hdr, opcode, payload.len());
+    if !fin {
+        hdr[0] &= 0x7F;
+    }
+    hdr[1] |= 0x80;
+    out.extend_from_slice(&hdr[..n]);
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
 }
 
 /// Append a close frame with `code` and `reason` (truncated to fit 125 bytes).
@@ -226,16 +241,8 @@ mod tests {
     use super::*;
 
     fn masked(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
-        let mask = [0x37, 0xfa, 0x21, 0x3d];
-        let mut out = vec![if fin { 0x80 } else { 0 } | opcode];
-        if payload.len() < 126 {
-            out.push(0x80 | payload.len() as u8);
-        } else {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-        }
-        out.extend_from_slice(&mask);
-        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
+        let mut out = Vec::new();
+        append_masked(&mut out, opcode, fin, [0x37, 0xfa, 0x21, 0x3d], payload);
         out
     }
 
