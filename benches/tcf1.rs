@@ -11,7 +11,7 @@
 //!     &[u8] ──► tcf1::parse ──► Packet::records() ──► Merger::apply(registry, rec) ──► &Tick (black_box)
 //! ```
 //!
-//! The packet is built once with the encoder (`write_header` + `write_full`)
+//! The packet is built once with the encoder (`tcf1::write_packet`)
 //! from 32 simulator ticks (`feed::sim::Sim` over `Registry::bundled()`: random
 //! instruments of the bundled master, trade + quote + OHLC + five levels of
 //! depth), so it holds 32 tick records (128 B) and 32 depth records (184 B):
@@ -42,13 +42,9 @@ const TICKS: usize = 32;
 fn packet(reg: &Registry) -> (Vec<u8>, u64) {
     let mut sim = Sim::new(reg, 1, 0, 1, 7);
     let ticks: Vec<_> = (0..TICKS).map(|i| *sim.next_tick(1_763_712_000_000_000_000 + i as u64 * 1_000)).collect();
-    let count: u16 = ticks.iter().map(tcf1::records_for).sum();
     let mut out = Vec::new();
-    tcf1::write_header(&mut out, count, 1);
-    for t in &ticks {
-        tcf1::write_full(&mut out, t);
-    }
-    (out, u64::from(count))
+    tcf1::write_packet(&mut out, 1, &ticks);
+    (out, ticks.iter().map(|t| u64::from(tcf1::records_for(t))).sum())
 }
 
 fn decode(c: &mut Criterion) {

@@ -109,8 +109,7 @@ impl Mirror {
                     let seq = &mut self.packet_seq[t.slot as usize];
                     *seq += 1;
                     packet.clear();
-                    tcf1::write_header(&mut packet, tcf1::records_for(&t), *seq);
-                    tcf1::write_full(&mut packet, &t);
+                    tcf1::write_packet(&mut packet, *seq, std::slice::from_ref(&t));
                     pipe.cmd("PUBLISH").arg(format!("{TICK_PREFIX}{}", t.token)).arg(&packet[..]).ignore();
                     n += 1;
                 }

@@ -56,10 +56,7 @@ fn tcs(seq: u64) -> Tick {
 
 fn packet(packet_seq: u64, ticks: &[Tick]) -> Vec<u8> {
     let mut out = Vec::new();
-    tcf1::write_header(&mut out, ticks.iter().map(tcf1::records_for).sum(), packet_seq);
-    for t in ticks {
-        tcf1::write_full(&mut out, t);
-    }
+    tcf1::write_packet(&mut out, packet_seq, ticks);
     out
 }
 

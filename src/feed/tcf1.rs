@@ -240,6 +240,14 @@ pub fn write_full(out: &mut Vec<u8>, t: &Tick) {
     }
 }
 
+/// Append a whole packet: the header, then every tick in full.
+pub fn write_packet(out: &mut Vec<u8>, packet_seq: u64, ticks: &[Tick]) {
+    write_header(out, ticks.iter().map(records_for).sum(), packet_seq);
+    for t in ticks {
+        write_full(out, t);
+    }
+}
+
 /// Merges records into complete per-instrument state, so every published
 /// tick carries the newest trade, quote and book together. One per source.
 pub struct Merger {
@@ -338,10 +346,7 @@ mod tests {
 
     fn packet(seq: u64, ticks: &[Tick]) -> Vec<u8> {
         let mut out = Vec::new();
-        write_header(&mut out, ticks.iter().map(records_for).sum(), seq);
-        for t in ticks {
-            write_full(&mut out, t);
-        }
+        write_packet(&mut out, seq, ticks);
         out
     }
 
