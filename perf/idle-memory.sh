@@ -10,6 +10,7 @@
 #   Connection scale: perf/idle-memory.sh 19000 1000 1000 4
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. perf/lib.sh
 N=${1:-10000}
 RATE=${2:-100}
 TOKENS=${3:-54}
@@ -24,19 +25,15 @@ B=${CARGO_TARGET_DIR:-target}/release/tickcast
 OUT=$(mktemp -d)
 MASTER=()
 if [ "$TOKENS" -gt 54 ]; then # more than the bundled master: write one
-    python3 -c "
-print('token,exchange,symbol,name,isin,tick_size,lot_size,price_decimals')
-for t in range(1, $TOKENS + 1): print(f'{t},NSE,SYM{t},Bench {t},,0.05,1,2')" > "$OUT/master.csv"
+    write_master "$TOKENS" "$OUT/master.csv"
     MASTER=(--master "$OUT/master.csv")
 fi
 RUST_LOG=warn $B --listen 127.0.0.1:0 --openalgo-listen off --feed udp://127.0.0.1:0 "${MASTER[@]}" --max-connections $((N + 100)) \
     > "$OUT/server.out" &
 PID=$!
 trap 'kill $PID 2>/dev/null || true; rm -rf "$OUT"' EXIT
-sleep 0.5
-ADDR=$(grep -o '127[^/]*' "$OUT/server.out" | head -1)
+server_addrs "$OUT/server.out" || { echo "perf/idle-memory.sh: the server did not start" >&2; exit 1; }
 status() { curl -s "http://$ADDR/status" | python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
-UDP=$(status '["feeds"][0]["address"]')
 rss() { awk '/VmRSS/ {print $2}' "/proc/$PID/status"; }
 BEFORE=$(rss)
 $B bench --url "ws://$ADDR/stream" --feed-addr "$UDP" "${MASTER[@]}" --clients "$N" --subs 1 --tokens "$TOKENS" \

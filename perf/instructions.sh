@@ -10,6 +10,7 @@
 # Usage: perf/instructions.sh [FORMAT] [FEED_POLL]  (json | rkyv; thread | worker; default json worker)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. perf/lib.sh
 FORMAT=${1:-json}
 FEED_POLL=${2:-worker}
 cargo build --release --quiet
@@ -18,10 +19,7 @@ OUT=$(mktemp -d)
 RUST_LOG=warn valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$OUT/cg.out" \
     $B --listen 127.0.0.1:0 --openalgo-listen off --feed udp://127.0.0.1:0 --workers 1 --feed-poll "$FEED_POLL" > "$OUT/server.out" 2>"$OUT/valgrind.err" &
 PID=$!
-for _ in $(seq 1 100); do grep -q ws:// "$OUT/server.out" 2>/dev/null && break; sleep 0.2; done
-ADDR=$(grep -o '127[^/]*' "$OUT/server.out" | head -1)
-[ -n "$ADDR" ] || { grep -v '^==' "$OUT/valgrind.err" >&2; echo "perf/instructions.sh: the server did not start" >&2; exit 1; }
-UDP=$(curl -s "http://$ADDR/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["feeds"][0]["address"])')
+server_addrs "$OUT/server.out" || { grep -v '^==' "$OUT/valgrind.err" >&2; echo "perf/instructions.sh: the server did not start" >&2; exit 1; }
 $B bench --url "ws://$ADDR/stream" --feed-addr "$UDP" --format "$FORMAT" --clients 10 --subs 50 --tokens 54 \
     --rate 2000 --secs 5 --warmup 1 --json > "$OUT/bench.json"
 sleep 1

@@ -5,22 +5,19 @@
 # Usage: perf/profile.sh [SCENARIO] [FORMAT]     (default: hft json)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. perf/lib.sh
 SCENARIO=${1:-hft}
 FORMAT=${2:-json}
 cargo build --release --quiet
 B=target/release/tickcast
 OUT=$(mktemp -d)
 case $SCENARIO in hft) T=1000;; retail) T=2000;; broadcast) T=100;; *) T=100;; esac
-python3 -c "
-print('token,exchange,symbol,name,isin,tick_size,lot_size,price_decimals')
-for t in range(1, $T + 1): print(f'{t},NSE,SYM{t},Bench {t},,0.05,1,2')" > "$OUT/master.csv"
+write_master "$T" "$OUT/master.csv"
 RUST_LOG=warn $B --listen 127.0.0.1:0 --openalgo-listen off --feed udp://127.0.0.1:0 --workers 1 --cpus 0 --master "$OUT/master.csv" \
     --max-connections 5000 > "$OUT/server.out" &
 PID=$!
 trap 'kill $PID 2>/dev/null || true' EXIT
-sleep 0.5
-ADDR=$(grep -o '127[^/]*' "$OUT/server.out" | head -1)
-UDP=$(curl -s "http://$ADDR/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["feeds"][0]["address"])')
+server_addrs "$OUT/server.out" || { echo "perf/profile.sh: the server did not start" >&2; exit 1; }
 $B bench --url "ws://$ADDR/stream" --feed-addr "$UDP" --scenario "$SCENARIO" --format "$FORMAT" \
     --master "$OUT/master.csv" --load-cpus 1 --secs 6 --warmup 2 > "$OUT/bench.txt" &
 BENCH=$!
