@@ -497,28 +497,12 @@ mod tests {
         }
     }
 
-    /// The seed's example quote (2024-12-04T10:30:00 IST).
+    /// The seed's example quote (2024-12-04T10:30:00 IST): the JSON
+    /// encoder's sample RELIANCE quote at the seed's time, without token or
+    /// seq, its second ask 200 deep.
     fn seed_tick() -> Tick {
-        let mut t = Tick {
-            ts_ns: 1_733_288_400_000_000_000,
-            ltp: 285_050,
-            open: 282_000,
-            high: 286_000,
-            low: 281_500,
-            close: 284_825,
-            volume: 1_500_000,
-            ltq: 10,
-            bid: 285_045,
-            ask: 285_055,
-            bid_qty: 500,
-            ask_qty: 750,
-            depth_levels: 2,
-            ..Tick::default()
-        };
-        t.depth.bids[0] = Level { price: 285_045, qty: 500, orders: 3 };
-        t.depth.bids[1] = Level { price: 285_040, qty: 100, orders: 1 };
-        t.depth.asks[0] = Level { price: 285_055, qty: 750, orders: 4 };
-        t.depth.asks[1] = Level { price: 285_060, qty: 200, orders: 2 };
+        let mut t = Tick { ts_ns: 1_733_288_400_000_000_000, token: 0, seq: 0, ..crate::encode::json::tests::sample() };
+        t.depth.asks[1].qty = 200;
         t
     }
 

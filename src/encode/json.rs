@@ -139,7 +139,7 @@ pub fn market_data(out: &mut Vec<u8>, mode: Mode, t: &Tick, ins: &Instrument, ma
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::instrument::Registry;
 
