@@ -141,7 +141,7 @@ fn publish(c: &mut Criterion) {
     let t0 = tick(reliance(), 0);
     let hub = Hub::new(Registry::bundled().len(), vec![signal], CAP);
     hub.interest.set(Slot(t0.slot), 0);
-    let (mut fanout, mut consumers) = hub.connect_feed(Arc::new(PushStats::default()));
+    let (mut fanout, mut consumers) = hub.connect_feed(0, Arc::new(PushStats::default()));
     let mut rx = consumers.pop().expect("one worker");
 
     let mut g = c.benchmark_group("ring");

@@ -230,7 +230,7 @@ fn run(reg: &Arc<Registry>, rate: Option<u64>, dur: Duration) -> Report {
         hub.interest.set(slot, 0);
     }
     let health = Arc::new(FeedHealth::new("udp".into(), "udp", addr.to_string()));
-    let (fanout, mut consumers) = hub.connect_feed(health.push.clone());
+    let (fanout, mut consumers) = hub.connect_feed(0, health.push.clone());
     let mut rx = consumers.pop().expect("one worker");
     let shutdown = Arc::new(AtomicBool::new(false));
     let ctx = FeedCtx {

@@ -94,6 +94,22 @@ pub struct Args {
     #[arg(long, value_name = "redis://HOST:PORT")]
     pub publish: Option<String>,
 
+    /// Publish every tick into a shared-memory region for co-located readers: a name (`demo` → /dev/shm/tickcast-demo) or a file path. Read it with `tickcast tail --shm NAME`, the Rust `tickcast::shm::Reader` or clients/python/tickcast_shm.py [default: off].
+    #[arg(long, value_name = "NAME|PATH")]
+    pub shm: Option<String>,
+
+    /// Permission bits of the region file, octal; readers need read, parking readers read and write [default: 0600].
+    #[arg(long, value_name = "MODE")]
+    pub shm_mode: Option<String>,
+
+    /// Group of the region file (name or gid), with --shm-mode 0640 or 0660 to let that group read it [default: the server's].
+    #[arg(long, value_name = "GROUP")]
+    pub shm_group: Option<String>,
+
+    /// Records in each feed's shared-memory ring, a power of two (320 bytes each); a reader more than this far behind is lapped and resynchronised [default: 65536].
+    #[arg(long, value_name = "N")]
+    pub shm_capacity: Option<usize>,
+
     /// Most named channels [default: 4096].
     #[arg(long, value_name = "N")]
     pub max_channels: Option<usize>,
@@ -169,7 +185,8 @@ impl Args {
             max_subscriptions, heartbeat_ms, session_ttl_secs, max_message_bytes, out_buffer_bytes, ring_capacity, market_hours, publish_listen, max_channels, publish, auth_file, allow_anonymous, openalgo_listen,
             openalgo_ping_interval, openalgo_ping_timeout, openalgo_auth_timeout, openalgo_max_clients,
             websocket_enabled, websocket_ping_interval, websocket_price_update_interval,
-            websocket_portfolio_update_interval, websocket_max_connections, campus_idle_timeout_secs)
+            websocket_portfolio_update_interval, websocket_max_connections, campus_idle_timeout_secs,
+            shm, shm_mode, shm_group, shm_capacity)
     }
 }
 
@@ -180,6 +197,8 @@ pub enum Command {
     Record(crate::record::RecordArgs),
     /// Open-loop latency benchmark: TCF1 over UDP in, many WebSocket clients out.
     Bench(Box<crate::bench::BenchArgs>),
+    /// Print the ticks of a shared-memory region (`--shm NAME` of a running server) as they arrive.
+    Tail(crate::tail::TailArgs),
     /// Print the `keys` entry of an auth file for an API key (its SHA-256).
     HashKey {
         /// The API key to hash.
@@ -402,6 +421,8 @@ pub struct Config {
     pub trading: TradingConfig,
     /// Campus prices: idle connections are closed after this long, seconds.
     pub campus_idle_timeout_secs: u64,
+    /// The shared-memory region to publish into (`--shm`), if any.
+    pub shm: Option<crate::shm::RegionOptions>,
 }
 
 /// Settings of the Trading WS dialect (`/ws`), named after the seed's
@@ -546,7 +567,24 @@ impl Config {
                 "refusing to serve {addr} (not loopback) without API keys: give --auth-file PATH, or --allow-anonymous to let anyone who can reach it connect"
             );
         }
+        let shm = match &a.shm {
+            Some(name) => Some(crate::shm::RegionOptions {
+                path: crate::shm::region_path(name).context("--shm")?,
+                mode: parse_mode(a.shm_mode.as_deref().unwrap_or("0600"))?,
+                group: a.shm_group.as_deref().map(crate::shm::writer::parse_group).transpose()?,
+                capacity: match a.shm_capacity {
+                    None => crate::shm::DEFAULT_CAPACITY,
+                    Some(n) if n.is_power_of_two() && (2..=1 << 30).contains(&n) => n,
+                    Some(n) => bail!("--shm-capacity {n}: must be a power of two from 2 to 2^30"),
+                },
+            }),
+            None if a.shm_mode.is_some() || a.shm_group.is_some() || a.shm_capacity.is_some() => {
+                bail!("--shm-mode, --shm-group and --shm-capacity need --shm NAME")
+            }
+            None => None,
+        };
         Ok(Config {
+            shm,
             listen,
             master: a.master,
             feeds,
@@ -600,6 +638,23 @@ impl Config {
             )? as u64,
         })
     }
+}
+
+/// Parse permission bits in octal (`0640`, `640`, `0o640`).
+///
+/// # Errors
+/// Not octal, beyond 0777, or writable by others (anyone could corrupt the region).
+fn parse_mode(s: &str) -> Result<u32> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    let mode = u32::from_str_radix(digits, 8).ok().filter(|m| *m <= 0o777);
+    let Some(mode) = mode else { bail!("--shm-mode `{s}`: expected octal permission bits like 0600 or 0640") };
+    if mode & 0o002 != 0 {
+        bail!("--shm-mode `{s}`: others may not write the region (anyone could corrupt what readers see); use a group");
+    }
+    if mode & 0o600 != 0o600 {
+        bail!("--shm-mode `{s}`: the owner needs read and write (0600 at least)");
+    }
+    Ok(mode)
 }
 
 fn read_file(path: &Path) -> Result<Args> {
@@ -681,6 +736,13 @@ mod tests {
             (&["--workers", "0"], "--workers 0"),
             (&["--slow-consumer", "pray"], "--slow-consumer `pray`"),
             (&["--feed-poll", "sometimes"], "--feed-poll `sometimes`"),
+            (&["--shm", "a b"], "shm name `a b`"),
+            (&["--shm", "x", "--shm-mode", "0666"], "others may not write"),
+            (&["--shm", "x", "--shm-mode", "rw"], "--shm-mode `rw`"),
+            (&["--shm", "x", "--shm-mode", "0400"], "owner needs read and write"),
+            (&["--shm", "x", "--shm-capacity", "1000"], "--shm-capacity 1000"),
+            (&["--shm", "x", "--shm-group", "no-such-group-here"], "--shm-group `no-such-group-here`"),
+            (&["--shm-capacity", "1024"], "need --shm NAME"),
         ];
         for (argv, want) in cases {
             let err = parse(argv).unwrap_err();
@@ -716,6 +778,23 @@ mod tests {
             let err = FeedSpec::parse(spec).unwrap_err();
             assert!(format!("{err:#}").contains(why), "{spec}: {err:#}");
         }
+    }
+
+    #[test]
+    fn shm_defaults_and_forms() {
+        assert_eq!(parse(&[]).unwrap().shm, None);
+        let c = parse(&["--shm", "demo"]).unwrap().shm.unwrap();
+        let want = crate::shm::RegionOptions {
+            path: "/dev/shm/tickcast-demo".into(),
+            mode: 0o600,
+            group: None,
+            capacity: 65536,
+        };
+        assert_eq!(c, want);
+        let c =
+            parse(&["--shm", "/tmp/r", "--shm-mode", "0640", "--shm-group", "0", "--shm-capacity", "1024"]).unwrap();
+        let want = crate::shm::RegionOptions { path: "/tmp/r".into(), mode: 0o640, group: Some(0), capacity: 1024 };
+        assert_eq!(c.shm.unwrap(), want);
     }
 
     #[test]

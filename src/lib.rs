@@ -20,6 +20,8 @@
 //! - [`channel`]: named channels (opaque payloads) and their frames.
 //! - [`feed`]: sources (simulator, UDP, TCP, replay, Redis) and their health.
 //! - [`lvc`]: the per-slot last-value cache (seqlock).
+//! - [`shm`]: `--shm`: every tick into a shared-memory region that
+//!   co-located processes read without a system call (and the reader library).
 //! - [`ring`]: rings, interest bits and the wake protocol.
 //! - [`worker`]: the event loop: accept, read, control, drain, fan out, flush;
 //!   the client dialects (native and the five seed protocols) in `worker::dialect`.
@@ -35,6 +37,11 @@
 //! - [`mirror`]: `--publish redis://`, every tick and channel message to Redis.
 //! - [`bench`](mod@bench): `tickcast bench`, the open-loop latency harness.
 //! - [`record`]: `tickcast record`, sources to a replayable TCF1 file.
+//! - [`tail`]: `tickcast tail`, a shared-memory region's ticks on the terminal.
+
+// `unsafe` lives in one place, `shm::sys` (mmap, futex, locks), which
+// allows it explicitly; anywhere else it is a visible, argued exception.
+#![deny(unsafe_code)]
 
 pub mod auth;
 pub mod bench;
@@ -52,7 +59,9 @@ pub mod record;
 pub mod ring;
 pub mod server;
 pub mod session;
+pub mod shm;
 pub mod subs;
+pub mod tail;
 pub mod tick;
 pub mod worker;
 pub mod ws;

@@ -1,9 +1,12 @@
 //! Last-value cache: the newest `Tick` of every slot, written by the feed
 //! threads and read by any worker (snapshots, conflation).
 //!
-//! Each entry is a seqlock over `TICK_WORDS` `AtomicU64` words, so readers
-//! never block writers and the code needs no `unsafe`: a torn read is
-//! impossible to observe because the version is checked around the copy.
+//! Each entry is a [`TickCell`]: a seqlock over `TICK_WORDS` `AtomicU64`
+//! words, so readers never block writers and no access is a data race: a
+//! torn read is impossible to observe because the version is checked around
+//! the copy. With `--shm` the cells live in the shared-memory region (its
+//! last-value table, [`crate::shm`]), so co-located readers see exactly
+//! what the workers see, at no extra write per tick.
 //!
 //! Writers: usually one feed owns a slot, but two sources may carry the same
 //! instrument (A/B feeds), so a writer takes the entry by moving `version`
@@ -25,83 +28,139 @@ use crate::tick::{Tick, TICK_WORDS};
 
 const _: () = assert!(std::mem::offset_of!(Tick, seq) == 8, "store() reads seq as word 1");
 
-/// One cache line-aligned seqlock entry.
-#[repr(align(64))]
-struct Entry {
-    /// Even: stable; odd: a write is in progress. Incremented twice per write.
-    version: AtomicU64,
+/// A tick behind a sequence word, on its own cache lines: the entry of the
+/// last-value cache, and the record of a shared-memory ring (where the
+/// word is the record's publication stamp). Only atomics, so it may be
+/// shared with threads and, mapped, with other processes.
+///
+/// Layout (a documented contract, `docs/shm-layout.md`): the word at byte
+/// 0, the tick's 36 words at 8..296, zero padding to 320.
+#[repr(C, align(64))]
+pub struct TickCell {
+    /// Last-value cache: even = stable, odd = a write is in progress,
+    /// incremented twice per write. Ring record: its publication stamp.
+    pub word: AtomicU64,
     /// The tick as words (`Tick` is `Pod`).
-    words: [AtomicU64; TICK_WORDS],
+    pub tick: [AtomicU64; TICK_WORDS],
+}
+
+/// Bytes per [`TickCell`].
+pub const CELL_SIZE: usize = std::mem::size_of::<TickCell>();
+const _: () = assert!(CELL_SIZE == 320 && std::mem::offset_of!(TickCell, tick) == 8);
+
+impl TickCell {
+    /// Write `tick`'s words (Relaxed; the caller's seqlock orders them).
+    #[inline]
+    pub fn put(&self, tick: &Tick) {
+        let src: &[u64; TICK_WORDS] = bytemuck::cast_ref(tick);
+        for (w, s) in self.tick.iter().zip(src) {
+            w.store(*s, Ordering::Relaxed);
+        }
+    }
+
+    /// Read the tick's words (Relaxed; the caller's seqlock validates them).
+    #[inline]
+    pub fn get(&self) -> Tick {
+        let mut out = [0u64; TICK_WORDS];
+        for (o, w) in out.iter_mut().zip(&self.tick) {
+            *o = w.load(Ordering::Relaxed);
+        }
+        bytemuck::cast(out)
+    }
+}
+
+/// Where the cells live: on the heap, or in a mapped shared-memory region.
+enum Cells {
+    Heap(Box<[TickCell]>),
+    Shared(crate::shm::SharedCells),
+}
+
+impl Cells {
+    #[inline]
+    fn get(&self) -> &[TickCell] {
+        match self {
+            Cells::Heap(b) => b,
+            Cells::Shared(s) => s.as_slice(),
+        }
+    }
 }
 
 /// Per-slot newest tick. Single writer per slot (its feed), many readers.
 pub struct LastValues {
-    entries: Box<[Entry]>,
+    entries: Cells,
 }
 
 impl LastValues {
     /// A cache for `slots` instruments, all empty (`seq == 0`).
     pub fn new(slots: usize) -> LastValues {
         let entries = (0..slots)
-            .map(|_| Entry { version: AtomicU64::new(0), words: std::array::from_fn(|_| AtomicU64::new(0)) })
+            .map(|_| TickCell { word: AtomicU64::new(0), tick: std::array::from_fn(|_| AtomicU64::new(0)) })
             .collect();
-        LastValues { entries }
+        LastValues { entries: Cells::Heap(entries) }
+    }
+
+    /// A cache whose cells are the last-value table of a shared-memory
+    /// region (all zero when created: every slot empty).
+    pub fn in_region(cells: crate::shm::SharedCells) -> LastValues {
+        LastValues { entries: Cells::Shared(cells) }
     }
 
     /// Store `tick` as the newest value of `slot`, unless the cache already
     /// holds a newer `seq`. Returns whether it was stored.
     pub fn store(&self, slot: Slot, tick: &Tick) -> bool {
-        let e = &self.entries[slot.idx()];
+        let e = &self.entries.get()[slot.idx()];
         let v = loop {
-            let v = e.version.load(Ordering::Relaxed);
-            if v & 1 == 0 && e.version.compare_exchange_weak(v, v + 1, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+            let v = e.word.load(Ordering::Relaxed);
+            if v & 1 == 0 && e.word.compare_exchange_weak(v, v + 1, Ordering::Acquire, Ordering::Relaxed).is_ok() {
                 break v;
             }
             std::hint::spin_loop();
         };
         fence(Ordering::Release);
         // `seq` is word 1 of a `Tick` (after token and slot).
-        let newer = tick.seq > e.words[1].load(Ordering::Relaxed);
+        let newer = tick.seq > e.tick[1].load(Ordering::Relaxed);
         if newer {
-            let src: &[u64; TICK_WORDS] = bytemuck::cast_ref(tick);
-            for (w, s) in e.words.iter().zip(src) {
-                w.store(*s, Ordering::Relaxed);
-            }
+            e.put(tick);
         }
-        e.version.store(v + 2, Ordering::Release);
+        e.word.store(v + 2, Ordering::Release);
         newer
     }
 
     /// The newest tick of `slot`, or `None` if it never ticked.
     pub fn load(&self, slot: Slot) -> Option<Tick> {
-        let e = &self.entries[slot.idx()];
-        let mut out = [0u64; TICK_WORDS];
+        let e = &self.entries.get()[slot.idx()];
         loop {
-            let v1 = e.version.load(Ordering::Acquire);
-            if v1 & 1 == 1 {
-                std::hint::spin_loop();
-                continue;
+            if let Some(t) = read_stable(e) {
+                return (t.seq != 0).then_some(t);
             }
-            for (o, w) in out.iter_mut().zip(&e.words) {
-                *o = w.load(Ordering::Relaxed);
-            }
-            fence(Ordering::Acquire);
-            if e.version.load(Ordering::Relaxed) == v1 {
-                let tick: Tick = bytemuck::cast(out);
-                return (tick.seq != 0).then_some(tick);
-            }
+            std::hint::spin_loop();
         }
     }
 
     /// Number of slots.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.get().len()
     }
 
     /// True when there are no slots.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries.get().is_empty()
     }
+}
+
+/// One attempt at a consistent read of a last-value cell: the tick, or
+/// `None` when a write was in progress or overlapped the copy (try again).
+/// Shared-memory readers use it with a bound on the attempts, since the
+/// writer is another process that may have died mid-write.
+#[inline]
+pub fn read_stable(e: &TickCell) -> Option<Tick> {
+    let v1 = e.word.load(Ordering::Acquire);
+    if v1 & 1 == 1 {
+        return None;
+    }
+    let t = e.get();
+    fence(Ordering::Acquire);
+    (e.word.load(Ordering::Relaxed) == v1).then_some(t)
 }
 
 #[cfg(test)]

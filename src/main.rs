@@ -12,6 +12,7 @@ fn main() -> ExitCode {
     let sub = match args.command.take() {
         Some(Command::Record(r)) => Some(("record", tickcast::record::run(r))),
         Some(Command::Bench(b)) => Some(("bench", tickcast::bench::run(*b))),
+        Some(Command::Tail(t)) => Some(("tail", tickcast::tail::run(t))),
         Some(Command::HashKey { key }) => {
             println!("{}", tickcast::auth::hash_line(&key));
             return ExitCode::SUCCESS;

@@ -104,9 +104,9 @@ pub fn run(args: RecordArgs) -> Result<()> {
     let shutdown = Arc::new(AtomicBool::new(false));
     let mut rings = Vec::new();
     let mut threads = Vec::new();
-    for source in feed::build(&specs, &registry)? {
+    for (i, source) in feed::build(&specs, &registry)?.into_iter().enumerate() {
         let health = Arc::new(FeedHealth::new(source.kind().to_string(), source.kind(), source.address()));
-        let (fanout, mut consumers) = hub.connect_feed(health.push.clone());
+        let (fanout, mut consumers) = hub.connect_feed(i, health.push.clone());
         rings.push(consumers.pop().expect("one consumer"));
         let ctx = FeedCtx {
             fanout,

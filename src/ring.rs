@@ -108,6 +108,8 @@ pub struct Fanout {
     interest: Arc<Interest>,
     lvc: Arc<crate::lvc::LastValues>,
     stats: Arc<PushStats>,
+    /// This feed's ring in the shared-memory region (`--shm`).
+    shm: Option<crate::shm::RingWriter>,
     /// Workers pushed to since the last `flush`.
     pending: u64,
     /// Pushes since the last `flush`.
@@ -129,6 +131,10 @@ impl Fanout {
         let slot = Slot(tick.slot);
         if !self.lvc.store(slot, tick) {
             return false;
+        }
+        // After the last value (a joining reader relies on that order).
+        if let Some(shm) = &mut self.shm {
+            shm.append(tick);
         }
         // Pairs with the worker's `Interest::set` then `LastValues::load`.
         fence(Ordering::SeqCst);
@@ -168,6 +174,9 @@ impl Fanout {
     pub fn flush(&mut self) {
         self.unflushed = 0;
         wake(&self.signals, std::mem::take(&mut self.pending));
+        if let Some(shm) = &mut self.shm {
+            shm.flush();
+        }
     }
 }
 
@@ -224,6 +233,8 @@ pub struct Hub {
     pub channel_interest: Arc<Interest>,
     /// Per-slot newest tick.
     pub lvc: Arc<crate::lvc::LastValues>,
+    /// The shared-memory region (`--shm`): its last-value table is `lvc`.
+    pub shm: Option<crate::shm::Region>,
     signals: Vec<Arc<WorkerSignal>>,
     capacity: usize,
 }
@@ -231,17 +242,29 @@ pub struct Hub {
 impl Hub {
     /// A hub for `slots` instruments and the given worker signals.
     pub fn new(slots: usize, signals: Vec<Arc<WorkerSignal>>, capacity: usize) -> Hub {
-        Hub::with_channels(slots, 0, signals, capacity)
+        Hub::with_channels(slots, 0, signals, capacity, None)
     }
 
     /// A hub for `slots` instruments, `channels` named channels and the
-    /// given worker signals.
-    pub fn with_channels(slots: usize, channels: usize, signals: Vec<Arc<WorkerSignal>>, capacity: usize) -> Hub {
+    /// given worker signals; with a shared-memory region, its last-value
+    /// table is the cache and feed `i` also writes its ring `i`.
+    pub fn with_channels(
+        slots: usize,
+        channels: usize,
+        signals: Vec<Arc<WorkerSignal>>,
+        capacity: usize,
+        shm: Option<crate::shm::Region>,
+    ) -> Hub {
         assert!(signals.len() <= MAX_WORKERS, "at most {MAX_WORKERS} workers");
+        let lvc = match &shm {
+            Some(region) => region.last_values(),
+            None => crate::lvc::LastValues::new(slots),
+        };
         Hub {
             interest: Arc::new(Interest::new(slots)),
             channel_interest: Arc::new(Interest::new(channels)),
-            lvc: Arc::new(crate::lvc::LastValues::new(slots)),
+            lvc: Arc::new(lvc),
+            shm,
             signals,
             capacity,
         }
@@ -262,9 +285,11 @@ impl Hub {
         (fanout, consumers)
     }
 
-    /// New rings for one feed: its `Fanout` and one consumer per worker
-    /// (index = worker id), which the caller hands to the workers.
-    pub fn connect_feed(&self, stats: Arc<PushStats>) -> (Fanout, Vec<rtrb::Consumer<Tick>>) {
+    /// New rings for feed `feed` (its index in `--feed` order): its
+    /// `Fanout` (writing shared-memory ring `feed` too, with `--shm`) and one
+    /// consumer per worker (index = worker id), which the caller hands to
+    /// the workers.
+    pub fn connect_feed(&self, feed: usize, stats: Arc<PushStats>) -> (Fanout, Vec<rtrb::Consumer<Tick>>) {
         let (producers, consumers) = (0..self.signals.len()).map(|_| rtrb::RingBuffer::new(self.capacity)).unzip();
         let fanout = Fanout {
             producers,
@@ -272,6 +297,7 @@ impl Hub {
             interest: self.interest.clone(),
             lvc: self.lvc.clone(),
             stats,
+            shm: self.shm.as_ref().map(|r| r.ring_writer(feed)),
             pending: 0,
             unflushed: 0,
         };
@@ -294,7 +320,7 @@ mod tests {
             Arc::new(WorkerSignal { sleeping: AtomicBool::new(false), overrun: AtomicBool::new(false), waker });
         let hub = Hub::new(1, vec![signal.clone()], 64);
         hub.interest.set(Slot(0), 0);
-        let (mut fanout, mut consumers) = hub.connect_feed(Arc::new(PushStats::default()));
+        let (mut fanout, mut consumers) = hub.connect_feed(0, Arc::new(PushStats::default()));
         let mut rx = consumers.pop().unwrap();
         const N: u64 = 100_000;
         let worker = std::thread::spawn(move || {

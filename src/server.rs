@@ -162,7 +162,27 @@ impl Server {
             }
             None => None,
         };
-        let hub = Hub::with_channels(registry.len(), config.max_channels, signals.clone(), config.ring_capacity);
+        let mut sources = feed::build(&config.feeds, &registry)?;
+        if let Some(addr) = config.publish_listen {
+            sources.push(Box::new(feed::publish::PublishPort::bind(addr, &registry)?));
+        }
+        let names = feed::names(&sources);
+        let shm = match &config.shm {
+            Some(opts) => {
+                let region = crate::shm::Region::create(opts, &registry, names.clone())
+                    .with_context(|| format!("the shared-memory region (--shm {})", opts.path.display()))?;
+                log::info!(
+                    "shm: publishing every tick to {} ({} ring(s) × {} records, {} MiB)",
+                    opts.path.display(),
+                    names.len(),
+                    opts.capacity,
+                    region.layout().total >> 20
+                );
+                Some(region)
+            }
+            None => None,
+        };
+        let hub = Hub::with_channels(registry.len(), config.max_channels, signals.clone(), config.ring_capacity, shm);
         if mirror_poll.is_some() {
             for (slot, _) in registry.iter() {
                 hub.interest.set(slot, config.workers);
@@ -171,11 +191,6 @@ impl Server {
                 hub.channel_interest.set(ch, config.workers);
             }
         }
-        let mut sources = feed::build(&config.feeds, &registry)?;
-        if let Some(addr) = config.publish_listen {
-            sources.push(Box::new(feed::publish::PublishPort::bind(addr, &registry)?));
-        }
-        let names = feed::names(&sources);
         let feeds: Vec<Arc<FeedHealth>> =
             sources.iter().zip(names).map(|(s, n)| Arc::new(FeedHealth::new(n, s.kind(), s.address()))).collect();
         let shutdown = Arc::new(AtomicBool::new(false));
@@ -208,7 +223,7 @@ impl Server {
         let mut polled: Vec<Vec<(Box<dyn feed::Polled>, FeedCtx)>> = (0..config.workers).map(|_| Vec::new()).collect();
         let mut feed_threads = 0;
         for (i, (source, health)) in sources.into_iter().zip(feeds).enumerate() {
-            let (fanout, consumers) = shared.hub.connect_feed(health.push.clone());
+            let (fanout, consumers) = shared.hub.connect_feed(i, health.push.clone());
             for (w, c) in consumers.into_iter().enumerate() {
                 rings[w].push(c);
             }
@@ -317,6 +332,10 @@ impl Server {
         for t in self.threads {
             let _ = t.join();
         }
+        // Every writer has stopped: readers may now learn it is over.
+        if let Some(region) = &self.shared.hub.shm {
+            region.close();
+        }
     }
 }
 
@@ -336,18 +355,30 @@ pub fn run(config: Config) -> Result<()> {
     // Before the banner, so the first welcome already has the clock's state.
     let mut market = crate::market::Watch::new(s.config.market_hours.clone(), clock);
     market.update(&s.market_open);
+    let shm = s.hub.shm.as_ref().map_or(String::new(), |r| format!("; shm: {}", r.path().display()));
     match s.openalgo_addr {
         Some(oa) => println!(
-            "{SERVER_NAME} listening on ws://{addr}/stream (status: http://{addr}/status; OpenAlgo: ws://{oa})"
+            "{SERVER_NAME} listening on ws://{addr}/stream (status: http://{addr}/status{shm}; OpenAlgo: ws://{oa})"
         ),
-        None => println!("{SERVER_NAME} listening on ws://{addr}/stream (status: http://{addr}/status)"),
+        None => println!("{SERVER_NAME} listening on ws://{addr}/stream (status: http://{addr}/status{shm})"),
     }
     let feeds: Vec<String> = s.config.feeds.iter().map(|f| format!("{f:?}")).collect();
     log::info!("{} instruments, {} worker(s), feeds: {}", s.registry.len(), s.config.workers, feeds.join(", "));
     let mut last_sweep = Instant::now();
+    let mut last_reap = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(20));
         market.update(&s.market_open);
+        if let Some(region) = &s.hub.shm {
+            region.heartbeat(crate::tick::now_ns());
+            if last_reap.elapsed() > Duration::from_secs(1) {
+                let n = region.reap_parked();
+                if n > 0 {
+                    log::info!("shm: cleared {n} parked reader(s) that exited without unparking");
+                }
+                last_reap = Instant::now();
+            }
+        }
         if last_sweep.elapsed() > Duration::from_secs(10) {
             server.shared().sessions.sweep(Instant::now());
             last_sweep = Instant::now();

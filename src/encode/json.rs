@@ -97,12 +97,19 @@ pub(crate) fn levels(out: &mut Vec<u8>, side: &[Level], n: usize, dec: u8) {
 /// Append a `market_data` text frame; returns the frame's range in `out`.
 pub fn market_data(out: &mut Vec<u8>, mode: Mode, t: &Tick, ins: &Instrument, marks: Marks) -> Range<usize> {
     let start = frame::begin(out);
-    let dec = ins.price_decimals;
+    market_data_object(out, mode, t, (&ins.symbol, &ins.exchange, ins.price_decimals), marks);
+    frame::finish(out, start, frame::OP_TEXT)
+}
+
+/// Append the `market_data` JSON object alone (no frame): what
+/// `tickcast tail --json` prints. `ins` is (symbol, exchange, price decimals).
+pub fn market_data_object(out: &mut Vec<u8>, mode: Mode, t: &Tick, ins: (&str, &str, u8), marks: Marks) {
+    let (symbol, exchange, dec) = ins;
     int(out, b"{\"type\":\"market_data\",\"token\":", t.token);
     out.extend_from_slice(b",\"symbol\":");
-    write_str(out, &ins.symbol);
+    write_str(out, symbol);
     out.extend_from_slice(b",\"exchange\":");
-    write_str(out, &ins.exchange);
+    write_str(out, exchange);
     int(out, b",\"mode\":", mode as u8);
     int(out, b",\"seq\":", t.seq);
     int(out, b",\"ts\":", t.ts_ns);
@@ -135,7 +142,6 @@ pub fn market_data(out: &mut Vec<u8>, mode: Mode, t: &Tick, ins: &Instrument, ma
         out.push(b'}');
     }
     out.extend_from_slice(b"}}");
-    frame::finish(out, start, frame::OP_TEXT)
 }
 
 #[cfg(test)]

@@ -1,0 +1,392 @@
+//! The server's side: create the region, hand each feed its ring writer,
+//! beat, reap parked readers that died, close.
+//!
+//! Creation never exposes a half-built region: the file is built under a
+//! temporary name in the same directory and renamed over the region's
+//! path, so a reader that opens the path sees a complete region of one
+//! epoch or another. The server holds an exclusive `flock` on its region
+//! for as long as it runs: a second server given the same name fails with
+//! a clear message, and a region whose server died (lock released by the
+//! kernel) is replaced.
+//!
+//! The writer trusts nothing it reads back from the region except the
+//! parked-reader bits, which only decide whether to pay a wake-up: a
+//! reader can make the writer wake needlessly, never block or corrupt it.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+
+use super::layout::{self, hdr, ins, stamp_published, stamp_writing, wait, Layout, PARK_SLOTS};
+use super::sys::{self, Mapping, SharedView};
+use crate::instrument::Registry;
+use crate::lvc::{LastValues, TickCell, CELL_SIZE};
+use crate::tick::Tick;
+
+/// How to create a region.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegionOptions {
+    /// The file (`/dev/shm/tickcast-NAME` for a bare name).
+    pub path: PathBuf,
+    /// Permission bits (default 0600).
+    pub mode: u32,
+    /// Group to give the file (`--shm-group`), as a gid.
+    pub group: Option<u32>,
+    /// Records per ring, a power of two.
+    pub capacity: usize,
+}
+
+/// Counters the writers keep, for `/status` and `/metrics`.
+#[derive(Default)]
+pub struct WriterStats {
+    /// Futex wake-ups paid (at most one per feed batch, only with a parked reader).
+    pub wakes: AtomicU64,
+}
+
+/// A created region, owned by the server.
+pub struct Region {
+    map: Arc<Mapping>,
+    /// The open region: holds the `flock` that marks it in use.
+    file: File,
+    path: PathBuf,
+    layout: Layout,
+    names: Vec<String>,
+    taken: Vec<AtomicBool>,
+    stats: Arc<WriterStats>,
+    closed: AtomicBool,
+}
+
+/// Removes a temporary file unless defused.
+struct Unlink(Option<PathBuf>);
+
+impl Drop for Unlink {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Open the current file at `path` and lock it, if there is one: `Ok(None)`
+/// when there is none, an error when a running server holds it.
+fn lock_previous(path: &Path) -> Result<Option<File>> {
+    loop {
+        let f = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
+        };
+        if !sys::try_lock_exclusive(&f).with_context(|| format!("locking {}", path.display()))? {
+            let pid = Mapping::map(&f, 0, layout::PAGE, false)
+                .ok()
+                .map(|m| m.at::<AtomicU32>(hdr::WRITER_PID).load(Ordering::Relaxed));
+            let by = pid.map_or(String::new(), |p| format!(" (pid {p})"));
+            bail!(
+                "shared-memory region {} is in use by a running tickcast{by}: stop it, or give this one another --shm name",
+                path.display()
+            );
+        }
+        // Locked: its server is gone. Unless the path was replaced meanwhile.
+        let now = std::fs::metadata(path).map(|m| m.ino()).ok();
+        if now == Some(f.metadata()?.ino()) {
+            return Ok(Some(f));
+        }
+    }
+}
+
+/// A gid from a group name (`/etc/group`) or number.
+///
+/// # Errors
+/// An unknown group name.
+pub fn parse_group(s: &str) -> Result<u32> {
+    if let Ok(gid) = s.parse() {
+        return Ok(gid);
+    }
+    let groups = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    groups
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            Some((f.next()?, f.nth(1)?))
+        })
+        .find(|(name, _)| *name == s)
+        .and_then(|(_, gid)| gid.parse().ok())
+        .with_context(|| format!("--shm-group `{s}`: no such group (a name from /etc/group or a number)"))
+}
+
+impl Region {
+    /// Create (or replace a dead server's) region at `opts.path` for the
+    /// instruments of `registry` and one ring per name in `rings`.
+    ///
+    /// # Errors
+    /// A running server holds the path; the directory is missing or not
+    /// writable; the group cannot be set; sizes out of range.
+    pub fn create(opts: &RegionOptions, registry: &Registry, rings: Vec<String>) -> Result<Region> {
+        let layout = Layout::new(registry.len(), rings.len(), opts.capacity)?;
+        let path = &opts.path;
+        let previous = lock_previous(path)?;
+        let file_name = path.file_name().and_then(|n| n.to_str()).context("--shm path has no file name")?;
+        let tmp = path.with_file_name(format!(".{file_name}.{}.tmp", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        let mut cleanup = Unlink(Some(tmp.clone()));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(opts.mode)
+            .open(&tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
+        // Exactly the asked mode, whatever the umask.
+        file.set_permissions(std::fs::Permissions::from_mode(opts.mode))
+            .with_context(|| format!("setting mode {:o} on {}", opts.mode, tmp.display()))?;
+        if let Some(gid) = opts.group {
+            std::os::unix::fs::fchown(&file, None, Some(gid))
+                .with_context(|| format!("giving {} to group {gid} (--shm-group)", path.display()))?;
+        }
+        file.set_len(layout.total as u64)
+            .with_context(|| format!("sizing {} to {} bytes", tmp.display(), layout.total))?;
+        if !sys::try_lock_exclusive(&file)? {
+            bail!("could not lock the new region {}", tmp.display());
+        }
+        let map = Arc::new(Mapping::map(&file, 0, layout.total, true).context("mapping the region")?);
+        let cut = write_tables(&map, &layout, registry, &rings);
+        if cut > 0 {
+            log::warn!("shm: {cut} symbols longer than {} bytes were cut in the region's table", ins::SYMBOL_LEN);
+        }
+        std::fs::rename(&tmp, path).with_context(|| format!("moving the region to {}", path.display()))?;
+        cleanup.0 = None;
+        drop(previous);
+        let taken = rings.iter().map(|_| AtomicBool::new(false)).collect();
+        Ok(Region {
+            map,
+            file,
+            path: path.clone(),
+            layout,
+            names: rings,
+            taken,
+            stats: Arc::default(),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// The region's file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Where everything is.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The last-value table as the server's last-value cache: workers and
+    /// readers share it, so a tick is written there once.
+    pub fn last_values(&self) -> LastValues {
+        LastValues::in_region(SharedView::new(&self.map, self.layout.last_values_off, self.layout.instruments))
+    }
+
+    /// The writer of ring `r`, for the feed that publishes into it.
+    ///
+    /// # Panics
+    /// If ring `r` was already taken (one writer per ring) or does not exist.
+    pub fn ring_writer(&self, r: usize) -> RingWriter {
+        assert!(!self.taken[r].swap(true, Ordering::Relaxed), "ring {r} already has its writer");
+        let l = &self.layout;
+        RingWriter {
+            records: SharedView::new(&self.map, l.records(r), l.capacity),
+            cursor: SharedView::new(&self.map, l.ring(r) + layout::ring::WRITE_POS, 1),
+            parked: SharedView::new(&self.map, l.wait_off + wait::PARKED, PARK_SLOTS / 32),
+            wake_seq: SharedView::new(&self.map, l.wait_off + wait::WAKE_SEQ, 1),
+            mask: l.capacity - 1,
+            pos: 0,
+            dirty: false,
+            stats: self.stats.clone(),
+        }
+    }
+
+    /// Store the writer's clock in the header (the server's main loop does,
+    /// every 20 ms): readers tell a dead writer by a stale heartbeat.
+    pub fn heartbeat(&self, now_ns: u64) {
+        self.map.at::<AtomicU64>(hdr::HEARTBEAT_NS).store(now_ns, Ordering::Release);
+    }
+
+    /// Clear the parked bit of every slot whose owner died (its lock byte
+    /// is free), so a reader killed while parked does not make the writer
+    /// pay a wake-up per batch for ever. Returns how many were cleared.
+    pub fn reap_parked(&self) -> usize {
+        let words = self.map.view::<AtomicU32>(self.layout.wait_off + wait::PARKED, PARK_SLOTS / 32);
+        let mut reaped = 0;
+        for (w, word) in words.iter().enumerate() {
+            let mut bits = word.load(Ordering::Relaxed);
+            while bits != 0 {
+                let b = bits.trailing_zeros();
+                bits &= bits - 1;
+                let lock = (self.layout.wait_off + wait::LOCKS) as u64 + (w * 32) as u64 + u64::from(b);
+                if sys::byte_locked(&self.file, lock).is_ok_and(|held| !held) {
+                    word.fetch_and(!(1 << b), Ordering::SeqCst);
+                    reaped += 1;
+                }
+            }
+        }
+        reaped
+    }
+
+    /// Readers parked now.
+    pub fn parked_readers(&self) -> u32 {
+        let words = self.map.view::<AtomicU32>(self.layout.wait_off + wait::PARKED, PARK_SLOTS / 32);
+        words.iter().map(|w| w.load(Ordering::Relaxed).count_ones()).sum()
+    }
+
+    /// Records published into each ring so far, with the ring's feed name.
+    pub fn written(&self) -> Vec<(&str, u64)> {
+        (0..self.layout.rings)
+            .map(|r| {
+                let pos = self.map.at::<AtomicU64>(self.layout.ring(r) + layout::ring::WRITE_POS);
+                (self.names[r].as_str(), pos.load(Ordering::Relaxed))
+            })
+            .collect()
+    }
+
+    /// Wake-ups paid so far.
+    pub fn wakes(&self) -> u64 {
+        self.stats.wakes.load(Ordering::Relaxed)
+    }
+
+    /// Mark the region closed (nothing more will be written), wake every
+    /// parked reader so it notices, and remove the file. Called once the
+    /// feeds have stopped; idempotent.
+    pub fn close(&self) {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.map.at::<AtomicU32>(hdr::STATE).store(layout::STATE_CLOSED, Ordering::SeqCst);
+        let wake = self.map.at::<AtomicU32>(self.layout.wait_off + wait::WAKE_SEQ);
+        wake.fetch_add(1, Ordering::SeqCst);
+        sys::futex_wake(wake);
+        // Ours still (we hold the lock, so no server replaced it): remove it.
+        let ours = std::fs::metadata(&self.path).map(|m| m.ino()).ok() == self.file.metadata().map(|m| m.ino()).ok();
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Fill the header, instrument table and ring names of a fresh (zeroed)
+/// region; the magic goes last. Returns how many symbols were cut.
+fn write_tables(map: &Mapping, l: &Layout, registry: &Registry, rings: &[String]) -> usize {
+    let u32_at = |off: usize, v: u32| map.at::<AtomicU32>(off).store(v, Ordering::Relaxed);
+    let u64_at = |off: usize, v: u64| map.at::<AtomicU64>(off).store(v, Ordering::Relaxed);
+    let bytes_at = |off: usize, b: &[u8]| {
+        for (cell, &v) in map.view::<std::sync::atomic::AtomicU8>(off, b.len()).iter().zip(b) {
+            cell.store(v, Ordering::Relaxed);
+        }
+    };
+    let now = crate::tick::now_ns();
+    u32_at(hdr::VERSION, layout::VERSION);
+    u32_at(hdr::HEADER_SIZE, layout::PAGE as u32);
+    u64_at(hdr::TOTAL_SIZE, l.total as u64);
+    u64_at(hdr::EPOCH, fastrand::u64(1..));
+    u64_at(hdr::START_NS, now);
+    u32_at(hdr::WRITER_PID, std::process::id());
+    u32_at(hdr::STATE, layout::STATE_LIVE);
+    u64_at(hdr::HEARTBEAT_NS, now);
+    u32_at(hdr::INSTRUMENT_COUNT, l.instruments as u32);
+    u32_at(hdr::INSTRUMENT_SIZE, layout::INSTRUMENT_SIZE as u32);
+    u64_at(hdr::INSTRUMENTS_OFF, l.instruments_off as u64);
+    u64_at(hdr::LAST_VALUES_OFF, l.last_values_off as u64);
+    u32_at(hdr::CELL_SIZE, CELL_SIZE as u32);
+    u32_at(hdr::TICK_SIZE, layout::TICK_SIZE as u32);
+    u32_at(hdr::RING_COUNT, l.rings as u32);
+    u32_at(hdr::RING_CAPACITY, l.capacity as u32);
+    u64_at(hdr::RINGS_OFF, l.rings_off as u64);
+    u64_at(hdr::RING_STRIDE, l.ring_stride as u64);
+    u64_at(hdr::WAIT_OFF, l.wait_off as u64);
+    u32_at(hdr::RING_HEADER_SIZE, layout::RING_HEADER_SIZE as u32);
+    u32_at(hdr::PARK_SLOTS, PARK_SLOTS as u32);
+    let mut cut = 0;
+    for (slot, i) in registry.iter() {
+        let e = l.instrument(slot.idx());
+        u32_at(e + ins::TOKEN, i.token);
+        bytes_at(e + ins::PRICE_DECIMALS, &[i.price_decimals]);
+        u32_at(e + ins::LOT_SIZE, i.lot_size);
+        u64_at(e + ins::TICK_SIZE, i.tick_size as u64);
+        let (exchange, c1) = layout::padded(&i.exchange, ins::EXCHANGE_LEN);
+        let (symbol, c2) = layout::padded(&i.symbol, ins::SYMBOL_LEN);
+        bytes_at(e + ins::EXCHANGE, &exchange);
+        bytes_at(e + ins::SYMBOL, &symbol);
+        cut += usize::from(c1 || c2);
+    }
+    for (r, name) in rings.iter().enumerate() {
+        bytes_at(l.ring(r) + layout::ring::NAME, &layout::padded(name, layout::ring::NAME_LEN).0);
+    }
+    fence(Ordering::Release);
+    bytes_at(hdr::MAGIC, &layout::MAGIC);
+    cut
+}
+
+/// One feed's ring: appends records, and wakes parked readers at most once
+/// per batch. Owned by the thread that publishes the feed's ticks.
+pub struct RingWriter {
+    records: SharedView<TickCell>,
+    cursor: SharedView<AtomicU64>,
+    parked: SharedView<AtomicU32>,
+    wake_seq: SharedView<AtomicU32>,
+    mask: usize,
+    /// Next position to write (the writer's own copy; never read back).
+    pos: u64,
+    /// Appended since the last `flush`.
+    dirty: bool,
+    stats: Arc<WriterStats>,
+}
+
+impl RingWriter {
+    /// Publish `tick` at the next position: stamp "writing", the tick's
+    /// words, stamp "published" (Release), then advance `write_pos`. No
+    /// system call, no lock, no read of anything a reader writes.
+    #[inline]
+    pub fn append(&mut self, tick: &Tick) {
+        let p = self.pos;
+        let rec = &self.records.as_slice()[p as usize & self.mask];
+        rec.word.store(stamp_writing(p), Ordering::Relaxed);
+        // Orders the "writing" stamp before the words (Boehm's seqlock).
+        fence(Ordering::Release);
+        rec.put(tick);
+        rec.word.store(stamp_published(p), Ordering::Release);
+        self.pos = p + 1;
+        self.cursor.as_slice()[0].store(p + 1, Ordering::Release);
+        self.dirty = true;
+    }
+
+    /// End of a batch: if any reader is parked, wake them (one `futex`
+    /// call). Without a parked reader this is a fence and a few loads.
+    #[inline]
+    pub fn flush(&mut self) {
+        if !std::mem::take(&mut self.dirty) {
+            return;
+        }
+        // Dekker with a parking reader: our stamps, then its bits; its
+        // bit, then our stamps. One of us sees the other.
+        fence(Ordering::SeqCst);
+        if self.parked.as_slice().iter().any(|w| w.load(Ordering::Relaxed) != 0) {
+            let word = &self.wake_seq.as_slice()[0];
+            word.fetch_add(1, Ordering::SeqCst);
+            sys::futex_wake(word);
+            self.stats.wakes.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Records written so far.
+    pub fn written(&self) -> u64 {
+        self.pos
+    }
+}
