@@ -144,8 +144,14 @@ pub fn status(shared: &Shared) -> Value {
         .iter()
         .map(|d| (d.name().to_string(), json!(shared.dialect_connections[*d as usize].load(Ordering::Relaxed))))
         .collect();
+    let shm = shared.hub.shm.as_ref().map(|r| {
+        let rings: Vec<Value> = r.written().into_iter().map(|(feed, n)| json!({"feed": feed, "written": n})).collect();
+        json!({"path": r.path().display().to_string(), "capacity": r.layout().capacity, "bytes": r.layout().total,
+            "rings": rings, "parked_readers": r.parked_readers(), "wakes": r.wakes()})
+    });
     json!({
         "server": SERVER_NAME,
+        "shm": shm,
         "auth": if shared.auth.required() { "api_keys" } else { "anonymous" },
         "openalgo_listen": shared.openalgo_addr.map(|a| a.to_string()),
         "connections_by_dialect": dialects,
@@ -297,6 +303,14 @@ pub fn metrics(shared: &Shared) -> String {
     let _ = writeln!(out, "# HELP tickcast_feed_up 1 when the feed is live\n# TYPE tickcast_feed_up gauge");
     for f in &shared.feeds {
         let _ = writeln!(out, "tickcast_feed_up{{feed=\"{}\"}} {}", f.name, u8::from(f.state_name(now) == "live"));
+    }
+    if let Some(r) = &shared.hub.shm {
+        let _ = writeln!(out, "# HELP tickcast_shm_records_total Records published into the shared-memory ring of each feed\n# TYPE tickcast_shm_records_total counter");
+        for (feed, n) in r.written() {
+            let _ = writeln!(out, "tickcast_shm_records_total{{feed=\"{feed}\"}} {n}");
+        }
+        let _ = writeln!(out, "# HELP tickcast_shm_parked_readers Shared-memory readers blocked waiting for ticks\n# TYPE tickcast_shm_parked_readers gauge\ntickcast_shm_parked_readers {}", r.parked_readers());
+        let _ = writeln!(out, "# HELP tickcast_shm_wakes_total Futex wake-ups paid for parked shared-memory readers\n# TYPE tickcast_shm_wakes_total counter\ntickcast_shm_wakes_total {}", r.wakes());
     }
     out
 }

@@ -30,6 +30,8 @@
 pub mod layout;
 pub mod reader;
 mod sys;
+#[cfg(test)]
+mod tests;
 pub mod writer;
 
 use std::path::PathBuf;
@@ -64,19 +66,4 @@ pub fn region_path(name: &str) -> Result<PathBuf> {
         bail!("shm name `{name}`: use letters, digits, `.`, `_` and `-` (or a file path with a `/`)");
     }
     Ok(PathBuf::from(format!("/dev/shm/tickcast-{name}")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_map_to_dev_shm_and_paths_stay() {
-        assert_eq!(region_path("demo").unwrap(), PathBuf::from("/dev/shm/tickcast-demo"));
-        assert_eq!(region_path("/tmp/x/r").unwrap(), PathBuf::from("/tmp/x/r"));
-        assert_eq!(region_path("./r").unwrap(), PathBuf::from("./r"));
-        for bad in ["", "a b", "..", ".hidden", "é"] {
-            assert!(region_path(bad).is_err(), "{bad:?}");
-        }
-    }
 }

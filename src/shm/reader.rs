@@ -267,6 +267,56 @@ impl TickView<'_> {
     pub fn ask(&self) -> i64 {
         self.w(word_of!(ask)) as i64
     }
+    /// Session open, minor units.
+    #[inline]
+    pub fn open(&self) -> i64 {
+        self.w(word_of!(open)) as i64
+    }
+    /// Session high, minor units.
+    #[inline]
+    pub fn high(&self) -> i64 {
+        self.w(word_of!(high)) as i64
+    }
+    /// Session low, minor units.
+    #[inline]
+    pub fn low(&self) -> i64 {
+        self.w(word_of!(low)) as i64
+    }
+    /// Previous close, minor units.
+    #[inline]
+    pub fn close(&self) -> i64 {
+        self.w(word_of!(close)) as i64
+    }
+    /// Open interest.
+    #[inline]
+    pub fn oi(&self) -> u64 {
+        self.w(word_of!(oi))
+    }
+    /// Last traded quantity.
+    #[inline]
+    pub fn ltq(&self) -> u32 {
+        self.w(word_of!(ltq)) as u32
+    }
+    /// Quantity at the best bid.
+    #[inline]
+    pub fn bid_qty(&self) -> u32 {
+        (self.w(word_of!(bid_qty)) >> 32) as u32
+    }
+    /// Quantity at the best ask.
+    #[inline]
+    pub fn ask_qty(&self) -> u32 {
+        self.w(word_of!(ask_qty)) as u32
+    }
+    /// `FLAG_*` bits.
+    #[inline]
+    pub fn flags(&self) -> u8 {
+        (self.w(word_of!(flags)) >> 32) as u8
+    }
+    /// Valid depth levels per side.
+    #[inline]
+    pub fn depth_levels(&self) -> u8 {
+        (self.w(word_of!(depth_levels)) >> 40) as u8
+    }
     /// Bid level `i` (0 = best), if `i < 5`.
     pub fn bid_level(&self, i: usize) -> Option<Level> {
         (i < crate::tick::DEPTH_LEVELS).then(|| self.level(std::mem::offset_of!(Tick, depth) / 8 + 2 * i))
@@ -288,6 +338,9 @@ impl TickView<'_> {
 
 const _: () = {
     assert!(std::mem::offset_of!(Tick, token) == 0 && std::mem::offset_of!(Tick, slot) == 4);
+    assert!(std::mem::offset_of!(Tick, ltq) == 112 && std::mem::offset_of!(Tick, bid_qty) == 116);
+    assert!(std::mem::offset_of!(Tick, ask_qty) == 120 && std::mem::offset_of!(Tick, flags) == 124);
+    assert!(std::mem::offset_of!(Tick, depth_levels) == 125);
     assert!(std::mem::offset_of!(Tick, depth) % 8 == 0 && std::mem::size_of::<Level>() == 16);
 };
 
@@ -499,6 +552,8 @@ pub struct Reader {
     phase: Phase,
     next_ring: usize,
     lost: u64,
+    /// A writer event found while waiting, given by the next read.
+    pending: Option<Event>,
     down_reported: bool,
     last_check: Instant,
 }
@@ -522,6 +577,7 @@ impl Reader {
             phase: Phase::Live,
             next_ring: 0,
             lost: 0,
+            pending: None,
             down_reported: false,
             last_check: Instant::now(),
             att,
@@ -607,6 +663,11 @@ impl Reader {
             .map(|i| i.slot)
     }
 
+    /// The park slot this reader holds (readers that park hold one of 256).
+    pub fn park_slot(&self) -> Option<usize> {
+        self.att.park.as_ref().map(|p| p.slot)
+    }
+
     /// Records lost to laps so far (the sum of every [`Gap`]).
     pub fn lost(&self) -> u64 {
         self.lost
@@ -629,6 +690,9 @@ impl Reader {
 
     /// The next event if one is ready; never waits.
     pub fn try_next(&mut self) -> Option<Event> {
+        if let Some(ev) = self.pending.take() {
+            return Some(ev);
+        }
         if let Phase::Snapshot(from) = self.phase {
             if let Some(ev) = self.next_snapshot(from) {
                 return Some(ev);
@@ -660,6 +724,9 @@ impl Reader {
     /// `f` should only read: it may run on a record that turns out torn,
     /// whose result is then thrown away.
     pub fn read_with<R>(&mut self, f: impl FnOnce(&TickView<'_>) -> R) -> Read<R> {
+        if let Some(ev) = self.pending.take() {
+            return Read::Event(ev);
+        }
         if let Phase::Snapshot(from) = self.phase {
             if let Some(ev) = self.next_snapshot(from) {
                 return Read::Event(ev);
@@ -705,49 +772,61 @@ impl Reader {
     /// (`None`: until there is one). While idle it checks on the writer
     /// every 100 ms and re-attaches when a new server's region appears.
     pub fn wait(&mut self, timeout: Option<Duration>) -> Option<Event> {
-        if let Some(ev) = self.try_next() {
-            return Some(ev);
-        }
-        let start = Instant::now();
-        let mut spins = 0u32;
+        let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             if let Some(ev) = self.try_next() {
                 return Some(ev);
             }
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if !self.wait_ready(left) {
+                return None;
+            }
+        }
+    }
+
+    /// Wait as [`Options::wait`] says until something is ready to take
+    /// (a record, a gap, a writer event), at most `timeout`; false when the
+    /// time ran out. Takes nothing: for loops that read with
+    /// [`Reader::read_with`].
+    pub fn wait_ready(&mut self, timeout: Option<Duration>) -> bool {
+        let start = Instant::now();
+        let mut spins = 0u32;
+        loop {
+            if self.ready() {
+                return true;
+            }
             spins = spins.wrapping_add(1);
-            if spins % 64 == 0 {
-                let now = Instant::now();
-                if now.duration_since(self.last_check) >= CHECK_EVERY {
-                    if let Some(ev) = self.check_writer() {
-                        return Some(ev);
-                    }
-                }
-                let idle = now.duration_since(start);
-                let left = match timeout {
-                    Some(t) if idle >= t => return None,
-                    Some(t) => t - idle,
-                    None => MAX_PARK,
-                };
-                let park = match self.opts.wait {
-                    Wait::Spin => false,
-                    Wait::Park => true,
-                    Wait::SpinThenPark(d) => idle >= d,
-                    Wait::Sleep(d) => {
-                        std::thread::sleep(d.min(left));
-                        false
-                    }
-                };
-                if park {
-                    self.park(left.min(MAX_PARK).min(CHECK_EVERY.saturating_sub(now.duration_since(self.last_check))));
+            if spins % 64 != 0 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let now = Instant::now();
+            if now.duration_since(self.last_check) >= CHECK_EVERY {
+                self.pending = self.check_writer();
+                if self.pending.is_some() {
+                    return true;
                 }
             }
-            std::hint::spin_loop();
+            let idle = now.duration_since(start);
+            let left = match timeout {
+                Some(t) if idle >= t => return false,
+                Some(t) => t - idle,
+                None => MAX_PARK,
+            };
+            let nap = left.min(CHECK_EVERY.saturating_sub(now.duration_since(self.last_check)));
+            match self.opts.wait {
+                Wait::Spin => {}
+                Wait::SpinThenPark(d) if idle < d => {}
+                Wait::Park | Wait::SpinThenPark(_) => self.park(nap),
+                Wait::Sleep(d) => std::thread::sleep(d.min(nap)),
+            }
         }
     }
 
     /// Is anything ready (an event, a record, a lap)?
     fn ready(&self) -> bool {
-        self.phase != Phase::Live
+        self.pending.is_some()
+            || self.phase != Phase::Live
             || self.att.rings.iter().zip(&self.pos).any(|(ring, &p)| {
                 let rec = &ring.records.as_slice()[p as usize & ring.mask];
                 rec.word.load(Ordering::Acquire) >= stamp_published(p)

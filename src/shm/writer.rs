@@ -275,6 +275,15 @@ impl Region {
     }
 }
 
+#[cfg(test)]
+impl Region {
+    /// Drop without closing: the file stays, marked live, and the lock goes
+    /// with the file, as when the server is killed.
+    pub(crate) fn simulate_crash(self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+}
+
 impl Drop for Region {
     fn drop(&mut self) {
         self.close();
