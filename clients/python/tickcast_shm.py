@@ -212,7 +212,7 @@ class _Region:
         except FileNotFoundError:
             raise RegionError(f"no shared-memory region at {path}: is tickcast running with --shm?") from None
         except PermissionError:
-            if park:
+            if park and os.access(path, os.R_OK):
                 raise RegionError(f"no write access to {path}, which parking needs: run as the server's user, "
                                   "widen it with --shm-mode 0660 --shm-group GROUP, or use wait='spin' or 'sleep'") from None
             raise RegionError(f"no permission to read {path}: the server can widen it with --shm-mode and --shm-group") from None
@@ -469,18 +469,9 @@ class Reader:
         for slot in range(self.phase, len(self.last_seq)):
             if not self._wanted(slot):
                 continue
-            cell = r.lv_off + slot * CELL_SIZE
-            raw = None
-            for _ in range(100_000):
-                v1 = r.q[cell // 8]
-                if v1 & 1:
-                    continue
-                data = r.mm[cell + 8:cell + 8 + TICK_SIZE]
-                if r.q[cell // 8] == v1:
-                    raw = data
-                    break
+            raw = self._last_value(slot)
             if raw is None:
-                continue  # its writer died mid-write
+                continue  # its writer died mid-write: nothing newer will come
             got_slot, seq = struct.unpack_from("<4xIQ", raw)
             if seq == 0 or got_slot != slot or seq <= self.last_seq[slot]:
                 continue
@@ -488,6 +479,31 @@ class Reader:
             self.phase = slot + 1
             return Tick(raw, snapshot=True, prev_seq=prev)
         return None
+
+    def _last_value(self, slot):
+        """A consistent read of a last-value cell. One mid-write stays so while its writer is
+        descheduled (keep trying, yielding) or if it died there (give up once it is known gone)."""
+        r = self.region
+        cell = r.lv_off + slot * CELL_SIZE
+        tries = 0
+        while True:
+            v1 = r.q[cell // 8]
+            if not v1 & 1:
+                data = r.mm[cell + 8:cell + 8 + TICK_SIZE]
+                if r.q[cell // 8] == v1:
+                    return data
+            tries += 1
+            if tries % 64 == 0:
+                if self._writer_down() is not None:
+                    return None
+                time.sleep(0)
+
+    def _writer_down(self):
+        r = self.region
+        if r.state() == STATE_CLOSED:
+            return WriterDown("closed")
+        age = time.time_ns() - r.heartbeat_ns()
+        return WriterDown("silent", age // 1_000_000) if age > SILENT_AFTER_NS else None
 
     def _lapped(self, ring):
         start = self.pos[ring]
@@ -541,11 +557,7 @@ class Reader:
                 return Reattached(new.epoch)
             if new is not None:
                 new.close()
-        if r.state() == STATE_CLOSED:
-            down = WriterDown("closed")
-        else:
-            age = time.time_ns() - r.heartbeat_ns()
-            down = WriterDown("silent", age // 1_000_000) if age > SILENT_AFTER_NS else None
+        down = self._writer_down()
         if down is None:
             self.down_reported = False
             return None
@@ -610,7 +622,7 @@ def main(argv=None):
                     tag = "  (current value)" if ev.snapshot else f"  +{(time.time_ns() - ev.ts_recv_ns) / 1e3:.1f}us"
                     print(f"{ins.exchange}:{ins.symbol:<20} {ins.price(ev.ltp)}  seq {ev.seq}{tag}", flush=True)
             elif a.json:
-                d = {"type": type(ev).__name__.lower()}
+                d = {"type": {Gap: "gap", WriterDown: "writer_down", Reattached: "reattached"}[type(ev)]}
                 d.update({k: getattr(ev, k) for k in ev.__slots__})
                 if isinstance(ev, Gap):
                     d["lost"] = ev.lost

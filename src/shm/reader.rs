@@ -344,9 +344,6 @@ const _: () = {
     assert!(std::mem::offset_of!(Tick, depth) % 8 == 0 && std::mem::size_of::<Level>() == 16);
 };
 
-/// Give up on a last-value cell that stays mid-write this many attempts
-/// (its writer died during the write).
-const STABLE_ATTEMPTS: u32 = 100_000;
 /// While idle, check on the writer (state, heartbeat, a new region at the
 /// path) this often.
 const CHECK_EVERY: Duration = Duration::from_millis(100);
@@ -399,7 +396,7 @@ impl Attachment {
             std::io::ErrorKind::NotFound => {
                 anyhow::anyhow!("no shared-memory region at {shown}: is tickcast running with --shm?")
             }
-            std::io::ErrorKind::PermissionDenied if park => anyhow::anyhow!(
+            std::io::ErrorKind::PermissionDenied if park && File::open(path).is_ok() => anyhow::anyhow!(
                 "no write access to {shown}, which parking needs (to mark itself parked in the wait page): run as the server's user, widen it with --shm-mode 0660 --shm-group GROUP, or spin instead"
             ),
             std::io::ErrorKind::PermissionDenied => {
@@ -870,16 +867,7 @@ impl Reader {
                 Err(_) => {}
             }
         }
-        let state = self.att.state.as_slice()[0].load(Ordering::Acquire);
-        let age_ns = crate::tick::now_ns().saturating_sub(self.att.heartbeat.as_slice()[0].load(Ordering::Acquire));
-        let down = if state == layout::STATE_CLOSED {
-            Some(Down::Closed)
-        } else if age_ns > SILENT_AFTER_NS {
-            Some(Down::Silent { for_ms: age_ns / 1_000_000 })
-        } else {
-            None
-        };
-        match down {
+        match self.writer_down() {
             Some(d) if !self.down_reported => {
                 self.down_reported = true;
                 Some(Event::WriterDown(d))
@@ -899,9 +887,8 @@ impl Reader {
             if !self.wanted(slot) {
                 continue;
             }
-            let cell = &self.att.last_values.as_slice()[slot];
-            let Some(t) = (0..STABLE_ATTEMPTS).find_map(|_| read_stable(cell)) else {
-                continue; // its writer died mid-write; live ticks will follow if it comes back
+            let Some(t) = self.last_value(slot) else {
+                continue; // its writer died mid-write: nothing newer will come
             };
             if t.seq == 0 || t.slot as usize != slot || t.seq <= self.last_seq[slot] {
                 continue;
@@ -911,6 +898,40 @@ impl Reader {
             return Some(Event::Snapshot { tick: t, prev_seq });
         }
         None
+    }
+
+    /// A consistent read of `slot`'s last value. A cell mid-write stays so
+    /// while its writer is descheduled (keep trying, yielding now and then)
+    /// or if it died there (give up once the writer is known gone).
+    fn last_value(&self, slot: usize) -> Option<Tick> {
+        let cell = &self.att.last_values.as_slice()[slot];
+        let mut tries = 0u32;
+        loop {
+            if let Some(t) = read_stable(cell) {
+                return Some(t);
+            }
+            tries = tries.wrapping_add(1);
+            if tries % 1024 == 0 {
+                if self.writer_down().is_some() {
+                    return None;
+                }
+                std::thread::yield_now();
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    /// Why the attached region's writer is not writing, if it is not.
+    fn writer_down(&self) -> Option<Down> {
+        let state = self.att.state.as_slice()[0].load(Ordering::Acquire);
+        let age_ns = crate::tick::now_ns().saturating_sub(self.att.heartbeat.as_slice()[0].load(Ordering::Acquire));
+        if state == layout::STATE_CLOSED {
+            Some(Down::Closed)
+        } else if age_ns > SILENT_AFTER_NS {
+            Some(Down::Silent { for_ms: age_ns / 1_000_000 })
+        } else {
+            None
+        }
     }
 
     /// Read position `pos[r]` of ring `r`: a whole record, nothing yet, or lapped.
