@@ -197,6 +197,9 @@ pub enum Command {
     Record(crate::record::RecordArgs),
     /// Open-loop latency benchmark: TCF1 over UDP in, many WebSocket clients out.
     Bench(Box<crate::bench::BenchArgs>),
+    /// A shared-memory reader process of `tickcast bench --shm-readers` (not for direct use).
+    #[command(hide = true)]
+    ShmProbe(crate::bench::shm::ProbeArgs),
     /// Print the ticks of a shared-memory region (`--shm NAME` of a running server) as they arrive.
     Tail(crate::tail::TailArgs),
     /// Print the `keys` entry of an auth file for an API key (its SHA-256).

@@ -13,6 +13,7 @@ fn main() -> ExitCode {
         Some(Command::Record(r)) => Some(("record", tickcast::record::run(r))),
         Some(Command::Bench(b)) => Some(("bench", tickcast::bench::run(*b))),
         Some(Command::Tail(t)) => Some(("tail", tickcast::tail::run(t))),
+        Some(Command::ShmProbe(p)) => Some(("shm-probe", tickcast::bench::shm::probe(p))),
         Some(Command::HashKey { key }) => {
             println!("{}", tickcast::auth::hash_line(&key));
             return ExitCode::SUCCESS;

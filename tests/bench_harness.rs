@@ -247,3 +247,79 @@ fn refused_clients_are_not_counted_as_loss() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// `--shm-readers`: reader processes on the spawned server's region, from
+/// the same feed as the clients; every scheduled tick reaches each reader
+/// (a 2 000 ticks/s run has no reason to lose one), and the reader's
+/// latency is drawn beside the clients'.
+#[test]
+fn shared_memory_readers_are_measured_beside_the_clients() {
+    let dir = std::env::temp_dir().join(format!("tickcast-bench-shm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let plot = dir.join("p.svg");
+    let args = [
+        "--spawn",
+        "--secs",
+        "1",
+        "--warmup",
+        "0.5",
+        "--clients",
+        "2",
+        "--subs",
+        "5",
+        "--tokens",
+        "20",
+        "--rate",
+        "2000",
+        "--shm-readers",
+        "2",
+        "--shm-wait",
+        "park",
+        "--json",
+        "--plot",
+        plot.to_str().unwrap(),
+    ];
+    let (ok, stdout, stderr) = bench(&args);
+    assert!(ok, "bench failed: {stderr}");
+    let r: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"));
+    let readers = r["shm_readers"].as_array().expect("shm_readers");
+    assert_eq!(readers.len(), 2, "{r}");
+    for s in readers {
+        let expected = s["expected"].as_u64().unwrap();
+        assert!(expected >= 1900, "a second at 2 000 ticks/s was scheduled: {s}");
+        assert_eq!(s["received"].as_u64(), Some(expected), "every tick, every instrument: {s}");
+        assert_eq!((s["lost_records"].as_u64(), s["wait"].as_str()), (Some(0), Some("park")), "{s}");
+        assert_eq!(s["recv_latency_ns"]["count"].as_u64(), Some(expected), "{s}");
+        let l = &s["recv_latency_ns"];
+        assert!(l["p50"].as_u64() <= l["p99"].as_u64() && l["p99"].as_u64() <= l["max"].as_u64(), "{s}");
+    }
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.contains("shm0 park receipt") && svg.contains("shm1 park scheduled"), "both readers drawn");
+    let _ = std::fs::remove_dir_all(&dir);
+    // The writer-throughput mode: the server's simulator, no feeder, no clients.
+    let (ok, stdout, stderr) = bench(&[
+        "--spawn",
+        "--source",
+        "sim",
+        "--clients",
+        "0",
+        "--secs",
+        "1",
+        "--warmup",
+        "0.2",
+        "--tokens",
+        "50",
+        "--rate",
+        "20000",
+        "--shm-readers",
+        "1",
+        "--json",
+    ]);
+    assert!(ok, "bench failed: {stderr}");
+    let r: Value = serde_json::from_str(&stdout).unwrap();
+    let s = &r["shm_readers"][0];
+    assert!(s["written"].as_u64() > Some(10_000), "the simulator wrote: {s}");
+    assert_eq!(s["lost_records"].as_u64(), Some(0), "{s}");
+    let (ok, _, stderr) = bench(&["--spawn", "--source", "sim", "--clients", "3"]);
+    assert!(!ok && stderr.contains("--source sim measures shared-memory readers"), "{stderr}");
+}

@@ -20,7 +20,9 @@ fn tag_of(label: &str) -> String {
 }
 
 /// Write an interval log: one interval per measured second of each run
-/// (by the ticks' scheduled time), tagged with the run's label.
+/// (by the ticks' scheduled time), tagged with the run's label; each
+/// shared-memory reader's curves as one interval over the run, tagged with
+/// their names (see [`Report::shm_curves`]).
 ///
 /// # Errors
 /// The file cannot be written.
@@ -35,10 +37,19 @@ pub fn write(path: &Path, reports: &[Report], intervals: &[Vec<Histogram<u64>>])
     let mut at = 0.0;
     for (r, secs) in reports.iter().zip(intervals) {
         let tag = tag_of(&r.label);
-        for (i, h) in secs.iter().enumerate() {
+        for (i, h) in secs.iter().enumerate().filter(|_| r.clients > 0) {
             let start = Duration::from_secs_f64(at + i as f64);
             w.write_histogram(h, start, Duration::from_secs(1), Tag::new(&tag))
                 .map_err(|e| anyhow::anyhow!("hlog: {e:?}"))?;
+        }
+        for (name, h) in r.shm_curves() {
+            w.write_histogram(
+                h,
+                Duration::from_secs_f64(at),
+                Duration::from_secs_f64(r.secs),
+                Tag::new(&tag_of(&name)),
+            )
+            .map_err(|e| anyhow::anyhow!("hlog: {e:?}"))?;
         }
         at += r.secs.ceil();
     }
@@ -118,6 +129,8 @@ mod tests {
             server_cpu: None,
             latency: new_histogram(),
             feeder_lag: new_histogram(),
+            shm: Vec::new(),
+            shm_expected: 0,
         }
     }
 

@@ -15,6 +15,7 @@ pub mod clients;
 pub mod feeder;
 pub mod hlog;
 pub mod report;
+pub mod shm;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -116,6 +117,21 @@ pub struct BenchArgs {
     /// RNG seed (token choice, tick draws).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Shared-memory reader processes, each reading every tick from the server's region (--spawn gives the server --shm; else give --shm) [default: 0].
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub shm_readers: usize,
+    /// How the shared-memory readers wait: spin, park or hybrid.
+    #[arg(long, default_value = "spin")]
+    pub shm_wait: String,
+    /// CPUs for the shared-memory readers, one each in turn (e.g. `1`).
+    #[arg(long, value_name = "LIST")]
+    pub shm_cpus: Option<String>,
+    /// The region of a running server (without --spawn), its --shm name or path.
+    #[arg(long, value_name = "NAME|PATH")]
+    pub shm: Option<String>,
+    /// Where ticks come from: `udp` (the open-loop feeder) or `sim` (the spawned server's own simulator at --rate: no feeder, for writer throughput with --shm-readers and no clients).
+    #[arg(long, default_value = "udp", value_name = "udp|sim")]
+    pub source: String,
 }
 
 /// Resolved run parameters.
@@ -153,8 +169,9 @@ impl Shape {
             subs: a.subs.unwrap_or(subs),
             tokens: a.tokens.unwrap_or(tokens),
         };
-        if s.subs > s.tokens || s.subs == 0 || s.clients == 0 || s.rate == 0 || s.tokens == 0 {
-            bail!("bench shape {s:?}: need 0 < subs ≤ tokens and positive clients and rate");
+        let clients_ok = s.clients > 0 || a.shm_readers > 0;
+        if s.subs > s.tokens || s.subs == 0 || !clients_ok || s.rate == 0 || s.tokens == 0 {
+            bail!("bench shape {s:?}: need 0 < subs ≤ tokens, a positive rate, and clients (or --shm-readers)");
         }
         Ok(s)
     }
@@ -184,6 +201,8 @@ struct Spawned {
     child: Child,
     ws: SocketAddr,
     udp: SocketAddr,
+    /// Its shared-memory region, with `--shm-readers`.
+    shm: Option<String>,
     _master: tempfile_path::TempPath,
 }
 
@@ -231,8 +250,12 @@ fn spawn_server(a: &BenchArgs, shape: &Shape) -> Result<Spawned> {
     }
     std::fs::write(&path, csv).with_context(|| format!("writing {}", path.display()))?;
     let master = tempfile_path::TempPath(path.clone());
+    let feed = match a.source.as_str() {
+        "sim" => format!("sim:rate={},seed={}", shape.rate, a.seed),
+        _ => "udp://127.0.0.1:0".to_string(),
+    };
     let mut cmd = Command::new(std::env::current_exe().context("locating tickcast")?);
-    cmd.args(["--listen", "127.0.0.1:0", "--openalgo-listen", "off", "--feed", "udp://127.0.0.1:0", "--workers", "1"])
+    cmd.args(["--listen", "127.0.0.1:0", "--openalgo-listen", "off", "--feed", &feed, "--workers", "1"])
         .arg("--master")
         .arg(&path)
         .args(["--max-subscriptions", &shape.subs.max(3000).to_string()])
@@ -242,6 +265,10 @@ fn spawn_server(a: &BenchArgs, shape: &Shape) -> Result<Spawned> {
         .stdout(Stdio::piped());
     if let Some(cpus) = &a.server_cpus {
         cmd.args(["--cpus", cpus]);
+    }
+    let shm = (a.shm_readers > 0).then(|| format!("/dev/shm/tickcast-bench-{}", std::process::id()));
+    if let Some(path) = &shm {
+        cmd.args(["--shm", path]);
     }
     let mut child = cmd.spawn().context("starting the server")?;
     let mut line = String::new();
@@ -253,9 +280,13 @@ fn spawn_server(a: &BenchArgs, shape: &Shape) -> Result<Spawned> {
         .and_then(|a| a.parse().ok())
         .with_context(|| format!("unexpected server banner {line:?}"))?;
     let st = status(ws)?;
-    let udp =
-        st["feeds"][0]["address"].as_str().and_then(|a| a.parse().ok()).context("the server's UDP feed address")?;
-    Ok(Spawned { child, ws, udp, _master: master })
+    let udp = match a.source.as_str() {
+        "sim" => "127.0.0.1:9".parse()?, // unused: no feeder
+        _ => {
+            st["feeds"][0]["address"].as_str().and_then(|a| a.parse().ok()).context("the server's UDP feed address")?
+        }
+    };
+    Ok(Spawned { child, ws, udp, shm, _master: master })
 }
 
 /// CPU time of a process so far, in seconds (from /proc/`pid`/stat; `pid`
@@ -277,7 +308,8 @@ fn pin(cpus: &[usize], i: usize) {
 /// [`clients::CLIENTS_PER_SOURCE`] clients to a 127.0.0.x server (one for any other).
 fn source_addrs(a: &BenchArgs, shape: &Shape, ws: SocketAddr) -> Result<usize> {
     let loopback = ws.is_ipv4() && ws.ip().is_loopback();
-    let k = a.source_addrs.unwrap_or(if loopback { shape.clients.div_ceil(clients::CLIENTS_PER_SOURCE) } else { 1 });
+    let k =
+        a.source_addrs.unwrap_or(if loopback { shape.clients.div_ceil(clients::CLIENTS_PER_SOURCE).max(1) } else { 1 });
     if !(1..=254).contains(&k) {
         bail!("--source-addrs {k}: expected 1 to 254 (127.0.0.1..=127.0.0.254)");
     }
@@ -297,6 +329,8 @@ struct Target {
     udp: SocketAddr,
     /// Its process, when the harness spawned it (for its CPU use).
     pid: Option<u32>,
+    /// Its shared-memory region, for `--shm-readers`.
+    shm: Option<String>,
 }
 
 /// A run's report and its per-second latency histograms.
@@ -326,6 +360,14 @@ fn run_once(a: &BenchArgs, shape: &Shape, server: &Target, tokens: &[u32]) -> Re
         groups[c % threads].push(clients::ClientSpec { addr: ws, source, path: path.to_string(), subscribe });
         group_tokens[c % threads].push(idx);
     }
+    let mut readers = match (a.shm_readers, &server.shm) {
+        (0, _) => None,
+        (n, Some(path)) => {
+            let cpus = a.shm_cpus.as_deref().map(parse_cpus).transpose()?.unwrap_or_default();
+            Some(shm::Readers::start(n, path, &a.shm_wait, &cpus)?)
+        }
+        (_, None) => bail!("--shm-readers needs the server's region: --spawn, or --shm NAME"),
+    };
     let ready = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     // The measured window is fixed only once every client is subscribed;
@@ -364,6 +406,9 @@ fn run_once(a: &BenchArgs, shape: &Shape, server: &Target, tokens: &[u32]) -> Re
     let end = measure_from + (a.secs * 1e9) as u64;
     window_start.store(measure_from, Ordering::Relaxed);
     window_end.store(end, Ordering::Relaxed);
+    if let Some(r) = &mut readers {
+        r.window(measure_from, end)?;
+    }
     let draw = match a.zipf {
         Some(s) => feeder::Draw::zipf(shape.tokens, s),
         None => feeder::Draw::Uniform,
@@ -381,11 +426,21 @@ fn run_once(a: &BenchArgs, shape: &Shape, server: &Target, tokens: &[u32]) -> Re
     let server_pid = server.pid.map(|p| p.to_string());
     let server_cpu0 = server_pid.as_deref().map(process_cpu_secs);
     let cpu0 = process_cpu_secs("self");
-    let sent = feeder::run(&plan).context("feeder")?;
+    let sent = if a.source == "sim" {
+        // The server's simulator is the source: just let the window pass.
+        std::thread::sleep(Duration::from_nanos(end.saturating_sub(now_ns())));
+        feeder::Sent { total: 0, measured: Vec::new(), errors: 0, lag: crate::metrics::new_histogram() }
+    } else {
+        feeder::run(&plan).context("feeder")?
+    };
     let cpu = process_cpu_secs("self") - cpu0;
     let server_cpu = server_pid.as_deref().map(process_cpu_secs).zip(server_cpu0).map(|(b, a)| b - a);
     std::thread::sleep(Duration::from_millis(500)); // let in-flight deliveries land
     stop.store(true, Ordering::Relaxed);
+    let shm_results = match readers {
+        Some(r) => r.finish()?,
+        None => Vec::new(),
+    };
     let mut latency = new_histogram();
     let mut per_second: Vec<hdrhistogram::Histogram<u64>> = Vec::new();
     let (mut delivered, mut bytes, mut failed) = (0, 0, 0);
@@ -444,6 +499,8 @@ fn run_once(a: &BenchArgs, shape: &Shape, server: &Target, tokens: &[u32]) -> Re
         server_cpu: server_cpu.map(|c| c / elapsed.max(1e-9)),
         latency,
         feeder_lag: sent.lag,
+        shm: shm_results,
+        shm_expected: sent.measured.iter().sum(),
     };
     Ok((report, per_second))
 }
@@ -469,7 +526,14 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if a.format != "json" && a.format != "rkyv" {
         bail!("--format `{}`: expected json or rkyv", a.format);
     }
+    match a.source.as_str() {
+        "udp" => {}
+        "sim" if a.spawn && shape.clients == 0 && a.shm_readers > 0 => {}
+        "sim" => bail!("--source sim measures shared-memory readers of a spawned server: give --spawn, --clients 0 and --shm-readers N"),
+        o => bail!("--source `{o}`: expected udp or sim"),
+    }
     let slo = parse_duration_ns(&a.slo)?;
+    #[allow(clippy::type_complexity)] // one tuple, unpacked on the next lines
     let (spawned, ws, path, udp, tokens): (Option<Spawned>, SocketAddr, String, SocketAddr, Vec<u32>) = if a.spawn {
         let s = spawn_server(&a, &shape)?;
         let (ws, udp) = (s.ws, s.udp);
@@ -491,14 +555,18 @@ pub fn run(a: BenchArgs) -> Result<()> {
         let sep = if path.contains('?') { '&' } else { '?' };
         (None, ws, format!("{path}{sep}format={}", a.format), udp, tokens)
     };
-    let target = Target { ws, path, udp, pid: spawned.as_ref().map(|s| s.child.id()) };
+    let shm = match &spawned {
+        Some(s) => s.shm.clone(),
+        None => a.shm.as_deref().map(crate::shm::region_path).transpose()?.map(|p| p.display().to_string()),
+    };
+    let target = Target { ws, path, udp, pid: spawned.as_ref().map(|s| s.child.id()), shm };
     let mut reports = Vec::new();
     let mut intervals = Vec::new();
     loop {
         let (r, per_second) = run_once(&a, &shape, &target, &tokens)?;
         intervals.push(per_second);
-        let p99 = r.percentiles()[2].1;
-        let held = r.loss_pct() < 0.1 && p99 <= slo;
+        let (loss, p99) = r.verdict();
+        let held = loss < 0.1 && p99 <= slo;
         if !a.json {
             print!("{}", r.table());
             for w in r.warnings(std::thread::available_parallelism().map_or(1, |n| n.get())) {
@@ -512,7 +580,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         shape.rate = (shape.rate as f64 * 1.5) as u64;
     }
     if a.find_max {
-        let best = reports.iter().filter(|r| r.loss_pct() < 0.1 && r.percentiles()[2].1 <= slo).map(|r| r.rate).max();
+        let best = reports.iter().filter(|r| r.verdict().0 < 0.1 && r.verdict().1 <= slo).map(|r| r.rate).max();
         match best {
             Some(rate) if !a.json => println!("highest rate that held (loss < 0.1%, p99 ≤ {}): {rate} ticks/s", a.slo),
             None if !a.json => println!("no rate held (loss < 0.1%, p99 ≤ {})", a.slo),
@@ -527,8 +595,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
         );
     }
     if let Some(p) = &a.plot {
-        let runs: Vec<(&str, &hdrhistogram::Histogram<u64>)> =
-            reports.iter().map(|r| (r.label.as_str(), &r.latency)).collect();
+        let curves: Vec<(String, &hdrhistogram::Histogram<u64>)> = reports.iter().flat_map(Report::curves).collect();
+        let runs: Vec<(&str, &hdrhistogram::Histogram<u64>)> = curves.iter().map(|(n, h)| (n.as_str(), *h)).collect();
         std::fs::write(p, report::plot_svg("tickcast bench: latency by percentile", &runs))
             .with_context(|| format!("writing {}", p.display()))?;
     }

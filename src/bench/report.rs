@@ -60,6 +60,34 @@ pub struct Report {
     /// The feeder's own lag per datagram (send time − its first tick's scheduled time), ns: the
     /// harness's share of `latency` (its sleep overshoot, its core shared with the clients).
     pub feeder_lag: Histogram<u64>,
+    /// Shared-memory reader processes (`--shm-readers`), each expecting every tick.
+    pub shm: Vec<super::shm::ShmResult>,
+    /// Ticks scheduled in the window: what each shared-memory reader should see.
+    pub shm_expected: u64,
+}
+
+/// Percentiles of `h` as in [`Report::percentiles`].
+fn percentiles_of(h: &Histogram<u64>) -> [(&'static str, u64); 6] {
+    let [a, b, c, d, e] = QUANTILES.map(|(label, q)| (label, at(h, q)));
+    [a, b, c, d, e, ("max", at(h, 1.0))]
+}
+
+impl super::shm::ShmResult {
+    /// Records lost to laps, percent of those written while attached.
+    pub fn lap_loss_pct(&self) -> f64 {
+        if self.written == 0 {
+            return 0.0;
+        }
+        100.0 * self.lost as f64 / self.written as f64
+    }
+
+    /// Ticks missing of `expected`, percent.
+    pub fn loss_pct(&self, expected: u64) -> f64 {
+        if expected == 0 {
+            return 0.0;
+        }
+        100.0 * expected.saturating_sub(self.received) as f64 / expected as f64
+    }
 }
 
 impl Report {
@@ -85,9 +113,38 @@ impl Report {
     /// Percentiles in ns: p50, p90, p99, p99.9, p99.99, max (max = histogram max), labelled exactly
     /// "p50", "p90", "p99", "p99.9", "p99.99", "max". All zero for an empty histogram.
     pub fn percentiles(&self) -> [(&'static str, u64); 6] {
-        let h = &self.latency;
-        let [a, b, c, d, e] = QUANTILES.map(|(label, q)| (label, at(h, q)));
-        [a, b, c, d, e, ("max", at(h, 1.0))]
+        percentiles_of(&self.latency)
+    }
+
+    /// Each shared-memory reader's latency curves, named for plots and logs:
+    /// `LABEL shm0 spin receipt` (feed receipt → reader) and, with the UDP
+    /// feeder, `LABEL shm0 spin scheduled`.
+    pub fn shm_curves(&self) -> Vec<(String, &Histogram<u64>)> {
+        let mut out = Vec::new();
+        for (i, r) in self.shm.iter().enumerate() {
+            out.push((format!("{} shm{i} {} receipt", self.label, r.wait), &r.recv));
+            if self.shm_expected > 0 {
+                out.push((format!("{} shm{i} {} scheduled", self.label, r.wait), &r.sched));
+            }
+        }
+        out
+    }
+
+    /// Every latency curve of the run: the WebSocket clients' (if any), then
+    /// the shared-memory readers'.
+    pub fn curves(&self) -> Vec<(String, &Histogram<u64>)> {
+        let ws = (self.clients > 0).then(|| (self.label.clone(), &self.latency));
+        ws.into_iter().chain(self.shm_curves()).collect()
+    }
+
+    /// The run's loss and p99 for `--find-max`: the WebSocket clients', or
+    /// without clients the worst shared-memory reader's (scheduled time → reader).
+    pub fn verdict(&self) -> (f64, u64) {
+        if self.clients > 0 || self.shm.is_empty() {
+            return (self.loss_pct(), self.percentiles()[2].1);
+        }
+        let loss = self.shm.iter().map(|r| r.loss_pct(self.shm_expected).max(r.lap_loss_pct())).fold(0.0, f64::max);
+        (loss, self.shm.iter().map(|r| at(&r.sched, 0.99)).max().unwrap_or(0))
     }
 
     /// Feeder lag p50, p99 and max in ns, labelled "p50", "p99", "max" (zero when empty).
@@ -104,59 +161,104 @@ impl Report {
             let _ = writeln!(out, "  {key:<12}{value}");
         };
         line("scenario", format!("{}, {} frames, {}", self.scenario, self.format, self.url));
-        line(
-            "load",
-            format!(
-                "{} ticks/s for {}; {} clients × {} subs of {} tokens",
-                thousands(self.rate),
-                fmt_secs(self.secs),
-                thousands(self.clients as u64),
+        let audience = match self.clients {
+            0 => format!("{} tokens, no WebSocket clients", thousands(self.tokens as u64)),
+            c => format!(
+                "{} clients × {} subs of {} tokens",
+                thousands(c as u64),
                 thousands(self.subs as u64),
-                thousands(self.tokens as u64),
+                thousands(self.tokens as u64)
             ),
-        );
-        line(
-            "delivered",
-            format!(
-                "{} of {} expected, loss {}",
-                thousands(self.delivered),
-                thousands(self.expected),
-                fmt_pct(self.loss_pct())
-            ),
-        );
-        let (msgs, msgs_prefix) = sig3(round_u64(self.msgs_per_sec()), &SI_PREFIXES);
-        let (bytes, bytes_prefix) = sig3(round_u64(self.bytes_per_sec()), &SI_PREFIXES);
-        line("throughput", format!("{msgs}{msgs_prefix} msgs/s, {bytes} {bytes_prefix}B/s"));
+        };
+        line("load", format!("{} ticks/s for {}; {audience}", thousands(self.rate), fmt_secs(self.secs)));
+        if self.clients > 0 {
+            line(
+                "delivered",
+                format!(
+                    "{} of {} expected, loss {}",
+                    thousands(self.delivered),
+                    thousands(self.expected),
+                    fmt_pct(self.loss_pct())
+                ),
+            );
+        }
+        if self.clients > 0 {
+            let (msgs, msgs_prefix) = sig3(round_u64(self.msgs_per_sec()), &SI_PREFIXES);
+            let (bytes, bytes_prefix) = sig3(round_u64(self.bytes_per_sec()), &SI_PREFIXES);
+            line("throughput", format!("{msgs}{msgs_prefix} msgs/s, {bytes} {bytes_prefix}B/s"));
+        }
         line("harness CPU", format!("{:.2} cores", finite(self.client_cpu)));
         if let Some(c) = self.server_cpu {
             line("server CPU", format!("{:.2} cores", finite(c)));
         }
         let lag = self.feeder_lag().map(|(label, ns)| format!("{label} {}", fmt_duration(ns)));
         line("feeder lag", format!("{} (the harness's share of the latency below)", lag.join(", ")));
-        line("latency", format!("{} samples", thousands(self.latency.len())));
-
-        let mut columns: Vec<(&str, String)> =
-            self.percentiles().iter().map(|&(label, ns)| (label, fmt_duration(ns))).collect();
-        columns.push(("mean", fmt_duration(round_u64(self.latency.mean()))));
-        let mut header = String::from(" ");
-        let mut values = String::from(" ");
-        for (label, value) in &columns {
-            let _ = write!(header, " {label:>9}");
-            let _ = write!(values, " {value:>9}");
+        if self.clients > 0 {
+            line("latency", format!("{} samples", thousands(self.latency.len())));
         }
-        format!("{}\n{out}{}\n{}\n", self.label, header.trim_end(), values.trim_end())
+
+        let (header, values) = percentile_rows(&self.latency);
+        let mut text = format!("{}\n", self.label);
+        if self.clients > 0 {
+            text.push_str(&format!("{out}{header}\n{values}\n"));
+        } else {
+            text.push_str(&out);
+        }
+        for (i, r) in self.shm.iter().enumerate() {
+            let delivered = match self.shm_expected {
+                0 => String::new(), // no feeder: the server's own source
+                e => format!(
+                    "{} of {} scheduled ticks, loss {}; ",
+                    thousands(r.received),
+                    thousands(e),
+                    fmt_pct(r.loss_pct(e))
+                ),
+            };
+            let _ = writeln!(
+                text,
+                "  shm reader {i} ({}): {delivered}took {} of {} records written ({}/s), {} lost to {} laps ({}), CPU {:.2} cores",
+                r.wait,
+                thousands(r.taken),
+                thousands(r.written),
+                {
+                    let (v, p) = sig3(round_u64(per_sec(r.written, r.wall)), &SI_PREFIXES);
+                    format!("{v}{p}")
+                },
+                thousands(r.lost),
+                thousands(r.gaps),
+                fmt_pct(r.lap_loss_pct()),
+                finite(r.cpu),
+            );
+            let both = [("feed receipt → reader", &r.recv), ("scheduled → reader", &r.sched)];
+            // The simulator stamps both times alike: one table.
+            for (what, h) in both.into_iter().take(if self.shm_expected == 0 { 1 } else { 2 }) {
+                let (header, values) = percentile_rows(h);
+                let _ = writeln!(text, "    {what}\n  {header}\n  {values}");
+            }
+        }
+        text
     }
 
     /// The machine-readable form, keys in this order: "label", "scenario", "url", "format", "rate",
     /// "secs", "clients", "subs", "tokens", "expected", "delivered", "loss_pct", "msgs_per_sec",
     /// "bytes_per_sec", "client_cpu", "server_cpu" (null unless spawned), "feeder_lag_ns": {"p50", "p99", "max"}, "latency_ns": {"p50",
-    /// "p90", "p99", "p99.9", "p99.99", "max", "count", "mean"}. Counts and percentiles are integers; rates, ratios, `secs` and `mean` are
+    /// "p90", "p99", "p99.9", "p99.99", "max", "count", "mean"}, "shm_readers": [{"wait", "received", "expected", "loss_pct",
+    /// "written", "taken", "lost_records", "lap_loss_pct", "gaps", "written_per_sec", "cpu", "recv_latency_ns", "sched_latency_ns"}]
+    /// (empty without `--shm-readers`). Counts and percentiles are integers; rates, ratios, `secs` and `mean` are
     /// floats, with non-finite values written as 0 so every field keeps its type.
     pub fn json(&self) -> Value {
-        let mut latency: Map<String, Value> =
-            self.percentiles().iter().map(|&(label, ns)| (label.to_owned(), json!(ns))).collect();
-        latency.insert("count".to_owned(), json!(self.latency.len()));
-        latency.insert("mean".to_owned(), json!(finite(self.latency.mean())));
+        let shm: Vec<Value> = self
+            .shm
+            .iter()
+            .map(|r| {
+                json!({"wait": r.wait, "received": r.received, "expected": self.shm_expected,
+                    "loss_pct": r.loss_pct(self.shm_expected), "written": r.written, "taken": r.taken,
+                    "lost_records": r.lost, "lap_loss_pct": r.lap_loss_pct(), "gaps": r.gaps,
+                    "written_per_sec": per_sec(r.written, r.wall),
+                    "cpu": finite(r.cpu),
+                    "recv_latency_ns": latency_json(&r.recv), "sched_latency_ns": latency_json(&r.sched)})
+            })
+            .collect();
         json!({
             "label": self.label,
             "scenario": self.scenario,
@@ -175,7 +277,8 @@ impl Report {
             "client_cpu": finite(self.client_cpu),
             "server_cpu": self.server_cpu.map(finite),
             "feeder_lag_ns": Value::Object(self.feeder_lag().iter().map(|&(l, ns)| (l.to_owned(), json!(ns))).collect()),
-            "latency_ns": Value::Object(latency),
+            "latency_ns": latency_json(&self.latency),
+            "shm_readers": shm,
         })
     }
 
@@ -185,8 +288,14 @@ impl Report {
     /// `harness_cores` available to it (0 is taken as 1). Empty when the run looks sound.
     pub fn warnings(&self, harness_cores: usize) -> Vec<String> {
         let mut warnings = Vec::new();
-        if self.delivered == 0 {
+        if self.delivered == 0 && self.clients > 0 {
             warnings.push("no deliveries".to_owned());
+        }
+        for (i, r) in self.shm.iter().enumerate() {
+            let loss = r.loss_pct(self.shm_expected).max(r.lap_loss_pct());
+            if loss >= 0.1 {
+                warnings.push(format!("shm reader {i}: loss {} — ticks missing", fmt_pct(loss)));
+            }
         }
         let loss = self.loss_pct();
         if loss >= 0.1 {
@@ -201,6 +310,29 @@ impl Report {
         }
         warnings
     }
+}
+
+/// The percentile header and value rows (with the mean) of `h`.
+fn percentile_rows(h: &Histogram<u64>) -> (String, String) {
+    let mut columns: Vec<(&str, String)> =
+        percentiles_of(h).iter().map(|&(label, ns)| (label, fmt_duration(ns))).collect();
+    columns.push(("mean", fmt_duration(round_u64(h.mean()))));
+    let mut header = String::from(" ");
+    let mut values = String::from(" ");
+    for (label, value) in &columns {
+        let _ = write!(header, " {label:>9}");
+        let _ = write!(values, " {value:>9}");
+    }
+    (header.trim_end().to_string(), values.trim_end().to_string())
+}
+
+/// Percentiles of `h` in ns as a JSON object with its count.
+fn latency_json(h: &Histogram<u64>) -> Value {
+    let mut m: Map<String, Value> =
+        percentiles_of(h).iter().map(|&(label, ns)| (label.to_owned(), json!(ns))).collect();
+    m.insert("count".to_owned(), json!(h.len()));
+    m.insert("mean".to_owned(), json!(finite(h.mean())));
+    Value::Object(m)
 }
 
 /// The value at quantile `q` of `h` (its max at 1.0), 0 when it is empty.
@@ -597,7 +729,47 @@ mod tests {
             server_cpu: None,
             latency,
             feeder_lag: histogram(),
+            shm: Vec::new(),
+            shm_expected: 0,
         }
+    }
+
+    #[test]
+    fn shm_readers_are_reported_beside_the_clients() {
+        let mut r = report(1000, 1000, 10.0, uniform_histogram());
+        r.shm_expected = 1000;
+        r.shm.push(crate::bench::shm::ShmResult {
+            wait: "spin".into(),
+            received: 990,
+            lost: 10,
+            written: 1000,
+            taken: 990,
+            gaps: 1,
+            wall: 2.0,
+            cpu: 1.0,
+            recv: uniform_histogram(),
+            sched: uniform_histogram(),
+        });
+        let t = r.table();
+        assert!(t.contains("shm reader 0 (spin): 990 of 1,000 scheduled ticks, loss 1.0%; took 990 of 1,000 records written (500/s), 10 lost to 1 laps (1.0%), CPU 1.00 cores"), "{t}");
+        assert!(t.contains("feed receipt → reader") && t.contains("scheduled → reader"), "{t}");
+        let v = r.json();
+        let shm = &v["shm_readers"][0];
+        assert_eq!(
+            (shm["received"].as_u64(), shm["loss_pct"].as_f64(), shm["lap_loss_pct"].as_f64()),
+            (Some(990), Some(1.0), Some(1.0))
+        );
+        assert_eq!(shm["written_per_sec"], 500.0);
+        assert_eq!(shm["recv_latency_ns"]["max"], uniform_histogram().max());
+        assert_eq!(r.warnings(1), vec!["shm reader 0: loss 1.0% — ticks missing".to_string()]);
+        let names: Vec<String> = r.curves().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            names,
+            ["hft json 100000/s", "hft json 100000/s shm0 spin receipt", "hft json 100000/s shm0 spin scheduled"]
+        );
+        r.clients = 0;
+        assert_eq!(r.verdict().0, 1.0, "without clients the readers decide --find-max");
+        assert!(!r.table().contains("delivered"), "no client lines without clients");
     }
 
     #[test]
@@ -699,7 +871,7 @@ mod tests {
         let string = |v: &Value| v.is_string();
         let uint = |v: &Value| v.is_u64();
         let float = |v: &Value| v.is_f64();
-        let top: [KeyType; 18] = [
+        let top: [KeyType; 19] = [
             ("label", string),
             ("scenario", string),
             ("url", string),
@@ -718,6 +890,7 @@ mod tests {
             ("server_cpu", |v: &Value| v.is_null()),
             ("feeder_lag_ns", Value::is_object),
             ("latency_ns", Value::is_object),
+            ("shm_readers", Value::is_array),
         ];
         let latency: [KeyType; 8] = [
             ("p50", uint),

@@ -660,6 +660,11 @@ impl Reader {
             .map(|i| i.slot)
     }
 
+    /// Records published into the attached region so far, all rings together.
+    pub fn published(&self) -> u64 {
+        self.att.rings.iter().map(|r| r.cursor.as_slice()[0].load(Ordering::Acquire)).sum()
+    }
+
     /// The park slot this reader holds (readers that park hold one of 256).
     pub fn park_slot(&self) -> Option<usize> {
         self.att.park.as_ref().map(|p| p.slot)
