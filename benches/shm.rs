@@ -11,9 +11,11 @@
 //!                            └─► push ──► [ rtrb cap 65536 ] ──► drained untimed every 4096 ticks
 //!     Fanout::flush every 32 ticks (a feed batch; with [on]: fence + parked-bits check, nobody parked)
 //!
-//!  shm/append:        RingWriter::append alone
-//!  shm/read/copy:     append, then Reader::try_next (a checked copy of the record)
-//!  shm/read/in_place: append, then Reader::read_with (two fields read in place)
+//!  shm/append:         RingWriter::append alone
+//!  shm/read/copy:      append, then Reader::try_next (a checked copy of the record)
+//!  shm/read/in_place:  append, then Reader::read_with (two fields read in place)
+//!  shm/read/two_rings: as read/copy, in a region of two feeds (the reader
+//!                      polls both rings; the tick is in the second)
 //! ```
 //!
 //! Target (issue 10): `shm/publish/on − shm/publish/off` ≤ 50 ns per tick.
@@ -47,9 +49,14 @@ impl Drop for TempPath {
 }
 
 fn region(reg: &Registry, tag: &str) -> (Region, TempPath) {
+    region_of(reg, tag, 1)
+}
+
+fn region_of(reg: &Registry, tag: &str, rings: usize) -> (Region, TempPath) {
     let path = PathBuf::from(format!("/dev/shm/tickcast-bench-{tag}-{}", std::process::id()));
     let opts = RegionOptions { path: path.clone(), mode: 0o600, group: None, capacity: CAP };
-    (Region::create(&opts, reg, vec!["bench".into()]).expect("create region"), TempPath(path))
+    let names = (0..rings).map(|i| format!("feed{i}")).collect();
+    (Region::create(&opts, reg, names).expect("create region"), TempPath(path))
 }
 
 fn tick(reg: &Registry, seq: u64) -> Tick {
@@ -131,6 +138,19 @@ fn append_and_read(c: &mut Criterion) {
                 Read::Tick(x) => black_box(x),
                 other => panic!("{other:?}"),
             }
+        })
+    });
+    let (two, _tmp2) = region_of(&reg, "two", 2);
+    let (lvc2, mut second) = (two.last_values(), two.ring_writer(1));
+    let path2 = two.path().to_str().expect("utf-8 path").to_string();
+    let mut reader2 = Reader::open(&path2, Options { wait: Wait::Spin, snapshot: false, ..Options::default() })
+        .expect("open the region");
+    g.bench_function("read/two_rings", |b| {
+        b.iter(|| {
+            t.seq += 1;
+            lvc2.store(Slot(t.slot), &t);
+            second.append(&t);
+            black_box(reader2.try_next())
         })
     });
     g.finish();

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-for bench in subscribe encode fanout ring tcf1; do
+for bench in subscribe encode fanout ring tcf1 shm; do
     cargo bench --bench "$bench" -- --warm-up-time 1 --measurement-time 3 "$@"
 done
 

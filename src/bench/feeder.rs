@@ -11,8 +11,8 @@ use crate::feed::tcf1;
 use crate::metrics::new_histogram;
 use crate::tick::{now_ns, Tick};
 
-/// Ticks per datagram at most.
-const PER_PACKET: usize = 32;
+/// Ticks per datagram at most, by default.
+pub const PER_PACKET: usize = 32;
 
 /// How tokens are drawn for each tick.
 pub enum Draw {
@@ -69,6 +69,8 @@ pub struct Plan {
     pub end_ns: u64,
     /// RNG seed.
     pub seed: u64,
+    /// Most ticks per datagram (the ticks due at once go together).
+    pub per_packet: usize,
 }
 
 /// What the feeder did.
@@ -109,7 +111,8 @@ pub fn run(plan: &Plan) -> std::io::Result<Sent> {
     let mut seqs = vec![now_ns() / 1_000; n];
     let mut ltps = vec![100_000i64; n];
     let mut sent = Sent { total: 0, measured: vec![0; n], errors: 0, lag: new_histogram() };
-    let mut packet = Vec::with_capacity(tcf1::HEADER_LEN + PER_PACKET * tcf1::TICK_LEN);
+    let per_packet = plan.per_packet.max(1);
+    let mut packet = Vec::with_capacity(tcf1::HEADER_LEN + per_packet * tcf1::TICK_LEN);
     let mut packet_seq = 0u64;
     let interval = 1e9 / plan.rate as f64;
     loop {
@@ -130,7 +133,7 @@ pub fn run(plan: &Plan) -> std::io::Result<Sent> {
             continue;
         }
         while sent.total < due {
-            let batch = ((due - sent.total) as usize).min(PER_PACKET);
+            let batch = ((due - sent.total) as usize).min(per_packet);
             let first_ts = plan.start_ns + (sent.total as f64 * interval) as u64;
             packet.clear();
             packet_seq += 1;
@@ -210,6 +213,7 @@ mod tests {
             window: (start, start + 50_000_000),
             end_ns: start + 50_000_000,
             seed: 1,
+            per_packet: PER_PACKET,
         };
         let sent = run(&plan).unwrap();
         assert!(sent.total > 500, "{}", sent.total);
@@ -223,6 +227,31 @@ mod tests {
             let tcf1::Record::Tick(t) = r else { panic!("tick records only") };
             assert!([7, 8, 9].contains(&t.token));
             assert_eq!(t.ts_ns, start + (k as f64 * interval) as u64, "ts is the scheduled time");
+        }
+    }
+
+    #[test]
+    fn one_tick_per_datagram_when_asked() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let start = now_ns() + 50_000_000; // late enough that the first ticks are not all due at once
+        let plan = Plan {
+            target: rx.local_addr().unwrap(),
+            rate: 2_000,
+            tokens: vec![7],
+            draw: Draw::Uniform,
+            start_ns: start,
+            window: (start, start + 20_000_000),
+            end_ns: start + 20_000_000,
+            seed: 1,
+            per_packet: 1,
+        };
+        let sent = run(&plan).unwrap();
+        assert_eq!(sent.lag.len(), sent.total, "one datagram per tick");
+        let mut buf = [0u8; 65536];
+        for _ in 0..sent.total {
+            let n = rx.recv(&mut buf).unwrap();
+            assert_eq!(tcf1::parse(&buf[..n]).unwrap().records().count(), 1);
         }
     }
 }

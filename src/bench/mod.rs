@@ -129,6 +129,9 @@ pub struct BenchArgs {
     /// The region of a running server (without --spawn), its --shm name or path.
     #[arg(long, value_name = "NAME|PATH")]
     pub shm: Option<String>,
+    /// Most ticks per feeder datagram: ticks due together share one, up to this many (1: one datagram per tick, so a tick never waits for the rest of its datagram's schedule).
+    #[arg(long, default_value_t = feeder::PER_PACKET, value_name = "N")]
+    pub ticks_per_datagram: usize,
     /// Where ticks come from: `udp` (the open-loop feeder) or `sim` (the spawned server's own simulator at --rate: no feeder, for writer throughput with --shm-readers and no clients).
     #[arg(long, default_value = "udp", value_name = "udp|sim")]
     pub source: String,
@@ -422,6 +425,7 @@ fn run_once(a: &BenchArgs, shape: &Shape, server: &Target, tokens: &[u32]) -> Re
         window: (measure_from, end),
         end_ns: end,
         seed: a.seed,
+        per_packet: a.ticks_per_datagram,
     };
     let server_pid = server.pid.map(|p| p.to_string());
     let server_cpu0 = server_pid.as_deref().map(process_cpu_secs);
