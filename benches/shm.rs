@@ -45,6 +45,7 @@ struct TempPath(PathBuf);
 impl Drop for TempPath {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
+        let _ = std::fs::remove_file(tickcast::shm::writer::wait_path(&self.0));
     }
 }
 

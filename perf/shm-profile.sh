@@ -16,7 +16,7 @@ write_master 1000 "$OUT/master.csv"
 RUST_LOG=warn $B --listen 127.0.0.1:0 --openalgo-listen off --feed "sim:rate=$RATE" --workers 1 --cpus 0 \
     --master "$OUT/master.csv" --shm "$REGION" > "$OUT/server.out" &
 PID=$!
-trap 'kill $PID 2>/dev/null || true; rm -f "$REGION"' EXIT
+trap 'kill $PID 2>/dev/null || true; rm -f "$REGION" "$REGION.wait"' EXIT
 server_addrs "$OUT/server.out" || { echo "perf/shm-profile.sh: the server did not start" >&2; exit 1; }
 # Two readers (the bench's reader process; it reads until its stdin closes, then prints what it saw).
 READERS=()

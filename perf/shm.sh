@@ -28,7 +28,7 @@ OUT=perf/shm
 mkdir -p "$OUT"
 rm -f "$OUT"/*.json "$OUT"/*.hlog
 REGION=/dev/shm/tickcast-perf-off-$$
-trap 'rm -f "$REGION"' EXIT
+trap 'rm -f "$REGION" "$REGION.wait"' EXIT
 bench() { # variant round args...   (round 1 also keeps its HdrHistogram log, for the chart)
     local v=$1 r=$2; shift 2
     local hlog=(); [ "$r" = 1 ] && hlog=(--hlog "$OUT/$v-1.hlog")
@@ -50,7 +50,7 @@ done
 # The Python reader's cost per tick: the time poll() takes to hand over a
 # tick, spinning, against a server's simulator at 100k ticks/s.
 PYREGION=/dev/shm/tickcast-perf-py-$$
-trap 'rm -f "$REGION" "$PYREGION"' EXIT
+trap 'rm -f "$REGION" "$REGION.wait" "$PYREGION" "$PYREGION.wait"' EXIT
 SRV_OUT=$(mktemp)
 taskset -c 0 "$B" --listen 127.0.0.1:0 --openalgo-listen off --feed sim:rate=100000 --shm "$PYREGION" > "$SRV_OUT" 2>&1 &
 SRV=$!

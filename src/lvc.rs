@@ -154,7 +154,10 @@ impl LastValues {
 /// writer is another process that may have died mid-write.
 #[inline]
 pub fn read_stable(e: &TickCell) -> Option<Tick> {
-    let v1 = e.word.load(Ordering::Acquire);
+    // A Relaxed load and a fence rather than an Acquire load: the same
+    // ordering, and what std allows on a read-only mapping (shm readers).
+    let v1 = e.word.load(Ordering::Relaxed);
+    fence(Ordering::Acquire);
     if v1 & 1 == 1 {
         return None;
     }

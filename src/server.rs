@@ -370,7 +370,7 @@ pub fn run(config: Config) -> Result<()> {
         std::thread::sleep(Duration::from_millis(20));
         market.update(&s.market_open);
         if let Some(region) = &s.hub.shm {
-            region.heartbeat(crate::tick::now_ns());
+            region.heartbeat();
             if last_reap.elapsed() > Duration::from_secs(1) {
                 let n = region.reap_parked();
                 if n > 0 {

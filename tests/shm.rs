@@ -36,6 +36,7 @@ impl Region {
 impl Drop for Region {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
+        let _ = std::fs::remove_file(tickcast::shm::writer::wait_path(&self.0));
     }
 }
 
@@ -501,6 +502,8 @@ fn permissions_are_what_the_docs_say() {
     s.warm();
     let md = std::fs::metadata(&region.0).unwrap();
     assert_eq!((md.permissions().mode() & 0o777, md.gid()), (0o640, 65534));
+    let wait = tickcast::shm::writer::wait_path(&region.0);
+    assert_eq!(std::fs::metadata(&wait).unwrap().permissions().mode() & 0o777, 0o640, "the group may not park");
     if me.trim() != "0" {
         return; // reading as another user needs root to switch to it; the bits above are the contract
     }
@@ -531,6 +534,15 @@ fn permissions_are_what_the_docs_say() {
     let out = as_nobody(&[tc, "tail", "--shm", region.arg(), "--count", "1"]);
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("no write access to the region, so no parking"));
+    // `0660`: the group may park (write the wait file), still not write the region.
+    drop(s);
+    let region = Region::new();
+    let s = Server::start(&["--shm", region.arg(), "--shm-mode", "0660", "--shm-group", "65534"]);
+    s.warm();
+    assert_eq!(std::fs::metadata(&region.0).unwrap().permissions().mode() & 0o777, 0o640);
+    let out = as_nobody(&[python, py, region.arg(), "--wait", "park", "--count", "1", "--json"]);
+    assert!(out.status.success(), "the group parks: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"snapshot\": true"));
     // Others: not even read.
     drop(s);
     let region = Region::new();

@@ -25,7 +25,8 @@ Cost: a tick costs a few microseconds of Python (see ``--bench``), against
 well under a microsecond in Rust; a reader that cannot keep up is lapped
 and told so, never silently. Atomic 8-byte loads come from CPython's
 ``memoryview`` of format ``Q`` (one load instruction on x86-64); the
-protocol's ordering relies on x86-64's ordered loads.
+protocol's ordering relies on x86-64's ordered loads, so this reader runs
+on x86-64 only.
 
 Run it: ``python3 clients/python/tickcast_shm.py demo --symbols RELIANCE``.
 """
@@ -44,8 +45,12 @@ import time
 __all__ = ["Reader", "Tick", "Gap", "WriterDown", "Reattached", "Instrument", "RegionError"]
 
 MAGIC = b"TICKSHM\0"
+WAIT_MAGIC = b"TICKWAIT"
+WAIT_SUFFIX = ".wait"
 VERSION = 1
 PAGE = 4096
+MAX_INSTRUMENTS = 1 << 24
+MAX_TOTAL = 1 << 40
 INSTRUMENT_SIZE = 128
 CELL_SIZE = 320
 TICK_SIZE = 288
@@ -61,9 +66,11 @@ HEADER = {
     "start_ns": (32, "Q"), "writer_pid": (40, "I"), "state": (44, "I"), "heartbeat_ns": (48, "Q"),
     "instrument_count": (56, "I"), "instrument_size": (60, "I"), "instruments_off": (64, "Q"),
     "last_values_off": (72, "Q"), "cell_size": (80, "I"), "tick_size": (84, "I"), "ring_count": (88, "I"),
-    "ring_capacity": (92, "I"), "rings_off": (96, "Q"), "ring_stride": (104, "Q"), "wait_off": (112, "Q"),
-    "ring_header_size": (120, "I"), "park_slots": (124, "I"),
+    "ring_capacity": (92, "I"), "rings_off": (96, "Q"), "ring_stride": (104, "Q"),
+    "ring_header_size": (112, "I"), "park_slots": (116, "I"),
 }
+# The wait file: magic, version, epoch, the futex word, parked bits, lock bytes.
+WAIT_EPOCH, WAIT_WAKE_SEQ, WAIT_PARKED, WAIT_LOCKS = 16, 64, 128, 256
 
 # The tick, 288 bytes: 20 scalar fields, 2 padding bytes, then 10 levels.
 TICK = struct.Struct("<IIQQQqQqqqqqqQQIIIBB2x" + "qII" * 10)
@@ -84,6 +91,8 @@ class RegionError(Exception):
 
 def region_path(name):
     """``demo`` -> ``/dev/shm/tickcast-demo``; anything with a ``/`` is a path."""
+    if name.endswith(WAIT_SUFFIX):
+        raise RegionError(f"shm name {name!r}: names ending in {WAIT_SUFFIX!r} are the regions' wait files")
     if "/" in name:
         return name
     if not name or name.startswith(".") or not all(c.isascii() and (c.isalnum() or c in "._-") for c in name):
@@ -206,25 +215,31 @@ class _Futex:
 class _Region:
     """One mapped region: validated header, instrument table, views for atomic loads."""
 
-    def __init__(self, path, park):
+    def __init__(self, path, park, owner=None):
         try:
-            self.fd = os.open(path, os.O_RDWR if park else os.O_RDONLY)
+            self.fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
             raise RegionError(f"no shared-memory region at {path}: is tickcast running with --shm?") from None
         except PermissionError:
-            if park and os.access(path, os.R_OK):
-                raise RegionError(f"no write access to {path}, which parking needs: run as the server's user, "
-                                  "widen it with --shm-mode 0660 --shm-group GROUP, or use wait='spin' or 'sleep'") from None
             raise RegionError(f"no permission to read {path}: the server can widen it with --shm-mode and --shm-group") from None
+        except OSError as e:
+            raise RegionError(f"cannot open {path}: {e}") from None
         try:
-            self._attach(path, park)
+            self._attach(path, owner)
+            if park:
+                self._claim_park_slot(path)
         except BaseException:
             self.close()
             raise
 
-    def _attach(self, path, park):
+    def _attach(self, path, owner):
         st = os.fstat(self.fd)
-        self.dev_ino = (st.st_dev, st.st_ino)
+        self.dev_ino, self.owner = (st.st_dev, st.st_ino), st.st_uid
+        if owner is not None and st.st_uid != owner:
+            raise RegionError(f"{path} now belongs to uid {st.st_uid}, not the server's ({owner}): not attaching")
+        if st.st_mode & 0o022:
+            raise RegionError(f"{path} may be written by others than its owner (mode {st.st_mode & 0o777:o}): "
+                              "not a region tickcast made")
         if st.st_size < PAGE:
             raise RegionError(f"{path} is truncated: {st.st_size} bytes, less than the {PAGE}-byte header")
         head = os.pread(self.fd, PAGE, 0)
@@ -235,15 +250,17 @@ class _Region:
             raise RegionError(f"{path} has layout version {h['version']}; this reader reads version {VERSION}: "
                               "use a reader from the server's tickcast release")
         n, rings, cap = h["instrument_count"], h["ring_count"], h["ring_capacity"]
-        if n < 1 or not 1 <= rings <= 1024 or cap < 2 or cap & (cap - 1) or cap > 1 << 30:
+        if not 1 <= n <= MAX_INSTRUMENTS or not 1 <= rings <= 1024 or cap < 2 or cap & (cap - 1) or cap > 1 << 30:
             raise RegionError(f"{path}: corrupt header: {n} instruments, {rings} rings of {cap}")
-        lv_off = 2 * PAGE + _align(n * INSTRUMENT_SIZE)
+        lv_off = PAGE + _align(n * INSTRUMENT_SIZE)
         rings_off = lv_off + _align(n * CELL_SIZE)
         stride = _align(RING_HEADER_SIZE + cap * CELL_SIZE)
         want = {"header_size": PAGE, "total_size": rings_off + rings * stride, "instrument_size": INSTRUMENT_SIZE,
-                "instruments_off": 2 * PAGE, "last_values_off": lv_off, "cell_size": CELL_SIZE, "tick_size": TICK_SIZE,
-                "rings_off": rings_off, "ring_stride": stride, "wait_off": PAGE,
+                "instruments_off": PAGE, "last_values_off": lv_off, "cell_size": CELL_SIZE, "tick_size": TICK_SIZE,
+                "rings_off": rings_off, "ring_stride": stride,
                 "ring_header_size": RING_HEADER_SIZE, "park_slots": PARK_SLOTS}
+        if want["total_size"] > MAX_TOTAL:
+            raise RegionError(f"{path}: corrupt header: a region of {want['total_size']} bytes")
         for k, v in want.items():
             if h[k] != v:
                 raise RegionError(f"{path}: corrupt header: {k} is {h[k]}, the layout needs {v}")
@@ -259,7 +276,7 @@ class _Region:
         self.i = memoryview(self.mm).cast("I")
         self.instruments = []
         for slot in range(n):
-            e = 2 * PAGE + slot * INSTRUMENT_SIZE
+            e = PAGE + slot * INSTRUMENT_SIZE
             token, dec = struct.unpack_from("<IB", self.mm, e)
             lot, tick_size = struct.unpack_from("<Iq", self.mm, e + 8)
             exch = self.mm[e + 24:e + 40].split(b"\0", 1)[0].decode("utf-8", "replace")
@@ -271,26 +288,48 @@ class _Region:
         self.ring_names = [self.mm[self.ring(r) + 128:self.ring(r) + 160].split(b"\0", 1)[0].decode("utf-8", "replace")
                            for r in range(rings)]
         self.park_slot = None
-        if park:
-            self._claim_park_slot(path)
 
     def _claim_park_slot(self, path):
-        for slot in range(PARK_SLOTS):
-            lock = FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, PAGE + 128 + slot, 1, 0)
+        """Open the wait file (a new server writes it just after its region: wait up to a second for
+        it), take the first free slot's lock byte, and map the file writable."""
+        wait_path = path + WAIT_SUFFIX
+        deadline = time.monotonic() + 1.0
+        while True:
             try:
-                fcntl.fcntl(self.fd, fcntl.F_OFD_SETLK, lock)
+                wfd = os.open(wait_path, os.O_RDWR | os.O_NOFOLLOW)
+            except PermissionError:
+                raise RegionError(f"no write access to {wait_path}, which parking needs: run as the server's user, "
+                                  "let its group park with --shm-mode 0660 --shm-group GROUP, "
+                                  "or use wait='spin' or 'sleep'") from None
+            except FileNotFoundError:
+                wfd = None
+            if wfd is not None:
+                head = os.pread(wfd, 24, 0)
+                if (len(head) == 24 and head[:8] == WAIT_MAGIC and struct.unpack_from("<I", head, 8)[0] == VERSION
+                        and struct.unpack_from("<Q", head, WAIT_EPOCH)[0] == self.epoch
+                        and os.fstat(wfd).st_size >= PAGE):
+                    break
+                os.close(wfd)
+            if time.monotonic() >= deadline:
+                raise RegionError(f"{wait_path} is missing or belongs to another epoch of the region: cannot park")
+            time.sleep(0.01)
+        self.wait_fd = wfd
+        for slot in range(PARK_SLOTS):
+            lock = FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, WAIT_LOCKS + slot, 1, 0)
+            try:
+                fcntl.fcntl(wfd, fcntl.F_OFD_SETLK, lock)
             except OSError as e:
                 if e.errno in (errno.EAGAIN, errno.EACCES):
                     continue
                 raise
             self.park_slot = slot
-            self.wait_mm = mmap.mmap(self.fd, PAGE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=PAGE)
+            self.wait_mm = mmap.mmap(wfd, PAGE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
             self.wait_i = memoryview(self.wait_mm).cast("I")
             base = ctypes.addressof(ctypes.c_char.from_buffer(self.wait_mm))
-            self.wake_addr = base
-            self.parked_addr = base + 64 + 4 * (slot // 32)
+            self.wake_addr = base + WAIT_WAKE_SEQ
+            self.parked_addr = base + WAIT_PARKED + 4 * (slot // 32)
             return
-        raise RegionError(f"{path}: all {PARK_SLOTS} park slots are in use: use wait='spin' or 'sleep'")
+        raise RegionError(f"{wait_path}: all {PARK_SLOTS} park slots are in use: use wait='spin' or 'sleep'")
 
     def ring(self, r):
         return self.rings_off + r * self.stride
@@ -309,16 +348,22 @@ class _Region:
             v = getattr(self, attr, None)
             if v is not None:
                 v.release()
+                setattr(self, attr, None)
         for attr in ("mm", "wait_mm"):
             m = getattr(self, attr, None)
             if m is not None:
                 try:
                     m.close()
-                except BufferError:
-                    pass  # a ctypes view still refers to it; freed with the object
-        if getattr(self, "fd", None) is not None:
-            os.close(self.fd)
-            self.fd = None
+                except BufferError:  # a ctypes view not yet collected: collect, then close
+                    import gc
+                    gc.collect()
+                    m.close()
+                setattr(self, attr, None)
+        for attr in ("fd", "wait_fd"):
+            fd = getattr(self, attr, None)
+            if fd is not None:
+                os.close(fd)  # closing the wait file releases the park slot's lock
+                setattr(self, attr, None)
 
 
 class Reader:
@@ -331,12 +376,15 @@ class Reader:
     def __init__(self, name, tokens=None, symbols=None, wait="spin", snapshot=True):
         if wait not in ("spin", "sleep", "park", "hybrid"):
             raise ValueError(f"wait={wait!r}: expected spin, sleep, park or hybrid")
+        if platform.machine() not in ("x86_64", "AMD64"):
+            raise RegionError(f"this reader relies on x86-64's load ordering; on {platform.machine()} use the Rust reader")
         self.path, self.wait_mode, self.snapshot = region_path(name), wait, snapshot
         self.tokens, self.symbols = list(tokens or []), list(symbols or [])
         self.parks = wait in ("park", "hybrid")
         self._futex = _Futex() if self.parks else None
         self.region = _Region(self.path, self.parks)
         self.lost = 0
+        self.stale = 0  # live ticks older than one already given (two feeds of one instrument)
         self._start(strict=True)
 
     # -- public -------------------------------------------------------------------------------
@@ -391,10 +439,13 @@ class Reader:
                     return self._lapped(ring)
                 self.pos[ring] = p + 1
                 slot, seq = struct.unpack_from("<4xIQ", raw)
-                if slot < len(self.last_seq) and self._wanted(slot) and seq > self.last_seq[slot]:
-                    self.last_seq[slot] = seq
-                    self.next_ring = (ring + 1) % rings
-                    return Tick(raw)
+                if slot < len(self.last_seq) and self._wanted(slot):
+                    if seq > self.last_seq[slot]:
+                        self.last_seq[slot] = seq
+                        self.next_ring = (ring + 1) % rings
+                        return Tick(raw)
+                    if seq > self.snap_seq[slot]:
+                        self.stale += 1
         return None
 
     def wait(self, timeout=None):
@@ -455,6 +506,7 @@ class Reader:
                 if s is not None:
                     self.want[s] = True
         self.last_seq = [0] * n
+        self.snap_seq = [0] * n
         self.pos = [r.write_pos(i) for i in range(len(r.ring_names))]  # before the last values
         self.phase = 0 if self.snapshot else None
         self.next_ring = 0
@@ -476,6 +528,7 @@ class Reader:
             if seq == 0 or got_slot != slot or seq <= self.last_seq[slot]:
                 continue
             prev, self.last_seq[slot] = self.last_seq[slot], seq
+            self.snap_seq[slot] = seq
             self.phase = slot + 1
             return Tick(raw, snapshot=True, prev_seq=prev)
         return None
@@ -502,7 +555,7 @@ class Reader:
         r = self.region
         if r.state() == STATE_CLOSED:
             return WriterDown("closed")
-        age = time.time_ns() - r.heartbeat_ns()
+        age = time.monotonic_ns() - r.heartbeat_ns()  # the server beats CLOCK_MONOTONIC
         return WriterDown("silent", age // 1_000_000) if age > SILENT_AFTER_NS else None
 
     def _lapped(self, ring):
@@ -525,11 +578,14 @@ class Reader:
 
     def _park(self, seconds):
         r, f = self.region, self._futex
+        if r.state() != STATE_LIVE:
+            time.sleep(seconds)  # closed: nobody will wake us; nap until a new server appears
+            return
         bit = r.park_slot % 32
         f.set_bit(r.parked_addr, bit)  # a system call: a full barrier too
-        v = r.wait_i[0]
+        v = r.wait_i[WAIT_WAKE_SEQ // 4]
         try:
-            if r.state() == STATE_LIVE and not self._ready() and seconds > 0:
+            if not self._ready() and seconds > 0:
                 f.wait(r.wake_addr, v, seconds)
         finally:
             f.clear_bit(r.parked_addr, bit)
@@ -544,8 +600,8 @@ class Reader:
             at_path = None
         if at_path is not None and at_path != r.dev_ino:
             try:
-                new = _Region(self.path, self.parks)
-            except RegionError as e:
+                new = _Region(self.path, self.parks, owner=r.owner)
+            except (RegionError, OSError, ValueError) as e:
                 if not self.down_reported:
                     self.down_reported = True
                     return WriterDown("unusable", str(e))

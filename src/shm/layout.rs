@@ -3,16 +3,20 @@
 //! little-endian and fixed for `VERSION`; a change to any of them is a new
 //! version.
 //!
+//! Two files. The region (`/dev/shm/tickcast-NAME`), written by the server
+//! alone, read by every reader:
+//!
 //! ```text
 //!  0        header (4096)      magic, version, sizes, offsets, epoch, state, heartbeat
-//!  4096     wait page (4096)   futex word, parked-reader bits, one lock byte per park slot
-//!  8192     instruments        instrument_count × 128: token, decimals, exchange, symbol
+//!  4096     instruments        instrument_count × 128: token, decimals, exchange, symbol
 //!  …        last values        instrument_count × 320: a seqlocked tick per slot
 //!  …        ring 0 … ring N-1  each: 256-byte ring header (write_pos, feed name),
 //!                              then capacity × 320-byte records (stamp + tick)
 //! ```
 //!
-//! Sections start on 4096-byte boundaries.
+//! and its wait file (`/dev/shm/tickcast-NAME.wait`, one page), the only
+//! thing a reader ever writes: the futex word, the parked-reader bits and
+//! one lock byte per park slot. Sections start on 4096-byte boundaries.
 
 use anyhow::{bail, Result};
 
@@ -23,8 +27,16 @@ use crate::tick::Tick;
 pub const MAGIC: [u8; 8] = *b"TICKSHM\0";
 /// Layout version this build writes and reads.
 pub const VERSION: u32 = 1;
-/// Bytes of the header and of the wait page; section alignment.
+/// Bytes of the header and of the wait file; section alignment.
 pub const PAGE: usize = 4096;
+/// Most instruments a region may hold (a reader refuses a header claiming more).
+pub const MAX_INSTRUMENTS: usize = 1 << 24;
+/// Largest region a reader accepts, bytes (1 TiB).
+pub const MAX_TOTAL: usize = 1 << 40;
+/// First eight bytes of a wait file.
+pub const WAIT_MAGIC: [u8; 8] = *b"TICKWAIT";
+/// What a region's wait file is called: its path plus this.
+pub const WAIT_SUFFIX: &str = ".wait";
 /// Bytes per instrument-table entry.
 pub const INSTRUMENT_SIZE: usize = 128;
 /// Bytes of a ring's header, before its records.
@@ -74,22 +86,27 @@ pub mod hdr {
     pub const RINGS_OFF: usize = 96;
     /// `u64` bytes from one ring to the next.
     pub const RING_STRIDE: usize = 104;
-    /// `u64` offset of the wait page.
-    pub const WAIT_OFF: usize = 112;
     /// `u32` bytes of a ring header (256).
-    pub const RING_HEADER_SIZE: usize = 120;
-    /// `u32` park slots (256).
-    pub const PARK_SLOTS: usize = 124;
+    pub const RING_HEADER_SIZE: usize = 112;
+    /// `u32` park slots in the wait file (256).
+    pub const PARK_SLOTS: usize = 116;
 }
 
-/// Offsets inside the wait page.
+/// Offsets inside the wait file (one page).
 pub mod wait {
+    /// `[u8; 8]` = `WAIT_MAGIC`.
+    pub const MAGIC: usize = 0;
+    /// `u32` layout version (= the region's).
+    pub const VERSION: usize = 8;
+    /// `u64` the epoch of the region it belongs to.
+    pub const EPOCH: usize = 16;
     /// `u32` futex word: the writer adds one before each wake-up.
-    pub const WAKE_SEQ: usize = 0;
+    pub const WAKE_SEQ: usize = 64;
     /// `[u32; PARK_SLOTS / 32]` bit `i % 32` of word `i / 32`: slot `i` is parked.
-    pub const PARKED: usize = 64;
-    /// Slot `i` is owned by whoever holds a POSIX write lock on byte `LOCKS + i`.
-    pub const LOCKS: usize = 128;
+    pub const PARKED: usize = 128;
+    /// Slot `i` is owned by whoever holds an open-file-description write
+    /// lock on byte `LOCKS + i`.
+    pub const LOCKS: usize = 256;
 }
 
 /// Offsets inside an instrument entry.
@@ -153,8 +170,6 @@ pub struct Layout {
     pub rings: usize,
     /// Records per ring, a power of two.
     pub capacity: usize,
-    /// Offset of the wait page.
-    pub wait_off: usize,
     /// Offset of the instrument table.
     pub instruments_off: usize,
     /// Offset of the last-value table.
@@ -177,29 +192,20 @@ impl Layout {
         if !capacity.is_power_of_two() || !(2..=1 << 30).contains(&capacity) {
             bail!("ring capacity {capacity}: must be a power of two from 2 to 2^30");
         }
-        if instruments == 0 || instruments > u32::MAX as usize || rings == 0 || rings > 1024 {
-            bail!("a region needs 1.. instruments and 1..=1024 rings (got {instruments} and {rings})");
+        if instruments == 0 || instruments > MAX_INSTRUMENTS || rings == 0 || rings > 1024 {
+            bail!(
+                "a region needs 1..={MAX_INSTRUMENTS} instruments and 1..=1024 rings (got {instruments} and {rings})"
+            );
         }
-        let wait_off = PAGE;
-        let instruments_off = wait_off + PAGE;
+        let instruments_off = PAGE;
         let last_values_off = instruments_off + page_align(instruments * INSTRUMENT_SIZE);
         let rings_off = last_values_off + page_align(instruments * CELL_SIZE);
         let ring_stride = page_align(RING_HEADER_SIZE + capacity * CELL_SIZE);
         let total = ring_stride.checked_mul(rings).and_then(|r| r.checked_add(rings_off));
-        let Some(total) = total.filter(|&t| t <= 1 << 46) else {
+        let Some(total) = total.filter(|&t| t <= MAX_TOTAL) else {
             bail!("a region of {rings} rings × {capacity} records is too large");
         };
-        Ok(Layout {
-            instruments,
-            rings,
-            capacity,
-            wait_off,
-            instruments_off,
-            last_values_off,
-            rings_off,
-            ring_stride,
-            total,
-        })
+        Ok(Layout { instruments, rings, capacity, instruments_off, last_values_off, rings_off, ring_stride, total })
     }
 
     /// Offset of instrument entry `slot`.
@@ -243,8 +249,8 @@ mod tests {
     #[test]
     fn sections_are_page_aligned_and_cells_cache_aligned() {
         let l = Layout::new(54, 2, 1024).unwrap();
-        assert_eq!((l.wait_off, l.instruments_off), (4096, 8192));
-        assert_eq!(l.last_values_off, 8192 + 8192, "54 × 128 = 6912 bytes → two pages");
+        assert_eq!(l.instruments_off, 4096);
+        assert_eq!(l.last_values_off, 4096 + 8192, "54 × 128 = 6912 bytes → two pages");
         assert_eq!(l.rings_off, l.last_values_off + 20480, "54 × 320 = 17280 → five pages");
         assert_eq!(l.ring_stride, page_align(256 + 1024 * 320));
         assert_eq!(l.total, l.rings_off + 2 * l.ring_stride);
@@ -257,6 +263,7 @@ mod tests {
         assert!(Layout::new(0, 1, 1024).is_err());
         assert!(Layout::new(10, 0, 1024).is_err());
         assert!(Layout::new(10, 1024, 1 << 30).is_err(), "too large");
+        assert!(Layout::new(MAX_INSTRUMENTS + 1, 1, 2).is_err(), "too many instruments");
     }
 
     #[test]

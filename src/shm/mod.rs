@@ -13,7 +13,8 @@
 //! `--shm NAME` creates `/dev/shm/tickcast-NAME` (or the path given): a
 //! header, the instrument table, the last-value table (which *is* the
 //! server's last-value cache, so a tick is written there once) and one
-//! ring of fixed-size records per feed. Each ring has one writer, the
+//! ring of fixed-size records per feed; and beside it `….wait`, the one
+//! small file readers write (to park). Each ring has one writer, the
 //! thread that publishes that feed's ticks (a feed thread, or the worker
 //! that polls it), so there is no merging hop and no contention between
 //! feeds; a reader polls every ring. Records are published the Disruptor /
@@ -50,12 +51,16 @@ pub type SharedCells = sys::SharedView<crate::lvc::TickCell>;
 pub const DEFAULT_CAPACITY: usize = 1 << 16;
 
 /// The file of region `name`: a bare name (`demo`) is
-/// `/dev/shm/tickcast-demo`; anything with a `/` is a path as given.
+/// `/dev/shm/tickcast-demo`; anything with a `/` is a path as given. Its
+/// wait file is the same path plus `.wait`.
 ///
 /// # Errors
 /// An empty name, or one with characters other than letters, digits, `.`,
-/// `_` and `-`.
+/// `_` and `-`; a name or path ending in `.wait`.
 pub fn region_path(name: &str) -> Result<PathBuf> {
+    if name.ends_with(layout::WAIT_SUFFIX) {
+        bail!("shm name `{name}`: names ending in `{}` are the regions' wait files", layout::WAIT_SUFFIX);
+    }
     if name.contains('/') {
         return Ok(PathBuf::from(name));
     }

@@ -55,7 +55,7 @@ pub enum Wait {
     SpinThenPark(Duration),
     /// Block in the kernel (futex) until the writer wakes it: no CPU while
     /// idle, a wake-up (~tens of µs) per batch. Needs write access to the
-    /// region's wait page (the server's user, or `--shm-mode 0660`).
+    /// region's wait file (the server's user, or `--shm-mode 0660`).
     Park,
     /// Poll, then sleep this long when nothing is ready: for readers
     /// without write access that should not spin.
@@ -348,7 +348,7 @@ const _: () = {
 /// path) this often.
 const CHECK_EVERY: Duration = Duration::from_millis(100);
 /// A heartbeat older than this means the writer is gone.
-const SILENT_AFTER_NS: u64 = 2_000_000_000;
+const SILENT_AFTER_NS: u64 = 2_000_000_000; // of CLOCK_MONOTONIC, as the server beats
 /// Longest single park, so writer checks keep their pace.
 const MAX_PARK: Duration = Duration::from_millis(100);
 
@@ -360,19 +360,20 @@ struct RingView {
     mask: usize,
 }
 
-/// A parking reader's slot: its lock byte (held through `Attachment::file`),
-/// its bit, and the wait page mapped writable.
+/// A parking reader's slot: its lock byte (held through `_file`, the open
+/// wait file), its bit, and the wait file mapped writable.
 struct Park {
     slot: usize,
     parked: SharedView<AtomicU32>,
     wake_seq: SharedView<AtomicU32>,
+    _file: File,
 }
 
 /// One region, mapped.
 struct Attachment {
-    /// Kept open: holds the park slot's lock.
-    _file: File,
     dev_ino: (u64, u64),
+    /// Who owns the region file (a re-attach accepts only the same owner).
+    owner: u32,
     layout: Layout,
     epoch: u64,
     instruments: Vec<Instrument>,
@@ -388,23 +389,48 @@ fn read_bytes(map: &Mapping, off: usize, len: usize) -> Vec<u8> {
     map.view::<AtomicU8>(off, len).iter().map(|b| b.load(Ordering::Relaxed)).collect()
 }
 
+/// A Relaxed load then an Acquire fence: the Acquire that std allows on
+/// read-only memory (where an Acquire load itself is not).
+#[inline]
+fn load_acquire(a: &AtomicU64) -> u64 {
+    let v = a.load(Ordering::Relaxed);
+    fence(Ordering::Acquire);
+    v
+}
+
+/// Open `path` read-only, not through a symbolic link.
+fn open_nofollow(path: &Path, write: bool) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new().read(true).write(write).custom_flags(libc::O_NOFOLLOW).open(path)
+}
+
 impl Attachment {
-    fn open(path: &Path, park: bool) -> Result<Attachment> {
+    /// Map the region at `path` (and its wait file, to park). `owner`: the
+    /// uid the file must belong to (a re-attach: the first region's owner).
+    fn open(path: &Path, park: bool, owner: Option<u32>) -> Result<Attachment> {
+        use std::os::unix::fs::PermissionsExt;
         let shown = path.display();
-        let opened = if park { OpenOptions::new().read(true).write(true).open(path) } else { File::open(path) };
-        let file = opened.map_err(|e| match e.kind() {
+        let file = open_nofollow(path, false).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => {
                 anyhow::anyhow!("no shared-memory region at {shown}: is tickcast running with --shm?")
             }
-            std::io::ErrorKind::PermissionDenied if park && File::open(path).is_ok() => anyhow::anyhow!(
-                "no write access to {shown}, which parking needs (to mark itself parked in the wait page): run as the server's user, widen it with --shm-mode 0660 --shm-group GROUP, or spin instead"
-            ),
             std::io::ErrorKind::PermissionDenied => {
-                anyhow::anyhow!("no permission to read {shown}: the server can widen it with --shm-mode and --shm-group")
+                anyhow::anyhow!(
+                    "no permission to read {shown}: the server can widen it with --shm-mode and --shm-group"
+                )
             }
             _ => anyhow::Error::new(e).context(format!("opening {shown}")),
         })?;
         let md = file.metadata()?;
+        if owner.is_some_and(|uid| uid != md.uid()) {
+            bail!("{shown} now belongs to uid {}, not the server's ({}): not attaching", md.uid(), owner.unwrap_or(0));
+        }
+        if md.permissions().mode() & 0o022 != 0 {
+            bail!(
+                "{shown} may be written by others than its owner (mode {:o}): not a region tickcast made",
+                md.permissions().mode() & 0o777
+            );
+        }
         let len = md.len() as usize;
         if len < PAGE {
             bail!("{shown} is truncated: {len} bytes, less than the {PAGE}-byte header");
@@ -438,7 +464,6 @@ impl Attachment {
             ("tick_size", u32_at(hdr::TICK_SIZE), layout::TICK_SIZE as u64),
             ("rings_off", u64_at(hdr::RINGS_OFF), l.rings_off as u64),
             ("ring_stride", u64_at(hdr::RING_STRIDE), l.ring_stride as u64),
-            ("wait_off", u64_at(hdr::WAIT_OFF), l.wait_off as u64),
             ("ring_header_size", u32_at(hdr::RING_HEADER_SIZE), layout::RING_HEADER_SIZE as u64),
             ("park_slots", u32_at(hdr::PARK_SLOTS), PARK_SLOTS as u64),
         ];
@@ -479,9 +504,10 @@ impl Attachment {
                 mask: l.capacity - 1,
             })
             .collect();
-        let park = if park { Some(claim_park_slot(&file, &l, &shown.to_string())?) } else { None };
+        let park = if park { Some(claim_park_slot(path, epoch)?) } else { None };
         Ok(Attachment {
             dev_ino: (md.dev(), md.ino()),
+            owner: md.uid(),
             layout: l,
             epoch,
             instruments,
@@ -491,26 +517,56 @@ impl Attachment {
             state: SharedView::new(&map, hdr::STATE, 1),
             heartbeat: SharedView::new(&map, hdr::HEARTBEAT_NS, 1),
             park,
-            _file: file,
         })
     }
 }
 
-/// Take the first free park slot (its lock byte) and map the wait page
-/// writable.
-fn claim_park_slot(file: &File, l: &Layout, shown: &str) -> Result<Park> {
+/// Open the wait file of the region at `path` (of epoch `epoch`), take the
+/// first free park slot (its lock byte) and map the file writable. A new
+/// server writes its wait file just after its region: a missing or older
+/// one is waited for, up to a second.
+fn claim_park_slot(path: &Path, epoch: u64) -> Result<Park> {
+    let wait_path = super::writer::wait_path(path);
+    let shown = wait_path.display();
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let (file, page) = loop {
+        let ready = match open_nofollow(&wait_path, true) {
+            Ok(file) => {
+                let page = Mapping::map(&file, 0, PAGE, true);
+                match page {
+                    Ok(page) => {
+                        let ok = read_bytes(&page, wait::MAGIC, 8) == layout::WAIT_MAGIC
+                            && page.at::<AtomicU32>(wait::VERSION).load(Ordering::Relaxed) == layout::VERSION
+                            && page.at::<AtomicU64>(wait::EPOCH).load(Ordering::Relaxed) == epoch;
+                        ok.then_some((file, page))
+                    }
+                    Err(_) => None, // shorter than a page: not (yet) its wait file
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => bail!(
+                "no write access to {shown}, which parking needs (a reader marks itself parked there): run as the server's user, let its group park with --shm-mode 0660 --shm-group GROUP, or spin or sleep instead"
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("opening {shown}"))),
+        };
+        if let Some(r) = ready {
+            break r;
+        }
+        if Instant::now() >= deadline {
+            bail!("{shown} is missing or belongs to another epoch of the region: cannot park");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let page = Arc::new(page);
     for slot in 0..PARK_SLOTS {
-        if sys::lock_byte(file, (l.wait_off + wait::LOCKS + slot) as u64)
+        if sys::lock_byte(&file, (wait::LOCKS + slot) as u64)
             .with_context(|| format!("locking a park slot of {shown}"))?
         {
-            let page = Arc::new(
-                Mapping::map(file, l.wait_off as u64, PAGE, true)
-                    .with_context(|| format!("mapping the wait page of {shown}"))?,
-            );
             return Ok(Park {
                 slot,
                 parked: SharedView::new(&page, wait::PARKED, PARK_SLOTS / 32),
                 wake_seq: SharedView::new(&page, wait::WAKE_SEQ, 1),
+                _file: file,
             });
         }
     }
@@ -544,6 +600,11 @@ pub struct Reader {
     want: Vec<bool>,
     /// Per slot: newest `seq` given.
     last_seq: Vec<u64>,
+    /// Per slot: the `seq` of the last current value given (ring ticks up
+    /// to it are the snapshot's overlap, skipped without a count).
+    snap_seq: Vec<u64>,
+    /// Live ticks dropped as older than one already given (see [`Reader::stale`]).
+    stale: u64,
     /// Per ring: next position to read.
     pos: Vec<u64>,
     phase: Phase,
@@ -564,12 +625,14 @@ impl Reader {
     /// corrupt region, an unknown token or symbol in `opts`.
     pub fn open(name: &str, opts: Options) -> Result<Reader> {
         let path = super::region_path(name)?;
-        let att = Attachment::open(&path, opts.wait.parks())?;
+        let att = Attachment::open(&path, opts.wait.parks(), None)?;
         let mut r = Reader {
             path,
             opts,
             want: Vec::new(),
             last_seq: Vec::new(),
+            snap_seq: Vec::new(),
+            stale: 0,
             pos: Vec::new(),
             phase: Phase::Live,
             next_ring: 0,
@@ -606,8 +669,9 @@ impl Reader {
             }
         }
         self.last_seq = vec![0; n];
+        self.snap_seq = vec![0; n];
         // Positions before the last values: see the module docs.
-        self.pos = self.att.rings.iter().map(|r| r.cursor.as_slice()[0].load(Ordering::Acquire)).collect();
+        self.pos = self.att.rings.iter().map(|r| load_acquire(&r.cursor.as_slice()[0])).collect();
         self.phase = if self.opts.snapshot { Phase::Snapshot(0) } else { Phase::Live };
         self.down_reported = false;
         Ok(())
@@ -662,7 +726,7 @@ impl Reader {
 
     /// Records published into the attached region so far, all rings together.
     pub fn published(&self) -> u64 {
-        self.att.rings.iter().map(|r| r.cursor.as_slice()[0].load(Ordering::Acquire)).sum()
+        self.att.rings.iter().map(|r| load_acquire(&r.cursor.as_slice()[0])).sum()
     }
 
     /// The park slot this reader holds (readers that park hold one of 256).
@@ -680,10 +744,26 @@ impl Reader {
         self.want.is_empty() || self.want.get(slot).copied().unwrap_or(false)
     }
 
-    /// Take `t` if it is for a wanted instrument and newer than what was given.
+    /// Live ticks dropped as stale. Besides laps ([`Reader::lost`]), the
+    /// one way a published tick is not given: it was older than one already
+    /// given for its instrument (two feeds carrying the same instrument,
+    /// read from their rings in another order than they were published).
+    /// The newer state was given; the older tick is dropped, as a WebSocket
+    /// client's stream drops it, and counted here.
+    pub fn stale(&self) -> u64 {
+        self.stale
+    }
+
+    /// Take a tick of `slot` with `seq` if it is for a wanted instrument
+    /// and newer than what was given; count it if it is older than that
+    /// but newer than the last current value (not the snapshot's overlap).
     #[inline]
     fn accept(&mut self, slot: usize, seq: u64) -> bool {
-        if slot >= self.last_seq.len() || !self.wanted(slot) || seq <= self.last_seq[slot] {
+        if slot >= self.last_seq.len() || !self.wanted(slot) {
+            return false;
+        }
+        if seq <= self.last_seq[slot] {
+            self.stale += u64::from(seq > self.snap_seq[slot]);
             return false;
         }
         self.last_seq[slot] = seq;
@@ -743,7 +823,7 @@ impl Reader {
                 let ring = &self.att.rings[r];
                 let p = self.pos[r];
                 let rec = &ring.records.as_slice()[p as usize & ring.mask];
-                let s1 = rec.word.load(Ordering::Acquire);
+                let s1 = load_acquire(&rec.word);
                 let want = stamp_published(p);
                 if s1 < want {
                     break;
@@ -760,8 +840,10 @@ impl Reader {
                     return Read::Event(self.lapped(r));
                 }
                 self.pos[r] = p + 1;
+                // Whole: the same decision as a copy's (and its count).
+                let accepted = self.accept(slot, seq);
+                debug_assert_eq!(accepted, fresh);
                 if let Some(out) = out {
-                    self.last_seq[slot] = seq;
                     self.next_ring = (r + 1) % rings;
                     return Read::Tick(out);
                 }
@@ -825,19 +907,29 @@ impl Reader {
         }
     }
 
+    /// The region's `state` word.
+    fn state(&self) -> u32 {
+        let v = self.att.state.as_slice()[0].load(Ordering::Relaxed);
+        fence(Ordering::Acquire);
+        v
+    }
+
     /// Is anything ready (an event, a record, a lap)?
     fn ready(&self) -> bool {
         self.pending.is_some()
             || self.phase != Phase::Live
             || self.att.rings.iter().zip(&self.pos).any(|(ring, &p)| {
                 let rec = &ring.records.as_slice()[p as usize & ring.mask];
-                rec.word.load(Ordering::Acquire) >= stamp_published(p)
+                load_acquire(&rec.word) >= stamp_published(p)
             })
     }
 
     /// Block until the writer wakes us or `dur` passes.
     fn park(&mut self, dur: Duration) {
-        let Some(park) = &self.att.park else {
+        let Some(park) = self.att.park.as_ref().filter(|_| self.state() == layout::STATE_LIVE) else {
+            // Closed: nobody will wake us; nap rather than spin until the
+            // next server's region appears.
+            std::thread::sleep(dur);
             return;
         };
         let (word, bit) = (&park.parked.as_slice()[park.slot / 32], 1u32 << (park.slot % 32));
@@ -846,8 +938,7 @@ impl Reader {
         // Dekker with the writer's flush: our bit, then its records.
         fence(Ordering::SeqCst);
         let v = wake.load(Ordering::SeqCst);
-        let live = self.att.state.as_slice()[0].load(Ordering::Acquire) == layout::STATE_LIVE;
-        if live && !self.ready() && !dur.is_zero() {
+        if !self.ready() && !dur.is_zero() {
             sys::futex_wait(wake, v, dur);
         }
         word.fetch_and(!bit, Ordering::SeqCst);
@@ -858,7 +949,7 @@ impl Reader {
         self.last_check = Instant::now();
         let at_path = std::fs::metadata(&self.path).ok().map(|m| (m.dev(), m.ino()));
         if at_path.is_some_and(|di| di != self.att.dev_ino) {
-            match Attachment::open(&self.path, self.opts.wait.parks()) {
+            match Attachment::open(&self.path, self.opts.wait.parks(), Some(self.att.owner)) {
                 Ok(att) if att.epoch != self.att.epoch => {
                     self.att = att;
                     let _ = self.start(false);
@@ -899,6 +990,7 @@ impl Reader {
                 continue;
             }
             let prev_seq = std::mem::replace(&mut self.last_seq[slot], t.seq);
+            self.snap_seq[slot] = t.seq;
             self.phase = Phase::Snapshot(slot + 1);
             return Some(Event::Snapshot { tick: t, prev_seq });
         }
@@ -928,8 +1020,8 @@ impl Reader {
 
     /// Why the attached region's writer is not writing, if it is not.
     fn writer_down(&self) -> Option<Down> {
-        let state = self.att.state.as_slice()[0].load(Ordering::Acquire);
-        let age_ns = crate::tick::now_ns().saturating_sub(self.att.heartbeat.as_slice()[0].load(Ordering::Acquire));
+        let state = self.state();
+        let age_ns = sys::monotonic_ns().saturating_sub(load_acquire(&self.att.heartbeat.as_slice()[0]));
         if state == layout::STATE_CLOSED {
             Some(Down::Closed)
         } else if age_ns > SILENT_AFTER_NS {
@@ -945,7 +1037,7 @@ impl Reader {
         let ring = &self.att.rings[r];
         let p = self.pos[r];
         let rec = &ring.records.as_slice()[p as usize & ring.mask];
-        let s1 = rec.word.load(Ordering::Acquire);
+        let s1 = load_acquire(&rec.word);
         let want = stamp_published(p);
         if s1 < want {
             return Poll::Empty;
@@ -966,7 +1058,7 @@ impl Reader {
     /// instrument from the last-value table.
     fn lapped(&mut self, r: usize) -> Event {
         let from = self.pos[r];
-        let head = self.att.rings[r].cursor.as_slice()[0].load(Ordering::Acquire).max(from + 1);
+        let head = load_acquire(&self.att.rings[r].cursor.as_slice()[0]).max(from + 1);
         self.pos[r] = head;
         self.lost += head - from;
         self.phase = Phase::Snapshot(0);

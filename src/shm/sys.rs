@@ -21,7 +21,8 @@ use crate::lvc::TickCell;
 
 /// Types that may be viewed in shared memory written by other processes:
 /// only atomics (no plain data a concurrent write could tear under the
-/// compiler's feet), no padding, and every bit pattern valid.
+/// compiler's feet) and every bit pattern valid; padding, if any, is never
+/// read through the type.
 ///
 /// # Safety
 /// Implement only for types made entirely of atomic integers.
@@ -94,9 +95,13 @@ impl Mapping {
         let p = unsafe { self.ptr.as_ptr().add(offset) };
         assert!(p.cast::<T>().is_aligned(), "misaligned view");
         // SAFETY: in bounds, aligned, and valid for the lifetime of `&self`
-        // (unmapped only on drop). `T: Shared` is all atomics, so shared
-        // access alongside other threads and processes is sound and every
-        // byte pattern is a valid `T`.
+        // (unmapped only on drop; the file is never shrunk while mapped: the
+        // server sizes it once, and only the server's user may write the
+        // region). `T: Shared` is all atomics, so shared access alongside
+        // other threads and processes is sound and every byte pattern is a
+        // valid `T`. On a read-only mapping, callers only load, and only
+        // with `Relaxed` ordering (followed by a fence where they need
+        // Acquire), as std allows for read-only memory.
         unsafe { std::slice::from_raw_parts(p.cast::<T>(), count) }
     }
 
@@ -170,17 +175,46 @@ pub fn lock_byte(file: &File, offset: u64) -> io::Result<bool> {
     }
 }
 
-/// Is the byte at `offset` of `file` locked through another open file?
+/// Release this open file's lock on the byte at `offset` (see [`lock_byte`]).
 ///
 /// # Errors
 /// `fcntl` failed.
-pub fn byte_locked(file: &File, offset: u64) -> io::Result<bool> {
-    let mut l = byte_lock(libc::F_WRLCK, offset)?;
-    // SAFETY: a valid fd and a pointer to a live `flock` the kernel fills.
-    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut l as *mut libc::flock) } != 0 {
-        return Err(io::Error::last_os_error());
+pub fn unlock_byte(file: &File, offset: u64) -> io::Result<()> {
+    let l = byte_lock(libc::F_UNLCK, offset)?;
+    // SAFETY: a valid fd and a pointer to a live `flock`.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &l as *const libc::flock) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
-    Ok(l.l_type != libc::F_UNLCK as libc::c_short)
+}
+
+/// `CLOCK_MONOTONIC` in ns: one clock for every process on the host, which
+/// wall-clock steps do not move (the heartbeat's clock).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a pointer to a live `timespec` the call fills.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
+}
+
+/// Rename `from` to `to` unless `to` exists (`renameat2(RENAME_NOREPLACE)`):
+/// two servers creating the same region at once cannot both win.
+///
+/// # Errors
+/// `AlreadyExists` when `to` exists; whatever else `renameat2` reports.
+pub fn rename_noreplace(from: &std::path::Path, to: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &std::path::Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(io::Error::other);
+    let (from, to) = (c(from)?, c(to)?);
+    // SAFETY: two NUL-terminated paths that live across the call.
+    let r =
+        unsafe { libc::renameat2(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), libc::RENAME_NOREPLACE) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Take an exclusive `flock` on the whole file without waiting. `Ok(false)`:

@@ -32,6 +32,7 @@ impl TempRegion {
 impl Drop for TempRegion {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
+        let _ = std::fs::remove_file(writer::wait_path(&self.0));
     }
 }
 
@@ -113,6 +114,7 @@ fn a_late_reader_gets_current_values_then_the_stream_without_duplicates() {
     let live = drain(&mut r);
     assert_eq!(ticks(&live), vec![(false, 0, 3)]);
     assert_eq!(live[0], Event::Tick(tick_for(&reg, 0, 3)), "every field as written");
+    assert_eq!(r.stale(), 0, "the snapshot's overlap is not counted as stale");
 }
 
 #[test]
@@ -234,9 +236,9 @@ fn a_parked_bit_whose_reader_died_is_reaped() {
 
 /// The first parked-bits word of the region at `path`, mapped writable.
 fn region_words(path: &std::path::Path) -> &'static AtomicU32 {
-    let f = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
-    let m = Box::leak(Box::new(sys::Mapping::map(&f, 0, 2 * layout::PAGE, true).unwrap()));
-    m.at::<AtomicU32>(layout::PAGE + wait::PARKED)
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(writer::wait_path(path)).unwrap();
+    let m = Box::leak(Box::new(sys::Mapping::map(&f, 0, layout::PAGE, true).unwrap()));
+    m.at::<AtomicU32>(wait::PARKED)
 }
 
 #[test]
@@ -341,6 +343,74 @@ fn the_region_is_created_with_the_asked_mode() {
     };
     assert_eq!(mode(0o600), 0o600);
     assert_eq!(mode(0o640), 0o640, "whatever the umask");
+    assert_eq!(mode(0o660), 0o640, "the region is never writable but by its owner");
+    let r = Region::create(&RegionOptions { mode: 0o660, ..tmp.opts(64) }, &reg, vec!["sim".into()]).unwrap();
+    let wait = std::fs::metadata(writer::wait_path(&tmp.0)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(wait, 0o660, "the wait file is: the group may park");
+    drop(r);
+    assert!(!writer::wait_path(&tmp.0).exists(), "a clean stop removes both files");
+}
+
+#[test]
+fn a_file_at_the_path_that_is_not_a_region_is_left_alone() {
+    let reg = Registry::bundled();
+    let tmp = TempRegion::new();
+    std::fs::write(&tmp.0, b"precious data").unwrap();
+    let err = format!("{:#}", Region::create(&tmp.opts(64), &reg, vec!["sim".into()]).err().unwrap());
+    assert!(err.contains("exists and is not a tickcast shared-memory region"), "{err}");
+    assert_eq!(std::fs::read(&tmp.0).unwrap(), b"precious data");
+}
+
+#[test]
+fn readers_refuse_a_region_others_may_write_or_a_symlink() {
+    use std::os::unix::fs::PermissionsExt;
+    let reg = Registry::bundled();
+    let tmp = TempRegion::new();
+    let region = Region::create(&tmp.opts(64), &reg, vec!["sim".into()]).unwrap();
+    std::fs::set_permissions(&tmp.0, std::fs::Permissions::from_mode(0o622)).unwrap();
+    let err = format!("{:#}", Reader::open(&tmp.name(), spin()).err().unwrap());
+    assert!(err.contains("may be written by others than its owner"), "{err}");
+    std::fs::set_permissions(&tmp.0, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let link = TempRegion::new();
+    std::os::unix::fs::symlink(&tmp.0, &link.0).unwrap();
+    assert!(Reader::open(&link.name(), spin()).is_err(), "not through a symbolic link");
+    drop(region);
+}
+
+#[test]
+fn a_reader_without_write_access_to_the_wait_file_cannot_park_but_can_spin() {
+    use std::os::unix::fs::PermissionsExt;
+    let reg = Registry::bundled();
+    let tmp = TempRegion::new();
+    let _region = Region::create(&tmp.opts(64), &reg, vec!["sim".into()]).unwrap();
+    let wait = writer::wait_path(&tmp.0);
+    std::fs::set_permissions(&wait, std::fs::Permissions::from_mode(0o400)).unwrap();
+    let refused = Reader::open(&tmp.name(), Options { wait: Wait::Park, ..Options::default() });
+    // Root ignores permission bits: then the open succeeds, which is also right.
+    if let Err(e) = refused {
+        assert!(format!("{e:#}").contains("no write access") && format!("{e:#}").contains(".wait"), "{e:#}");
+    }
+    assert!(Reader::open(&tmp.name(), spin()).is_ok());
+}
+
+#[test]
+fn a_tick_older_than_one_given_is_dropped_and_counted() {
+    let reg = Registry::bundled();
+    let tmp = TempRegion::new();
+    let region = Region::create(&tmp.opts(64), &reg, vec!["a".into(), "b".into()]).unwrap();
+    let lvc = region.last_values();
+    let (mut a, mut b) = (region.ring_writer(0), region.ring_writer(1));
+    let mut r = Reader::open(&tmp.name(), Options { snapshot: false, ..spin() }).unwrap();
+    // Two feeds carrying slot 0: b's seq 2 reaches the reader before a's
+    // seq 1 (published first, its record written late).
+    let (t1, t2) = (tick_for(&reg, 0, 1), tick_for(&reg, 0, 2));
+    lvc.store(Slot(0), &t1);
+    lvc.store(Slot(0), &t2);
+    b.append(&t2);
+    assert_eq!(ticks(&drain(&mut r)), vec![(false, 0, 2)]);
+    a.append(&t1);
+    assert_eq!(ticks(&drain(&mut r)), vec![], "older than what was given: dropped");
+    assert_eq!(r.stale(), 1);
 }
 
 #[test]
@@ -348,7 +418,7 @@ fn names_map_to_dev_shm_and_paths_stay() {
     assert_eq!(region_path("demo").unwrap(), PathBuf::from("/dev/shm/tickcast-demo"));
     assert_eq!(region_path("/tmp/x/r").unwrap(), PathBuf::from("/tmp/x/r"));
     assert_eq!(region_path("./r").unwrap(), PathBuf::from("./r"));
-    for bad in ["", "a b", "..", ".hidden", "é"] {
+    for bad in ["", "a b", "..", ".hidden", "é", "demo.wait", "/tmp/x.wait"] {
         assert!(region_path(bad).is_err(), "{bad:?}");
     }
 }

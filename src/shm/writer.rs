@@ -1,17 +1,19 @@
 //! The server's side: create the region, hand each feed its ring writer,
 //! beat, reap parked readers that died, close.
 //!
-//! Creation never exposes a half-built region: the file is built under a
-//! temporary name in the same directory and renamed over the region's
-//! path, so a reader that opens the path sees a complete region of one
-//! epoch or another. The server holds an exclusive `flock` on its region
-//! for as long as it runs: a second server given the same name fails with
-//! a clear message, and a region whose server died (lock released by the
-//! kernel) is replaced.
+//! Creation never exposes a half-built region: each file is built under a
+//! temporary name in the same directory and renamed into place (the region
+//! first, then its wait file), so a reader that opens the path sees a
+//! complete region of one epoch or another. The server holds an exclusive
+//! `flock` on its region for as long as it runs: a second server given the
+//! same name fails with a clear message, a region whose server died (lock
+//! released by the kernel) is replaced, and a file at the path that is not
+//! a tickcast region is left alone (start fails, saying so).
 //!
-//! The writer trusts nothing it reads back from the region except the
-//! parked-reader bits, which only decide whether to pay a wake-up: a
-//! reader can make the writer wake needlessly, never block or corrupt it.
+//! Readers never write the region, which only the server's user may write:
+//! the last-value table in it is the server's own cache. The one thing a
+//! reader writes is the wait file (its parked bit), and the writer trusts
+//! nothing there but as a hint whether to pay a wake-up.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -32,7 +34,9 @@ use crate::tick::Tick;
 pub struct RegionOptions {
     /// The file (`/dev/shm/tickcast-NAME` for a bare name).
     pub path: PathBuf,
-    /// Permission bits (default 0600).
+    /// Permission bits (default 0600): the wait file's; the region gets the
+    /// same without group and other write (`0660`: the group reads the
+    /// region and may park).
     pub mode: u32,
     /// Group to give the file (`--shm-group`), as a gid.
     pub group: Option<u32>,
@@ -53,6 +57,10 @@ pub struct Region {
     /// The open region: holds the `flock` that marks it in use.
     file: File,
     path: PathBuf,
+    /// The wait file, mapped, and open (to test park slots' lock bytes).
+    wait_map: Arc<Mapping>,
+    wait_file: File,
+    wait_path: PathBuf,
     layout: Layout,
     names: Vec<String>,
     taken: Vec<AtomicBool>,
@@ -72,21 +80,33 @@ impl Drop for Unlink {
 }
 
 /// Open the current file at `path` and lock it, if there is one: `Ok(None)`
-/// when there is none, an error when a running server holds it.
+/// when there is none, an error when a running server holds it or it is not
+/// a tickcast region.
 fn lock_previous(path: &Path) -> Result<Option<File>> {
+    use std::os::unix::fs::OpenOptionsExt as _;
     loop {
-        let f = match File::open(path) {
+        let f = match OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
         };
-        if !sys::try_lock_exclusive(&f).with_context(|| format!("locking {}", path.display()))? {
-            let pid = Mapping::map(&f, 0, layout::PAGE, false)
-                .ok()
-                .map(|m| m.at::<AtomicU32>(hdr::WRITER_PID).load(Ordering::Relaxed));
-            let by = pid.map_or(String::new(), |p| format!(" (pid {p})"));
+        let magic = Mapping::map(&f, 0, layout::PAGE, false).ok().map(|m| {
+            let bytes: Vec<u8> = m
+                .view::<std::sync::atomic::AtomicU8>(hdr::MAGIC, 8)
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect();
+            (bytes, m.at::<AtomicU32>(hdr::WRITER_PID).load(Ordering::Relaxed))
+        });
+        let Some((_, pid)) = magic.filter(|(b, _)| *b == layout::MAGIC) else {
             bail!(
-                "shared-memory region {} is in use by a running tickcast{by}: stop it, or give this one another --shm name",
+                "{} exists and is not a tickcast shared-memory region: remove it, or give --shm another name",
+                path.display()
+            );
+        };
+        if !sys::try_lock_exclusive(&f).with_context(|| format!("locking {}", path.display()))? {
+            bail!(
+                "shared-memory region {} is in use by a running tickcast (pid {pid}): stop it, or give this one another --shm name",
                 path.display()
             );
         }
@@ -96,6 +116,33 @@ fn lock_previous(path: &Path) -> Result<Option<File>> {
             return Ok(Some(f));
         }
     }
+}
+
+/// Create `tmp` with exactly `mode` (whatever the umask) and `group`, sized `len`.
+fn create_file(tmp: &Path, mode: u32, group: Option<u32>, len: usize) -> Result<File> {
+    let _ = std::fs::remove_file(tmp);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    file.set_permissions(std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting mode {mode:o} on {}", tmp.display()))?;
+    if let Some(gid) = group {
+        std::os::unix::fs::fchown(&file, None, Some(gid))
+            .with_context(|| format!("giving {} to group {gid} (--shm-group)", tmp.display()))?;
+    }
+    file.set_len(len as u64).with_context(|| format!("sizing {} to {len} bytes", tmp.display()))?;
+    Ok(file)
+}
+
+/// The wait file of the region at `path`.
+pub fn wait_path(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(layout::WAIT_SUFFIX);
+    PathBuf::from(p)
 }
 
 /// A gid from a group name (`/etc/group`) or number.
@@ -130,41 +177,49 @@ impl Region {
         let path = &opts.path;
         let previous = lock_previous(path)?;
         let file_name = path.file_name().and_then(|n| n.to_str()).context("--shm path has no file name")?;
-        let tmp = path.with_file_name(format!(".{file_name}.{}.tmp", std::process::id()));
-        let _ = std::fs::remove_file(&tmp);
-        let mut cleanup = Unlink(Some(tmp.clone()));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(opts.mode)
-            .open(&tmp)
-            .with_context(|| format!("creating {}", tmp.display()))?;
-        // Exactly the asked mode, whatever the umask.
-        file.set_permissions(std::fs::Permissions::from_mode(opts.mode))
-            .with_context(|| format!("setting mode {:o} on {}", opts.mode, tmp.display()))?;
-        if let Some(gid) = opts.group {
-            std::os::unix::fs::fchown(&file, None, Some(gid))
-                .with_context(|| format!("giving {} to group {gid} (--shm-group)", path.display()))?;
-        }
-        file.set_len(layout.total as u64)
-            .with_context(|| format!("sizing {} to {} bytes", tmp.display(), layout.total))?;
+        let tmp = |what: &str| path.with_file_name(format!(".{file_name}.{}.{what}.tmp", std::process::id()));
+        let (tmp_data, tmp_wait) = (tmp("region"), tmp("wait"));
+        let mut cleanup = (Unlink(Some(tmp_data.clone())), Unlink(Some(tmp_wait.clone())));
+        let file = create_file(&tmp_data, opts.mode & !0o022, opts.group, layout.total)?;
+        let wait_file = create_file(&tmp_wait, opts.mode, opts.group, layout::PAGE)?;
         if !sys::try_lock_exclusive(&file)? {
-            bail!("could not lock the new region {}", tmp.display());
+            bail!("could not lock the new region {}", tmp_data.display());
         }
         let map = Arc::new(Mapping::map(&file, 0, layout.total, true).context("mapping the region")?);
-        let cut = write_tables(&map, &layout, registry, &rings);
+        let wait_map = Arc::new(Mapping::map(&wait_file, 0, layout::PAGE, true).context("mapping the wait file")?);
+        let epoch = fastrand::u64(1..);
+        let cut = write_tables(&map, &layout, registry, &rings, epoch);
+        write_wait_header(&wait_map, epoch);
         if cut > 0 {
             log::warn!("shm: {cut} symbols longer than {} bytes were cut in the region's table", ins::SYMBOL_LEN);
         }
-        std::fs::rename(&tmp, path).with_context(|| format!("moving the region to {}", path.display()))?;
-        cleanup.0 = None;
+        // The region first (readers find its wait file after it, by epoch).
+        // Over a dead server's region we hold the lock of; else only if
+        // nobody created one meanwhile.
+        let moved = match previous {
+            Some(_) => std::fs::rename(&tmp_data, path),
+            None => sys::rename_noreplace(&tmp_data, path),
+        };
+        match moved {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                bail!("another tickcast created the shared-memory region {} just now", path.display())
+            }
+            other => other.with_context(|| format!("moving the region to {}", path.display()))?,
+        }
+        cleanup.0 .0 = None;
+        let wait_path = wait_path(path);
+        std::fs::rename(&tmp_wait, &wait_path)
+            .with_context(|| format!("moving the wait file to {}", wait_path.display()))?;
+        cleanup.1 .0 = None;
         drop(previous);
         let taken = rings.iter().map(|_| AtomicBool::new(false)).collect();
         Ok(Region {
             map,
             file,
             path: path.clone(),
+            wait_map,
+            wait_file,
+            wait_path,
             layout,
             names: rings,
             taken,
@@ -199,8 +254,8 @@ impl Region {
         RingWriter {
             records: SharedView::new(&self.map, l.records(r), l.capacity),
             cursor: SharedView::new(&self.map, l.ring(r) + layout::ring::WRITE_POS, 1),
-            parked: SharedView::new(&self.map, l.wait_off + wait::PARKED, PARK_SLOTS / 32),
-            wake_seq: SharedView::new(&self.map, l.wait_off + wait::WAKE_SEQ, 1),
+            parked: SharedView::new(&self.wait_map, wait::PARKED, PARK_SLOTS / 32),
+            wake_seq: SharedView::new(&self.wait_map, wait::WAKE_SEQ, 1),
             mask: l.capacity - 1,
             pos: 0,
             dirty: false,
@@ -208,26 +263,30 @@ impl Region {
         }
     }
 
-    /// Store the writer's clock in the header (the server's main loop does,
+    /// Store `CLOCK_MONOTONIC` in the header (the server's main loop does,
     /// every 20 ms): readers tell a dead writer by a stale heartbeat.
-    pub fn heartbeat(&self, now_ns: u64) {
-        self.map.at::<AtomicU64>(hdr::HEARTBEAT_NS).store(now_ns, Ordering::Release);
+    pub fn heartbeat(&self) {
+        self.map.at::<AtomicU64>(hdr::HEARTBEAT_NS).store(sys::monotonic_ns(), Ordering::Release);
     }
 
     /// Clear the parked bit of every slot whose owner died (its lock byte
     /// is free), so a reader killed while parked does not make the writer
     /// pay a wake-up per batch for ever. Returns how many were cleared.
+    ///
+    /// The slot's lock is taken while its bit is cleared, so a reader cannot
+    /// claim the slot and park in between (and lose its bit).
     pub fn reap_parked(&self) -> usize {
-        let words = self.map.view::<AtomicU32>(self.layout.wait_off + wait::PARKED, PARK_SLOTS / 32);
+        let words = self.wait_map.view::<AtomicU32>(wait::PARKED, PARK_SLOTS / 32);
         let mut reaped = 0;
         for (w, word) in words.iter().enumerate() {
             let mut bits = word.load(Ordering::Relaxed);
             while bits != 0 {
                 let b = bits.trailing_zeros();
                 bits &= bits - 1;
-                let lock = (self.layout.wait_off + wait::LOCKS) as u64 + (w * 32) as u64 + u64::from(b);
-                if sys::byte_locked(&self.file, lock).is_ok_and(|held| !held) {
+                let lock = wait::LOCKS as u64 + (w * 32) as u64 + u64::from(b);
+                if sys::lock_byte(&self.wait_file, lock).unwrap_or(false) {
                     word.fetch_and(!(1 << b), Ordering::SeqCst);
+                    let _ = sys::unlock_byte(&self.wait_file, lock);
                     reaped += 1;
                 }
             }
@@ -237,7 +296,7 @@ impl Region {
 
     /// Readers parked now.
     pub fn parked_readers(&self) -> u32 {
-        let words = self.map.view::<AtomicU32>(self.layout.wait_off + wait::PARKED, PARK_SLOTS / 32);
+        let words = self.wait_map.view::<AtomicU32>(wait::PARKED, PARK_SLOTS / 32);
         words.iter().map(|w| w.load(Ordering::Relaxed).count_ones()).sum()
     }
 
@@ -264,13 +323,16 @@ impl Region {
             return;
         }
         self.map.at::<AtomicU32>(hdr::STATE).store(layout::STATE_CLOSED, Ordering::SeqCst);
-        let wake = self.map.at::<AtomicU32>(self.layout.wait_off + wait::WAKE_SEQ);
+        let wake = self.wait_map.at::<AtomicU32>(wait::WAKE_SEQ);
         wake.fetch_add(1, Ordering::SeqCst);
         sys::futex_wake(wake);
-        // Ours still (we hold the lock, so no server replaced it): remove it.
-        let ours = std::fs::metadata(&self.path).map(|m| m.ino()).ok() == self.file.metadata().map(|m| m.ino()).ok();
-        if ours {
+        // Ours still (we hold the lock, so no server replaced them): remove them.
+        let ino = |p: &Path| std::fs::metadata(p).map(|m| m.ino()).ok();
+        if ino(&self.path) == self.file.metadata().map(|m| m.ino()).ok() {
             let _ = std::fs::remove_file(&self.path);
+        }
+        if ino(&self.wait_path) == self.wait_file.metadata().map(|m| m.ino()).ok() {
+            let _ = std::fs::remove_file(&self.wait_path);
         }
     }
 }
@@ -290,9 +352,18 @@ impl Drop for Region {
     }
 }
 
+/// Write a fresh (zeroed) wait file's magic, version and epoch.
+fn write_wait_header(map: &Mapping, epoch: u64) {
+    map.at::<AtomicU32>(wait::VERSION).store(layout::VERSION, Ordering::Relaxed);
+    map.at::<AtomicU64>(wait::EPOCH).store(epoch, Ordering::Relaxed);
+    for (cell, &v) in map.view::<std::sync::atomic::AtomicU8>(wait::MAGIC, 8).iter().zip(&layout::WAIT_MAGIC) {
+        cell.store(v, Ordering::Relaxed);
+    }
+}
+
 /// Fill the header, instrument table and ring names of a fresh (zeroed)
 /// region; the magic goes last. Returns how many symbols were cut.
-fn write_tables(map: &Mapping, l: &Layout, registry: &Registry, rings: &[String]) -> usize {
+fn write_tables(map: &Mapping, l: &Layout, registry: &Registry, rings: &[String], epoch: u64) -> usize {
     let u32_at = |off: usize, v: u32| map.at::<AtomicU32>(off).store(v, Ordering::Relaxed);
     let u64_at = |off: usize, v: u64| map.at::<AtomicU64>(off).store(v, Ordering::Relaxed);
     let bytes_at = |off: usize, b: &[u8]| {
@@ -304,11 +375,11 @@ fn write_tables(map: &Mapping, l: &Layout, registry: &Registry, rings: &[String]
     u32_at(hdr::VERSION, layout::VERSION);
     u32_at(hdr::HEADER_SIZE, layout::PAGE as u32);
     u64_at(hdr::TOTAL_SIZE, l.total as u64);
-    u64_at(hdr::EPOCH, fastrand::u64(1..));
+    u64_at(hdr::EPOCH, epoch);
     u64_at(hdr::START_NS, now);
     u32_at(hdr::WRITER_PID, std::process::id());
     u32_at(hdr::STATE, layout::STATE_LIVE);
-    u64_at(hdr::HEARTBEAT_NS, now);
+    u64_at(hdr::HEARTBEAT_NS, sys::monotonic_ns());
     u32_at(hdr::INSTRUMENT_COUNT, l.instruments as u32);
     u32_at(hdr::INSTRUMENT_SIZE, layout::INSTRUMENT_SIZE as u32);
     u64_at(hdr::INSTRUMENTS_OFF, l.instruments_off as u64);
@@ -319,7 +390,6 @@ fn write_tables(map: &Mapping, l: &Layout, registry: &Registry, rings: &[String]
     u32_at(hdr::RING_CAPACITY, l.capacity as u32);
     u64_at(hdr::RINGS_OFF, l.rings_off as u64);
     u64_at(hdr::RING_STRIDE, l.ring_stride as u64);
-    u64_at(hdr::WAIT_OFF, l.wait_off as u64);
     u32_at(hdr::RING_HEADER_SIZE, layout::RING_HEADER_SIZE as u32);
     u32_at(hdr::PARK_SLOTS, PARK_SLOTS as u32);
     let mut cut = 0;
