@@ -798,6 +798,11 @@ mod tests {
             parse(&["--shm", "/tmp/r", "--shm-mode", "0640", "--shm-group", "0", "--shm-capacity", "1024"]).unwrap();
         let want = crate::shm::RegionOptions { path: "/tmp/r".into(), mode: 0o640, group: Some(0), capacity: 1024 };
         assert_eq!(c.shm.unwrap(), want);
+        let file = std::env::temp_dir().join(format!("tickcast-cfg-shm-{}.toml", std::process::id()));
+        std::fs::write(&file, "shm = \"demo\"\nshm-mode = \"0660\"\nshm-capacity = 4096\n").unwrap();
+        let c = parse(&["--config", file.to_str().unwrap()]).unwrap().shm.unwrap();
+        assert_eq!((c.path.to_str(), c.mode, c.capacity), (Some("/dev/shm/tickcast-demo"), 0o660, 4096), "TOML keys");
+        let _ = std::fs::remove_file(&file);
     }
 
     #[test]
