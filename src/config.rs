@@ -1,4 +1,6 @@
-//! Flags, file and defaults → one validated [`Config`].
+//! The server's flags ([`Flags`]: command line, environment, TOML file) →
+//! one validated [`Config`]. The command line itself (subcommands) is
+//! `cli`, next to `main.rs`.
 //!
 //! Every flag is also a key of the optional TOML file given by `--config`
 //! (same name, kebab-case: `max-connections = 5000`). A flag on the command
@@ -8,19 +10,32 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use clap::Parser;
+
 use serde::Deserialize;
 
-/// Raw command-line flags; each `None` falls back to the file, then default.
-#[derive(Parser, Deserialize, Debug, Default, Clone)]
-#[command(name = "tickcast", version, about = "Low-latency market-data fan-out over WebSocket.", long_about = None)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct Args {
-    /// What to run instead of the server.
-    #[command(subcommand)]
-    #[serde(skip)]
-    pub command: Option<Command>,
+use crate::feed::spec::{FeedSpec, DEFAULT_SIM_RATE};
 
+/// Declares [`Flags`] and its merge from one list of fields (each an
+/// `Option`): a flag given on the command line wins over the file's.
+macro_rules! flags {
+    ($(#[$sm:meta])* pub struct Flags { $( $(#[$fm:meta])* pub $f:ident : Option<$t:ty>, )* }) => {
+        $(#[$sm])* pub struct Flags { $( $(#[$fm])* pub $f: Option<$t>, )* }
+
+        impl Flags {
+            /// These values over `file`'s: each flag given wins.
+            pub fn over(self, file: Flags) -> Flags {
+                Flags { $( $f: self.$f.or(file.$f), )* }
+            }
+        }
+    };
+}
+
+flags! {
+/// The server's flags, as given; each `None` falls back to the file, then
+/// the default.
+#[derive(clap::Args, Deserialize, Debug, Default, Clone)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Flags {
     /// TOML file whose keys are these flags' names (`listen = "0.0.0.0:8080"`).
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
@@ -34,7 +49,7 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     pub master: Option<PathBuf>,
 
-    /// Feed source, repeatable: `sim[:rate=N,seed=S]` (ticks/s over the whole master), `udp://HOST:PORT[?iface=IP]` (TCF1 datagrams; multicast HOST joins the group), `tcp://HOST:PORT` (listen for TCF1 publishers), `replay:PATH[?speed=N|max]` [default: sim:rate=2000].
+    /// Feed source, repeatable: `sim[:rate=N,seed=S]` (ticks/s over the whole master), `udp://HOST:PORT[?iface=IP]` (TCF1 datagrams; multicast HOST joins the group), `tcp://HOST:PORT` (listen for TCF1 publishers), `redis://HOST:PORT` (ticks and channels from Redis pub/sub, following local interest), `replay:PATH[?speed=N|max]` [default: sim:rate=2000].
     #[arg(long = "feed", value_name = "SPEC")]
     pub feed: Option<Vec<String>>,
 
@@ -170,175 +185,7 @@ pub struct Args {
     #[arg(long, value_name = "SPEC")]
     pub market_hours: Option<crate::market::HoursSpec>,
 }
-
-macro_rules! merge_fields {
-    ($cli:ident, $file:ident; $($f:ident),*) => {
-        Args { command: $cli.command, config: $cli.config, $($f: $cli.$f.or($file.$f)),* }
-    };
 }
-
-impl Args {
-    /// Command-line values over file values.
-    pub fn over(self, file: Args) -> Args {
-        let cli = self;
-        merge_fields!(cli, file; listen, master, feed, workers, cpus, idle, feed_poll, slow_consumer, max_connections,
-            max_subscriptions, heartbeat_ms, session_ttl_secs, max_message_bytes, out_buffer_bytes, ring_capacity, market_hours, publish_listen, max_channels, publish, auth_file, allow_anonymous, openalgo_listen,
-            openalgo_ping_interval, openalgo_ping_timeout, openalgo_auth_timeout, openalgo_max_clients,
-            websocket_enabled, websocket_ping_interval, websocket_price_update_interval,
-            websocket_portfolio_update_interval, websocket_max_connections, campus_idle_timeout_secs,
-            shm, shm_mode, shm_group, shm_capacity)
-    }
-}
-
-/// Subcommands.
-#[derive(clap::Subcommand, Debug, Clone)]
-pub enum Command {
-    /// Record feed sources to a TCF1 file that `--feed replay:PATH` plays back.
-    Record(crate::record::RecordArgs),
-    /// Open-loop latency benchmark: TCF1 over UDP in, many WebSocket clients out.
-    Bench(Box<crate::bench::BenchArgs>),
-    /// A shared-memory reader process of `tickcast bench --shm-readers` (not for direct use).
-    #[command(hide = true)]
-    ShmProbe(crate::bench::shm::ProbeArgs),
-    /// Print the ticks of a shared-memory region (`--shm NAME` of a running server) as they arrive.
-    Tail(crate::tail::TailArgs),
-    /// Print the `keys` entry of an auth file for an API key (its SHA-256).
-    HashKey {
-        /// The API key to hash.
-        key: String,
-    },
-}
-
-/// A feed source, parsed from `--feed`.
-#[derive(Clone, Debug, PartialEq)]
-pub enum FeedSpec {
-    /// Built-in random-walk simulator at `rate` ticks per second in total.
-    Sim {
-        /// Ticks per second over the whole master.
-        rate: u64,
-        /// Random seed (`None`: a fresh one per run).
-        seed: Option<u64>,
-    },
-    /// TCF1 datagrams on a UDP address (multicast: the group to join).
-    Udp {
-        /// Address to bind (or group to join).
-        addr: SocketAddr,
-        /// Interface address for the multicast join.
-        iface: Option<std::net::Ipv4Addr>,
-    },
-    /// TCF1 publishers connecting to a TCP listener.
-    Tcp {
-        /// Address to listen on.
-        addr: SocketAddr,
-    },
-    /// Ticks and channels from Redis pub/sub.
-    Redis {
-        /// `redis://HOST:PORT`.
-        url: String,
-    },
-    /// A recorded TCF1 file.
-    Replay {
-        /// The file.
-        path: PathBuf,
-        /// Speed factor; `None` = as fast as possible.
-        speed: Option<f64>,
-    },
-}
-
-/// Split `a?k=v&k2=v2` into `a` and its options.
-fn split_query(s: &str) -> (&str, Vec<(&str, &str)>) {
-    match s.split_once('?') {
-        None => (s, Vec::new()),
-        Some((a, q)) => {
-            (a, q.split('&').filter(|kv| !kv.is_empty()).map(|kv| kv.split_once('=').unwrap_or((kv, ""))).collect())
-        }
-    }
-}
-
-impl FeedSpec {
-    /// Parse one `--feed` value.
-    ///
-    /// # Errors
-    /// Unknown kinds or options, with the accepted forms.
-    pub fn parse(spec: &str) -> Result<FeedSpec> {
-        let addr = |a: &str| -> Result<SocketAddr> {
-            use std::net::ToSocketAddrs;
-            a.to_socket_addrs()
-                .ok()
-                .and_then(|mut i| i.next())
-                .with_context(|| format!("feed `{spec}`: `{a}` is not a HOST:PORT address"))
-        };
-        if let Some(rest) = spec.strip_prefix("udp://") {
-            let (a, opts) = split_query(rest);
-            let mut iface = None;
-            for (k, v) in opts {
-                match k {
-                    "iface" => {
-                        iface =
-                            Some(v.parse().with_context(|| format!("feed `{spec}`: iface must be an IPv4 address"))?)
-                    }
-                    _ => bail!("feed `{spec}`: unknown option `{k}` (udp takes `iface=IP`)"),
-                }
-            }
-            return Ok(FeedSpec::Udp { addr: addr(a)?, iface });
-        }
-        if let Some(rest) = spec.strip_prefix("tcp://") {
-            let (a, opts) = split_query(rest);
-            if let Some((k, _)) = opts.first() {
-                bail!("feed `{spec}`: unknown option `{k}` (tcp takes none)");
-            }
-            return Ok(FeedSpec::Tcp { addr: addr(a)? });
-        }
-        if let Some(rest) = spec.strip_prefix("redis://") {
-            let (a, _) = split_query(rest);
-            addr(a.trim_end_matches('/'))?;
-            return Ok(FeedSpec::Redis { url: spec.to_string() });
-        }
-        if let Some(rest) = spec.strip_prefix("replay:") {
-            let (path, opts) = split_query(rest);
-            let mut speed = Some(1.0);
-            for (k, v) in opts {
-                match (k, v) {
-                    ("speed", "max") => speed = None,
-                    ("speed", v) => {
-                        let s = v.parse().ok().filter(|s: &f64| s.is_finite() && *s > 0.0);
-                        speed = Some(
-                            s.with_context(|| format!("feed `{spec}`: speed must be a positive number or `max`"))?,
-                        );
-                    }
-                    _ => bail!("feed `{spec}`: unknown option `{k}` (replay takes `speed=N|max`)"),
-                }
-            }
-            if path.is_empty() {
-                bail!("feed `{spec}`: replay needs a file path");
-            }
-            return Ok(FeedSpec::Replay { path: path.into(), speed });
-        }
-        let (kind, opts) = spec.split_once(':').unwrap_or((spec, ""));
-        match kind {
-            "sim" => {
-                let (mut rate, mut seed) = (DEFAULT_SIM_RATE, None);
-                for kv in opts.split(',').filter(|s| !s.is_empty()) {
-                    match kv.split_once('=') {
-                        Some(("rate", v)) => {
-                            let r = v.parse().ok().filter(|&r| r > 0);
-                            rate = r.with_context(|| format!("feed `{spec}`: rate must be a positive integer, got `{v}`"))?;
-                        }
-                        Some(("seed", v)) => seed = Some(v.parse().with_context(|| format!("feed `{spec}`: seed must be an integer"))?),
-                        _ => bail!("feed `{spec}`: unknown option `{kv}` (sim takes `rate=N,seed=S`)"),
-                    }
-                }
-                Ok(FeedSpec::Sim { rate, seed })
-            }
-            _ => bail!(
-                "feed `{spec}`: unknown source `{kind}` (supported: `sim[:rate=N]`, `udp://HOST:PORT`, `tcp://HOST:PORT`, `replay:PATH`)"
-            ),
-        }
-    }
-}
-
-/// Default simulator rate, ticks per second.
-pub const DEFAULT_SIM_RATE: u64 = 2000;
 
 /// How an idle worker waits for work.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -460,7 +307,7 @@ pub struct OpenAlgoConfig {
 
 impl Default for Config {
     fn default() -> Config {
-        Config::from_args(Args::default()).expect("defaults are valid")
+        Config::from_flags(Flags::default()).expect("defaults are valid")
     }
 }
 
@@ -495,19 +342,19 @@ impl Config {
     ///
     /// # Errors
     /// Unreadable/invalid file, or an invalid value (the message names it).
-    pub fn load(args: Args) -> Result<Config> {
-        let file = match &args.config {
+    pub fn load(flags: Flags) -> Result<Config> {
+        let file = match &flags.config {
             Some(path) => read_file(path)?,
-            None => Args::default(),
+            None => Flags::default(),
         };
-        Config::from_args(args.over(file))
+        Config::from_flags(flags.over(file))
     }
 
     /// Validate merged arguments, filling defaults.
     ///
     /// # Errors
     /// An invalid value; the message names the flag and the accepted values.
-    pub fn from_args(a: Args) -> Result<Config> {
+    pub fn from_flags(a: Flags) -> Result<Config> {
         let feeds = match a.feed {
             Some(list) if !list.is_empty() => list.iter().map(|s| FeedSpec::parse(s)).collect::<Result<_>>()?,
             _ => vec![FeedSpec::Sim { rate: DEFAULT_SIM_RATE, seed: None }],
@@ -660,7 +507,7 @@ fn parse_mode(s: &str) -> Result<u32> {
     Ok(mode)
 }
 
-fn read_file(path: &Path) -> Result<Args> {
+fn read_file(path: &Path) -> Result<Flags> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
 }
@@ -669,8 +516,16 @@ fn read_file(path: &Path) -> Result<Args> {
 mod tests {
     use super::*;
 
+    /// The server's flags alone, as `cli` flattens them.
+    #[derive(clap::Parser)]
+    struct TestCli {
+        #[command(flatten)]
+        flags: Flags,
+    }
+
     fn parse(argv: &[&str]) -> Result<Config> {
-        Config::load(Args::try_parse_from(std::iter::once("tickcast").chain(argv.iter().copied()))?)
+        use clap::Parser;
+        Config::load(TestCli::try_parse_from(std::iter::once("tickcast").chain(argv.iter().copied()))?.flags)
     }
 
     #[test]
@@ -750,36 +605,6 @@ mod tests {
         for (argv, want) in cases {
             let err = parse(argv).unwrap_err();
             assert!(format!("{err:#}").contains(want), "{argv:?}: {err:#}");
-        }
-    }
-
-    #[test]
-    fn feed_specs() {
-        let cases: &[(&str, FeedSpec)] = &[
-            ("sim:rate=10,seed=3", FeedSpec::Sim { rate: 10, seed: Some(3) }),
-            ("udp://127.0.0.1:9000", FeedSpec::Udp { addr: "127.0.0.1:9000".parse().unwrap(), iface: None }),
-            (
-                "udp://239.1.1.1:9000?iface=127.0.0.1",
-                FeedSpec::Udp { addr: "239.1.1.1:9000".parse().unwrap(), iface: Some("127.0.0.1".parse().unwrap()) },
-            ),
-            ("tcp://0.0.0.0:7000", FeedSpec::Tcp { addr: "0.0.0.0:7000".parse().unwrap() }),
-            ("replay:/tmp/a.tcf1?speed=max", FeedSpec::Replay { path: "/tmp/a.tcf1".into(), speed: None }),
-            ("replay:a.tcf1", FeedSpec::Replay { path: "a.tcf1".into(), speed: Some(1.0) }),
-            ("replay:a.tcf1?speed=2.5", FeedSpec::Replay { path: "a.tcf1".into(), speed: Some(2.5) }),
-        ];
-        for (spec, want) in cases {
-            assert_eq!(&FeedSpec::parse(spec).unwrap(), want, "{spec}");
-        }
-        let bad = [
-            ("udp://nowhere", "not a HOST:PORT"),
-            ("udp://1.2.3.4:5?x=1", "unknown option `x`"),
-            ("replay:", "needs a file path"),
-            ("replay:a?speed=0", "speed must be"),
-            ("tcp://1.2.3.4:5?y", "unknown option `y`"),
-        ];
-        for (spec, why) in bad {
-            let err = FeedSpec::parse(spec).unwrap_err();
-            assert!(format!("{err:#}").contains(why), "{spec}: {err:#}");
         }
     }
 

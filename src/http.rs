@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use serde_json::{json, Value};
 
 use crate::metrics::{new_histogram, percentiles};
-use crate::server::{Shared, SERVER_NAME};
+use crate::shared::{Shared, SERVER_NAME};
 use crate::tick::now_ns;
 use crate::ws::handshake::Request;
 
@@ -140,7 +140,7 @@ pub fn status(shared: &Shared) -> Value {
         json!({"url": m.address, "state": m.state_name(now), "published": m.ticks.load(Ordering::Relaxed),
             "dropped": m.drops.iter().map(|d| d.load(Ordering::Relaxed)).sum::<u64>(), "reconnects": m.reconnects.load(Ordering::Relaxed)})
     });
-    let dialects: serde_json::Map<String, serde_json::Value> = crate::worker::dialect::Dialect::ALL
+    let dialects: serde_json::Map<String, serde_json::Value> = crate::dialect::Dialect::ALL
         .iter()
         .map(|d| (d.name().to_string(), json!(shared.dialect_connections[*d as usize].load(Ordering::Relaxed))))
         .collect();
@@ -221,7 +221,7 @@ pub fn websocket_status(shared: &Shared) -> Value {
     let signals_healthy = channel_sources().any(|f| f.state.load(Ordering::Relaxed) == crate::feed::STATE_LIVE);
     json!({
         "enabled": t.enabled,
-        "active_connections": l(&shared.dialect_connections[crate::worker::dialect::Dialect::Trading as usize]),
+        "active_connections": l(&shared.dialect_connections[crate::dialect::Dialect::Trading as usize]),
         "max_connections": t.max_connections,
         "ping_interval": secs(t.ping_interval),
         "price_update_interval": secs(t.price_update_interval),

@@ -14,14 +14,16 @@
 //! turn reads the datagram, publishes through the rings and fans it out.
 //!
 //! Modules, in the order a tick travels:
-//! - [`config`]: flags and TOML → validated `Config`.
+//! - [`cli`]: the command line (server flags, subcommands), used by `main`.
+//! - [`config`]: the server's flags and TOML → validated `Config`.
 //! - [`instrument`]: the registry; token → slot (direct index), symbol → slot.
 //! - [`tick`]: the normalised `Tick` and fixed-point prices.
 //! - [`channel`]: named channels (opaque payloads) and their frames.
 //! - [`feed`]: sources (simulator, UDP, TCP, replay, Redis) and their health.
 //! - [`lvc`]: the per-slot last-value cache (seqlock).
 //! - [`shm`]: `--shm`: every tick into a shared-memory region that
-//!   co-located processes read without a system call (and the reader library).
+//!   co-located processes read without a system call (and the reader library);
+//!   [`sys`]: the mapped memory and system calls under it, the crate's only `unsafe`.
 //! - [`ring`]: rings, interest bits and the wake protocol.
 //! - [`worker`]: the event loop: accept, read, control, drain, fan out, flush;
 //!   the client dialects (native and the five seed protocols) in `worker::dialect`.
@@ -39,14 +41,16 @@
 //! - [`record`]: `tickcast record`, sources to a replayable TCF1 file.
 //! - [`tail`]: `tickcast tail`, a shared-memory region's ticks on the terminal.
 
-// `unsafe` lives in one place, `shm::sys` (mmap, futex, locks), which
-// allows it explicitly; anywhere else it is a visible, argued exception.
+// `unsafe` lives in one place, `sys` (mmap, futex, locks), which allows it
+// explicitly; anywhere else it is a visible, argued exception.
 #![deny(unsafe_code)]
 
 pub mod auth;
 pub mod bench;
 pub mod channel;
+pub mod cli;
 pub mod config;
+pub mod dialect;
 pub mod encode;
 pub mod feed;
 pub mod http;
@@ -59,8 +63,10 @@ pub mod record;
 pub mod ring;
 pub mod server;
 pub mod session;
+pub mod shared;
 pub mod shm;
 pub mod subs;
+pub mod sys;
 pub mod tail;
 pub mod tick;
 pub mod worker;

@@ -21,58 +21,18 @@
 //! after the word loads pairs with the writer's fence (the classic Boehm
 //! seqlock recipe).
 
-use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::sync::atomic::{fence, Ordering};
 
 use crate::instrument::Slot;
-use crate::tick::{Tick, TICK_WORDS};
+use crate::sys::SharedView;
+use crate::tick::{Tick, TickCell};
 
 const _: () = assert!(std::mem::offset_of!(Tick, seq) == 8, "store() reads seq as word 1");
-
-/// A tick behind a sequence word, on its own cache lines: the entry of the
-/// last-value cache, and the record of a shared-memory ring (where the
-/// word is the record's publication stamp). Only atomics, so it may be
-/// shared with threads and, mapped, with other processes.
-///
-/// Layout (a documented contract, `docs/shm-layout.md`): the word at byte
-/// 0, the tick's 36 words at 8..296, zero padding to 320.
-#[repr(C, align(64))]
-pub struct TickCell {
-    /// Last-value cache: even = stable, odd = a write is in progress,
-    /// incremented twice per write. Ring record: its publication stamp.
-    pub word: AtomicU64,
-    /// The tick as words (`Tick` is `Pod`).
-    pub tick: [AtomicU64; TICK_WORDS],
-}
-
-/// Bytes per [`TickCell`].
-pub const CELL_SIZE: usize = std::mem::size_of::<TickCell>();
-const _: () = assert!(CELL_SIZE == 320 && std::mem::offset_of!(TickCell, tick) == 8);
-
-impl TickCell {
-    /// Write `tick`'s words (Relaxed; the caller's seqlock orders them).
-    #[inline]
-    pub fn put(&self, tick: &Tick) {
-        let src: &[u64; TICK_WORDS] = bytemuck::cast_ref(tick);
-        for (w, s) in self.tick.iter().zip(src) {
-            w.store(*s, Ordering::Relaxed);
-        }
-    }
-
-    /// Read the tick's words (Relaxed; the caller's seqlock validates them).
-    #[inline]
-    pub fn get(&self) -> Tick {
-        let mut out = [0u64; TICK_WORDS];
-        for (o, w) in out.iter_mut().zip(&self.tick) {
-            *o = w.load(Ordering::Relaxed);
-        }
-        bytemuck::cast(out)
-    }
-}
 
 /// Where the cells live: on the heap, or in a mapped shared-memory region.
 enum Cells {
     Heap(Box<[TickCell]>),
-    Shared(crate::shm::SharedCells),
+    Shared(SharedView<TickCell>),
 }
 
 impl Cells {
@@ -93,15 +53,13 @@ pub struct LastValues {
 impl LastValues {
     /// A cache for `slots` instruments, all empty (`seq == 0`).
     pub fn new(slots: usize) -> LastValues {
-        let entries = (0..slots)
-            .map(|_| TickCell { word: AtomicU64::new(0), tick: std::array::from_fn(|_| AtomicU64::new(0)) })
-            .collect();
+        let entries = (0..slots).map(|_| TickCell::default()).collect();
         LastValues { entries: Cells::Heap(entries) }
     }
 
     /// A cache whose cells are the last-value table of a shared-memory
     /// region (all zero when created: every slot empty).
-    pub fn in_region(cells: crate::shm::SharedCells) -> LastValues {
+    pub fn in_region(cells: SharedView<TickCell>) -> LastValues {
         LastValues { entries: Cells::Shared(cells) }
     }
 

@@ -4,12 +4,13 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tickcast::config::{Args, Command, Config};
+use tickcast::cli::{Cli, Command};
+use tickcast::config::Config;
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let mut args = Args::parse();
-    let sub = match args.command.take() {
+    let cli = Cli::parse();
+    let sub = match cli.command {
         Some(Command::Record(r)) => Some(("record", tickcast::record::run(r))),
         Some(Command::Bench(b)) => Some(("bench", tickcast::bench::run(*b))),
         Some(Command::Tail(t)) => Some(("tail", tickcast::tail::run(t))),
@@ -29,7 +30,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    let config = match Config::load(args) {
+    let config = match Config::load(cli.flags) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("tickcast: {e:#}");

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::config::FeedSpec;
+use crate::feed::spec::FeedSpec;
 use crate::feed::{self, tcf1, FeedCtx, FeedHealth};
 use crate::instrument::{Registry, Slot};
 use crate::ring::{Hub, WorkerSignal};

@@ -6,6 +6,8 @@
 //! minor units; the scale (`price_decimals`) belongs to the instrument, not
 //! the tick. Timestamps are nanoseconds since the Unix epoch.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use bytemuck::{Pod, Zeroable};
 
 /// Number of depth levels carried per side.
@@ -99,6 +101,54 @@ pub struct Tick {
 pub const TICK_WORDS: usize = std::mem::size_of::<Tick>() / 8;
 const _: () = assert!(std::mem::size_of::<Tick>() % 8 == 0);
 const _: () = assert!(std::mem::align_of::<Tick>() == 8);
+
+/// A tick behind a sequence word, on its own cache lines: the entry of the
+/// last-value cache, and the record of a shared-memory ring (where the
+/// word is the record's publication stamp). Only atomics, so it may be
+/// shared with threads and, mapped, with other processes.
+///
+/// Layout (a documented contract, `docs/shm-layout.md`): the word at byte
+/// 0, the tick's 36 words at 8..296, zero padding to 320.
+#[repr(C, align(64))]
+pub struct TickCell {
+    /// Last-value cache: even = stable, odd = a write is in progress,
+    /// incremented twice per write. Ring record: its publication stamp.
+    pub word: AtomicU64,
+    /// The tick as words (`Tick` is `Pod`).
+    pub tick: [AtomicU64; TICK_WORDS],
+}
+
+/// Bytes per [`TickCell`].
+pub const CELL_SIZE: usize = std::mem::size_of::<TickCell>();
+const _: () = assert!(CELL_SIZE == 320 && std::mem::offset_of!(TickCell, tick) == 8);
+
+impl Default for TickCell {
+    /// All zero: version 0 / stamp 0, an empty tick.
+    fn default() -> TickCell {
+        TickCell { word: AtomicU64::new(0), tick: std::array::from_fn(|_| AtomicU64::new(0)) }
+    }
+}
+
+impl TickCell {
+    /// Write `tick`'s words (Relaxed; the caller's seqlock orders them).
+    #[inline]
+    pub fn put(&self, tick: &Tick) {
+        let src: &[u64; TICK_WORDS] = bytemuck::cast_ref(tick);
+        for (w, s) in self.tick.iter().zip(src) {
+            w.store(*s, Ordering::Relaxed);
+        }
+    }
+
+    /// Read the tick's words (Relaxed; the caller's seqlock validates them).
+    #[inline]
+    pub fn get(&self) -> Tick {
+        let mut out = [0u64; TICK_WORDS];
+        for (o, w) in out.iter_mut().zip(&self.tick) {
+            *o = w.load(Ordering::Relaxed);
+        }
+        bytemuck::cast(out)
+    }
+}
 
 /// Subscription mode: how much of a tick a subscriber wants.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -14,6 +14,7 @@ pub mod publish;
 pub mod redis;
 pub mod replay;
 pub mod sim;
+pub mod spec;
 pub mod tcf1;
 pub mod tcp;
 pub mod udp;
@@ -21,9 +22,9 @@ pub mod udp;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::config::FeedSpec;
 use crate::instrument::Registry;
 use crate::ring::{Fanout, PushStats};
+use spec::FeedSpec;
 
 /// A tick older than this makes a live feed `stale`.
 pub const STALE_AFTER_MS: u64 = 5_000;

@@ -20,8 +20,7 @@
 
 use anyhow::{bail, Result};
 
-use crate::lvc::CELL_SIZE;
-use crate::tick::Tick;
+use crate::tick::{Tick, CELL_SIZE};
 
 /// First eight bytes of every region.
 pub const MAGIC: [u8; 8] = *b"TICKSHM\0";

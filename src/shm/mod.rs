@@ -26,11 +26,11 @@
 //! - [`writer`]: the server's side: create, append, wake, close.
 //! - [`reader`]: the reader library: snapshot then live, gaps, waiting,
 //!   re-attaching to a restarted server.
-//! - `sys`: `mmap`, `futex`, locks; the only `unsafe` code in the crate.
+//! - [`crate::sys`] below it: `mmap`, `futex`, locks; the only `unsafe`
+//!   code in the crate.
 
 pub mod layout;
 pub mod reader;
-mod sys;
 #[cfg(test)]
 mod tests;
 pub mod writer;
@@ -41,10 +41,6 @@ use anyhow::{bail, Result};
 
 pub use reader::{Down, Event, Gap, Instrument, Options, Read, Reader, TickView, Wait};
 pub use writer::{Region, RegionOptions, RingWriter};
-
-/// The last-value table's cells in a mapped region (see
-/// [`crate::lvc::LastValues::in_region`]).
-pub type SharedCells = sys::SharedView<crate::lvc::TickCell>;
 
 /// Default records per ring: 65,536 × 320 bytes = 20 MiB per feed, 650 ms
 /// of slack for a reader at 100k ticks/s.

@@ -42,9 +42,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use super::layout::{self, hdr, ins, stamp_published, wait, Layout, PAGE, PARK_SLOTS};
-use super::sys::{self, Mapping, SharedView};
-use crate::lvc::{read_stable, TickCell, CELL_SIZE};
+use crate::lvc::read_stable;
+use crate::sys::{self, Mapping, SharedView};
 use crate::tick::{Level, Tick};
+use crate::tick::{TickCell, CELL_SIZE};
 
 /// How a reader waits when nothing is ready.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -237,7 +237,7 @@ fn a_parked_bit_whose_reader_died_is_reaped() {
 /// The first parked-bits word of the region at `path`, mapped writable.
 fn region_words(path: &std::path::Path) -> &'static AtomicU32 {
     let f = std::fs::OpenOptions::new().read(true).write(true).open(writer::wait_path(path)).unwrap();
-    let m = Box::leak(Box::new(sys::Mapping::map(&f, 0, layout::PAGE, true).unwrap()));
+    let m = Box::leak(Box::new(crate::sys::Mapping::map(&f, 0, layout::PAGE, true).unwrap()));
     m.at::<AtomicU32>(wait::PARKED)
 }
 

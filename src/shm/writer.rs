@@ -24,10 +24,11 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 
 use super::layout::{self, hdr, ins, stamp_published, stamp_writing, wait, Layout, PARK_SLOTS};
-use super::sys::{self, Mapping, SharedView};
 use crate::instrument::Registry;
-use crate::lvc::{LastValues, TickCell, CELL_SIZE};
+use crate::lvc::LastValues;
+use crate::sys::{self, Mapping, SharedView};
 use crate::tick::Tick;
+use crate::tick::{TickCell, CELL_SIZE};
 
 /// How to create a region.
 #[derive(Clone, Debug, PartialEq, Eq)]

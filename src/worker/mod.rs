@@ -34,7 +34,7 @@ use crate::feed::{DownOnExit, FeedCtx, Polled, STATE_DOWN, STATE_LIVE};
 use crate::instrument::Slot;
 use crate::metrics::{new_histogram, Counters};
 use crate::ring::WorkerSignal;
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::subs::{Added, ConnId, Delivery, SubTable};
 use crate::tick::{now_ns, Tick};
 use crate::ws::{close, frame, handshake};

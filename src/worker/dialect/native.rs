@@ -15,7 +15,7 @@ use super::super::{ChanKind, Worker};
 use crate::encode::{Encoding, Format};
 use crate::instrument::Slot;
 use crate::metrics::Counters;
-use crate::server::{Shared, SERVER_NAME};
+use crate::shared::{Shared, SERVER_NAME};
 use crate::subs::{ConnId, Delivery};
 use crate::tick::Mode;
 use crate::ws::handshake::Request;

@@ -41,7 +41,7 @@ use crate::encode::dialects::{iso_string, trading_symbol, write_iso};
 use crate::encode::{Encoding, Format};
 use crate::instrument::Slot;
 use crate::metrics::Counters;
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::subs::{ConnId, Delivery};
 use crate::tick::Mode;
 use crate::ws::frame;

@@ -1,6 +1,7 @@
-//! The system calls behind the shared-memory region: `mmap`, `futex`,
-//! byte-range locks. This is the one module of the crate with `unsafe`
-//! code; everything above it works with references to atomics.
+//! The system calls behind the shared-memory region (`shm`): `mmap`,
+//! `futex`, byte-range locks, `renameat2`, the monotonic clock. This is the
+//! one module of the crate with `unsafe` code; everything above it works
+//! with references to atomics.
 //!
 //! The rule that makes the rest safe: a mapping is only ever viewed as
 //! types made of atomics ([`Shared`]), so another process writing the same
@@ -17,7 +18,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8};
 use std::time::Duration;
 
-use crate::lvc::TickCell;
+use crate::tick::TickCell;
 
 /// Types that may be viewed in shared memory written by other processes:
 /// only atomics (no plain data a concurrent write could tear under the
