@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
@@ -242,9 +243,9 @@ pub struct Config {
     /// Per-connection subscription cap.
     pub max_subscriptions: usize,
     /// Heartbeat period for idle connections.
-    pub heartbeat_ms: u64,
+    pub heartbeat: Duration,
     /// Session retention after disconnect.
-    pub session_ttl_secs: u64,
+    pub session_ttl: Duration,
     /// Largest accepted client message.
     pub max_message_bytes: usize,
     /// Per-client out-buffer high-water mark.
@@ -270,7 +271,7 @@ pub struct Config {
     /// Trading WS (`/ws`) settings.
     pub trading: TradingConfig,
     /// Campus prices: idle connections are closed after this long, seconds.
-    pub campus_idle_timeout_secs: u64,
+    pub campus_idle_timeout: Duration,
     /// The shared-memory region to publish into (`--shm`), if any.
     pub shm: Option<crate::shm::RegionOptions>,
 }
@@ -281,12 +282,12 @@ pub struct Config {
 pub struct TradingConfig {
     /// `WEBSOCKET_ENABLED`.
     pub enabled: bool,
-    /// `WEBSOCKET_PING_INTERVAL`, seconds.
-    pub ping_interval: f64,
-    /// `WEBSOCKET_PRICE_UPDATE_INTERVAL`, seconds.
-    pub price_update_interval: f64,
-    /// `WEBSOCKET_PORTFOLIO_UPDATE_INTERVAL`, seconds.
-    pub portfolio_update_interval: f64,
+    /// `WEBSOCKET_PING_INTERVAL`.
+    pub ping_interval: Duration,
+    /// `WEBSOCKET_PRICE_UPDATE_INTERVAL`.
+    pub price_update_interval: Duration,
+    /// `WEBSOCKET_PORTFOLIO_UPDATE_INTERVAL`.
+    pub portfolio_update_interval: Duration,
     /// `WEBSOCKET_MAX_CONNECTIONS`.
     pub max_connections: usize,
 }
@@ -295,12 +296,12 @@ pub struct TradingConfig {
 /// `WebSocketConfig` (ping 5 s, ping timeout 10 s, 1000 clients).
 #[derive(Clone, Debug, PartialEq)]
 pub struct OpenAlgoConfig {
-    /// Seconds between server pings.
-    pub ping_interval: f64,
-    /// Seconds a ping may stay unanswered.
-    pub ping_timeout: f64,
-    /// Seconds a connection may stay unauthenticated.
-    pub auth_timeout: f64,
+    /// Between server pings.
+    pub ping_interval: Duration,
+    /// How long a ping may stay unanswered.
+    pub ping_timeout: Duration,
+    /// How long a connection may stay unauthenticated.
+    pub auth_timeout: Duration,
     /// Most concurrent OpenAlgo clients.
     pub max_clients: usize,
 }
@@ -391,11 +392,11 @@ impl Config {
                 None => Ok(default),
             }
         };
-        let seconds = |name: &str, v: Option<f64>, default: f64| -> Result<f64> {
+        let seconds = |name: &str, v: Option<f64>, default: f64| -> Result<Duration> {
             match v {
                 Some(s) if !(0.01..=86_400.0).contains(&s) => bail!("--{name} {s}: must be 0.01 to 86400 seconds"),
-                Some(s) => Ok(s),
-                None => Ok(default),
+                Some(s) => Ok(Duration::from_secs_f64(s)),
+                None => Ok(Duration::from_secs_f64(default)),
             }
         };
         let heartbeat_ms = a.heartbeat_ms.unwrap_or(1000);
@@ -445,8 +446,8 @@ impl Config {
             slow_consumer,
             max_connections: positive("max-connections", a.max_connections, 100_000)?,
             max_subscriptions: positive("max-subscriptions", a.max_subscriptions, 3000)?,
-            heartbeat_ms,
-            session_ttl_secs: a.session_ttl_secs.unwrap_or(600),
+            heartbeat: Duration::from_millis(heartbeat_ms),
+            session_ttl: Duration::from_secs(a.session_ttl_secs.unwrap_or(600)),
             max_message_bytes: positive("max-message-bytes", a.max_message_bytes, 64 * 1024)?,
             out_buffer_bytes: positive("out-buffer-bytes", a.out_buffer_bytes, 4 * 1024 * 1024)?,
             ring_capacity,
@@ -481,11 +482,11 @@ impl Config {
                 )?,
                 max_connections: positive("websocket-max-connections", a.websocket_max_connections, 100)?,
             },
-            campus_idle_timeout_secs: positive(
+            campus_idle_timeout: Duration::from_secs(positive(
                 "campus-idle-timeout-secs",
                 a.campus_idle_timeout_secs.map(|s| s as usize),
                 3600,
-            )? as u64,
+            )? as u64),
         })
     }
 }
@@ -533,7 +534,7 @@ mod tests {
         let c = parse(&[]).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.feeds, vec![FeedSpec::Sim { rate: 2000, seed: None }]);
-        assert_eq!((c.max_subscriptions, c.heartbeat_ms, c.out_buffer_bytes), (3000, 1000, 4 << 20));
+        assert_eq!((c.max_subscriptions, c.heartbeat, c.out_buffer_bytes), (3000, Duration::from_secs(1), 4 << 20));
         assert_eq!((c.idle, c.slow_consumer), (Idle::Park, SlowConsumer::Conflate));
     }
 
@@ -558,10 +559,16 @@ mod tests {
     #[test]
     fn openalgo_settings_default_to_the_seed_and_are_checked() {
         let c = parse(&[]).unwrap();
-        let want = OpenAlgoConfig { ping_interval: 5.0, ping_timeout: 10.0, auth_timeout: 15.0, max_clients: 1000 };
+        let secs = Duration::from_secs;
+        let want = OpenAlgoConfig {
+            ping_interval: secs(5),
+            ping_timeout: secs(10),
+            auth_timeout: secs(15),
+            max_clients: 1000,
+        };
         assert_eq!(c.openalgo, want, "the seed's WebSocketConfig defaults");
         let c = parse(&["--openalgo-ping-interval", "0.5", "--openalgo-max-clients", "3"]).unwrap();
-        assert_eq!((c.openalgo.ping_interval, c.openalgo.max_clients), (0.5, 3));
+        assert_eq!((c.openalgo.ping_interval, c.openalgo.max_clients), (Duration::from_millis(500), 3));
         for (argv, want) in [
             (["--openalgo-ping-timeout", "0"], "--openalgo-ping-timeout 0"),
             (["--openalgo-auth-timeout", "90000"], "--openalgo-auth-timeout 90000"),

@@ -170,11 +170,11 @@ pub fn status(shared: &Shared) -> Value {
 }
 
 /// Seconds as the seed shows them: `30`, or `0.2` when fractional.
-fn secs(s: f64) -> Value {
-    if s.fract() == 0.0 && s < u64::MAX as f64 {
-        json!(s as u64)
+fn secs(d: std::time::Duration) -> Value {
+    if d.subsec_nanos() == 0 {
+        json!(d.as_secs())
     } else {
-        json!(s)
+        json!(d.as_secs_f64())
     }
 }
 

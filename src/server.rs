@@ -166,7 +166,7 @@ impl Server {
             feeds: feeds.clone(),
             counters: Counters::default(),
             gauges: (0..config.workers).map(|_| WorkerGauges::default()).collect(),
-            sessions: Sessions::new(Duration::from_secs(config.session_ttl_secs)),
+            sessions: Sessions::new(config.session_ttl),
             shutdown: shutdown.clone(),
             open_connections: AtomicU64::new(0),
             market_open: Arc::new(AtomicBool::new(config.market_hours.is_open(crate::tick::now_ns()))),

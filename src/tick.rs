@@ -218,6 +218,12 @@ pub fn write_price(out: &mut Vec<u8>, raw: i64, decimals: u8) {
     out.extend_from_slice(s.as_bytes());
 }
 
+/// `d` in nanoseconds (saturating): the worker's clock is `u64` ns.
+#[inline]
+pub fn ns(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// Wall-clock now, ns since the Unix epoch (CLOCK_REALTIME via the vDSO).
 /// Feeds stamp with it and workers read it once per loop turn.
 #[inline]

@@ -202,7 +202,7 @@ pub(crate) fn market_status(open: bool, _now: u64) -> Vec<u8> {
 
 /// Close a connection idle past the timeout.
 pub(crate) fn housekeeping(w: &mut Worker, id: ConnId, now: u64) {
-    let timeout = w.shared.config.campus_idle_timeout_secs.saturating_mul(1_000_000_000);
+    let timeout = crate::tick::ns(w.shared.config.campus_idle_timeout);
     let idle = state(w, id).is_some_and(|st| now.saturating_sub(st.last_rx_ns) >= timeout);
     if idle {
         w.reply(id, &status("disconnected", "Connection closed after an idle timeout"), now);

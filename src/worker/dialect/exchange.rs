@@ -29,7 +29,7 @@
 //! invalid request (wrong types, unknown method, bad stream names, limits),
 //! 3 a message that is not JSON (or a binary frame). A request is checked
 //! as a whole before anything changes, so a refused `SUBSCRIBE` subscribes
-//! nothing. Idle connections get a WebSocket ping every `heartbeat_ms`
+//! nothing. Idle connections get a WebSocket ping every `--heartbeat-ms`
 //! (answered by every client library, invisible to applications); market
 //! open/close is not announced (Binance-style clients have no such message).
 
@@ -388,11 +388,11 @@ pub(crate) fn market_status(_open: bool, _now: u64) -> Vec<u8> {
     Vec::new()
 }
 
-/// A WebSocket ping to a connection idle for `heartbeat_ms`: keeps proxies
+/// A WebSocket ping to a connection idle for `--heartbeat-ms`: keeps proxies
 /// and NATs from dropping quiet connections and finds dead peers, without
 /// a message the seed's clients would have to understand.
 pub(crate) fn housekeeping(w: &mut Worker, id: ConnId, now: u64) {
-    let idle_ns = w.shared.config.heartbeat_ms * 1_000_000;
+    let idle_ns = crate::tick::ns(w.shared.config.heartbeat);
     if let Some(c) = w.conn(id).filter(|c| now.saturating_sub(c.last_tx_ns) >= idle_ns && c.is_drained()) {
         c.ctrl_frame(OP_PING, b"");
         c.last_tx_ns = now;

@@ -447,9 +447,9 @@ pub(crate) fn write_gap(out: &mut Vec<u8>, token: u32, from: u64, to: u64) {
     out.push(b'}');
 }
 
-/// Idle connections get a heartbeat with feed health every `heartbeat_ms`.
+/// Idle connections get a heartbeat with feed health every `--heartbeat-ms`.
 pub(crate) fn housekeeping(w: &mut Worker, id: ConnId, now: u64) {
-    let hb_ns = w.shared.config.heartbeat_ms * 1_000_000;
+    let hb_ns = crate::tick::ns(w.shared.config.heartbeat);
     if w.conn(id).is_some_and(|c| now.saturating_sub(c.last_tx_ns) >= hb_ns && c.is_drained()) {
         w.send_heartbeat(id, now);
     }

@@ -579,9 +579,9 @@ pub(crate) fn market_status(open: bool, now: u64) -> Vec<u8> {
 /// `ping_timeout` (1011), or that has not authenticated within
 /// `auth_timeout` (1008).
 pub(crate) fn housekeeping(w: &mut Worker, id: ConnId, now: u64) {
-    let secs = |s: f64| (s * 1e9) as u64;
     let cfg = &w.shared.config.openalgo;
-    let (interval, timeout, auth) = (secs(cfg.ping_interval), secs(cfg.ping_timeout), secs(cfg.auth_timeout));
+    let ns = crate::tick::ns;
+    let (interval, timeout, auth) = (ns(cfg.ping_interval), ns(cfg.ping_timeout), ns(cfg.auth_timeout));
     let Some(c) = w.conn(id) else { return };
     let last_pong = c.last_pong_ns;
     let Ext::OpenAlgo(st) = &mut c.ext else { return };

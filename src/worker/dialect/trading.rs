@@ -484,20 +484,14 @@ pub(crate) fn market_status(open: bool, now: u64) -> Vec<u8> {
     json!({"type": "market_status", "market_open": open, "timestamp": iso(now)}).to_string().into_bytes()
 }
 
-fn interval_ns(secs: f64) -> u64 {
-    (secs * 1e9) as u64
-}
-
 /// About every 100 ms: the price batch and the portfolio update when due
 /// (intervals are therefore at least that long), a ping frame to an idle
 /// client, the slow-consumer mark.
 pub(crate) fn housekeeping(w: &mut Worker, id: ConnId, now: u64) {
     let cfg = &w.shared.config.trading;
-    let (price_ns, portfolio_ns, ping_ns) = (
-        interval_ns(cfg.price_update_interval),
-        interval_ns(cfg.portfolio_update_interval),
-        interval_ns(cfg.ping_interval),
-    );
+    let ns = crate::tick::ns;
+    let (price_ns, portfolio_ns, ping_ns) =
+        (ns(cfg.price_update_interval), ns(cfg.portfolio_update_interval), ns(cfg.ping_interval));
     let limit = w.shared.config.out_buffer_bytes;
     let Some(c) = w.conn(id) else { return };
     let Ext::Trading(st) = &mut c.ext else { return };
