@@ -24,14 +24,6 @@ pub enum Phase {
     Closing,
 }
 
-/// A fragmented message being reassembled.
-pub struct Fragments {
-    /// Text or binary (the first frame's kind).
-    pub binary: bool,
-    /// Payload so far.
-    pub bytes: Vec<u8>,
-}
-
 /// Bits of `Conn::logged`: events already logged for this connection.
 pub mod logged {
     /// Slow-consumer conflation.
@@ -49,8 +41,8 @@ pub struct Conn {
     pub phase: Phase,
     /// Received, not yet parsed bytes.
     pub inbuf: Vec<u8>,
-    /// A fragmented message in progress.
-    pub frag: Option<Fragments>,
+    /// Frames → messages (a fragmented message in progress).
+    pub rx: crate::ws::message::Reassembler,
     /// Control lane: `ctrl[ctrl_pos..]` is unsent.
     ctrl: Vec<u8>,
     ctrl_pos: usize,
@@ -97,7 +89,7 @@ impl Conn {
             sock,
             phase: Phase::Handshake,
             inbuf: Vec::new(),
-            frag: None,
+            rx: Default::default(),
             ctrl: Vec::new(),
             ctrl_pos: 0,
             data: Vec::new(),

@@ -19,6 +19,7 @@ pub mod dialect;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::{self, Read};
+use std::ops::ControlFlow;
 use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,8 +38,8 @@ use crate::ring::WorkerSignal;
 use crate::shared::Shared;
 use crate::subs::{Added, ConnId, Delivery, SubTable};
 use crate::tick::{now_ns, Tick};
-use crate::ws::{close, frame, handshake};
-use conn::{Conn, Fragments, Phase};
+use crate::ws::{close, frame, handshake, message};
+use conn::{Conn, Phase};
 use dialect::{native, Dialect};
 
 const WAKER: Token = Token(usize::MAX - 1);
@@ -73,12 +74,7 @@ const HYBRID_SPIN_NS: u64 = 200_000;
 /// Longest a parked worker sleeps without a timer due.
 const MAX_PARK_NS: u64 = 100_000_000;
 
-/// Why a connection is being closed by the server (for counters and logs).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct CloseReason {
-    code: u16,
-    reason: &'static str,
-}
+pub(crate) use crate::ws::message::CloseReason;
 
 /// Everything one worker thread owns.
 pub struct Worker {
@@ -677,115 +673,45 @@ impl Worker {
         let max = self.shared.config.max_message_bytes;
         let Some(c) = self.conn(id) else { return };
         let mut buf = std::mem::take(&mut c.inbuf);
-        let mut off = 0;
-        while off < buf.len() {
-            let parsed = match frame::parse(&mut buf[off..], max) {
-                Ok(Some(p)) => p,
-                Ok(None) => break,
-                Err(e) => {
-                    let (code, reason) = e.close();
-                    self.close_conn(id, CloseReason { code, reason });
-                    break;
-                }
-            };
-            let payload = off + parsed.payload.start..off + parsed.payload.end;
-            off += parsed.consumed;
-            if let Err(why) = self.on_frame(id, parsed.kind, parsed.fin, &mut buf[payload], now) {
-                self.close_conn(id, why);
-            }
-            let limit = self.shared.config.out_buffer_bytes;
-            if self.conn(id).is_some_and(|c| c.ctrl_pending() > limit) {
-                let reason = "replies are not being read: control lane over the out-buffer limit";
-                self.close_conn(id, CloseReason { code: close::POLICY, reason });
-            }
-            if self.conn(id).is_none_or(|c| c.phase != Phase::Open) {
-                break;
-            }
+        let mut rx = std::mem::take(&mut c.rx);
+        let (used, res) = rx.feed(&mut buf, max, |ev| self.on_event(id, ev, now));
+        if let Err(why) = res {
+            self.close_conn(id, why);
         }
-        buf.drain(..off);
-        if let Some(c) = self.conn(id) {
-            if c.phase == Phase::Open {
-                c.inbuf = buf;
-            }
+        buf.drain(..used);
+        if let Some(c) = self.conn(id).filter(|c| c.phase == Phase::Open) {
+            c.inbuf = buf;
+            c.rx = rx;
         }
     }
 
-    fn on_frame(
-        &mut self,
-        id: ConnId,
-        kind: frame::Kind,
-        fin: bool,
-        payload: &mut [u8],
-        now: u64,
-    ) -> Result<(), CloseReason> {
-        use frame::Kind;
-        let max = self.shared.config.max_message_bytes;
-        let c = self.conn(id).expect("caller checked");
-        match kind {
-            Kind::Ping => {
+    /// One event of a connection's frames; stops the walk once the
+    /// connection is no longer open.
+    fn on_event(&mut self, id: ConnId, ev: message::Event<'_>, now: u64) -> ControlFlow<()> {
+        let Some(c) = self.conn(id) else { return ControlFlow::Break(()) };
+        match ev {
+            message::Event::Ping(payload) => {
                 c.ctrl_frame(frame::OP_PONG, payload);
                 self.mark_dirty(id);
-                Ok(())
             }
-            Kind::Pong => {
-                c.last_pong_ns = now;
-                Ok(())
-            }
-            Kind::Close => {
-                // Echo the peer's code (RFC 6455 §5.5.1), then close.
-                let code =
-                    if payload.len() >= 2 { u16::from_be_bytes([payload[0], payload[1]]) } else { close::NORMAL };
-                let code = if matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) { code } else { close::PROTOCOL };
+            message::Event::Pong => c.last_pong_ns = now,
+            message::Event::Close { code } => {
                 c.close(code, "");
                 self.mark_dirty(id);
-                Ok(())
             }
-            Kind::Continuation => {
-                let Some(f) = c.frag.as_mut() else {
-                    return Err(CloseReason {
-                        code: close::PROTOCOL,
-                        reason: "continuation frame without a message to continue",
-                    });
-                };
-                if f.bytes.len() + payload.len() > max {
-                    return Err(CloseReason { code: close::TOO_BIG, reason: "message exceeds the size limit" });
-                }
-                f.bytes.extend_from_slice(payload);
-                if fin {
-                    let f = c.frag.take().expect("checked above");
-                    let mut bytes = f.bytes;
-                    self.on_message(id, f.binary, &mut bytes, now)?;
-                }
-                Ok(())
-            }
-            Kind::Text | Kind::Binary => {
-                if c.frag.is_some() {
-                    return Err(CloseReason {
-                        code: close::PROTOCOL,
-                        reason: "new message started inside a fragmented one",
-                    });
-                }
-                let binary = kind == Kind::Binary;
-                if fin {
-                    self.on_message(id, binary, payload, now)
-                } else {
-                    c.frag = Some(Fragments { binary, bytes: payload.to_vec() });
-                    Ok(())
-                }
-            }
+            message::Event::Message { binary: true, .. } => dialect::binary(self, id, now),
+            message::Event::Message { binary: false, payload } => dialect::handle(self, id, payload, now),
         }
-    }
-
-    fn on_message(&mut self, id: ConnId, binary: bool, payload: &mut [u8], now: u64) -> Result<(), CloseReason> {
-        if binary {
-            dialect::binary(self, id, now);
-            return Ok(());
+        let limit = self.shared.config.out_buffer_bytes;
+        if self.conn(id).is_some_and(|c| c.ctrl_pending() > limit) {
+            let reason = "replies are not being read: control lane over the out-buffer limit";
+            self.close_conn(id, CloseReason { code: close::POLICY, reason });
         }
-        if std::str::from_utf8(payload).is_err() {
-            return Err(CloseReason { code: close::INVALID_DATA, reason: "text frame is not valid UTF-8" });
+        if self.conn(id).is_none_or(|c| c.phase != Phase::Open) {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
         }
-        dialect::handle(self, id, payload, now);
-        Ok(())
     }
 
     /// Check an API key for the subscribe role and take one of its user's

@@ -1,9 +1,11 @@
-//! WebSocket, sans-IO: frame headers, the incoming frame parser, the
-//! upgrade handshake and close codes. Nothing here touches a socket or the
+//! WebSocket, sans-IO: frame headers, the incoming frame parser, messages
+//! (control frames, fragments, UTF-8), the upgrade handshake and close
+//! codes. Nothing here touches a socket or the
 //! clock; the worker feeds bytes in and takes bytes out.
 
 pub mod frame;
 pub mod handshake;
+pub mod message;
 
 /// Close codes used by the server (RFC 6455 §7.4.1).
 pub mod close {
