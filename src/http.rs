@@ -1,6 +1,9 @@
 //! Plain HTTP on the main port: `/status` (JSON), `/metrics` (Prometheus
 //! text), `/healthz`, and the built-in page at `/`. Rendered on request from
-//! the shared counters and the merged worker histograms (control plane).
+//! the shared counters and the merged worker histograms, on the control
+//! plane: a worker that parsed a plain request hands it to the `http`
+//! thread ([`serve`]) and goes on; the answer comes back on the worker's
+//! reply channel and wakes it. A scrape never runs on a worker's loop.
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -11,6 +14,38 @@ use crate::metrics::{new_histogram, percentiles};
 use crate::shared::{Shared, SERVER_NAME};
 use crate::tick::now_ns;
 use crate::ws::handshake::Request;
+
+/// A plain HTTP request a worker hands over.
+pub struct Job {
+    /// The worker to answer through.
+    pub worker: usize,
+    /// Its connection, and that connection's generation (a reused id with
+    /// another generation is another client: the answer is dropped).
+    pub conn: (crate::subs::ConnId, u64),
+    /// The request.
+    pub req: Request,
+}
+
+/// An answer on its way back to a worker: the connection and the bytes.
+pub type Reply = ((crate::subs::ConnId, u64), Vec<u8>);
+
+/// The `http` thread: answer every job, hand each answer to its worker and
+/// wake it. Returns when every worker has dropped its job sender.
+pub fn serve(
+    shared: std::sync::Arc<Shared>,
+    jobs: crossbeam_channel::Receiver<Job>,
+    workers: Vec<(crossbeam_channel::Sender<Reply>, std::sync::Arc<crate::ring::WorkerSignal>)>,
+) {
+    for job in jobs {
+        let (status, ctype, body) = respond(&shared, &job.req);
+        let bytes = crate::ws::handshake::http_response(status, ctype, &body);
+        if let Some((tx, signal)) = workers.get(job.worker) {
+            if tx.send((job.conn, bytes)).is_ok() {
+                let _ = signal.waker.wake();
+            }
+        }
+    }
+}
 
 /// Answer a non-upgrade request: (status, content type, body).
 pub fn respond(shared: &Shared, req: &Request) -> (u16, &'static str, Vec<u8>) {

@@ -253,12 +253,35 @@ impl Server {
                     .context("spawning the publish thread")?,
             );
         }
+        // The control plane's HTTP thread: /status, /metrics and the rest,
+        // rendered off the workers' loops.
+        let (http_jobs, jobs) = crossbeam_channel::unbounded();
+        let (reply_txs, mut reply_rxs): (Vec<_>, Vec<_>) =
+            (0..config.workers).map(|_| crossbeam_channel::unbounded()).unzip();
+        let answer_to = reply_txs.into_iter().zip(signals.iter().cloned()).collect();
+        let http_shared = shared.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("http".into())
+                .spawn(move || crate::http::serve(http_shared, jobs, answer_to))
+                .context("spawning the http thread")?,
+        );
         for (id, ((((poll, listener), rings), chan_rings), feeds)) in
             polls.into_iter().zip(listeners).zip(rings).zip(chan_rings).zip(polled).enumerate()
         {
             let openalgo = openalgo[id].take();
-            let setup =
-                WorkerSetup { id, poll, listener, openalgo, signal: signals[id].clone(), rings, chan_rings, feeds };
+            let setup = WorkerSetup {
+                id,
+                poll,
+                listener,
+                openalgo,
+                signal: signals[id].clone(),
+                rings,
+                chan_rings,
+                feeds,
+                http_jobs: http_jobs.clone(),
+                http_replies: std::mem::replace(&mut reply_rxs[id], crossbeam_channel::never()),
+            };
             let worker = Worker::new(setup, shared.clone()).context("starting a worker")?;
             let cpus = config.cpus.clone();
             threads.push(
@@ -271,6 +294,7 @@ impl Server {
                     .context("spawning a worker thread")?,
             );
         }
+        drop(http_jobs); // the workers hold the only senders: the thread ends with them
         Ok(Server { shared, signals, threads, local_addr })
     }
 

@@ -74,6 +74,10 @@ pub struct Conn {
     pub logged: u8,
     /// The upgrade was accepted (counted in `dialect_connections`).
     pub upgraded: bool,
+    /// Distinguishes this connection from later ones reusing its id.
+    pub gen: u64,
+    /// A plain HTTP request is with the `http` thread: its answer is awaited.
+    pub awaiting_http: bool,
     /// Client protocol (set at accept for the OpenAlgo listener, else at the upgrade).
     pub dialect: super::dialect::Dialect,
     /// Who the API key belongs to (`None` until authenticated).
@@ -84,7 +88,7 @@ pub struct Conn {
 
 impl Conn {
     /// A freshly accepted connection.
-    pub fn new(sock: TcpStream, now_ns: u64) -> Conn {
+    pub fn new(sock: TcpStream, now_ns: u64, gen: u64) -> Conn {
         Conn {
             sock,
             phase: Phase::Handshake,
@@ -106,6 +110,8 @@ impl Conn {
             last_pong_ns: 0,
             logged: 0,
             upgraded: false,
+            gen,
+            awaiting_http: false,
             dialect: super::dialect::Dialect::Native,
             user: None,
             ext: super::dialect::Ext::None,
@@ -279,7 +285,7 @@ mod tests {
         server.set_nonblocking(true).unwrap();
         let client: StdStream = client.into();
         client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        (Conn::new(TcpStream::from_std(server.into()), 0), client)
+        (Conn::new(TcpStream::from_std(server.into()), 0, 1), client)
     }
 
     /// Parse server frames from `bytes`: (opcode, payload) each.

@@ -121,6 +121,12 @@ pub struct Worker {
     frames: u64,
     bytes: u64,
     open: u64,
+    /// Generation of the next accepted connection.
+    next_gen: u64,
+    /// To the `http` thread.
+    http_jobs: crossbeam_channel::Sender<crate::http::Job>,
+    /// From the `http` thread.
+    http_replies: crossbeam_channel::Receiver<crate::http::Reply>,
 }
 
 /// Everything needed to start a worker thread.
@@ -141,6 +147,10 @@ pub struct WorkerSetup {
     pub chan_rings: Vec<rtrb::Consumer<ChannelMsg>>,
     /// Feeds this worker reads in its own loop.
     pub feeds: Vec<(Box<dyn Polled>, FeedCtx)>,
+    /// Plain HTTP requests go to the `http` thread here…
+    pub http_jobs: crossbeam_channel::Sender<crate::http::Job>,
+    /// …and their answers come back here.
+    pub http_replies: crossbeam_channel::Receiver<crate::http::Reply>,
 }
 
 /// Datagrams a polled feed may read per turn: `FEED_BUDGET`, or fewer so
@@ -238,6 +248,9 @@ impl Worker {
             frames: 0,
             bytes: 0,
             open: 0,
+            next_gen: 0,
+            http_jobs: setup.http_jobs,
+            http_replies: setup.http_replies,
             shared,
         })
     }
@@ -316,6 +329,14 @@ impl Worker {
         }
         for id in std::mem::take(&mut self.reread) {
             self.on_readable(id, now);
+        }
+        while let Ok(((id, gen), bytes)) = self.http_replies.try_recv() {
+            work = true;
+            if let Some(c) = self.conn(id).filter(|c| c.gen == gen && c.awaiting_http) {
+                c.awaiting_http = false;
+                c.ctrl_raw(&bytes);
+                self.mark_dirty(id);
+            }
         }
         for i in 0..self.feeds.len() {
             if self.feeds[i].ready {
@@ -425,7 +446,8 @@ impl Worker {
             self.free.push(id);
             return;
         }
-        let mut c = Conn::new(sock, now);
+        self.next_gen += 1;
+        let mut c = Conn::new(sock, now, self.next_gen);
         c.dialect = dialect;
         self.conns[id as usize] = Some(c);
         self.open += 1;
@@ -552,7 +574,7 @@ impl Worker {
         match res {
             Ok(true) => {
                 let c = self.conn(id).expect("present above");
-                if c.phase == Phase::Closing {
+                if c.phase == Phase::Closing && !c.awaiting_http {
                     self.drop_conn(id);
                 } else if c.congested {
                     self.relieve(id, now);
@@ -615,8 +637,14 @@ impl Worker {
         };
         c.inbuf.drain(..n);
         if !req.upgrade {
-            let (status, ctype, body) = crate::http::respond(&self.shared, &req);
-            self.http_reply(id, status, ctype, &body);
+            // Answered by the `http` thread, off this loop; read nothing more.
+            c.phase = Phase::Closing;
+            c.awaiting_http = true;
+            let conn = (id, c.gen);
+            let job = crate::http::Job { worker: self.id, conn, req };
+            if self.http_jobs.send(job).is_err() {
+                self.drop_conn(id); // shutting down
+            }
             return;
         }
         if let Some(why) = req.upgrade_error() {
