@@ -24,6 +24,40 @@ pub enum Phase {
     Closing,
 }
 
+/// Instruments changed since last taken, each once: a bitset by slot and
+/// the list in order (no allocation once both have grown to the instruments
+/// the client sees).
+#[derive(Default)]
+pub struct Batch {
+    bits: Vec<u64>,
+    slots: Vec<crate::instrument::Slot>,
+}
+
+impl Batch {
+    /// `slot` changed.
+    #[inline]
+    pub fn mark(&mut self, slot: crate::instrument::Slot) {
+        let (word, bit) = (slot.idx() / 64, 1u64 << (slot.idx() % 64));
+        if self.bits.len() <= word {
+            self.bits.resize(word + 1, 0);
+        }
+        if self.bits[word] & bit == 0 {
+            self.bits[word] |= bit;
+            self.slots.push(slot);
+        }
+    }
+
+    /// Every instrument marked since the last take, into `out` (replaced;
+    /// the two vectors trade places, so both keep their capacity).
+    pub fn take(&mut self, out: &mut Vec<crate::instrument::Slot>) {
+        out.clear();
+        std::mem::swap(out, &mut self.slots);
+        for s in out.iter() {
+            self.bits[s.idx() / 64] &= !(1u64 << (s.idx() % 64));
+        }
+    }
+}
+
 /// Bits of `Conn::logged`: events already logged for this connection.
 pub mod logged {
     /// Slow-consumer conflation.
@@ -79,11 +113,16 @@ pub struct Conn {
     /// A plain HTTP request is with the `http` thread: its answer is awaited.
     pub awaiting_http: bool,
     /// Client protocol (set at accept for the OpenAlgo listener, else at the upgrade).
-    pub dialect: super::dialect::Dialect,
+    pub dialect: crate::dialect::Dialect,
     /// Who the API key belongs to (`None` until authenticated).
     pub user: Option<std::sync::Arc<crate::auth::User>>,
-    /// Dialect-specific state.
-    pub(crate) ext: super::dialect::Ext,
+    /// The dialect's own state (taken out while it runs).
+    pub proto: crate::dialect::Protocol,
+    /// Batched delivery: instruments that ticked since the dialect last
+    /// took them (`Format::Batched` subscriptions, watch-all).
+    pub batch: Batch,
+    /// The newest message of a held channel, until the dialect takes it.
+    pub held: Option<std::sync::Arc<[u8]>>,
 }
 
 impl Conn {
@@ -112,9 +151,11 @@ impl Conn {
             upgraded: false,
             gen,
             awaiting_http: false,
-            dialect: super::dialect::Dialect::Native,
+            dialect: crate::dialect::Dialect::Native,
             user: None,
-            ext: super::dialect::Ext::None,
+            proto: crate::dialect::Protocol::None,
+            batch: Batch::default(),
+            held: None,
         }
     }
 

@@ -14,7 +14,7 @@
 //! ever costs its own buffers.
 
 pub mod conn;
-pub mod dialect;
+mod host;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -39,8 +39,9 @@ use crate::shared::Shared;
 use crate::subs::{Added, ConnId, Delivery, SubTable};
 use crate::tick::{now_ns, Tick};
 use crate::ws::{close, frame, handshake, message};
+use crate::dialect::{self, native, ChanKind, Dialect, Protocol};
 use conn::{Conn, Phase};
-use dialect::{native, Dialect};
+use host::Ctx;
 
 const WAKER: Token = Token(usize::MAX - 1);
 const LISTENER: Token = Token(usize::MAX - 2);
@@ -102,9 +103,6 @@ pub struct Worker {
     cache: FrameCache,
     /// Scratch for per-client frames and control replies.
     scratch: Vec<u8>,
-    /// Scratch bitset by slot (all zero between uses): folds duplicate
-    /// targets in one request without hashing.
-    pub(crate) seen: Vec<u64>,
     rbuf: Box<[u8]>,
     dirty: Vec<ConnId>,
     reread: Vec<ConnId>,
@@ -171,18 +169,6 @@ struct PolledFeed {
     _down: DownOnExit,
 }
 
-/// How a channel subscriber receives the channel's messages.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum ChanKind {
-    /// The native envelope `{"type":"channel","channel":…,"data":…,"seq":…}`.
-    Native,
-    /// The payload verbatim (exchange streams, Trading WS signals).
-    Raw,
-    /// The payload verbatim, newest only, sent by the dialect on its own
-    /// schedule (Trading WS portfolio updates).
-    Held,
-}
-
 /// One connection's subscription to a named channel.
 #[derive(Clone, Copy, Debug)]
 struct ChanSub {
@@ -234,7 +220,6 @@ impl Worker {
             subs: SubTable::new(slots),
             cache: FrameCache::default(),
             scratch: Vec::with_capacity(4096),
-            seen: vec![0; slots.div_ceil(64)],
             rbuf: vec![0; READ_CHUNK].into_boxed_slice(),
             dirty: Vec::new(),
             reread: Vec::new(),
@@ -660,10 +645,13 @@ impl Worker {
                 self.http_reply(id, 404, "text/plain", body);
                 return;
             }
-            (_, Some(Dialect::Trading)) if dialect::trading::at_capacity(&self.shared) => {
+            (_, Some(d)) if d.connection_cap(&self.shared.config).is_some_and(|max| {
+                self.shared.dialect_connections[d as usize].load(Ordering::Acquire) >= max as u64
+            }) =>
+            {
                 Counters::inc(&self.shared.counters.limit_rejections);
-                let body = dialect::trading::capacity_message(&self.shared);
-                self.http_reply(id, 503, "text/plain", body.as_bytes());
+                let max = d.connection_cap(&self.shared.config).unwrap_or(0);
+                self.http_reply(id, 503, "text/plain", d.refusal_at_cap(max).as_bytes());
                 return;
             }
             (_, Some(d)) => d,
@@ -686,10 +674,17 @@ impl Worker {
                 return;
             }
         }
-        if let Err(why) = dialect::open(self, id, &req, dialect, now) {
-            Counters::inc(&self.shared.counters.handshake_failures);
-            self.http_reply(id, 400, "text/plain", format!("{why}\n").as_bytes());
-            return;
+        match Protocol::open(&mut Ctx { w: self, id }, &req, dialect, now) {
+            Ok(proto) => {
+                if let Some(c) = self.conn(id) {
+                    c.proto = proto;
+                }
+            }
+            Err(why) => {
+                Counters::inc(&self.shared.counters.handshake_failures);
+                self.http_reply(id, 400, "text/plain", format!("{why}\n").as_bytes());
+                return;
+            }
         }
         self.mark_dirty(id);
         if self.conn(id).is_some_and(|c| !c.inbuf.is_empty()) {
@@ -727,8 +722,17 @@ impl Worker {
                 c.close(code, "");
                 self.mark_dirty(id);
             }
-            message::Event::Message { binary: true, .. } => dialect::binary(self, id, now),
-            message::Event::Message { binary: false, payload } => dialect::handle(self, id, payload, now),
+            message::Event::Message { binary, payload } => {
+                let mut proto = std::mem::take(&mut c.proto);
+                if binary {
+                    proto.binary(&mut Ctx { w: self, id }, now);
+                } else {
+                    proto.text(&mut Ctx { w: self, id }, payload, now);
+                }
+                if let Some(c) = self.conn(id) {
+                    c.proto = proto;
+                }
+            }
         }
         let limit = self.shared.config.out_buffer_bytes;
         if self.conn(id).is_some_and(|c| c.ctrl_pending() > limit) {
@@ -773,30 +777,13 @@ impl Worker {
         Ok(())
     }
 
-    /// Answer the upgrade (101) and open the connection in `dialect`.
-    pub(crate) fn accept_upgrade(&mut self, id: ConnId, req: &crate::ws::handshake::Request, dialect: Dialect) {
-        let key = req.ws_key.as_deref().expect("upgrade_error checked the key");
-        self.shared.dialect_connections[dialect as usize].fetch_add(1, Ordering::Relaxed);
-        let c = self.conn(id).expect("caller holds the connection");
-        c.ctrl_raw(handshake::accept_response(key).as_bytes());
-        c.phase = Phase::Open;
-        c.dialect = dialect;
-        c.upgraded = true;
-    }
-
-    /// Queue a text reply on the control lane.
-    pub(crate) fn reply(&mut self, id: ConnId, text: &[u8], now: u64) {
-        if let Some(c) = self.conn(id) {
-            c.ctrl_text(text, now);
-        }
-        self.mark_dirty(id);
-    }
-
     /// Queue the native heartbeat for `id`; it is built once per
     /// housekeeping pass and the same bytes go to every idle client.
     pub(crate) fn send_heartbeat(&mut self, id: ConnId, now: u64) {
         if self.heartbeat.as_ref().is_none_or(|(t, _)| *t != now) {
-            self.heartbeat = Some((now, native::heartbeat(&self.shared, now)));
+            let feeds = self.shared.feeds.iter().map(|f| (f.name.as_str(), f.state_name(now), f.last_tick_age_ms(now)));
+            let market_open = self.shared.market_open.load(Ordering::Relaxed);
+            self.heartbeat = Some((now, native::heartbeat(feeds, market_open, now)));
         }
         let hb = &self.heartbeat.as_ref().expect("set above").1;
         if let Some(c) = self.conns.get_mut(id.0 as usize).and_then(Option::as_mut) {
@@ -849,7 +836,7 @@ impl Worker {
                 sub.pending = true; // delivered when the client drains
             } else if enc.format == encode::Format::Batched {
                 sub.last_seq = t.seq;
-                dialect::trading::changed(c, slot);
+                c.batch.mark(slot);
             } else {
                 sub.last_seq = t.seq;
                 self.scratch.clear();
@@ -1001,7 +988,7 @@ impl Worker {
                     }
                     if sub.kind == ChanKind::Held {
                         sub.last_seq = sub.last_seq.max(msg.seq);
-                        dialect::trading::hold(c, &msg.raw);
+                        c.held = Some(msg.raw.clone()); // the dialect takes the newest on its schedule
                         continue;
                     }
                     if msg.seq > sub.last_seq + 1 && sub.kind == ChanKind::Native {
@@ -1091,7 +1078,7 @@ impl Worker {
             }
             if sub.enc.format == encode::Format::Batched {
                 sub.last_seq = t.seq;
-                dialect::trading::changed(c, slot);
+                c.batch.mark(slot);
                 delivered = true;
                 continue;
             }
@@ -1113,16 +1100,7 @@ impl Worker {
             self.frames += 1;
             delivered = true;
             if c.data_pending() > limit {
-                c.congested = true;
-                Counters::inc(&self.shared.counters.slow_conflations);
-                if c.logged & conn::logged::SLOW == 0 {
-                    c.logged |= conn::logged::SLOW;
-                    log::warn!(
-                        "client {} passed its out-buffer limit ({} bytes queued): slow-consumer policy applies",
-                        c.client_id,
-                        c.data_pending()
-                    );
-                }
+                congest(c, &self.shared.counters);
             }
             if !c.dirty {
                 c.dirty = true;
@@ -1131,11 +1109,22 @@ impl Worker {
         }
         for &id in &self.all_instruments {
             if let Some(c) = self.conns.get_mut(id.0 as usize).and_then(Option::as_mut) {
-                dialect::trading::changed(c, slot);
+                c.batch.mark(slot);
             }
         }
         if delivered {
             self.batch_ts.push(t.ts_ns);
+        }
+    }
+
+    /// Mark `id` congested if its data lane is past the out-buffer limit.
+    pub(crate) fn check_congestion(&mut self, id: ConnId) {
+        let limit = self.shared.config.out_buffer_bytes;
+        let counters = &self.shared.counters;
+        if let Some(c) = self.conns.get_mut(id.0 as usize).and_then(Option::as_mut) {
+            if !c.congested && c.data_pending() > limit {
+                congest(c, counters);
+            }
         }
     }
 
@@ -1166,13 +1155,14 @@ impl Worker {
         let Some(c) = self.conns.get_mut(id.0 as usize).and_then(Option::as_mut) else {
             return;
         };
-        if with_gap && conflated && c.dialect == Dialect::Native {
-            native::write_gap(&mut self.scratch, t.token, from, to);
-            c.ctrl_text(&self.scratch, now);
-            Counters::inc(&self.shared.counters.gaps_sent);
+        if with_gap && conflated {
+            if let Some(notice) = c.proto.gap_notice(t.token, from, to) {
+                c.ctrl_text(&notice, now);
+                Counters::inc(&self.shared.counters.gaps_sent);
+            }
         }
         if enc.format == encode::Format::Batched {
-            dialect::trading::changed(c, slot);
+            c.batch.mark(slot);
             return;
         }
         self.scratch.clear();
@@ -1246,7 +1236,7 @@ impl Worker {
         for &id in &self.all_instruments {
             if let Some(c) = self.conns.get_mut(id.0 as usize).and_then(Option::as_mut) {
                 for slot in 0..self.shared.registry.len() {
-                    dialect::trading::changed(c, Slot(slot as u32));
+                    c.batch.mark(Slot(slot as u32));
                 }
             }
         }
@@ -1283,7 +1273,13 @@ impl Worker {
                     Counters::inc(&self.shared.counters.handshake_failures);
                     self.drop_conn(id);
                 }
-                Phase::Open => dialect::housekeeping(self, id, now),
+                Phase::Open => {
+                    let mut proto = std::mem::take(&mut c.proto);
+                    proto.housekeeping(&mut Ctx { w: self, id }, now);
+                    if let Some(c) = self.conn(id) {
+                        c.proto = proto;
+                    }
+                }
                 Phase::Closing if now.saturating_sub(c.last_tx_ns) > HANDSHAKE_TIMEOUT_NS => {
                     // A peer that never reads its close frame.
                     self.drop_conn(id);
@@ -1332,6 +1328,21 @@ impl Worker {
             }
         }
         self.publish_metrics();
+    }
+}
+
+/// The slow-consumer policy applies to `c` from now on: data is held back
+/// (conflated) until it drains. Counted; logged once per connection.
+fn congest(c: &mut Conn, counters: &Counters) {
+    c.congested = true;
+    Counters::inc(&counters.slow_conflations);
+    if c.logged & conn::logged::SLOW == 0 {
+        c.logged |= conn::logged::SLOW;
+        log::warn!(
+            "client {} passed its out-buffer limit ({} bytes queued): slow-consumer policy applies",
+            c.client_id,
+            c.data_pending()
+        );
     }
 }
 

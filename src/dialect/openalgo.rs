@@ -32,21 +32,15 @@
 //! not answer (`--openalgo-ping-timeout`, 1011) or does not authenticate
 //! in time (`--openalgo-auth-timeout`, 1008).
 
-use std::sync::atomic::Ordering;
-
 use serde_json::{json, Value};
 use simd_json::prelude::*;
 use simd_json::BorrowedValue;
 
-use super::super::conn::Phase;
-use super::super::{CloseReason, Worker};
-use super::{Dialect, Ext};
-use crate::auth::role;
+use super::{clip, Count, Dialect, Host};
 use crate::encode::dialects::openalgo_mode;
 use crate::encode::{Encoding, Format, Marks};
-use crate::instrument::Slot;
-use crate::metrics::Counters;
-use crate::subs::{ConnId, Delivery};
+use crate::instrument::{Registry, Slot};
+use crate::subs::Delivery;
 use crate::tick::{Mode, DEPTH_LEVELS};
 use crate::ws::close;
 use crate::ws::handshake::Request;
@@ -73,7 +67,7 @@ const ACTIONS: &str =
 
 /// OpenAlgo per-connection state.
 #[derive(Default)]
-pub(crate) struct State {
+pub struct State {
     /// `authenticate` succeeded (or a key came with the upgrade request).
     authed: bool,
     /// Wrong or missing keys since the last success.
@@ -97,43 +91,39 @@ fn invalid(msg: impl Into<String>) -> Refusal {
 /// error and close 1013 (in protocol terms, so the SDK's log says why).
 ///
 /// # Errors
-/// None: OpenAlgo takes no query parameters besides the API key the
-/// worker already checked.
-pub(crate) fn open(w: &mut Worker, id: ConnId, req: &Request, now: u64) -> Result<(), String> {
-    w.accept_upgrade(id, req, Dialect::OpenAlgo);
-    // Counted by `accept_upgrade` first, then compared: concurrent upgrades
-    // on other workers can only make this refuse, never over-admit.
-    let open = w.shared.dialect_connections[Dialect::OpenAlgo as usize].load(Ordering::Relaxed);
-    let max = w.shared.config.openalgo.max_clients;
-    let c = w.conn(id).expect("caller holds the connection");
-    let st = State { authed: c.user.is_some(), opened_ns: now, last_ping_ns: now, ..State::default() };
-    c.ext = Ext::OpenAlgo(Box::new(st));
+/// None of its own: OpenAlgo takes no query parameters besides the API key
+/// the worker already checked.
+pub(crate) fn open(host: &mut dyn Host, req: &Request, now: u64) -> Result<State, String> {
+    host.accept(req, Dialect::OpenAlgo)?;
+    // Counted at the accept first, then compared: concurrent upgrades on
+    // other workers can only make this refuse, never over-admit.
+    let open = host.open_connections(Dialect::OpenAlgo);
+    let max = host.config().openalgo.max_clients;
+    let st = State { authed: host.user().is_some(), opened_ns: now, last_ping_ns: now, ..State::default() };
     if open > max as u64 {
-        Counters::inc(&w.shared.counters.connections_rejected);
+        host.count(Count::ConnectionRejected);
         let msg = format!("the server is at its OpenAlgo client limit ({max}); try again later");
-        send(w, id, &error_frame("MAX_CLIENTS", &msg), now);
-        if let Some(c) = w.conn(id) {
-            c.close(close::TRY_AGAIN_LATER, "OpenAlgo client limit reached");
-        }
+        send(host, &error_frame("MAX_CLIENTS", &msg), now);
+        host.close(close::TRY_AGAIN_LATER, "OpenAlgo client limit reached");
     }
-    Ok(())
+    Ok(st)
 }
 
 /// Handle one text message.
-pub(crate) fn handle(w: &mut Worker, id: ConnId, payload: &mut [u8], now: u64) {
-    if w.conn(id).is_none_or(|c| c.phase != Phase::Open) {
+pub(crate) fn handle(st: &mut State, host: &mut dyn Host, payload: &mut [u8], now: u64) {
+    if !host.is_open() {
         return; // refused at `open` (client limit): nothing may follow the close frame
     }
     let v = match super::parse_json(payload) {
         Ok(v) => v,
-        Err(e) => return reply_error(w, id, "INVALID_JSON", &format!("Invalid JSON message: {e}"), now),
+        Err(e) => return reply_error(host, "INVALID_JSON", &format!("Invalid JSON message: {e}"), now),
     };
-    if let Err(Refusal(code, msg)) = dispatch(w, id, &v, now) {
-        reply_error(w, id, code, &msg, now);
+    if let Err(Refusal(code, msg)) = dispatch(st, host, &v, now) {
+        reply_error(host, code, &msg, now);
     }
 }
 
-fn dispatch(w: &mut Worker, id: ConnId, v: &BorrowedValue, now: u64) -> Result<(), Refusal> {
+fn dispatch(st: &mut State, host: &mut dyn Host, v: &BorrowedValue, now: u64) -> Result<(), Refusal> {
     if v.as_object().is_none() {
         return Err(Refusal("INVALID_MESSAGE", "a message must be a JSON object with an `action`".into()));
     }
@@ -142,125 +132,112 @@ fn dispatch(w: &mut Worker, id: ConnId, v: &BorrowedValue, now: u64) -> Result<(
         None => return Err(Refusal("INVALID_ACTION", format!("missing field `action` (one of {ACTIONS})"))),
         Some(a) => a.as_str().ok_or_else(|| Refusal("INVALID_ACTION", "field `action` must be a string".into()))?,
     };
-    let authed = state(w, id).is_some_and(|st| st.authed);
+    let authed = st.authed;
     match action {
         "authenticate" | "auth" => {
-            authenticate(w, id, v, now);
+            authenticate(st, host, v, now);
             Ok(())
         }
         "ping" => {
-            pong(w, id, v, now);
+            pong(host, v, now);
             Ok(())
         }
         "subscribe" | "unsubscribe" | "unsubscribe_all" | "get_broker_info" | "get_supported_brokers" if !authed => {
             Err(Refusal("NOT_AUTHENTICATED", "You must authenticate first".into()))
         }
-        "subscribe" => subscribe(w, id, v, now),
-        "unsubscribe" => unsubscribe(w, id, v, false, now),
-        "unsubscribe_all" => unsubscribe(w, id, v, true, now),
+        "subscribe" => subscribe(host, v, now),
+        "unsubscribe" => unsubscribe(host, v, false, now),
+        "unsubscribe_all" => unsubscribe(host, v, true, now),
         "get_broker_info" => {
-            let user = w.conn(id).and_then(|c| c.user.as_ref().map(|u| u.id.to_string())).unwrap_or_default();
+            let user = host.user().map(|u| u.id.to_string()).unwrap_or_default();
             let reply = json!({"type": "broker_info", "status": "success", "broker": BROKER,
                 "adapter_status": "connected", "user_id": user});
-            send(w, id, &reply, now);
+            send(host, &reply, now);
             Ok(())
         }
         "get_supported_brokers" => {
             let reply = json!({"type": "supported_brokers", "status": "success", "brokers": [BROKER], "count": 1});
-            send(w, id, &reply, now);
+            send(host, &reply, now);
             Ok(())
         }
         other => Err(Refusal(
             "INVALID_ACTION",
-            format!("Invalid action: {} (expected one of {ACTIONS})", other.chars().take(64).collect::<String>()),
+            format!("Invalid action: {} (expected one of {ACTIONS})", clip(other)),
         )),
-    }
-}
-
-fn state(w: &mut Worker, id: ConnId) -> Option<&mut State> {
-    match &mut w.conn(id)?.ext {
-        Ext::OpenAlgo(st) => Some(st),
-        _ => None,
     }
 }
 
 // ── authentication ─────────────────────────────────────────────────────
 
-/// `authenticate`: the key is checked like an upgrade's (`Worker::authenticate`:
+/// `authenticate`: the key is checked like an upgrade's (`Host::authenticate`:
 /// hashed lookup, subscribe role, the user's connection limit).
-fn authenticate(w: &mut Worker, id: ConnId, v: &BorrowedValue, now: u64) {
+fn authenticate(st: &mut State, host: &mut dyn Host, v: &BorrowedValue, now: u64) {
     let key = match v.get("api_key").or_else(|| v.get("apikey")) {
         None => None,
         Some(k) => match k.as_str() {
             Some(k) if !k.is_empty() => Some(k),
             Some(_) => None,
-            None => return refuse_auth(w, id, "field `api_key` must be a string", now),
+            None => return refuse_auth(st, host, "field `api_key` must be a string", now),
         },
     };
     let Some(key) = key else {
-        return refuse_auth(w, id, "API key is required", now);
+        return refuse_auth(st, host, "API key is required", now);
     };
-    let current = w.conn(id).and_then(|c| c.user.clone());
-    if let Some(user) = current {
+    if let Some(user) = host.user().map(|u| u.id.to_string()) {
         // Authenticated already (by an earlier message or the upgrade's
         // key): the same user's key is acknowledged again, without taking
         // another connection slot.
-        match w.shared.auth.check(Some(key), role::SUBSCRIBE) {
-            Ok(u) if u.id == user.id => return auth_ok(w, id, &user.id, now),
-            Ok(_) => return refuse_auth(w, id, "this connection is authenticated as another user", now),
-            Err(_) => return refuse_auth(w, id, "Invalid API key", now),
+        match host.same_user(key) {
+            Ok(true) => return auth_ok(st, host, &user, now),
+            Ok(false) => return refuse_auth(st, host, "this connection is authenticated as another user", now),
+            Err(()) => return refuse_auth(st, host, "Invalid API key", now),
         }
     }
-    match w.authenticate(id, Some(key)) {
+    match host.authenticate(key) {
         Ok(()) => {
-            let user = w.conn(id).and_then(|c| c.user.as_ref().map(|u| u.id.to_string())).unwrap_or_default();
-            auth_ok(w, id, &user, now);
+            let user = host.user().map(|u| u.id.to_string()).unwrap_or_default();
+            auth_ok(st, host, &user, now);
         }
         Err((status, why)) => {
-            // `Worker::authenticate` counted it (auth_failures or limit_rejections).
+            // `Host::authenticate` counted it (auth_failures or limit_rejections).
             let msg = if status == 401 && why.starts_with("invalid") { "Invalid API key" } else { why.trim_end() };
             // A user at its connection limit gave a valid key: not a guess.
-            auth_error(w, id, msg, status == 401, now);
+            auth_error(st, host, msg, status == 401, now);
         }
     }
 }
 
-fn auth_ok(w: &mut Worker, id: ConnId, user: &str, now: u64) {
-    if let Some(st) = state(w, id) {
-        st.authed = true;
-        st.auth_failures = 0;
-    }
+fn auth_ok(st: &mut State, host: &mut dyn Host, user: &str, now: u64) {
+    st.authed = true;
+    st.auth_failures = 0;
     const OK: &str = "Authentication successful";
-    let market_open = w.shared.market_open.load(std::sync::atomic::Ordering::Relaxed);
+    let market_open = host.market_open();
     let auth = json!({"type": "auth", "status": "success", "message": OK, "broker": BROKER, "user_id": user,
         "supported_features": {"ltp": true, "quote": true, "depth": true}, "market_open": market_open});
-    send(w, id, &auth, now);
-    send(w, id, &json!({"type": "auth_response", "status": "success", "message": OK}), now);
+    send(host, &auth, now);
+    send(host, &json!({"type": "auth_response", "status": "success", "message": OK}), now);
 }
 
 /// Refuse an `authenticate` this module judged itself (counted here).
-fn refuse_auth(w: &mut Worker, id: ConnId, msg: &str, now: u64) {
-    Counters::inc(&w.shared.counters.auth_failures);
-    auth_error(w, id, msg, true, now);
+fn refuse_auth(st: &mut State, host: &mut dyn Host, msg: &str, now: u64) {
+    host.count(Count::AuthFailure);
+    auth_error(st, host, msg, true, now);
 }
 
 /// The seed's `auth_response` error and the real server's error frame.
 /// After `MAX_AUTH_FAILURES` refused keys in a row (`guess`: a wrong or
 /// missing key) the connection is closed (1008).
-fn auth_error(w: &mut Worker, id: ConnId, msg: &str, guess: bool, now: u64) {
+fn auth_error(st: &mut State, host: &mut dyn Host, msg: &str, guess: bool, now: u64) {
     log::info!("OpenAlgo client refused: {msg}");
-    send(w, id, &json!({"type": "auth_response", "status": "error", "message": msg}), now);
-    send(w, id, &error_frame("AUTHENTICATION_ERROR", msg), now);
-    let failures = state(w, id).map_or(0, |st| {
-        st.auth_failures = st.auth_failures.saturating_add(u8::from(guess));
-        st.auth_failures
-    });
-    if failures >= MAX_AUTH_FAILURES {
-        w.close_conn(id, CloseReason { code: close::POLICY, reason: "too many failed authentication attempts" });
+    send(host, &json!({"type": "auth_response", "status": "error", "message": msg}), now);
+    send(host, &error_frame("AUTHENTICATION_ERROR", msg), now);
+    st.auth_failures = st.auth_failures.saturating_add(u8::from(guess));
+    if st.auth_failures >= MAX_AUTH_FAILURES {
+        host.close(close::POLICY, "too many failed authentication attempts");
     }
 }
 
-fn pong(w: &mut Worker, id: ConnId, v: &BorrowedValue, now: u64) {
+fn pong(host: &mut dyn Host, v: &BorrowedValue, now: u64) {
     let mut reply = json!({"type": "pong", "status": "success", "server_timestamp": now / 1_000_000});
     // Echoed for the client's latency measurement, as the real server does.
     if let Some(ts) = v.get("timestamp") {
@@ -269,7 +246,7 @@ fn pong(w: &mut Worker, id: ConnId, v: &BorrowedValue, now: u64) {
     if let Some(ping_id) = v.get("_pingId") {
         reply["_pingId"] = owned(ping_id);
     }
-    send(w, id, &reply, now);
+    send(host, &reply, now);
 }
 
 // ── subscriptions ──────────────────────────────────────────────────────
@@ -292,14 +269,14 @@ fn parse_mode(m: &BorrowedValue) -> Result<Mode, Refusal> {
         _ => None,
     };
     mode.ok_or_else(|| {
-        let shown = simd_json::to_string(m).unwrap_or_default().chars().take(64).collect::<String>();
+        let shown = clip(&simd_json::to_string(m).unwrap_or_default());
         Refusal("INVALID_MODE", format!("Invalid mode {shown}; expected 1 (LTP), 2 (Quote) or 3 (Depth), or the name"))
     })
 }
 
 /// The modes of `id`'s subscription to `slot` (0: none).
-fn modes_of(w: &Worker, id: ConnId, slot: Slot) -> u8 {
-    match w.subs.get(slot, id).map(|s| s.enc.format) {
+fn modes_of(host: &dyn Host, slot: Slot) -> u8 {
+    match host.subscription(slot).map(|(enc, _)| enc.format) {
         Some(Format::OpenAlgo(bits)) => bits,
         _ => 0,
     }
@@ -307,12 +284,12 @@ fn modes_of(w: &Worker, id: ConnId, slot: Slot) -> u8 {
 
 /// The encoding and delivery of a subscription to `modes`: LTP alone is
 /// rate-capped (the seed's 50 ms throttle); Quote and Depth are not.
-fn encoding(w: &Worker, modes: u8) -> (Encoding, Delivery) {
+fn encoding(host: &dyn Host, modes: u8) -> (Encoding, Delivery) {
     let mode = Mode::ALL.into_iter().rev().find(|&m| modes & openalgo_mode::bit(m) != 0).unwrap_or(Mode::Ltp);
     let delivery = if modes == openalgo_mode::LTP {
         Delivery::MaxRate { interval_ns: LTP_INTERVAL_NS }
     } else {
-        w.default_delivery
+        host.default_delivery()
     };
     (Encoding { format: Format::OpenAlgo(modes), mode }, delivery)
 }
@@ -327,7 +304,7 @@ struct Named<'v> {
 
 /// The instruments of a request: the seed's `symbols` list, or the SDK's
 /// single `symbol` + `exchange`.
-fn named<'v>(w: &Worker, v: &'v BorrowedValue) -> Result<Vec<Named<'v>>, Refusal> {
+fn named<'v>(host: &dyn Host, v: &'v BorrowedValue) -> Result<Vec<Named<'v>>, Refusal> {
     const SHAPE: &str = "field `symbols` must be an array of {\"symbol\": string, \"exchange\": string} objects";
     let field = |o: &'v BorrowedValue, k: &str| -> Result<&'v str, Refusal> {
         match o.get(k) {
@@ -355,7 +332,7 @@ fn named<'v>(w: &Worker, v: &'v BorrowedValue) -> Result<Vec<Named<'v>>, Refusal
         }
         None => {}
     }
-    let limit = w.shared.config.max_subscriptions.max(1000);
+    let limit = host.config().max_subscriptions.max(1000);
     if out.len() > limit {
         return Err(invalid(format!("{} instruments in one request; at most {limit}", out.len())));
     }
@@ -365,8 +342,8 @@ fn named<'v>(w: &Worker, v: &'v BorrowedValue) -> Result<Vec<Named<'v>>, Refusal
 /// The instrument `symbol` on `exchange` (any case). Indices are on
 /// `NSE_INDEX` (OpenAlgo's name for the index segment), everything else
 /// on its exchange.
-fn resolve(w: &Worker, n: &Named) -> Result<Slot, String> {
-    let short = |s: &str| s.chars().take(64).collect::<String>();
+fn resolve(reg: &Registry, n: &Named) -> Result<Slot, String> {
+    let short = clip;
     let exch = n.exchange.to_ascii_uppercase();
     let (base, index) = match exch.strip_suffix("_INDEX") {
         Some(base) => (base, true),
@@ -376,7 +353,6 @@ fn resolve(w: &Worker, n: &Named) -> Result<Slot, String> {
     if n.symbol.contains(':') || base.contains(':') {
         return Err(unknown());
     }
-    let reg = &w.shared.registry;
     let slot = reg.slot_of_symbol(&format!("{base}:{}", n.symbol)).ok_or_else(unknown)?;
     let ins = reg.get(slot);
     match (index, ins.isin.is_empty()) {
@@ -387,19 +363,18 @@ fn resolve(w: &Worker, n: &Named) -> Result<Slot, String> {
 }
 
 /// `{"symbol","exchange"}` of a slot, spelled as its frames spell it.
-fn canonical(w: &Worker, slot: Slot) -> Value {
-    let ins = w.shared.registry.get(slot);
+fn canonical(reg: &Registry, slot: Slot) -> Value {
+    let ins = reg.get(slot);
     let exchange = if ins.isin.is_empty() { format!("{}_INDEX", ins.exchange) } else { ins.exchange.to_string() };
     json!({"symbol": &*ins.symbol, "exchange": exchange})
 }
 
 /// `{"symbol","exchange","status":"error","message"}` as the client spelled it.
 fn failed(n: &Named, msg: String) -> Value {
-    let short = |s: &str| s.chars().take(64).collect::<String>();
-    json!({"symbol": short(n.symbol), "exchange": short(n.exchange), "status": "error", "message": msg})
+    json!({"symbol": clip(n.symbol), "exchange": clip(n.exchange), "status": "error", "message": msg})
 }
 
-fn subscribe(w: &mut Worker, id: ConnId, v: &BorrowedValue, now: u64) -> Result<(), Refusal> {
+fn subscribe(host: &mut dyn Host, v: &BorrowedValue, now: u64) -> Result<(), Refusal> {
     let mode = v.get("mode").map(parse_mode).transpose()?.unwrap_or(Mode::Quote);
     let depth = match v.get("depth") {
         None => DEPTH_LEVELS,
@@ -409,29 +384,29 @@ fn subscribe(w: &mut Worker, id: ConnId, v: &BorrowedValue, now: u64) -> Result<
             .ok_or_else(|| invalid("field `depth` must be an integer from 1 to 50 (levels per side)"))?
             .min(DEPTH_LEVELS as u64) as usize,
     };
-    let list = named(w, v)?;
+    let list = named(host, v)?;
     if list.is_empty() {
         return Err(invalid("At least one symbol must be specified (`symbols` list, or `symbol` and `exchange`)"));
     }
     let mut results = Vec::with_capacity(list.len());
     let mut ok = 0;
     for n in &list {
-        let slot = match resolve(w, n) {
+        let slot = match resolve(host.registry(), n) {
             Ok(slot) => slot,
             Err(msg) => {
                 results.push(failed(n, msg));
                 continue;
             }
         };
-        let before = modes_of(w, id, slot);
+        let before = modes_of(host, slot);
         let after = before | openalgo_mode::bit(mode);
-        let (enc, delivery) = encoding(w, after);
-        match w.subscribe(id, slot, enc, delivery, now) {
+        let (enc, delivery) = encoding(host, after);
+        match host.subscribe(slot, enc, delivery, now) {
             Ok(()) => {
                 if before != 0 && after != before {
-                    snapshot(w, id, slot, after & !before, now);
+                    snapshot(host, slot, after & !before, now);
                 }
-                let mut e = canonical(w, slot);
+                let mut e = canonical(host.registry(), slot);
                 e["status"] = json!("success");
                 e["mode"] = json!(mode_name(mode));
                 e["depth"] = json!(depth);
@@ -439,7 +414,7 @@ fn subscribe(w: &mut Worker, id: ConnId, v: &BorrowedValue, now: u64) -> Result<
                 ok += 1;
             }
             Err(why) => {
-                let msg = format!("{why} ({} per connection)", w.shared.config.max_subscriptions);
+                let msg = format!("{why} ({} per connection)", host.config().max_subscriptions);
                 results.push(failed(n, msg));
             }
         }
@@ -447,25 +422,21 @@ fn subscribe(w: &mut Worker, id: ConnId, v: &BorrowedValue, now: u64) -> Result<
     let status = status_of(ok, results.len() - ok);
     let reply = json!({"type": "subscribe", "status": status, "subscriptions": results,
         "message": "Subscription processing complete", "broker": BROKER});
-    send(w, id, &reply, now);
+    send(host, &reply, now);
     Ok(())
 }
 
 /// The cached last value in the modes just added to a subscription (a new
-/// subscription gets its snapshot from `Worker::subscribe`).
-fn snapshot(w: &mut Worker, id: ConnId, slot: Slot, modes: u8, now: u64) {
-    let Some(t) = w.shared.hub.lvc.load(slot) else { return };
-    let ins = w.shared.registry.get(slot);
-    w.scratch.clear();
-    let enc = Encoding { format: Format::OpenAlgo(modes), mode: Mode::Ltp };
-    let r = crate::encode::encode(&mut w.scratch, enc, &t, ins, Marks { snapshot: true, conflated: false });
-    let Some(c) = w.conns.get_mut(id.0 as usize).and_then(Option::as_mut) else { return };
-    if c.congested {
+/// subscription gets its snapshot from `Host::subscribe`).
+fn snapshot(host: &mut dyn Host, slot: Slot, modes: u8, now: u64) {
+    let Some(t) = host.last_value(slot) else { return };
+    if host.congested() {
         return; // its next delivery carries the newest value
     }
-    c.data_frame(&w.scratch[r], now);
-    w.frames += 1;
-    w.mark_dirty(id);
+    let mut buf = Vec::new();
+    let enc = Encoding { format: Format::OpenAlgo(modes), mode: Mode::Ltp };
+    let r = crate::encode::encode(&mut buf, enc, &t, host.registry().get(slot), Marks { snapshot: true, conflated: false });
+    host.data_frame(&buf[r], now);
 }
 
 fn status_of(ok: usize, failed: usize) -> &'static str {
@@ -478,25 +449,24 @@ fn status_of(ok: usize, failed: usize) -> &'static str {
 
 /// `unsubscribe` (the instruments named, in the mode named per entry or
 /// for the request, else every mode) or `unsubscribe_all`.
-fn unsubscribe(w: &mut Worker, id: ConnId, v: &BorrowedValue, all: bool, now: u64) -> Result<(), Refusal> {
+fn unsubscribe(host: &mut dyn Host, v: &BorrowedValue, all: bool, now: u64) -> Result<(), Refusal> {
     let (mut done, mut failures) = (Vec::new(), Vec::new());
     if all {
-        let slots = w.conn(id).map(|c| c.slots.clone()).unwrap_or_default();
-        for slot in slots {
-            if w.unsubscribe(id, slot) {
-                let mut e = canonical(w, slot);
+        for slot in host.slots().to_vec() {
+            if host.unsubscribe(slot) {
+                let mut e = canonical(host.registry(), slot);
                 e["status"] = json!("success");
                 done.push(e);
             }
         }
     } else {
         let mode = v.get("mode").map(parse_mode).transpose()?;
-        let list = named(w, v)?;
+        let list = named(host, v)?;
         if list.is_empty() {
             return Err(invalid("Either symbols or unsubscribe_all is required"));
         }
         for n in &list {
-            let slot = match resolve(w, n) {
+            let slot = match resolve(host.registry(), n) {
                 Ok(slot) => slot,
                 Err(msg) => {
                     failures.push(failed(n, msg));
@@ -506,7 +476,7 @@ fn unsubscribe(w: &mut Worker, id: ConnId, v: &BorrowedValue, all: bool, now: u6
             let mode = n.mode.or(mode);
             let remove =
                 mode.map_or(openalgo_mode::LTP | openalgo_mode::QUOTE | openalgo_mode::DEPTH, openalgo_mode::bit);
-            let before = modes_of(w, id, slot);
+            let before = modes_of(host, slot);
             if before & remove == 0 {
                 let msg = match mode {
                     Some(m) => format!("not subscribed in {} mode", mode_name(m)),
@@ -517,13 +487,13 @@ fn unsubscribe(w: &mut Worker, id: ConnId, v: &BorrowedValue, all: bool, now: u6
             }
             let after = before & !remove;
             if after == 0 {
-                w.unsubscribe(id, slot);
+                host.unsubscribe(slot);
             } else {
-                let (enc, delivery) = encoding(w, after);
+                let (enc, delivery) = encoding(host, after);
                 // An update in place: it cannot hit a limit.
-                let _ = w.subscribe(id, slot, enc, delivery, now);
+                let _ = host.subscribe(slot, enc, delivery, now);
             }
-            let mut e = canonical(w, slot);
+            let mut e = canonical(host.registry(), slot);
             e["status"] = json!("success");
             if let Some(m) = mode {
                 e["mode"] = json!(mode_name(m));
@@ -534,7 +504,7 @@ fn unsubscribe(w: &mut Worker, id: ConnId, v: &BorrowedValue, all: bool, now: u6
     let status = status_of(done.len(), failures.len());
     let reply = json!({"type": "unsubscribe", "status": status, "message": "Unsubscription processing complete",
         "successful": done, "failed": failures, "broker": BROKER});
-    send(w, id, &reply, now);
+    send(host, &reply, now);
     Ok(())
 }
 
@@ -545,8 +515,8 @@ fn owned(v: &BorrowedValue) -> Value {
     serde_json::from_str(&simd_json::to_string(v).unwrap_or_default()).unwrap_or(Value::Null)
 }
 
-fn send(w: &mut Worker, id: ConnId, v: &Value, now: u64) {
-    w.reply(id, v.to_string().as_bytes(), now);
+fn send(host: &mut dyn Host, v: &Value, now: u64) {
+    host.reply(v.to_string().as_bytes(), now);
 }
 
 /// The real server's error shape, with a `type` so clients that dispatch
@@ -556,15 +526,9 @@ fn error_frame(code: &str, message: &str) -> Value {
 }
 
 /// Send an error frame (counted as a bad request); the connection stays open.
-pub(crate) fn reply_error(w: &mut Worker, id: ConnId, code: &str, message: &str, now: u64) {
-    Counters::inc(&w.shared.counters.bad_requests);
-    if let Some(c) = w.conn(id) {
-        if c.logged & crate::worker::conn::logged::BAD_REQUEST == 0 {
-            c.logged |= crate::worker::conn::logged::BAD_REQUEST;
-            log::info!("OpenAlgo client: {code}: {message}");
-        }
-    }
-    send(w, id, &error_frame(code, message), now);
+pub(crate) fn reply_error(host: &mut dyn Host, code: &str, message: &str, now: u64) {
+    host.bad_request(&format!("{code}: {message}"));
+    send(host, &error_frame(code, message), now);
 }
 
 /// `{"type":"market_status","market_open":…,"timestamp":…}` on each transition.
@@ -578,30 +542,25 @@ pub(crate) fn market_status(open: bool, now: u64) -> Vec<u8> {
 /// `ping_interval`; close a client whose ping stays unanswered past
 /// `ping_timeout` (1011), or that has not authenticated within
 /// `auth_timeout` (1008).
-pub(crate) fn housekeeping(w: &mut Worker, id: ConnId, now: u64) {
-    let cfg = &w.shared.config.openalgo;
+pub(crate) fn housekeeping(st: &mut State, host: &mut dyn Host, now: u64) {
+    let cfg = &host.config().openalgo;
     let ns = crate::tick::ns;
     let (interval, timeout, auth) = (ns(cfg.ping_interval), ns(cfg.ping_timeout), ns(cfg.auth_timeout));
-    let Some(c) = w.conn(id) else { return };
-    let last_pong = c.last_pong_ns;
-    let Ext::OpenAlgo(st) = &mut c.ext else { return };
     if !st.authed && now.saturating_sub(st.opened_ns) > auth {
-        let reason = "not authenticated in time: send {\"action\":\"authenticate\",\"api_key\":…} first";
-        return w.close_conn(id, CloseReason { code: close::POLICY, reason });
+        return host.close(close::POLICY, "not authenticated in time: send {\"action\":\"authenticate\",\"api_key\":…} first");
     }
-    if st.ping_outstanding_ns != 0 && last_pong >= st.ping_outstanding_ns {
+    if st.ping_outstanding_ns != 0 && host.last_pong_ns() >= st.ping_outstanding_ns {
         st.ping_outstanding_ns = 0;
     }
     if st.ping_outstanding_ns != 0 {
         if now.saturating_sub(st.ping_outstanding_ns) > timeout {
-            w.close_conn(id, CloseReason { code: KEEPALIVE_TIMEOUT, reason: "keepalive ping timeout" });
+            host.close(KEEPALIVE_TIMEOUT, "keepalive ping timeout");
         }
         return;
     }
     if now.saturating_sub(st.last_ping_ns) >= interval {
         st.last_ping_ns = now;
         st.ping_outstanding_ns = now;
-        c.ctrl_frame(OP_PING, b"tickcast");
-        w.mark_dirty(id);
+        host.control_frame(OP_PING, b"tickcast", now);
     }
 }

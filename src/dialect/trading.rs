@@ -17,7 +17,7 @@
 //! ```
 //!
 //! As in the seed's MVP, a new connection receives everything: every
-//! instrument (the worker's `all_instruments`), `signals`, `trades` and its
+//! instrument ([`Host::watch_all`]), `signals`, `trades` and its
 //! user's portfolio. Its first `subscribe` to `price_updates` narrows prices
 //! to the symbols it names. Choices where the seed is silent: a
 //! `{"type":"connected","client_id":…}` greeting (the seed generates an id
@@ -27,22 +27,15 @@
 //! client already sends JSON pings; control frames are answered by every
 //! WebSocket stack without code). Errors keep the connection open.
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-
 use serde_json::{json, Value};
 use simd_json::prelude::*;
 use simd_json::BorrowedValue;
 
-use super::super::conn::Conn;
-use super::super::{ChanKind, Worker};
-use super::{Dialect, Ext};
+use super::{clip, ChanKind, Dialect, Host};
 use crate::encode::dialects::{iso_string, trading_symbol, write_iso};
 use crate::encode::{Encoding, Format};
-use crate::instrument::Slot;
-use crate::metrics::Counters;
-use crate::shared::Shared;
-use crate::subs::{ConnId, Delivery};
+use crate::instrument::{Registry, Slot};
+use crate::subs::Delivery;
 use crate::tick::Mode;
 use crate::ws::frame;
 use crate::ws::handshake::Request;
@@ -58,15 +51,11 @@ const TYPES: &str = "ping, subscribe or unsubscribe";
 /// Unknown symbols named one by one in an error (the rest are counted).
 const MAX_NAMED: usize = 20;
 
-/// Trading WS per-connection state.
+/// Trading WS per-connection state. The instruments that changed since the
+/// last `price_update` and the held portfolio update are the host's
+/// (batched delivery, a held channel); this is the schedule.
 #[derive(Default)]
-pub(crate) struct State {
-    /// Bit per slot: in `changed` already.
-    changed_bits: Vec<u64>,
-    /// Instruments with a newer value since the last `price_update`.
-    changed: Vec<Slot>,
-    /// The newest portfolio update not yet sent.
-    held: Option<Arc<[u8]>>,
+pub struct State {
     /// Receiving every instrument (the seed's MVP) until the first
     /// `price_updates` subscribe names symbols.
     all: bool,
@@ -74,29 +63,10 @@ pub(crate) struct State {
     next_price_ns: u64,
     /// Earliest time of the next `portfolio_update`, ns since epoch.
     next_portfolio_ns: u64,
-}
-
-/// A tick for `slot` reached a batched connection: remember the instrument
-/// for its next `price_update` (once per batch; no allocation once the
-/// bitset and list have grown to the instruments the client sees).
-#[inline]
-pub(crate) fn changed(c: &mut Conn, slot: Slot) {
-    let Ext::Trading(st) = &mut c.ext else { return };
-    let (word, bit) = (slot.idx() / 64, 1u64 << (slot.idx() % 64));
-    if st.changed_bits.len() <= word {
-        st.changed_bits.resize(word + 1, 0);
-    }
-    if st.changed_bits[word] & bit == 0 {
-        st.changed_bits[word] |= bit;
-        st.changed.push(slot);
-    }
-}
-
-/// Keep the newest held channel message (a portfolio update) for the next interval.
-pub(crate) fn hold(c: &mut Conn, raw: &Arc<[u8]>) {
-    if let Ext::Trading(st) = &mut c.ext {
-        st.held = Some(raw.clone());
-    }
+    /// Scratch: the changed instruments of one batch (capacity kept).
+    changed: Vec<Slot>,
+    /// Scratch: one batch's frame (capacity kept).
+    frame: Vec<u8>,
 }
 
 /// The streams a client can subscribe to.
@@ -134,29 +104,15 @@ impl Channel {
 }
 
 /// The named channel behind a stream (not `Prices`), and how it is received.
-fn named(w: &mut Worker, id: ConnId, ch: Channel) -> (String, ChanKind) {
+fn named(host: &dyn Host, ch: Channel) -> (String, ChanKind) {
     match ch {
         Channel::Signals => (SIGNALS.into(), ChanKind::Raw),
         Channel::Trades => (TRADES.into(), ChanKind::Raw),
         _ => {
-            let user = w.conn(id).and_then(|c| c.user.as_ref().map(|u| u.id.to_string())).unwrap_or_default();
+            let user = host.user().map(|u| u.id.to_string()).unwrap_or_default();
             (format!("private:{user}:portfolio"), ChanKind::Held)
         }
     }
-}
-
-/// `/ws` is at `WEBSOCKET_MAX_CONNECTIONS` (the handshake answers 503).
-pub(crate) fn at_capacity(shared: &Shared) -> bool {
-    let open = shared.dialect_connections[Dialect::Trading as usize].load(Ordering::Acquire);
-    open >= shared.config.trading.max_connections as u64
-}
-
-/// The refusal at the connection limit.
-pub(crate) fn capacity_message(shared: &Shared) -> String {
-    let max = shared.config.trading.max_connections;
-    format!(
-        "the Trading WS endpoint /ws is at its connection limit ({max}, WEBSOCKET_MAX_CONNECTIONS); try again later\n"
-    )
 }
 
 /// A random version-4 UUID, the id of a client that gave none.
@@ -184,106 +140,65 @@ fn iso(ns: u64) -> Value {
 /// # Errors
 /// A bad `client_id`; the connection limit reached by a race between
 /// workers (the handshake's 503 check is the usual refusal).
-pub(crate) fn open(w: &mut Worker, id: ConnId, req: &Request, now: u64) -> Result<(), String> {
+pub(crate) fn open(host: &mut dyn Host, req: &Request, now: u64) -> Result<State, String> {
     let client_id = match req.param("client_id") {
         Some(_) => super::client_id(req)?,
         None => uuid_v4(),
     };
-    let shared = w.shared.clone();
-    let open = &shared.dialect_connections[Dialect::Trading as usize];
-    let max = shared.config.trading.max_connections as u64;
-    // Workers admit in parallel: take the place atomically, then hand it
-    // over to the count `accept_upgrade` keeps.
-    if open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).is_err() {
-        Counters::inc(&shared.counters.limit_rejections);
-        return Err(capacity_message(&shared).trim_end().into());
-    }
-    w.accept_upgrade(id, req, Dialect::Trading);
-    open.fetch_sub(1, Ordering::AcqRel);
-    let market_open = shared.market_open.load(Ordering::Relaxed);
-    let c = w.conn(id).expect("caller holds the connection");
-    c.client_id = client_id.clone();
-    c.ext = Ext::Trading(Box::default());
-    let key = c.session_key();
-    let hello = json!({"type": "connected", "client_id": client_id, "market_open": market_open, "timestamp": iso(now)});
-    w.reply(id, hello.to_string().as_bytes(), now);
+    host.accept(req, Dialect::Trading)?;
+    host.set_client_id(client_id.clone());
+    let mut st = State::default();
+    let hello =
+        json!({"type": "connected", "client_id": client_id, "market_open": host.market_open(), "timestamp": iso(now)});
+    host.reply(hello.to_string().as_bytes(), now);
     for ch in [Channel::Signals, Channel::Trades, Channel::Portfolio] {
-        let (name, kind) = named(w, id, ch);
-        if let Err(why) = w.join_channel(id, &name, kind) {
-            reply_error(w, id, &format!("Not subscribed to {}: {why}", ch.name()), now);
+        let (name, kind) = named(host, ch);
+        if let Err(why) = host.join_channel(&name, kind) {
+            reply_error(host, &format!("Not subscribed to {}: {why}", ch.name()), now);
         }
     }
     // A reconnect with the same client_id gets its symbols back.
     let mut restored = false;
-    if let Some(saved) = shared.sessions.take(&key, std::time::Instant::now()) {
-        Counters::inc(&shared.counters.sessions_restored);
+    if let Some(saved) = host.restore() {
         for s in saved {
-            if let Some(slot) = shared.registry.slot_of_token(s.token) {
-                restored |= w.subscribe(id, slot, BATCHED, Delivery::Conflate, now).is_ok();
+            if let Some(slot) = host.registry().slot_of_token(s.token) {
+                restored |= host.subscribe(slot, BATCHED, Delivery::Conflate, now).is_ok();
             }
         }
     }
     if !restored {
-        enter_all(w, id);
+        host.watch_all();
+        st.all = true;
     }
-    Ok(())
+    Ok(st)
 }
 
 /// Every price subscription is this encoding: the worker batches them.
 const BATCHED: Encoding = Encoding { format: Format::Batched, mode: Mode::Quote };
 
-/// Receive every instrument; the next batch carries every cached value.
-fn enter_all(w: &mut Worker, id: ConnId) {
-    w.join_all_instruments(id);
-    let shared = w.shared.clone();
-    let Some(c) = w.conn(id) else { return };
-    if let Ext::Trading(st) = &mut c.ext {
-        st.all = true;
-    }
-    for (slot, _) in shared.registry.iter() {
-        if shared.hub.lvc.load(slot).is_some() {
-            changed(c, slot);
-        }
-    }
-}
-
 /// Stop every price update: leave "everything", drop the symbols.
-fn stop_prices(w: &mut Worker, id: ConnId) {
-    w.leave_all_instruments(id);
-    let slots = w.conn(id).map(|c| c.slots.clone()).unwrap_or_default();
-    for slot in slots {
-        w.unsubscribe(id, slot);
+fn stop_prices(st: &mut State, host: &mut dyn Host) {
+    host.unwatch_all();
+    for slot in host.slots().to_vec() {
+        host.unsubscribe(slot);
     }
-    if let Some(c) = w.conn(id) {
-        if let Ext::Trading(st) = &mut c.ext {
-            st.all = false;
-            clear_changed(st);
-        }
-    }
-}
-
-fn clear_changed(st: &mut State) {
-    for s in st.changed.drain(..) {
-        st.changed_bits[s.idx() / 64] &= !(1u64 << (s.idx() % 64));
-    }
-}
-
-fn receives_all(w: &mut Worker, id: ConnId) -> bool {
-    w.conn(id).is_some_and(|c| matches!(&c.ext, Ext::Trading(st) if st.all))
+    st.all = false;
+    host.take_changed(&mut st.changed);
+    st.changed.clear();
 }
 
 /// Handle one text message.
-pub(crate) fn handle(w: &mut Worker, id: ConnId, payload: &mut [u8], now: u64) {
+pub(crate) fn handle(st: &mut State, host: &mut dyn Host, payload: &mut [u8], now: u64) {
     let v = match super::parse_json(payload) {
         Ok(v) => v,
-        Err(msg) => return reply_error(w, id, &format!("Invalid message format: {msg}"), now),
+        Err(msg) => return reply_error(host, &format!("Invalid message format: {msg}"), now),
     };
-    if let Err(msg) = dispatch(w, id, &v, now) {
-        reply_error(w, id, &msg, now);
+    if let Err(msg) = dispatch(st, host, &v, now) {
+        reply_error(host, &msg, now);
     }
 }
 
-fn dispatch(w: &mut Worker, id: ConnId, v: &BorrowedValue, now: u64) -> Result<(), String> {
+fn dispatch(st: &mut State, host: &mut dyn Host, v: &BorrowedValue, now: u64) -> Result<(), String> {
     if v.as_object().is_none() {
         return Err(format!("Invalid message format: expected a JSON object with a `type` ({TYPES})"));
     }
@@ -295,22 +210,17 @@ fn dispatch(w: &mut Worker, id: ConnId, v: &BorrowedValue, now: u64) -> Result<(
     };
     match ty {
         "ping" => {
-            w.reply(id, br#"{"type":"pong"}"#, now);
+            host.reply(br#"{"type":"pong"}"#, now);
             Ok(())
         }
-        "subscribe" => subscribe(w, id, v, now),
-        "unsubscribe" => unsubscribe(w, id, v, now),
+        "subscribe" => subscribe(st, host, v, now),
+        "unsubscribe" => unsubscribe(st, host, v, now),
         other => Err(format!("Unknown message type `{}` (expected {TYPES})", clip(other))),
     }
 }
 
-/// At most 64 characters of client text, for error messages.
-fn clip(s: &str) -> String {
-    s.chars().take(64).collect()
-}
-
 /// The `channel` and `symbols` of a (un)subscribe request.
-fn request<'v>(w: &Worker, v: &'v BorrowedValue) -> Result<(Channel, Option<Vec<&'v str>>), String> {
+fn request<'v>(host: &dyn Host, v: &'v BorrowedValue) -> Result<(Channel, Option<Vec<&'v str>>), String> {
     let channel = match v.get("channel") {
         None => return Err(format!("Invalid message format: missing field `channel` ({CHANNELS})")),
         Some(c) => c
@@ -324,7 +234,7 @@ fn request<'v>(w: &Worker, v: &'v BorrowedValue) -> Result<(Channel, Option<Vec<
         Some(list) => {
             const MSG: &str = "Invalid message format: field `symbols` must be an array of symbol strings";
             let arr = list.as_array().ok_or(MSG)?;
-            let limit = w.shared.config.max_subscriptions.max(1000);
+            let limit = host.config().max_subscriptions.max(1000);
             if arr.len() > limit {
                 return Err(format!("{} symbols in one request; at most {limit}", arr.len()));
             }
@@ -334,31 +244,23 @@ fn request<'v>(w: &Worker, v: &'v BorrowedValue) -> Result<(Channel, Option<Vec<
     Ok((channel, symbols))
 }
 
-/// Resolve symbols to slots, duplicates folded (by slot, with the worker's
-/// scratch bitset); unknown names are returned as given.
-fn resolve<'v>(w: &mut Worker, symbols: &[&'v str]) -> (Vec<Slot>, Vec<&'v str>) {
+/// Resolve symbols to slots, duplicates folded; unknown names are
+/// returned as given.
+fn resolve<'v>(reg: &Registry, symbols: &[&'v str]) -> (Vec<Slot>, Vec<&'v str>) {
     let (mut found, mut unknown) = (Vec::new(), Vec::new());
     for &s in symbols {
-        match w.shared.registry.slot_of_symbol(s) {
-            Some(slot) => {
-                let (word, bit) = (slot.idx() / 64, 1u64 << (slot.idx() % 64));
-                if w.seen[word] & bit == 0 {
-                    w.seen[word] |= bit;
-                    found.push(slot);
-                }
-            }
+        match reg.slot_of_symbol(s) {
+            Some(slot) => found.push(slot),
             None => unknown.push(s),
         }
     }
-    for slot in &found {
-        w.seen[slot.idx() / 64] = 0;
-    }
+    super::first_of_each(&mut found, |s| Some(*s));
     (found, unknown)
 }
 
 /// The key an instrument has in `price_update.symbols`.
-fn key(w: &Worker, slot: Slot) -> String {
-    let ins = w.shared.registry.get(slot);
+fn key(reg: &Registry, slot: Slot) -> String {
+    let ins = reg.get(slot);
     if &*ins.exchange == crate::instrument::DEFAULT_EXCHANGE {
         ins.symbol.to_string()
     } else {
@@ -380,101 +282,99 @@ fn unknown_error(unknown: &[&str], some_done: bool) -> String {
 }
 
 /// `{"type":"subscribed"|"unsubscribed","channel":…[,"symbols":[…]],"timestamp":…}`.
-fn ack(w: &mut Worker, id: ConnId, ty: &str, ch: Channel, symbols: Option<Vec<String>>, now: u64) {
+fn ack(host: &mut dyn Host, ty: &str, ch: Channel, symbols: Option<Vec<String>>, now: u64) {
     let mut v = json!({"type": ty, "channel": ch.name()});
     if let Some(s) = symbols {
         v["symbols"] = json!(s);
     }
     v["timestamp"] = iso(now);
-    w.reply(id, v.to_string().as_bytes(), now);
+    host.reply(v.to_string().as_bytes(), now);
 }
 
-fn subscribe(w: &mut Worker, id: ConnId, v: &BorrowedValue, now: u64) -> Result<(), String> {
-    let (channel, symbols) = request(w, v)?;
+fn subscribe(st: &mut State, host: &mut dyn Host, v: &BorrowedValue, now: u64) -> Result<(), String> {
+    let (channel, symbols) = request(host, v)?;
     if channel != Channel::Prices {
         // `symbols` does not filter signals, trades or the portfolio.
-        let (name, kind) = named(w, id, channel);
-        w.join_channel(id, &name, kind).map_err(|why| format!("Not subscribed to {}: {why}", channel.name()))?;
-        ack(w, id, "subscribed", channel, None, now);
+        let (name, kind) = named(host, channel);
+        host.join_channel(&name, kind).map_err(|why| format!("Not subscribed to {}: {why}", channel.name()))?;
+        ack(host, "subscribed", channel, None, now);
         return Ok(());
     }
     let symbols = symbols.filter(|s| !s.is_empty()).ok_or(
         "Invalid message format: subscribing to price_updates needs `symbols`, a non-empty array such as [\"RELIANCE\",\"TCS\"]",
     )?;
-    let (found, unknown) = resolve(w, &symbols);
-    if !found.is_empty() && receives_all(w, id) {
+    let (found, unknown) = resolve(host.registry(), &symbols);
+    if !found.is_empty() && st.all {
         // The first choice replaces "everything".
-        stop_prices(w, id);
+        stop_prices(st, host);
     }
     let (mut done, mut refused) = (Vec::new(), Vec::new());
     let mut why_refused = "";
     for slot in found {
-        match w.subscribe(id, slot, BATCHED, Delivery::Conflate, now) {
-            Ok(()) => done.push(key(w, slot)),
+        match host.subscribe(slot, BATCHED, Delivery::Conflate, now) {
+            Ok(()) => done.push(key(host.registry(), slot)),
             Err(why) => {
                 why_refused = why;
-                refused.push(key(w, slot));
+                refused.push(key(host.registry(), slot));
             }
         }
     }
     let some_done = !done.is_empty();
     if some_done {
-        ack(w, id, "subscribed", channel, Some(done), now);
+        ack(host, "subscribed", channel, Some(done), now);
     }
     if !unknown.is_empty() {
-        reply_error(w, id, &unknown_error(&unknown, some_done), now);
+        reply_error(host, &unknown_error(&unknown, some_done), now);
     }
     if !refused.is_empty() {
-        let max = w.shared.config.max_subscriptions;
+        let max = host.config().max_subscriptions;
         let msg = format!("Not subscribed to {}: {why_refused} ({max} per connection)", refused.join(", "));
-        reply_error(w, id, &msg, now);
+        reply_error(host, &msg, now);
     }
     Ok(())
 }
 
-fn unsubscribe(w: &mut Worker, id: ConnId, v: &BorrowedValue, now: u64) -> Result<(), String> {
-    let (channel, symbols) = request(w, v)?;
+fn unsubscribe(st: &mut State, host: &mut dyn Host, v: &BorrowedValue, now: u64) -> Result<(), String> {
+    let (channel, symbols) = request(host, v)?;
     if channel != Channel::Prices {
-        let (name, _) = named(w, id, channel);
-        if let Some(ch) = w.shared.channels.lookup(&name) {
-            w.unsubscribe_channel(id, ch);
+        let (name, _) = named(host, channel);
+        if let Some(ch) = host.channels().lookup(&name) {
+            host.leave_channel(ch);
         }
         if channel == Channel::Portfolio {
-            if let Some(Ext::Trading(st)) = w.conn(id).map(|c| &mut c.ext) {
-                st.held = None;
-            }
+            host.take_held();
         }
-        ack(w, id, "unsubscribed", channel, None, now);
+        ack(host, "unsubscribed", channel, None, now);
         return Ok(());
     }
     let Some(symbols) = symbols else {
-        stop_prices(w, id);
-        ack(w, id, "unsubscribed", channel, None, now);
+        stop_prices(st, host);
+        ack(host, "unsubscribed", channel, None, now);
         return Ok(());
     };
     if symbols.is_empty() {
         return Err("Invalid message format: `symbols` is empty: name the symbols to stop, or leave `symbols` out to stop every price update".into());
     }
-    if receives_all(w, id) {
+    if st.all {
         return Err("You receive every symbol until you subscribe to price_updates with `symbols`: subscribe to the ones you want, or unsubscribe without `symbols` to stop price updates".into());
     }
-    let (found, unknown) = resolve(w, &symbols);
+    let (found, unknown) = resolve(host.registry(), &symbols);
     let (mut done, mut absent) = (Vec::new(), Vec::new());
     for slot in found {
-        if w.unsubscribe(id, slot) {
-            done.push(key(w, slot));
+        if host.unsubscribe(slot) {
+            done.push(key(host.registry(), slot));
         } else {
-            absent.push(key(w, slot));
+            absent.push(key(host.registry(), slot));
         }
     }
     if !done.is_empty() {
-        ack(w, id, "unsubscribed", channel, Some(done), now);
+        ack(host, "unsubscribed", channel, Some(done), now);
     }
     if !unknown.is_empty() {
-        reply_error(w, id, &unknown_error(&unknown, false), now);
+        reply_error(host, &unknown_error(&unknown, false), now);
     }
     if !absent.is_empty() {
-        reply_error(w, id, &format!("Not subscribed to {}", absent.join(", ")), now);
+        reply_error(host, &format!("Not subscribed to {}", absent.join(", ")), now);
     }
     Ok(())
 }
@@ -486,102 +386,68 @@ pub(crate) fn market_status(open: bool, now: u64) -> Vec<u8> {
 
 /// About every 100 ms: the price batch and the portfolio update when due
 /// (intervals are therefore at least that long), a ping frame to an idle
-/// client, the slow-consumer mark.
-pub(crate) fn housekeeping(w: &mut Worker, id: ConnId, now: u64) {
-    let cfg = &w.shared.config.trading;
+/// client.
+pub(crate) fn housekeeping(st: &mut State, host: &mut dyn Host, now: u64) {
+    let cfg = &host.config().trading;
     let ns = crate::tick::ns;
     let (price_ns, portfolio_ns, ping_ns) =
         (ns(cfg.price_update_interval), ns(cfg.portfolio_update_interval), ns(cfg.ping_interval));
-    let limit = w.shared.config.out_buffer_bytes;
-    let Some(c) = w.conn(id) else { return };
-    let Ext::Trading(st) = &mut c.ext else { return };
-    if c.congested {
+    if host.congested() {
         return; // held back (conflated) until the client drains
     }
-    if now >= st.next_price_ns && !st.changed.is_empty() && flush_prices(w, id, now) {
-        if let Some(Ext::Trading(st)) = w.conn(id).map(|c| &mut c.ext) {
-            st.next_price_ns = now + price_ns;
-        }
+    if now >= st.next_price_ns && flush_prices(st, host, now) {
+        st.next_price_ns = now + price_ns;
     }
-    let Some(c) = w.conn(id) else { return };
-    let Ext::Trading(st) = &mut c.ext else { return };
-    let mut sent = false;
     if now >= st.next_portfolio_ns {
-        if let Some(raw) = st.held.take() {
+        if let Some(raw) = host.take_held() {
             st.next_portfolio_ns = now + portfolio_ns;
-            c.data_frame(&raw, now);
-            w.frames += 1;
-            sent = true;
+            host.data_frame(&raw, now);
         }
     }
-    let Some(c) = w.conn(id) else { return };
-    if now.saturating_sub(c.last_tx_ns) >= ping_ns && c.is_drained() {
-        c.ctrl_frame(frame::OP_PING, b"");
-        c.last_tx_ns = now;
-        sent = true;
-    }
-    if c.data_pending() > limit {
-        c.congested = true;
-        Counters::inc(&w.shared.counters.slow_conflations);
-    }
-    if sent {
-        w.mark_dirty(id);
+    if host.idle_ns(now) >= ping_ns && host.drained() {
+        host.control_frame(frame::OP_PING, b"", now);
     }
 }
 
 /// Send one `price_update` with the newest value of every changed
 /// instrument the client still receives. Returns whether one was sent.
-fn flush_prices(w: &mut Worker, id: ConnId, now: u64) -> bool {
-    let Some(c) = w.conns.get_mut(id.0 as usize).and_then(Option::as_mut) else { return false };
-    let Ext::Trading(st) = &mut c.ext else { return false };
-    let all = st.all;
-    let mut changed = std::mem::take(&mut st.changed);
-    for s in &changed {
-        st.changed_bits[s.idx() / 64] &= !(1u64 << (s.idx() % 64));
+fn flush_prices(st: &mut State, host: &mut dyn Host, now: u64) -> bool {
+    host.take_changed(&mut st.changed);
+    if st.changed.is_empty() {
+        return false;
     }
-    let out = &mut w.scratch;
+    let out = &mut st.frame;
     out.clear();
     let start = frame::begin(out);
     out.extend_from_slice(b"{\"type\":\"price_update\",\"symbols\":{");
     let mut n = 0;
-    for &slot in &changed {
-        if !all && !w.subs.contains(slot, id) {
+    for &slot in &st.changed {
+        if !st.all && host.subscription(slot).is_none() {
             continue; // unsubscribed since it changed
         }
-        let Some(t) = w.shared.hub.lvc.load(slot) else { continue };
+        let Some(t) = host.last_value(slot) else { continue };
         if n > 0 {
             out.push(b',');
         }
-        trading_symbol(out, &t, w.shared.registry.get(slot));
+        trading_symbol(out, &t, host.registry().get(slot));
         n += 1;
     }
     out.extend_from_slice(b"},\"timestamp\":\"");
     write_iso(out, now, 0, true, b"Z\"}");
     let r = frame::finish(out, start, frame::OP_TEXT);
-    changed.clear();
-    if let Ext::Trading(st) = &mut c.ext {
-        st.changed = changed; // keep the capacity
-    }
+    st.changed.clear();
     if n == 0 {
         return false;
     }
-    c.data_frame(&w.scratch[r], now);
-    w.frames += 1;
-    w.mark_dirty(id);
+    host.data_frame(&st.frame[r], now);
     true
 }
 
 /// Send `{"type":"error","error":…,"timestamp":…}`; the connection stays open.
-pub(crate) fn reply_error(w: &mut Worker, id: ConnId, msg: &str, now: u64) {
-    Counters::inc(&w.shared.counters.bad_requests);
-    if let Some(c) = w.conn(id) {
-        if c.logged & crate::worker::conn::logged::BAD_REQUEST == 0 {
-            c.logged |= crate::worker::conn::logged::BAD_REQUEST;
-            log::info!("client {}: {msg}", c.client_id);
-        }
-    }
+pub(crate) fn reply_error(host: &mut dyn Host, msg: &str, now: u64) {
+    host.bad_request(msg);
     let v = json!({"type": "error", "error": msg, "timestamp": iso(now)});
-    w.reply(id, v.to_string().as_bytes(), now);
+    host.reply(v.to_string().as_bytes(), now);
 }
 
 #[cfg(test)]

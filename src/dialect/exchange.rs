@@ -37,12 +37,10 @@ use serde_json::{json, Value};
 use simd_json::prelude::*;
 use simd_json::BorrowedValue;
 
-use super::super::{ChanKind, Worker};
+use super::{ChanKind, Host};
 use crate::encode::dialects::stream::{DEPTH, TICKER, TRADE};
 use crate::encode::{Encoding, Format, Marks};
 use crate::instrument::Slot;
-use crate::metrics::Counters;
-use crate::subs::ConnId;
 use crate::tick::Mode;
 use crate::ws::handshake::Request;
 
@@ -86,28 +84,27 @@ fn echo(s: &str) -> String {
 /// request.
 ///
 /// # Errors
-/// None today (no query parameters); the signature is the dispatcher's.
-pub(crate) fn open(w: &mut Worker, id: ConnId, req: &Request, _now: u64) -> Result<(), String> {
-    w.accept_upgrade(id, req, super::Dialect::Exchange);
-    Ok(())
+/// None of its own (no query parameters); the host's refusal.
+pub(crate) fn open(host: &mut dyn Host, req: &Request, _now: u64) -> Result<(), String> {
+    host.accept(req, super::Dialect::Exchange)
 }
 
 /// Handle one text message (a request).
-pub(crate) fn handle(w: &mut Worker, id: ConnId, payload: &mut [u8], now: u64) {
+pub(crate) fn handle(host: &mut dyn Host, payload: &mut [u8], now: u64) {
     let v = match super::parse_json(payload) {
         Ok(v) => v,
-        Err(e) => return error(w, id, Value::Null, code::INVALID_JSON, &format!("Invalid JSON: {e}"), now),
+        Err(e) => return error(host, Value::Null, code::INVALID_JSON, &format!("Invalid JSON: {e}"), now),
     };
     if v.as_object().is_none() {
         let msg = format!("Invalid request: a request is a JSON object with a `method` ({METHODS})");
-        return error(w, id, Value::Null, code::INVALID_REQUEST, &msg, now);
+        return error(host, Value::Null, code::INVALID_REQUEST, &msg, now);
     }
     let req_id = match request_id(&v) {
         Ok(i) => i,
-        Err(Refusal(code, msg)) => return error(w, id, Value::Null, code, &msg, now),
+        Err(Refusal(code, msg)) => return error(host, Value::Null, code, &msg, now),
     };
-    if let Err(Refusal(code, msg)) = dispatch(w, id, &v, &req_id, now) {
-        error(w, id, req_id, code, &msg, now);
+    if let Err(Refusal(code, msg)) = dispatch(host, &v, &req_id, now) {
+        error(host, req_id, code, &msg, now);
     }
 }
 
@@ -131,23 +128,23 @@ fn request_id(v: &BorrowedValue) -> Result<Value, Refusal> {
     }
 }
 
-fn dispatch(w: &mut Worker, id: ConnId, v: &BorrowedValue, req_id: &Value, now: u64) -> Result<(), Refusal> {
+fn dispatch(host: &mut dyn Host, v: &BorrowedValue, req_id: &Value, now: u64) -> Result<(), Refusal> {
     let method = match v.get("method") {
         None => return Err(invalid(format!("missing field `method` (one of {METHODS})"))),
         Some(m) => m.as_str().ok_or_else(|| invalid("field `method` must be a string"))?,
     };
     // Binance spells methods in capitals; any case is accepted.
     if method.eq_ignore_ascii_case("SUBSCRIBE") {
-        let streams = streams(w, v)?;
-        subscribe(w, id, &streams, now)?;
-        reply(w, id, &json!({"result": null, "id": req_id}), now);
+        let streams = streams(host, v)?;
+        subscribe(host, &streams, now)?;
+        reply(host, &json!({"result": null, "id": req_id}), now);
     } else if method.eq_ignore_ascii_case("UNSUBSCRIBE") {
-        let streams = streams(w, v)?;
-        unsubscribe(w, id, &streams, now);
-        reply(w, id, &json!({"result": null, "id": req_id}), now);
+        let streams = streams(host, v)?;
+        unsubscribe(host, &streams, now);
+        reply(host, &json!({"result": null, "id": req_id}), now);
     } else if method.eq_ignore_ascii_case("LIST_SUBSCRIPTIONS") {
-        let list = list(w, id);
-        reply(w, id, &json!({"result": list, "id": req_id}), now);
+        let list = list(host);
+        reply(host, &json!({"result": list, "id": req_id}), now);
     } else {
         return Err(invalid(format!("unknown method `{}` (expected one of {METHODS})", echo(method))));
     }
@@ -164,7 +161,7 @@ enum Stream {
 }
 
 /// The request's `params`, parsed; any bad name refuses the whole request.
-fn streams(w: &Worker, v: &BorrowedValue) -> Result<Vec<Stream>, Refusal> {
+fn streams(host: &dyn Host, v: &BorrowedValue) -> Result<Vec<Stream>, Refusal> {
     const SHAPE: &str = "field `params` must be an array of stream names like \"trade@RELIANCE\"";
     let params = v
         .get("params")
@@ -172,15 +169,15 @@ fn streams(w: &Worker, v: &BorrowedValue) -> Result<Vec<Stream>, Refusal> {
     let arr = params.as_array().ok_or_else(|| invalid(SHAPE))?;
     // One request cannot stall a worker: the per-connection limit bounds
     // what can succeed anyway.
-    let max = w.shared.config.max_subscriptions.max(1000);
+    let max = host.config().max_subscriptions.max(1000);
     if arr.len() > max {
         return Err(invalid(format!("too many parameters ({}; at most {max})", arr.len())));
     }
-    let has_channels = w.shared.feeds.iter().any(|f| matches!(f.kind, "redis" | "publish"));
+    let has_channels = host.has_channel_source();
     arr.iter()
         .map(|p| {
             let name = p.as_str().ok_or_else(|| invalid(SHAPE))?;
-            parse_stream(&w.shared.registry, name, has_channels).map_err(invalid)
+            parse_stream(host.registry(), name, has_channels).map_err(invalid)
         })
         .collect()
 }
@@ -223,8 +220,8 @@ fn parse_stream(reg: &crate::instrument::Registry, name: &str, has_channels: boo
 }
 
 /// The exchange stream bits `id` holds on `slot` (0: none).
-fn bits(w: &Worker, id: ConnId, slot: Slot) -> u8 {
-    match w.subs.get(slot, id).map(|s| s.enc.format) {
+fn bits(host: &dyn Host, slot: Slot) -> u8 {
+    match host.subscription(slot).map(|(enc, _)| enc.format) {
         Some(Format::Exchange(b)) => b,
         _ => 0,
     }
@@ -263,17 +260,16 @@ fn fold(streams: &[Stream]) -> (Vec<(Slot, u8)>, Vec<&str>) {
     (slots, channels)
 }
 
-fn subscribe(w: &mut Worker, id: ConnId, streams: &[Stream], now: u64) -> Result<(), Refusal> {
+fn subscribe(host: &mut dyn Host, streams: &[Stream], now: u64) -> Result<(), Refusal> {
     let (slots, channels) = fold(streams);
     // Check the per-connection limit for the whole request first, so a
     // refusal leaves the subscriptions as they were.
-    let limit = w.shared.config.max_subscriptions;
-    let new_slots = slots.iter().filter(|&&(s, _)| !w.subs.contains(s, id)).count();
-    let conn = w.conn(id).ok_or_else(|| invalid("connection gone"))?;
-    let held = conn.slots.len() + conn.channels.len();
-    let held_channels: rustc_hash::FxHashSet<_> = conn.channels.iter().copied().collect();
+    let limit = host.config().max_subscriptions;
+    let new_slots = slots.iter().filter(|&&(s, _)| host.subscription(s).is_none()).count();
+    let held = host.slots().len() + host.channel_ids().len();
+    let held_channels: rustc_hash::FxHashSet<_> = host.channel_ids().iter().copied().collect();
     let new_channels =
-        channels.iter().filter(|n| w.shared.channels.lookup(n).is_none_or(|ch| !held_channels.contains(&ch))).count();
+        channels.iter().filter(|n| host.channels().lookup(n).is_none_or(|ch| !held_channels.contains(&ch))).count();
     if held + new_slots + new_channels > limit {
         return Err(invalid(format!(
             "subscription limit reached: at most {limit} markets and channels per connection ({held} held, this request adds {})",
@@ -281,20 +277,20 @@ fn subscribe(w: &mut Worker, id: ConnId, streams: &[Stream], now: u64) -> Result
         )));
     }
     for (slot, add) in slots {
-        let cur = bits(w, id, slot);
+        let cur = bits(host, slot);
         if cur | add == cur {
             continue;
         }
-        let delivery = w.subs.get(slot, id).map_or(w.default_delivery, |s| s.delivery);
+        let delivery = host.subscription(slot).map_or(host.default_delivery(), |(_, d)| d);
         // Only the per-user limit can still refuse (checked at subscribe).
-        w.subscribe(id, slot, encoding(cur | add), delivery, now)
+        host.subscribe(slot, encoding(cur | add), delivery, now)
             .map_err(|why| invalid(format!("{why}; streams before this market were subscribed")))?;
         if cur != 0 {
-            snapshot_added(w, id, slot, add & !cur, now);
+            snapshot_added(host, slot, add & !cur, now);
         }
     }
     for name in channels {
-        w.join_channel(id, name, ChanKind::Raw)
+        host.join_channel(name, ChanKind::Raw)
             .map_err(|why| invalid(format!("stream `{name}`: {why}; streams before it were subscribed")))?;
     }
     Ok(())
@@ -302,85 +298,73 @@ fn subscribe(w: &mut Worker, id: ConnId, streams: &[Stream], now: u64) -> Result
 
 /// The cached last value in the streams just added to an existing
 /// subscription (a new subscription gets its snapshot from
-/// `Worker::subscribe`). A tick still in this worker's ring may then bring
+/// `Host::subscribe`). A tick still in the worker's ring may then bring
 /// those streams a value one tick older, right before the newest again:
 /// the alternative, skipping ring ticks, would lose trades of the streams
 /// already held.
-fn snapshot_added(w: &mut Worker, id: ConnId, slot: Slot, added: u8, now: u64) {
-    let Some(t) = w.shared.hub.lvc.load(slot) else { return };
-    let shared = w.shared.clone();
+fn snapshot_added(host: &mut dyn Host, slot: Slot, added: u8, now: u64) {
+    let Some(t) = host.last_value(slot) else { return };
     let mut buf = Vec::new();
     let marks = Marks { snapshot: true, conflated: false };
-    let r = crate::encode::encode(&mut buf, encoding(added), &t, shared.registry.get(slot), marks);
-    let Some(c) = w.conn(id).filter(|c| !c.congested) else { return };
-    if !r.is_empty() {
-        c.data_frame(&buf[r], now);
-        w.frames += 1;
-        w.mark_dirty(id);
+    let r = crate::encode::encode(&mut buf, encoding(added), &t, host.registry().get(slot), marks);
+    if !r.is_empty() && !host.congested() {
+        host.data_frame(&buf[r], now);
     }
 }
 
 /// Remove the named streams; ones not subscribed are ignored (as Binance does).
-fn unsubscribe(w: &mut Worker, id: ConnId, streams: &[Stream], now: u64) {
+fn unsubscribe(host: &mut dyn Host, streams: &[Stream], now: u64) {
     let (slots, channels) = fold(streams);
     for (slot, remove) in slots {
-        let cur = bits(w, id, slot);
+        let cur = bits(host, slot);
         let rest = cur & !remove;
         if rest == cur {
             continue;
         }
         if rest == 0 {
-            w.unsubscribe(id, slot);
+            host.unsubscribe(slot);
         } else {
-            let delivery = w.subs.get(slot, id).map_or(w.default_delivery, |s| s.delivery);
+            let delivery = host.subscription(slot).map_or(host.default_delivery(), |(_, d)| d);
             // An update in place: no limit applies.
-            let _ = w.subscribe(id, slot, encoding(rest), delivery, now);
+            let _ = host.subscribe(slot, encoding(rest), delivery, now);
         }
     }
     for name in channels {
-        if let Some(ch) = w.shared.channels.lookup(name) {
-            w.unsubscribe_channel(id, ch);
+        if let Some(ch) = host.channels().lookup(name) {
+            host.leave_channel(ch);
         }
     }
 }
 
 /// Canonical names of every stream `id` holds: instruments in subscription
 /// order (trade, ticker, depth each), then channels in subscription order.
-fn list(w: &mut Worker, id: ConnId) -> Vec<String> {
-    let Some(c) = w.conn(id) else { return Vec::new() };
-    let (slots, channels) = (c.slots.clone(), c.channels.clone());
+fn list(host: &dyn Host) -> Vec<String> {
     let mut out = Vec::new();
     let mut market = Vec::new();
-    for slot in slots {
-        let b = bits(w, id, slot);
+    for &slot in host.slots() {
+        let b = bits(host, slot);
         market.clear();
-        crate::encode::dialects::exchange_market(&mut market, w.shared.registry.get(slot));
+        crate::encode::dialects::exchange_market(&mut market, host.registry().get(slot));
         let market = String::from_utf8_lossy(&market);
         out.extend(STREAMS.iter().filter(|(bit, _)| b & bit != 0).map(|(_, kind)| format!("{kind}@{market}")));
     }
-    out.extend(channels.into_iter().filter_map(|ch| w.shared.channels.name(ch)).map(|n| n.to_string()));
+    out.extend(host.channel_ids().iter().filter_map(|&ch| host.channels().name(ch)).map(|n| n.to_string()));
     out
 }
 
-fn reply(w: &mut Worker, id: ConnId, v: &Value, now: u64) {
-    w.reply(id, v.to_string().as_bytes(), now);
+fn reply(host: &mut dyn Host, v: &Value, now: u64) {
+    host.reply(v.to_string().as_bytes(), now);
 }
 
 /// `{"error":{"code":…,"msg":…},"id":…}`; the connection stays open.
-fn error(w: &mut Worker, id: ConnId, req_id: Value, code: u16, msg: &str, now: u64) {
-    Counters::inc(&w.shared.counters.bad_requests);
-    if let Some(c) = w.conn(id) {
-        if c.logged & crate::worker::conn::logged::BAD_REQUEST == 0 {
-            c.logged |= crate::worker::conn::logged::BAD_REQUEST;
-            log::info!("exchange-streams client: {msg}");
-        }
-    }
-    reply(w, id, &json!({"error": {"code": code, "msg": msg}, "id": req_id}), now);
+fn error(host: &mut dyn Host, req_id: Value, code: u16, msg: &str, now: u64) {
+    host.bad_request(msg);
+    reply(host, &json!({"error": {"code": code, "msg": msg}, "id": req_id}), now);
 }
 
 /// A message that is not a JSON request (a binary frame): code 3.
-pub(crate) fn reply_error(w: &mut Worker, id: ConnId, req_id: Option<Value>, msg: &str, now: u64) {
-    error(w, id, req_id.unwrap_or(Value::Null), code::INVALID_JSON, &format!("Invalid JSON: {msg}"), now);
+pub(crate) fn reply_error(host: &mut dyn Host, req_id: Option<Value>, msg: &str, now: u64) {
+    error(host, req_id.unwrap_or(Value::Null), code::INVALID_JSON, &format!("Invalid JSON: {msg}"), now);
 }
 
 /// Nothing: Binance-style clients have no market-status message.
@@ -391,12 +375,10 @@ pub(crate) fn market_status(_open: bool, _now: u64) -> Vec<u8> {
 /// A WebSocket ping to a connection idle for `--heartbeat-ms`: keeps proxies
 /// and NATs from dropping quiet connections and finds dead peers, without
 /// a message the seed's clients would have to understand.
-pub(crate) fn housekeeping(w: &mut Worker, id: ConnId, now: u64) {
-    let idle_ns = crate::tick::ns(w.shared.config.heartbeat);
-    if let Some(c) = w.conn(id).filter(|c| now.saturating_sub(c.last_tx_ns) >= idle_ns && c.is_drained()) {
-        c.ctrl_frame(OP_PING, b"");
-        c.last_tx_ns = now;
-        w.mark_dirty(id);
+pub(crate) fn housekeeping(host: &mut dyn Host, now: u64) {
+    let idle_ns = crate::tick::ns(host.config().heartbeat);
+    if host.idle_ns(now) >= idle_ns && host.drained() {
+        host.control_frame(OP_PING, b"", now);
     }
 }
 

@@ -11,12 +11,11 @@ use serde_json::{json, Map, Value};
 use simd_json::prelude::*;
 use simd_json::BorrowedValue;
 
-use super::super::{ChanKind, Worker};
-use crate::encode::{Encoding, Format};
-use crate::instrument::Slot;
-use crate::metrics::Counters;
-use crate::shared::{Shared, SERVER_NAME};
-use crate::subs::{ConnId, Delivery};
+use super::{clip, ChanKind, Host};
+use crate::encode::{Encoding, Format, Marks};
+use crate::instrument::{Registry, Slot};
+use crate::shared::SERVER_NAME;
+use crate::subs::Delivery;
 use crate::tick::Mode;
 use crate::ws::handshake::Request;
 
@@ -38,36 +37,32 @@ fn bad(msg: impl Into<String>) -> Refusal {
 ///
 /// # Errors
 /// A bad query parameter; the caller answers 400 with the message.
-pub(crate) fn open(w: &mut Worker, id: ConnId, req: &Request, now: u64) -> Result<(), String> {
+pub(crate) fn open(host: &mut dyn Host, req: &Request, now: u64) -> Result<(), String> {
     let format = match req.param("format") {
         None => Format::Json,
         Some(f) => Format::parse(&f).ok_or_else(|| format!("format `{f}`: expected json or rkyv"))?,
     };
     let client_id = super::client_id(req)?;
-    let market_open = w.shared.market_open.load(std::sync::atomic::Ordering::Relaxed);
-    w.accept_upgrade(id, req, super::Dialect::Native);
-    let c = w.conn(id).expect("caller holds the connection");
-    c.format = format;
-    c.client_id = client_id.clone();
-    let welcome = json!({"type": "welcome", "client_id": client_id, "server": SERVER_NAME, "format": format.name(), "market_open": market_open});
-    c.ctrl_text(welcome.to_string().as_bytes(), now);
+    host.accept(req, super::Dialect::Native)?;
+    host.set_format(format);
+    host.set_client_id(client_id.clone());
+    let welcome = json!({"type": "welcome", "client_id": client_id, "server": SERVER_NAME, "format": format.name(), "market_open": host.market_open()});
+    send(host, &welcome, now);
 
-    let key = c.session_key();
-    if let Some(saved) = w.shared.sessions.take(&key, std::time::Instant::now()) {
-        Counters::inc(&w.shared.counters.sessions_restored);
+    if let Some(saved) = host.restore() {
         let mut subscribed = Vec::new();
         for s in saved {
-            let Some(slot) = w.shared.registry.slot_of_token(s.token) else {
+            let Some(slot) = host.registry().slot_of_token(s.token) else {
                 continue;
             };
-            if w.subscribe(id, slot, Encoding { format, mode: s.mode }, s.delivery, now).is_ok() {
-                subscribed.push(entry(w, slot, Some(s.mode)));
+            if host.subscribe(slot, Encoding { format, mode: s.mode }, s.delivery, now).is_ok() {
+                subscribed.push(entry(host.registry(), slot, Some(s.mode)));
             }
         }
-        let total = total(w, id);
+        let total = total(host);
         let reply = json!({"type": "subscription_response", "status": "success",
             "data": {"action": "restore", "subscribed": subscribed, "rejected": [], "total_subscribed": total}});
-        send(w, id, &reply, now);
+        send(host, &reply, now);
     }
 
     if let Some(tokens) = req.param("tokens") {
@@ -77,45 +72,44 @@ pub(crate) fn open(w: &mut Worker, id: ConnId, req: &Request, now: u64) -> Resul
         }
         body.push('}');
         let mut bytes = body.into_bytes();
-        handle(w, id, &mut bytes, now);
+        handle(host, &mut bytes, now);
     }
     Ok(())
 }
 
 /// Handle one text message.
-pub(crate) fn handle(w: &mut Worker, id: ConnId, payload: &mut [u8], now: u64) {
+pub(crate) fn handle(host: &mut dyn Host, payload: &mut [u8], now: u64) {
     let v = match super::parse_json(payload) {
         Ok(v) => v,
-        Err(msg) => return reply_error(w, id, None, "bad_request", &msg, now),
+        Err(msg) => return reply_error(host, None, "bad_request", &msg, now),
     };
     let req_id = v.get("id").map(|i| owned(i));
     let result = match v.as_object() {
         None => Err(bad("a request must be a JSON object with an `action`")),
-        Some(_) => dispatch(w, id, &v, req_id.clone(), now),
+        Some(_) => dispatch(host, &v, req_id.clone(), now),
     };
     if let Err(Refusal(code, msg)) = result {
-        reply_error(w, id, req_id, code, &msg, now);
+        reply_error(host, req_id, code, &msg, now);
     }
 }
 
-fn dispatch(w: &mut Worker, id: ConnId, v: &BorrowedValue, req_id: Option<Value>, now: u64) -> Result<(), Refusal> {
+fn dispatch(host: &mut dyn Host, v: &BorrowedValue, req_id: Option<Value>, now: u64) -> Result<(), Refusal> {
     let action = match v.get("action") {
         None => return Err(bad(format!("missing field `action` (one of {ACTIONS})"))),
         Some(a) => a.as_str().ok_or_else(|| bad("field `action` must be a string"))?,
     };
     match action {
-        "subscribe" => subscribe(w, id, v, req_id, now),
-        "unsubscribe" => unsubscribe(w, id, v, req_id, now),
+        "subscribe" => subscribe(host, v, req_id, now),
+        "unsubscribe" => unsubscribe(host, v, req_id, now),
         "get_subscriptions" => {
-            let conn = w.conn(id).expect("live connection");
-            let slots = conn.slots.clone();
-            let list: Vec<Value> = slots
+            let list: Vec<Value> = host
+                .slots()
                 .iter()
                 .filter_map(|&slot| {
-                    let s = w.subs.get(slot, id)?;
-                    let mut e = entry(w, slot, Some(s.enc.mode));
-                    e["delivery"] = json!(s.delivery.name());
-                    if let Delivery::MaxRate { interval_ns } = s.delivery {
+                    let (enc, delivery) = host.subscription(slot)?;
+                    let mut e = entry(host.registry(), slot, Some(enc.mode));
+                    e["delivery"] = json!(delivery.name());
+                    if let Delivery::MaxRate { interval_ns } = delivery {
                         let rate = 1e9 / interval_ns.max(1) as f64;
                         e["max_rate"] =
                             if (rate - rate.round()).abs() < 1e-6 { json!(rate.round() as u64) } else { json!(rate) };
@@ -123,7 +117,7 @@ fn dispatch(w: &mut Worker, id: ConnId, v: &BorrowedValue, req_id: Option<Value>
                     Some(e)
                 })
                 .collect();
-            let channels = conn_channels(w, id);
+            let channels = conn_channels(host);
             let list: Vec<Value> = list.into_iter().chain(channels).collect();
             let total = list.len();
             let reply = with_id(
@@ -131,26 +125,22 @@ fn dispatch(w: &mut Worker, id: ConnId, v: &BorrowedValue, req_id: Option<Value>
                 "data": {"action": "get_subscriptions", "subscriptions": list, "total_subscribed": total}}),
                 req_id,
             );
-            send(w, id, &reply, now);
+            send(host, &reply, now);
             Ok(())
         }
-        "snapshot" => snapshot(w, id, v, req_id, now),
+        "snapshot" => snapshot(host, v, req_id, now),
         "ping" => {
             let reply = with_id(json!({"type": "pong", "ts": now}), req_id);
-            send(w, id, &reply, now);
+            send(host, &reply, now);
             Ok(())
         }
-        other => Err(Refusal(
-            "unknown_action",
-            format!("unknown action `{}` (expected one of {ACTIONS})", other.chars().take(64).collect::<String>()),
-        )),
+        other => Err(Refusal("unknown_action", format!("unknown action `{}` (expected one of {ACTIONS})", clip(other)))),
     }
 }
 
 /// `{"channel": name}` for each channel `id` is subscribed to.
-fn conn_channels(w: &mut Worker, id: ConnId) -> Vec<Value> {
-    let chans = w.conn(id).map(|c| c.channels.clone()).unwrap_or_default();
-    chans.into_iter().filter_map(|ch| w.shared.channels.name(ch)).map(|n| json!({"channel": &*n})).collect()
+fn conn_channels(host: &dyn Host) -> Vec<Value> {
+    host.channel_ids().iter().filter_map(|&ch| host.channels().name(ch)).map(|n| json!({"channel": &*n})).collect()
 }
 
 /// A target named by a request: a resolved slot or why not.
@@ -164,34 +154,21 @@ enum Target {
 /// capped at `max(max_subscriptions, 1000)`, so one request cannot stall a
 /// worker or amplify into a huge reply (entries past the per-connection
 /// limit are still rejected one by one, with a reason).
-fn targets(w: &mut Worker, v: &BorrowedValue) -> Result<Vec<Target>, Refusal> {
-    let mut out = resolve(w, v)?;
-    // Fold duplicates with a scratch bitset by slot: no hashing.
-    let seen = &mut w.seen;
-    out.retain(|t| match t {
-        Target::Found(slot) => {
-            let (word, bit) = (slot.idx() / 64, 1u64 << (slot.idx() % 64));
-            let first = seen[word] & bit == 0;
-            seen[word] |= bit;
-            first
-        }
-        Target::Unknown(_) => true,
+fn targets(host: &dyn Host, v: &BorrowedValue) -> Result<Vec<Target>, Refusal> {
+    let mut out = resolve(host.registry(), v)?;
+    super::first_of_each(&mut out, |t| match t {
+        Target::Found(slot) => Some(*slot),
+        Target::Unknown(_) => None,
     });
-    for t in &out {
-        if let Target::Found(slot) = t {
-            seen[slot.idx() / 64] = 0;
-        }
-    }
-    let limit = w.shared.config.max_subscriptions.max(1000);
+    let limit = host.config().max_subscriptions.max(1000);
     if out.len() > limit {
         return Err(Refusal("limit_exceeded", format!("{} targets in one request; at most {limit}", out.len())));
     }
     Ok(out)
 }
 
-fn resolve(w: &Worker, v: &BorrowedValue) -> Result<Vec<Target>, Refusal> {
+fn resolve(reg: &Registry, v: &BorrowedValue) -> Result<Vec<Target>, Refusal> {
     let mut out = Vec::new();
-    let reg = &w.shared.registry;
     let mut any = false;
     if let Some(tokens) = v.get("tokens") {
         any = true;
@@ -217,7 +194,7 @@ fn resolve(w: &Worker, v: &BorrowedValue) -> Result<Vec<Target>, Refusal> {
                 match reg.slot_of_symbol(s) {
                     Some(slot) => out.push(Target::Found(slot)),
                     None => out.push(Target::Unknown(
-                        json!({"symbol": s.chars().take(64).collect::<String>(), "reason": "unknown symbol"}),
+                        json!({"symbol": clip(s), "reason": "unknown symbol"}),
                     )),
                 }
             }
@@ -270,19 +247,19 @@ fn delivery_of(v: &BorrowedValue, default: Delivery) -> Result<Delivery, Refusal
     }
 }
 
-fn subscribe(w: &mut Worker, id: ConnId, v: &BorrowedValue, req_id: Option<Value>, now: u64) -> Result<(), Refusal> {
+fn subscribe(host: &mut dyn Host, v: &BorrowedValue, req_id: Option<Value>, now: u64) -> Result<(), Refusal> {
     let mode = mode_of(v, Mode::Ltp)?;
-    let delivery = delivery_of(v, w.default_delivery)?;
-    let targets = targets(w, v)?;
-    let format = w.conn(id).expect("live connection").format;
+    let delivery = delivery_of(v, host.default_delivery())?;
+    let targets = targets(host, v)?;
+    let format = host.format();
     let (mut subscribed, mut rejected) = (Vec::new(), Vec::new());
     for t in targets {
         match t {
-            Target::Found(slot) => match w.subscribe(id, slot, Encoding { format, mode }, delivery, now) {
-                Ok(()) => subscribed.push(entry(w, slot, Some(mode))),
+            Target::Found(slot) => match host.subscribe(slot, Encoding { format, mode }, delivery, now) {
+                Ok(()) => subscribed.push(entry(host.registry(), slot, Some(mode))),
                 Err(why) => {
-                    let mut e = entry(w, slot, None);
-                    e["reason"] = json!(format!("{why} ({} per connection)", w.shared.config.max_subscriptions));
+                    let mut e = entry(host.registry(), slot, None);
+                    e["reason"] = json!(format!("{why} ({} per connection)", host.config().max_subscriptions));
                     rejected.push(e);
                 }
             },
@@ -292,25 +269,23 @@ fn subscribe(w: &mut Worker, id: ConnId, v: &BorrowedValue, req_id: Option<Value
     for name in channel_names(v)? {
         // Channels count toward the per-connection limit (a client creating
         // names by subscribing must not fill the channel table alone).
-        match w.join_channel(id, name, ChanKind::Native) {
+        match host.join_channel(name, ChanKind::Native) {
             Ok(_) => subscribed.push(json!({"channel": name})),
-            Err(reason) => {
-                rejected.push(json!({"channel": name.chars().take(64).collect::<String>(), "reason": reason}))
-            }
+            Err(reason) => rejected.push(json!({"channel": clip(name), "reason": reason})),
         }
     }
-    respond(w, id, "subscribe", "subscribed", subscribed, rejected, req_id, now);
+    respond(host, "subscribe", "subscribed", subscribed, rejected, req_id, now);
     Ok(())
 }
 
-fn unsubscribe(w: &mut Worker, id: ConnId, v: &BorrowedValue, req_id: Option<Value>, now: u64) -> Result<(), Refusal> {
-    let targets = targets(w, v)?;
+fn unsubscribe(host: &mut dyn Host, v: &BorrowedValue, req_id: Option<Value>, now: u64) -> Result<(), Refusal> {
+    let targets = targets(host, v)?;
     let (mut done, mut rejected) = (Vec::new(), Vec::new());
     for t in targets {
         match t {
-            Target::Found(slot) if w.unsubscribe(id, slot) => done.push(entry(w, slot, None)),
+            Target::Found(slot) if host.unsubscribe(slot) => done.push(entry(host.registry(), slot, None)),
             Target::Found(slot) => {
-                let mut e = entry(w, slot, None);
+                let mut e = entry(host.registry(), slot, None);
                 e["reason"] = json!("not subscribed");
                 rejected.push(e);
             }
@@ -318,41 +293,43 @@ fn unsubscribe(w: &mut Worker, id: ConnId, v: &BorrowedValue, req_id: Option<Val
         }
     }
     for name in channel_names(v)? {
-        match w.shared.channels.lookup(name) {
-            Some(ch) if w.unsubscribe_channel(id, ch) => done.push(json!({"channel": name})),
-            _ => {
-                rejected.push(json!({"channel": name.chars().take(64).collect::<String>(), "reason": "not subscribed"}))
-            }
+        match host.channels().lookup(name) {
+            Some(ch) if host.leave_channel(ch) => done.push(json!({"channel": name})),
+            _ => rejected.push(json!({"channel": clip(name), "reason": "not subscribed"})),
         }
     }
-    respond(w, id, "unsubscribe", "unsubscribed", done, rejected, req_id, now);
+    respond(host, "unsubscribe", "unsubscribed", done, rejected, req_id, now);
     Ok(())
 }
 
-fn snapshot(w: &mut Worker, id: ConnId, v: &BorrowedValue, req_id: Option<Value>, now: u64) -> Result<(), Refusal> {
+/// `{"type":"snapshot","status":"success","data":[market_data…],"rejected":[…]}`:
+/// the objects written by the JSON encoder itself, not parsed back.
+fn snapshot(host: &mut dyn Host, v: &BorrowedValue, req_id: Option<Value>, now: u64) -> Result<(), Refusal> {
     let mode = mode_of(v, Mode::Quote)?;
-    let targets = targets(w, v)?;
-    let (mut data, mut rejected) = (Vec::new(), Vec::new());
-    let mut buf = Vec::new();
+    let targets = targets(host, v)?;
+    let mut rejected = Vec::new();
+    let mut out = b"{\"type\":\"snapshot\",\"status\":\"success\",\"data\":[".to_vec();
+    let mut first = true;
     for t in targets {
         match t {
-            Target::Found(slot) => match w.shared.hub.lvc.load(slot) {
+            Target::Found(slot) => match host.last_value(slot) {
                 Some(tick) => {
-                    buf.clear();
-                    let enc = Encoding { format: Format::Json, mode };
-                    let r = crate::encode::encode(
-                        &mut buf,
-                        enc,
+                    if !first {
+                        out.push(b',');
+                    }
+                    first = false;
+                    let ins = host.registry().get(slot);
+                    let marks = Marks { snapshot: true, conflated: false };
+                    crate::encode::json::market_data_object(
+                        &mut out,
+                        mode,
                         &tick,
-                        w.shared.registry.get(slot),
-                        crate::encode::Marks { snapshot: true, conflated: false },
+                        (&ins.symbol, &ins.exchange, ins.price_decimals),
+                        marks,
                     );
-                    let frame = &buf[r];
-                    let skip = if frame[1] & 0x7f == 126 { 4 } else { 2 };
-                    data.push(serde_json::from_slice::<Value>(&frame[skip..]).expect("encoder writes valid JSON"));
                 }
                 None => {
-                    let mut e = entry(w, slot, None);
+                    let mut e = entry(host.registry(), slot, None);
                     e["reason"] = json!("no data yet");
                     rejected.push(e);
                 }
@@ -360,15 +337,20 @@ fn snapshot(w: &mut Worker, id: ConnId, v: &BorrowedValue, req_id: Option<Value>
             Target::Unknown(e) => rejected.push(e),
         }
     }
-    let reply = with_id(json!({"type": "snapshot", "status": "success", "data": data, "rejected": rejected}), req_id);
-    send(w, id, &reply, now);
+    out.extend_from_slice(b"],\"rejected\":");
+    out.extend_from_slice(Value::Array(rejected).to_string().as_bytes());
+    if let Some(id) = req_id {
+        out.extend_from_slice(b",\"id\":");
+        out.extend_from_slice(id.to_string().as_bytes());
+    }
+    out.push(b'}');
+    host.reply(&out, now);
     Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
 fn respond(
-    w: &mut Worker,
-    id: ConnId,
+    host: &mut dyn Host,
     action: &str,
     key: &str,
     ok: Vec<Value>,
@@ -377,23 +359,23 @@ fn respond(
     now: u64,
 ) {
     let status = if ok.is_empty() && !rejected.is_empty() { "error" } else { "success" };
-    let total = total(w, id);
+    let total = total(host);
     let mut data = Map::new();
     data.insert("action".into(), json!(action));
     data.insert(key.into(), Value::Array(ok));
     data.insert("rejected".into(), Value::Array(rejected));
     data.insert("total_subscribed".into(), json!(total));
     let reply = with_id(json!({"type": "subscription_response", "status": status, "data": data}), req_id);
-    send(w, id, &reply, now);
+    send(host, &reply, now);
 }
 
-fn total(w: &mut Worker, id: ConnId) -> usize {
-    w.conn(id).map_or(0, |c| c.slots.len() + c.channels.len())
+fn total(host: &dyn Host) -> usize {
+    host.slots().len() + host.channel_ids().len()
 }
 
 /// `{"token","symbol","exchange"[,"mode"]}` for a slot.
-fn entry(w: &Worker, slot: Slot, mode: Option<Mode>) -> Value {
-    let ins = w.shared.registry.get(slot);
+fn entry(reg: &Registry, slot: Slot, mode: Option<Mode>) -> Value {
+    let ins = reg.get(slot);
     let mut e = json!({"token": ins.token, "symbol": &*ins.symbol, "exchange": &*ins.exchange});
     if let Some(m) = mode {
         e["mode"] = json!(m.name());
@@ -413,25 +395,15 @@ fn owned(v: &BorrowedValue) -> Value {
     serde_json::from_str(&simd_json::to_string(v).unwrap_or_default()).unwrap_or(Value::Null)
 }
 
-fn send(w: &mut Worker, id: ConnId, v: &Value, now: u64) {
-    let text = v.to_string();
-    if let Some(c) = w.conn(id) {
-        c.ctrl_text(text.as_bytes(), now);
-    }
-    w.mark_dirty(id);
+fn send(host: &mut dyn Host, v: &Value, now: u64) {
+    host.reply(v.to_string().as_bytes(), now);
 }
 
 /// Send an `error` frame; the connection stays open.
-pub(crate) fn reply_error(w: &mut Worker, id: ConnId, req_id: Option<Value>, code: &str, message: &str, now: u64) {
-    Counters::inc(&w.shared.counters.bad_requests);
-    if let Some(c) = w.conn(id) {
-        if c.logged & crate::worker::conn::logged::BAD_REQUEST == 0 {
-            c.logged |= crate::worker::conn::logged::BAD_REQUEST;
-            log::info!("client {}: {code}: {message}", c.client_id);
-        }
-    }
+pub(crate) fn reply_error(host: &mut dyn Host, req_id: Option<Value>, code: &str, message: &str, now: u64) {
+    host.bad_request(&format!("{code}: {message}"));
     let reply = with_id(json!({"type": "error", "code": code, "message": message}), req_id);
-    send(w, id, &reply, now);
+    send(host, &reply, now);
 }
 
 /// `{"type":"gap","token":..,"from_seq":..,"to_seq":..}` into `out`.
@@ -448,21 +420,19 @@ pub(crate) fn write_gap(out: &mut Vec<u8>, token: u32, from: u64, to: u64) {
 }
 
 /// Idle connections get a heartbeat with feed health every `--heartbeat-ms`.
-pub(crate) fn housekeeping(w: &mut Worker, id: ConnId, now: u64) {
-    let hb_ns = crate::tick::ns(w.shared.config.heartbeat);
-    if w.conn(id).is_some_and(|c| now.saturating_sub(c.last_tx_ns) >= hb_ns && c.is_drained()) {
-        w.send_heartbeat(id, now);
+pub(crate) fn housekeeping(host: &mut dyn Host, now: u64) {
+    let hb_ns = crate::tick::ns(host.config().heartbeat);
+    if host.idle_ns(now) >= hb_ns && host.drained() {
+        host.heartbeat(now);
     }
 }
 
-/// The heartbeat every idle client gets, with feed health.
-pub(crate) fn heartbeat(shared: &Shared, now: u64) -> Vec<u8> {
-    let feeds: Vec<Value> = shared
-        .feeds
-        .iter()
-        .map(|f| json!({"name": f.name, "state": f.state_name(now), "last_tick_age_ms": f.last_tick_age_ms(now)}))
+/// The heartbeat every idle client gets: feed health as (name, state, age
+/// of the newest tick in ms).
+pub fn heartbeat<'a>(feeds: impl Iterator<Item = (&'a str, &'a str, Option<u64>)>, market_open: bool, now: u64) -> Vec<u8> {
+    let feeds: Vec<Value> = feeds
+        .map(|(name, state, age)| json!({"name": name, "state": state, "last_tick_age_ms": age}))
         .collect();
-    let market_open = shared.market_open.load(std::sync::atomic::Ordering::Relaxed);
     json!({"type": "heartbeat", "ts": now, "market_open": market_open, "feeds": feeds}).to_string().into_bytes()
 }
 
