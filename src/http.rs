@@ -5,6 +5,7 @@
 //! thread ([`serve`]) and goes on; the answer comes back on the worker's
 //! reply channel and wakes it. A scrape never runs on a worker's loop.
 
+use crate::encode::dialects::iso_json;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
@@ -213,14 +214,6 @@ fn secs(d: std::time::Duration) -> Value {
     }
 }
 
-/// `"2024-12-19T12:00:00.000Z"`, or null for 0 (never).
-fn iso(ns: u64) -> Value {
-    if ns == 0 {
-        return Value::Null;
-    }
-    Value::String(crate::encode::dialects::iso_string(ns))
-}
-
 /// The Trading WS `GET /websocket/status` (seed `001_…`), from the feeds'
 /// health:
 ///
@@ -263,14 +256,14 @@ pub fn websocket_status(shared: &Shared) -> Value {
         "portfolio_update_interval": secs(t.portfolio_update_interval),
         "stream_health": {
             "price_updates": {
-                "last_update": iso(last_tick),
+                "last_update": iso_json(last_tick),
                 "error_count": price_errors,
                 "recovery_attempts": reconnects,
                 "is_healthy": prices_healthy,
-                "started_at": iso(started_ns),
+                "started_at": iso_json(started_ns),
             },
             "signals": {
-                "last_update": iso(signals_last),
+                "last_update": iso_json(signals_last),
                 "error_count": signal_errors,
                 "is_healthy": signals_healthy,
             },

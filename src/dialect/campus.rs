@@ -96,9 +96,12 @@ pub(crate) fn handle(st: &mut State, host: &mut dyn Host, payload: &mut [u8], no
         host.close(close::POLICY, "subscription changes over the limit (10 per minute)");
         return;
     }
+    // A key repeated in one request (in any spelling) is handled once.
+    let mut targets: Vec<(&str, Option<Slot>)> = keys.iter().map(|k| (k.as_str(), resolve(host, k))).collect();
+    super::first_of_each(&mut targets, |&(_, slot)| slot);
     let (mut done, mut failed) = (Vec::new(), Vec::new());
-    for key in &keys {
-        let Some(slot) = resolve(host, key) else {
+    for (key, slot) in targets {
+        let Some(slot) = slot else {
             failed.push(json!({"instrument_key": clip(key), "reason": "unknown instrument key"}));
             continue;
         };
@@ -183,5 +186,371 @@ pub(crate) fn housekeeping(st: &mut State, host: &mut dyn Host, now: u64) {
     if now.saturating_sub(st.last_rx_ns) >= timeout {
         host.reply(&status("disconnected", "Connection closed after an idle timeout"), now);
         host.close(close::NORMAL, "idle timeout");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::pair::{Action, Pair};
+    use super::*;
+    use crate::instrument::{parse_master, Registry};
+    use crate::subs::Delivery;
+
+    const RELIANCE: &str = "NSE_EQ|INE002A01018";
+    const TCS: &str = "NSE_EQ|INE467B01029";
+
+    /// What the dialect did, replies as JSON.
+    #[derive(Debug, PartialEq)]
+    enum Did {
+        Act(Action),
+        Reply(Value),
+    }
+
+    fn did(acts: Vec<Action>) -> Vec<Did> {
+        acts.into_iter()
+            .map(|a| match a {
+                Action::Reply(t) => {
+                    Did::Reply(serde_json::from_str(&t).unwrap_or_else(|e| panic!("reply is not JSON: {t}: {e}")))
+                }
+                a => Did::Act(a),
+            })
+            .collect()
+    }
+
+    /// Opened at `/api/ws/prices`, the greeting taken.
+    fn connected() -> Pair {
+        let mut p = Pair::new();
+        p.open("/api/ws/prices", Dialect::Campus).unwrap();
+        p.take();
+        p
+    }
+
+    fn subscription(action: &str, instruments: Value, failed: Value, total: usize) -> Did {
+        Did::Reply(
+            json!({"type":"subscription","action":action,"instruments":instruments,"failed":failed,"total":total}),
+        )
+    }
+
+    /// The seed's flow: connect (the seed's status message), subscribe to
+    /// its two instruments, unsubscribe one, the wscat example.
+    #[test]
+    fn seed_session() {
+        let mut p = Pair::new();
+        p.open("/api/ws/prices", Dialect::Campus).unwrap();
+        assert_eq!(
+            did(p.take()),
+            [
+                Did::Act(Action::Accept(Dialect::Campus)),
+                Did::Reply(json!({"type": "status", "status": "connected", "message": "Live market data connected"})),
+            ]
+        );
+        let (rel, tcs) = (p.slot(2885), p.slot(11536));
+        p.send(
+            "{\n  \"action\": \"subscribe\",\n  \"instruments\": [\n    \"NSE_EQ|INE002A01018\",\n    \"NSE_EQ|INE467B01029\"\n  ]\n}",
+        );
+        assert_eq!(
+            did(p.take()),
+            [
+                Did::Act(Action::Subscribe(rel, ENC, Delivery::Conflate)),
+                Did::Act(Action::Subscribe(tcs, ENC, Delivery::Conflate)),
+                subscription("subscribe", json!([RELIANCE, TCS]), json!([]), 2),
+            ]
+        );
+        p.send("{\n  \"action\": \"unsubscribe\",\n  \"instruments\": [\"NSE_EQ|INE002A01018\"]\n}");
+        assert_eq!(
+            did(p.take()),
+            [Did::Act(Action::Unsubscribe(rel)), subscription("unsubscribe", json!([RELIANCE]), json!([]), 1)]
+        );
+        p.send(r#"{"action": "subscribe", "instruments": ["NSE_EQ|INE002A01018"]}"#);
+        assert_eq!(
+            did(p.take()),
+            [
+                Did::Act(Action::Subscribe(rel, ENC, Delivery::Conflate)),
+                subscription("subscribe", json!([RELIANCE]), json!([]), 2),
+            ]
+        );
+        assert_eq!(p.slots, [tcs, rel]);
+        p.send(r#"{"action":"ping"}"#);
+        assert_eq!(did(p.take()), [Did::Reply(json!({"type":"pong"}))]);
+        assert!(p.open);
+    }
+
+    /// Keys resolve through the master (any case, indices by symbol) and
+    /// come back canonical; the ones that do not are listed with the
+    /// reason, counted, and the rest still done.
+    #[test]
+    fn instrument_keys() {
+        let mut p = connected();
+        let (rel, nifty) = (p.slot(2885), p.slot(26000));
+        let bad = [
+            "NSE_EQ|INE000000000", // no such ISIN
+            "INE002A01018",        // no segment
+            "NSE|INE002A01018",    // no instrument type
+            "NSE_FO|INE002A01018", // not EQ or INDEX
+            "BSE_EQ|INE002A01018", // another exchange
+            "NSE_EQ|RELIANCE",     // EQ keys are ISINs
+            "NSE_INDEX|NOPE",
+        ];
+        let mut keys = vec!["nse_eq|ine002a01018", "NSE_INDEX|NIFTY"];
+        keys.extend(bad);
+        p.send(&json!({"action":"subscribe","instruments":keys}).to_string());
+        let failed: Vec<Value> =
+            bad.iter().map(|k| json!({"instrument_key": k, "reason": "unknown instrument key"})).collect();
+        assert_eq!(
+            did(p.take()),
+            [
+                Did::Act(Action::Subscribe(rel, ENC, Delivery::Conflate)),
+                Did::Act(Action::Subscribe(nifty, ENC, Delivery::Conflate)),
+                Did::Act(Action::BadRequest("7 of 9 instrument keys failed".into())),
+                subscription("subscribe", json!([RELIANCE, "NSE_INDEX|NIFTY"]), json!(failed), 2),
+            ]
+        );
+        // Unsubscribing what is not subscribed; a long key is clipped.
+        let long = format!("NSE_EQ|{}", "X".repeat(100));
+        p.send(&json!({"action":"unsubscribe","instruments":[TCS, "NSE_INDEX|NIFTY", long]}).to_string());
+        assert_eq!(
+            did(p.take()),
+            [
+                Did::Act(Action::Unsubscribe(nifty)),
+                Did::Act(Action::BadRequest("2 of 3 instrument keys failed".into())),
+                subscription(
+                    "unsubscribe",
+                    json!(["NSE_INDEX|NIFTY"]),
+                    json!([
+                        {"instrument_key": TCS, "reason": "not subscribed"},
+                        {"instrument_key": long[..64], "reason": "unknown instrument key"}
+                    ]),
+                    1
+                ),
+            ]
+        );
+        assert!(p.open);
+    }
+
+    /// A key repeated in one request, in any spelling, is handled once.
+    #[test]
+    fn repeated_keys_count_once() {
+        let mut p = connected();
+        let rel = p.slot(2885);
+        p.send(&json!({"action":"subscribe","instruments":[RELIANCE, "nse_eq|ine002a01018", RELIANCE]}).to_string());
+        assert_eq!(
+            did(p.take()),
+            [
+                Did::Act(Action::Subscribe(rel, ENC, Delivery::Conflate)),
+                subscription("subscribe", json!([RELIANCE]), json!([]), 1),
+            ]
+        );
+        p.send(&json!({"action":"unsubscribe","instruments":[RELIANCE, RELIANCE]}).to_string());
+        assert_eq!(
+            did(p.take()),
+            [Did::Act(Action::Unsubscribe(rel)), subscription("unsubscribe", json!([RELIANCE]), json!([]), 0)]
+        );
+    }
+
+    /// At most 100 subscriptions per connection (the seed's per-user
+    /// limit); the host's own limit is reported the same way.
+    #[test]
+    fn subscription_limit() {
+        let mut csv = String::from("token,exchange,symbol,name,isin,tick_size,lot_size,price_decimals,ref_price\n");
+        for i in 1..=101 {
+            csv.push_str(&format!("{i},NSE,S{i},Stock {i},INE{i:09},0.05,1,2,100.00\n"));
+        }
+        let mut p = Pair::new();
+        p.registry = Registry::new(parse_master(csv.as_bytes()).unwrap()).unwrap();
+        p.open("/api/ws/prices", Dialect::Campus).unwrap();
+        p.take();
+        let key = |i: u32| format!("NSE_EQ|INE{i:09}");
+        let first: Vec<String> = (1..=100).map(key).collect();
+        p.send(&json!({"action":"subscribe","instruments":first}).to_string());
+        assert_eq!(did(p.take()).last(), Some(&subscription("subscribe", json!(first), json!([]), 100)));
+        p.send(&json!({"action":"subscribe","instruments":[key(101), key(1)]}).to_string());
+        assert_eq!(
+            did(p.take()),
+            [
+                Did::Act(Action::Subscribe(p.slot(1), ENC, Delivery::Conflate)),
+                Did::Act(Action::BadRequest("1 of 2 instrument keys failed".into())),
+                subscription(
+                    "subscribe",
+                    json!([key(1)]),
+                    json!([{"instrument_key": key(101), "reason": "subscription limit reached (100 per user)"}]),
+                    100
+                ),
+            ],
+            "the 101st is refused, one already held is not"
+        );
+
+        let mut p = connected();
+        p.config.max_subscriptions = 1;
+        p.send(&json!({"action":"subscribe","instruments":[RELIANCE, TCS]}).to_string());
+        assert_eq!(
+            did(p.take()),
+            [
+                Did::Act(Action::Subscribe(p.slot(2885), ENC, Delivery::Conflate)),
+                Did::Act(Action::BadRequest("1 of 2 instrument keys failed".into())),
+                subscription(
+                    "subscribe",
+                    json!([RELIANCE]),
+                    json!([{"instrument_key": TCS, "reason": "subscription limit reached"}]),
+                    1
+                ),
+            ]
+        );
+        assert!(p.open);
+    }
+
+    /// At most 10 subscription changes a minute: the 11th is refused and the
+    /// connection closed (1008); pings and bad requests are not changes; the
+    /// window slides.
+    #[test]
+    fn subscription_change_rate() {
+        let change = r#"{"action":"subscribe","instruments":["NSE_EQ|INE002A01018"]}"#;
+        let refused = || {
+            let msg = "rate limit: at most 10 subscription changes per minute";
+            [
+                Did::Act(Action::BadRequest(msg.into())),
+                Did::Reply(json!({"type":"error","message":msg})),
+                Did::Act(Action::Close(close::POLICY, "subscription changes over the limit (10 per minute)".into())),
+            ]
+        };
+        // Ten at once, with pings and bad requests between: all answered.
+        let mut p = connected();
+        for _ in 0..10 {
+            p.send(change);
+            p.send(r#"{"action":"ping"}"#);
+            p.send(r#"{"action":"subscribe"}"#);
+        }
+        let acts = did(p.take());
+        assert!(!acts.iter().any(|a| matches!(a, Did::Act(Action::Close(..)))), "{acts:?}");
+        p.advance(59_999);
+        p.send(r#"{"action":"unsubscribe","instruments":["NSE_EQ|INE002A01018"]}"#);
+        assert_eq!(did(p.take()), refused());
+        assert!(!p.open);
+        assert_eq!(p.slots, [p.slot(2885)], "the refused change is not made");
+
+        // One a second: the 11th at 60 s is allowed (the first left the
+        // window), a 12th then is not.
+        let mut p = connected();
+        for _ in 0..10 {
+            p.send(change);
+            p.advance(1_000);
+        }
+        p.advance(50_000);
+        p.take();
+        p.send(change);
+        assert_eq!(
+            did(p.take()),
+            [
+                Did::Act(Action::Subscribe(p.slot(2885), ENC, Delivery::Conflate)),
+                subscription("subscribe", json!([RELIANCE]), json!([]), 1),
+            ]
+        );
+        p.send(change);
+        assert_eq!(did(p.take()), refused());
+    }
+
+    /// A connection that sends nothing for an hour is told and closed (1000);
+    /// any message restarts the hour. No pings are sent meanwhile.
+    #[test]
+    fn idle_timeout() {
+        let timed_out = [
+            Did::Reply(
+                json!({"type":"status","status":"disconnected","message":"Connection closed after an idle timeout"}),
+            ),
+            Did::Act(Action::Close(close::NORMAL, "idle timeout".into())),
+        ];
+        let mut p = connected();
+        for _ in 0..35 {
+            p.advance(100_000);
+        }
+        p.advance(99_999);
+        assert_eq!(p.take(), [], "an hour less a millisecond: nothing");
+        p.send("not json"); // still a message
+        p.take();
+        p.advance(3_599_999);
+        assert_eq!(p.take(), []);
+        p.advance(1);
+        assert_eq!(did(p.take()), timed_out);
+        assert!(!p.open);
+
+        // `--campus-idle-timeout-secs`.
+        let mut p = connected();
+        p.config.campus_idle_timeout = std::time::Duration::from_secs(5);
+        p.advance(4_999);
+        assert_eq!(p.take(), []);
+        p.advance(1);
+        assert_eq!(did(p.take()), timed_out);
+        assert_eq!(p.last_pong_ns, 0);
+    }
+
+    /// The status on each market transition; a connection opened while the
+    /// market is closed is told so at once.
+    #[test]
+    fn market_status_notices() {
+        let closed =
+            json!({"type":"status","status":"market_closed","message":"Market closed: prices resume at the next open"});
+        let parse = |b: Vec<u8>| serde_json::from_slice::<Value>(&b).unwrap();
+        assert_eq!(
+            parse(market_status(true, 0)),
+            json!({"type": "status", "status": "connected", "message": "Live market data connected"})
+        );
+        assert_eq!(parse(market_status(false, 0)), closed);
+        let mut p = Pair::new();
+        p.market_open = false;
+        p.open("/api/ws/prices", Dialect::Campus).unwrap();
+        assert_eq!(p.replies(), [closed]);
+    }
+
+    /// Every bad request: an error reply, counted, the connection open,
+    /// no subscription change and no rate-limit change used.
+    #[test]
+    fn bad_requests() {
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        let cases: [(&str, &str); 10] = [
+            ("not json", "malformed JSON"),
+            (&deep, "JSON nested deeper than"),
+            ("[1]", "a request must be a JSON object with an `action`"),
+            (r#"{"instruments":["NSE_EQ|INE002A01018"]}"#, "missing field `action` (subscribe or unsubscribe)"),
+            (r#"{"action":1}"#, "field `action` must be a string"),
+            (r#"{"action":"dance"}"#, "unknown action `dance` (expected subscribe or unsubscribe)"),
+            (r#"{"action":"subscribe"}"#, "missing field `instruments` (keys like \"NSE_EQ|INE002A01018\")"),
+            (
+                r#"{"action":"subscribe","instruments":"NSE_EQ|INE002A01018"}"#,
+                "field `instruments` must be an array of instrument keys",
+            ),
+            (r#"{"action":"unsubscribe","instruments":{}}"#, "field `instruments` must be an array of instrument keys"),
+            (
+                r#"{"action":"subscribe","instruments":["NSE_EQ|INE002A01018",7]}"#,
+                "field `instruments` must be an array of strings",
+            ),
+        ];
+        for (request, want) in cases {
+            let mut p = connected();
+            p.send(request);
+            let acts = p.take();
+            let [Action::BadRequest(msg), Action::Reply(reply)] = &acts[..] else { panic!("{request}: {acts:?}") };
+            assert!(msg.starts_with(want), "{request}: {msg}");
+            let reply: Value = serde_json::from_str(reply).unwrap();
+            assert_eq!(reply, json!({"type":"error","message":msg}), "{request}");
+            assert!(p.open, "{request} closed the connection");
+            assert!(p.slots.is_empty());
+            // No change of the ten used.
+            for _ in 0..10 {
+                p.send(&json!({"action":"subscribe","instruments":[RELIANCE]}).to_string());
+            }
+            assert!(!p.take().iter().any(|a| matches!(a, Action::Close(..))), "{request} used a change");
+        }
+
+        // A binary message, in the dialect's terms.
+        let mut p = connected();
+        let mut proto = std::mem::take(&mut p.proto);
+        let now = p.now;
+        proto.binary(&mut p, now);
+        p.proto = proto;
+        let msg = "binary messages are not accepted; send requests as JSON text frames";
+        assert_eq!(
+            did(p.take()),
+            [Did::Act(Action::BadRequest(msg.into())), Did::Reply(json!({"type":"error","message":msg}))]
+        );
+        assert!(p.open);
     }
 }

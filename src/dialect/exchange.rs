@@ -39,7 +39,7 @@ use simd_json::BorrowedValue;
 
 use super::{ChanKind, Host};
 use crate::encode::dialects::stream::{DEPTH, TICKER, TRADE};
-use crate::encode::{Encoding, Format, Marks};
+use crate::encode::{Encoding, Format};
 use crate::instrument::Slot;
 use crate::tick::Mode;
 use crate::ws::handshake::Request;
@@ -303,13 +303,7 @@ fn subscribe(host: &mut dyn Host, streams: &[Stream], now: u64) -> Result<(), Re
 /// the alternative, skipping ring ticks, would lose trades of the streams
 /// already held.
 fn snapshot_added(host: &mut dyn Host, slot: Slot, added: u8, now: u64) {
-    let Some(t) = host.last_value(slot) else { return };
-    let mut buf = Vec::new();
-    let marks = Marks { snapshot: true, conflated: false };
-    let r = crate::encode::encode(&mut buf, encoding(added), &t, host.registry().get(slot), marks);
-    if !r.is_empty() && !host.congested() {
-        host.data_frame(&buf[r], now);
-    }
+    host.snapshot(slot, encoding(added), now);
 }
 
 /// Remove the named streams; ones not subscribed are ignored (as Binance does).
@@ -426,5 +420,626 @@ mod tests {
         let (slots, channels) = fold(&s);
         assert_eq!(slots, vec![(a, TRADE | DEPTH), (b, DEPTH)]);
         assert_eq!(channels, vec!["trade@X"]);
+    }
+
+    // ── the dialect driven through a host ───────────────────────────────
+
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::super::pair::{Action, Pair};
+    use super::super::{ChanKind, Count, Dialect};
+    use crate::auth::User;
+    use crate::channel::{ChannelId, Channels};
+    use crate::config::Config;
+    use crate::session::SavedSub;
+    use crate::subs::Delivery;
+    use crate::tick::Tick;
+
+    /// A `/` connection (nothing is sent on connect, as in the seed).
+    fn open() -> Pair {
+        let mut p = Pair::new();
+        p.open("/", Dialect::Exchange).unwrap();
+        assert_eq!(p.take(), [Action::Accept(Dialect::Exchange)], "the seed's server sends nothing on connect");
+        p
+    }
+
+    /// Send `req`: its actions, and the one reply among them as JSON.
+    fn call(p: &mut Pair, req: &str) -> (Vec<Action>, Value) {
+        p.send(req);
+        let acts = p.take();
+        let replies: Vec<Value> = acts
+            .iter()
+            .filter_map(|a| if let Action::Reply(r) = a { serde_json::from_str(r).ok() } else { None })
+            .collect();
+        assert_eq!(replies.len(), 1, "{req}: {acts:?}");
+        let r = replies.into_iter().next().unwrap();
+        (acts, r)
+    }
+
+    fn ok(p: &mut Pair, req: &str) -> Vec<Action> {
+        let (acts, r) = call(p, req);
+        assert_eq!(r["result"], Value::Null, "{req}: {r}");
+        assert!(r.get("error").is_none(), "{req}: {r}");
+        acts
+    }
+
+    fn list(p: &mut Pair) -> Value {
+        call(p, r#"{"method":"LIST_SUBSCRIPTIONS","id":0}"#).1["result"].clone()
+    }
+
+    fn changed(acts: &[Action]) -> bool {
+        acts.iter().any(|a| {
+            matches!(
+                a,
+                Action::Subscribe(..) | Action::Unsubscribe(_) | Action::Join(..) | Action::Leave(_) | Action::Data(_)
+            )
+        })
+    }
+
+    fn ex(bits: u8) -> Encoding {
+        encoding(bits)
+    }
+
+    /// The text payloads of server frames written back to back.
+    fn frames(mut b: &[u8]) -> Vec<Value> {
+        let mut out = Vec::new();
+        while !b.is_empty() {
+            assert_eq!(b[0], 0x80 | crate::ws::frame::OP_TEXT, "a final text frame");
+            let (len, head) = match b[1] {
+                126 => (usize::from(u16::from_be_bytes([b[2], b[3]])), 4),
+                127 => panic!("no frame this long in a test"),
+                n => (usize::from(n), 2),
+            };
+            out.push(serde_json::from_slice(&b[head..head + len]).unwrap());
+            b = &b[head + len..];
+        }
+        out
+    }
+
+    /// The module's example conversation on the seed's market (`TATA_INR`,
+    /// not in the master: its streams are named channels, relayed raw).
+    #[test]
+    fn seed_conversation() {
+        let mut p = open();
+        let (acts, r) = call(&mut p, r#"{"method":"SUBSCRIBE","params":["trade@TATA_INR","depth@TATA_INR"],"id":1}"#);
+        assert_eq!(r, json!({"result":null,"id":1}));
+        assert_eq!(
+            acts[..2],
+            [
+                Action::Join("trade@TATA_INR".into(), ChanKind::Raw),
+                Action::Join("depth@TATA_INR".into(), ChanKind::Raw)
+            ]
+        );
+        assert_eq!(
+            call(&mut p, r#"{"method":"LIST_SUBSCRIPTIONS","id":3}"#).1,
+            json!({"result":["trade@TATA_INR","depth@TATA_INR"],"id":3})
+        );
+        let (acts, r) = call(&mut p, r#"{"method":"SUBSCRIBE","params":["kline@TATA_INR"],"id":4}"#);
+        assert_eq!(
+            r,
+            json!({"error":{"code":2,"msg":"Invalid request: unknown stream type `kline` in `kline@TATA_INR` (expected trade, ticker or depth)"},"id":4})
+        );
+        assert!(matches!(&acts[0], Action::BadRequest(_)), "{acts:?}");
+        let acts = ok(&mut p, r#"{"method":"UNSUBSCRIBE","params":["trade@TATA_INR"],"id":5}"#);
+        let trade = p.channels.lookup("trade@TATA_INR").unwrap();
+        assert_eq!(acts[0], Action::Leave(trade));
+        assert_eq!(list(&mut p), json!(["depth@TATA_INR"]));
+        assert!(p.open);
+    }
+
+    /// The streams of one instrument are one subscription whose bits are
+    /// their union; adding and removing streams updates it in place; the
+    /// last one removed drops it. Streams not held are ignored.
+    #[test]
+    fn streams_of_a_market_share_one_subscription() {
+        let mut p = open();
+        let (rel, tcs) = (p.slot(2885), p.slot(11536));
+        let acts = ok(
+            &mut p,
+            r#"{"method":"SUBSCRIBE","params":["trade@RELIANCE","depth@nse:reliance","ticker@TCS"],"id":1}"#,
+        );
+        assert_eq!(
+            acts[..2],
+            [
+                Action::Subscribe(rel, ex(TRADE | DEPTH), Delivery::Conflate),
+                Action::Subscribe(tcs, ex(TICKER), Delivery::Conflate)
+            ]
+        );
+        assert_eq!(ex(TRADE | DEPTH).mode, Mode::Depth);
+        assert_eq!(ex(TICKER).mode, Mode::Quote);
+        assert_eq!(list(&mut p), json!(["trade@RELIANCE", "depth@RELIANCE", "ticker@TCS"]));
+
+        let acts = ok(&mut p, r#"{"method":"SUBSCRIBE","params":["ticker@INE002A01018"],"id":2}"#);
+        assert_eq!(acts[0], Action::Subscribe(rel, ex(TRADE | TICKER | DEPTH), Delivery::Conflate));
+        assert_eq!(p.slots, [rel, tcs], "one subscription per instrument");
+        assert_eq!(list(&mut p), json!(["trade@RELIANCE", "ticker@RELIANCE", "depth@RELIANCE", "ticker@TCS"]));
+
+        let acts = ok(&mut p, r#"{"method":"SUBSCRIBE","params":["ticker@RELIANCE","TRADE@reliance"],"id":3}"#);
+        assert!(!changed(&acts), "streams already held: {acts:?}");
+
+        let acts = ok(
+            &mut p,
+            r#"{"method":"UNSUBSCRIBE","params":["depth@RELIANCE","depth@TCS","trade@INFY","trade@NOT_HELD"],"id":4}"#,
+        );
+        assert_eq!(acts[0], Action::Subscribe(rel, ex(TRADE | TICKER), Delivery::Conflate));
+        assert!(!acts[1..].iter().any(|a| matches!(a, Action::Subscribe(..) | Action::Unsubscribe(_))), "{acts:?}");
+        let acts = ok(&mut p, r#"{"method":"UNSUBSCRIBE","params":["trade@RELIANCE","ticker@RELIANCE"],"id":5}"#);
+        assert_eq!(acts[0], Action::Unsubscribe(rel));
+        assert_eq!(list(&mut p), json!(["ticker@TCS"]));
+    }
+
+    /// A held instrument's delivery is kept when streams are added.
+    #[test]
+    fn adding_streams_keeps_the_delivery() {
+        let mut p = open();
+        let rel = p.slot(2885);
+        p.subs.insert(rel, (ex(TICKER), Delivery::Lossless));
+        p.slots.push(rel);
+        let acts = ok(&mut p, r#"{"method":"SUBSCRIBE","params":["trade@RELIANCE"]}"#);
+        assert_eq!(acts[0], Action::Subscribe(rel, ex(TRADE | TICKER), Delivery::Lossless));
+        let acts = ok(&mut p, r#"{"method":"UNSUBSCRIBE","params":["ticker@RELIANCE"]}"#);
+        assert_eq!(acts[0], Action::Subscribe(rel, ex(TRADE), Delivery::Lossless));
+    }
+
+    /// Streams added to a held instrument get the cached value in those
+    /// streams only (a new subscription's snapshot is the host's); a
+    /// snapshot never replays a trade; nothing while congested or before
+    /// the first tick.
+    #[test]
+    fn streams_added_to_a_held_market_get_a_snapshot() {
+        let mut p = open();
+        let acts = ok(&mut p, r#"{"method":"SUBSCRIBE","params":["trade@TCS"],"id":1}"#);
+        assert!(!acts.iter().any(|a| matches!(a, Action::Data(_))), "no value yet: {acts:?}");
+        let acts = ok(&mut p, r#"{"method":"SUBSCRIBE","params":["ticker@TCS"],"id":2}"#);
+        assert!(!acts.iter().any(|a| matches!(a, Action::Data(_))), "no value yet: {acts:?}");
+
+        let mut t: Tick = p.value(11536, 12345, 100_050);
+        (t.ltq, t.open, t.high, t.low, t.volume) = (10, 99_000, 101_000, 98_500, 777);
+        t.depth_levels = 1;
+        t.depth.asks[0].price = 100_100;
+        t.depth.asks[0].qty = 50;
+        t.depth.bids[0].price = 100_000;
+        t.depth.bids[0].qty = 30;
+        p.values.insert(p.slot(11536), t);
+
+        let acts = ok(&mut p, r#"{"method":"SUBSCRIBE","params":["depth@TCS","ticker@TCS","trade@TCS"],"id":3}"#);
+        let data: Vec<&Vec<u8>> =
+            acts.iter().filter_map(|a| if let Action::Data(d) = a { Some(d) } else { None }).collect();
+        assert_eq!(data.len(), 1, "{acts:?}");
+        assert_eq!(
+            frames(data[0]),
+            // The seed's depth example, on TCS (plus the market, `s`).
+            [
+                json!({"stream":"depth@TCS","data":{"e":"depth","a":[["1001.00","50"]],"b":[["1000.00","30"]],"s":"TCS"}})
+            ]
+        );
+        let reply_at = acts.iter().position(|a| matches!(a, Action::Reply(_))).unwrap();
+        let data_at = acts.iter().position(|a| matches!(a, Action::Data(_))).unwrap();
+        assert!(data_at < reply_at, "the snapshot is queued before the reply: {acts:?}");
+
+        let mut p = open();
+        ok(&mut p, r#"{"method":"SUBSCRIBE","params":["depth@TCS"]}"#);
+        p.values.insert(p.slot(11536), t);
+        let acts = ok(&mut p, r#"{"method":"SUBSCRIBE","params":["trade@TCS"]}"#);
+        assert!(!acts.iter().any(|a| matches!(a, Action::Data(_))), "a trade is never replayed: {acts:?}");
+        let acts = ok(&mut p, r#"{"method":"SUBSCRIBE","params":["ticker@TCS"]}"#);
+        let Some(Action::Data(d)) = acts.iter().find(|a| matches!(a, Action::Data(_))) else { panic!("{acts:?}") };
+        assert_eq!(
+            frames(d),
+            [
+                json!({"stream":"ticker@TCS","data":{"e":"ticker","c":"1000.50","o":"990.00","h":"1010.00","l":"985.00","v":"777","s":"TCS"}})
+            ]
+        );
+
+        let mut p = open();
+        ok(&mut p, r#"{"method":"SUBSCRIBE","params":["depth@TCS"]}"#);
+        p.values.insert(p.slot(11536), t);
+        p.congested = true;
+        let acts = ok(&mut p, r#"{"method":"SUBSCRIBE","params":["ticker@TCS"]}"#);
+        assert!(!acts.iter().any(|a| matches!(a, Action::Data(_))), "nothing while congested: {acts:?}");
+        assert_eq!(p.subs[&p.slot(11536)].0, ex(TICKER | DEPTH));
+    }
+
+    /// Request ids: an integer (any sign), a string or null, echoed; absent
+    /// is null; methods in any case.
+    #[test]
+    fn request_ids_and_method_case() {
+        let mut p = open();
+        for (req, id) in [
+            (r#"{"method":"LIST_SUBSCRIPTIONS","id":18446744073709551615}"#, json!(u64::MAX)),
+            (r#"{"method":"list_subscriptions","id":-4}"#, json!(-4)),
+            (r#"{"method":"List_Subscriptions","id":"abc"}"#, json!("abc")),
+            (r#"{"method":"LIST_SUBSCRIPTIONS","id":null}"#, Value::Null),
+            (r#"{"method":"LIST_SUBSCRIPTIONS"}"#, Value::Null),
+        ] {
+            assert_eq!(call(&mut p, req).1, json!({"result":[],"id":id}), "{req}");
+        }
+        assert_eq!(
+            call(&mut p, r#"{"method":"subscribe","params":["ticker@tcs"],"id":"x"}"#).1,
+            json!({"result":null,"id":"x"})
+        );
+        assert_eq!(
+            call(&mut p, r#"{"method":"Unsubscribe","params":["ticker@TCS"],"id":7}"#).1,
+            json!({"result":null,"id":7})
+        );
+        assert!(p.slots.is_empty());
+    }
+
+    /// The per-connection limit counts instruments and channels; a request
+    /// past it is refused as a whole; streams added to held markets and
+    /// channels already joined add nothing.
+    #[test]
+    fn subscription_limit() {
+        let mut p = open();
+        p.config.max_subscriptions = 2;
+        ok(&mut p, r#"{"method":"SUBSCRIBE","params":["ticker@RELIANCE"]}"#);
+        p.send(r#"{"method":"SUBSCRIBE","params":["trade@TCS","trade@INFY"],"id":9}"#);
+        let acts = p.take();
+        assert!(!changed(&acts), "{acts:?}");
+        assert!(matches!(&acts[0], Action::BadRequest(_)), "{acts:?}");
+        let Some(Action::Reply(r)) = acts.last() else { panic!("{acts:?}") };
+        assert_eq!(
+            serde_json::from_str::<Value>(r).unwrap(),
+            json!({"error":{"code":2,"msg":"Invalid request: subscription limit reached: at most 2 markets and channels per connection (1 held, this request adds 2)"},"id":9})
+        );
+        ok(&mut p, r#"{"method":"SUBSCRIBE","params":["trade@RELIANCE","depth@RELIANCE","trade@TATA_INR"]}"#);
+        assert_eq!(list(&mut p), json!(["trade@RELIANCE", "ticker@RELIANCE", "depth@RELIANCE", "trade@TATA_INR"]));
+        ok(&mut p, r#"{"method":"SUBSCRIBE","params":["trade@TATA_INR","ticker@RELIANCE"]}"#);
+        let (acts, r) = call(&mut p, r#"{"method":"SUBSCRIBE","params":["depth@TATA_INR"]}"#);
+        assert!(!changed(&acts), "{acts:?}");
+        assert!(r["error"]["msg"].as_str().unwrap().contains("(2 held, this request adds 1)"), "{r}");
+    }
+
+    /// Every refused request: Binance's error shape and code, the request
+    /// id where it could be read, the bad request counted, nothing changed,
+    /// the connection open.
+    #[test]
+    fn bad_requests() {
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        let many = json!({"method":"SUBSCRIBE","params":vec!["ticker@TCS"; 3001],"id":12}).to_string();
+        let cases: &[(&str, u16, Value, &str)] = &[
+            ("not json", 3, Value::Null, "Invalid JSON: malformed JSON"),
+            (&deep, 3, Value::Null, "Invalid JSON: JSON nested deeper"),
+            (r#"["SUBSCRIBE"]"#, 2, Value::Null, "Invalid request: a request is a JSON object with a `method`"),
+            (r#""LIST_SUBSCRIPTIONS""#, 2, Value::Null, "a JSON object with a `method`"),
+            (
+                r#"{"method":"LIST_SUBSCRIPTIONS","id":1.5}"#,
+                2,
+                Value::Null,
+                "request ID must be an integer, a string or null",
+            ),
+            (r#"{"method":"LIST_SUBSCRIPTIONS","id":[1]}"#, 2, Value::Null, "request ID must be"),
+            (r#"{"method":"LIST_SUBSCRIPTIONS","id":true}"#, 2, Value::Null, "request ID must be"),
+            (
+                r#"{"id":1}"#,
+                2,
+                json!(1),
+                "Invalid request: missing field `method` (one of SUBSCRIBE, UNSUBSCRIBE, LIST_SUBSCRIPTIONS)",
+            ),
+            (r#"{"method":5,"id":2}"#, 2, json!(2), "field `method` must be a string"),
+            (r#"{"method":"SET_PROPERTY","id":3}"#, 2, json!(3), "unknown method `SET_PROPERTY` (expected one of"),
+            (r#"{"method":"SUBSCRIBE","id":"s"}"#, 2, json!("s"), "missing field `params`"),
+            (r#"{"method":"UNSUBSCRIBE","id":4}"#, 2, json!(4), "missing field `params`"),
+            (
+                r#"{"method":"SUBSCRIBE","params":"trade@TCS","id":5}"#,
+                2,
+                json!(5),
+                "field `params` must be an array of stream names",
+            ),
+            (
+                r#"{"method":"SUBSCRIBE","params":["trade@TCS",7],"id":6}"#,
+                2,
+                json!(6),
+                "field `params` must be an array",
+            ),
+            (
+                r#"{"method":"SUBSCRIBE","params":["trade@TCS","RELIANCE"],"id":7}"#,
+                2,
+                json!(7),
+                "stream `RELIANCE` is not `<type>@<market>`",
+            ),
+            (
+                r#"{"method":"SUBSCRIBE","params":["trade@TCS","kline@TCS"],"id":8}"#,
+                2,
+                json!(8),
+                "unknown stream type `kline` in `kline@TCS`",
+            ),
+            (
+                r#"{"method":"SUBSCRIBE","params":["trade@TCS","trade@"],"id":9}"#,
+                2,
+                json!(9),
+                "stream `trade@` names no market",
+            ),
+            (
+                r#"{"method":"SUBSCRIBE","params":["trade@TCS","trade@TATA INR"],"id":10}"#,
+                2,
+                json!(10),
+                "not a channel name",
+            ),
+            (
+                r#"{"method":"UNSUBSCRIBE","params":["ticker@RELIANCE","aggTrade@RELIANCE"],"id":11}"#,
+                2,
+                json!(11),
+                "unknown stream type `aggTrade`",
+            ),
+            (&many, 2, json!(12), "too many parameters (3001; at most 3000)"),
+        ];
+        for (req, code, id, want) in cases {
+            let mut p = open();
+            ok(&mut p, r#"{"method":"SUBSCRIBE","params":["ticker@RELIANCE","trade@TATA_INR"]}"#);
+            p.send(req);
+            let acts = p.take();
+            let label = &req[..req.len().min(80)];
+            assert!(matches!(&acts[0], Action::BadRequest(_)), "{label}: {acts:?}");
+            assert!(!changed(&acts), "{label}: a refused request changed subscriptions: {acts:?}");
+            let [_, Action::Reply(r)] = &acts[..] else { panic!("{label}: {acts:?}") };
+            let r: Value = serde_json::from_str(r).unwrap();
+            assert_eq!(r["error"]["code"], *code, "{label}: {r}");
+            assert_eq!(r["id"], *id, "{label}: {r}");
+            assert!(r.get("result").is_none(), "{label}: {r}");
+            let msg = r["error"]["msg"].as_str().unwrap();
+            assert!(msg.contains(want), "{label}: {msg}");
+            assert!(p.open, "{label} closed the connection");
+            assert_eq!(list(&mut p), json!(["ticker@RELIANCE", "trade@TATA_INR"]), "{label}");
+        }
+        // Client text is echoed clipped.
+        let mut p = open();
+        let long = "x".repeat(500);
+        let (_, r) = call(&mut p, &json!({"method": long, "id": 1}).to_string());
+        let msg = r["error"]["msg"].as_str().unwrap();
+        assert!(msg.contains(&format!("`{}`", "x".repeat(64))) && !msg.contains(&"x".repeat(65)), "{msg}");
+    }
+
+    /// A binary frame: code 3, id null, the connection stays.
+    #[test]
+    fn binary_messages_are_refused() {
+        let mut p = open();
+        let mut proto = std::mem::take(&mut p.proto);
+        let now = p.now;
+        proto.binary(&mut p, now);
+        p.proto = proto;
+        let acts = p.take();
+        assert!(matches!(&acts[0], Action::BadRequest(_)), "{acts:?}");
+        let Action::Reply(r) = &acts[1] else { panic!("{acts:?}") };
+        assert_eq!(
+            serde_json::from_str::<Value>(r).unwrap(),
+            json!({"error":{"code":3,"msg":"Invalid JSON: binary messages are not accepted; send requests as JSON text frames"},"id":null})
+        );
+        assert!(p.open);
+    }
+
+    /// A full channel table refuses the channel; the streams before it in
+    /// the request stay subscribed, as the error says.
+    #[test]
+    fn a_refused_channel_keeps_the_streams_before_it() {
+        let mut p = open();
+        p.channels = Channels::new(1);
+        let (acts, r) =
+            call(&mut p, r#"{"method":"SUBSCRIBE","params":["ticker@RELIANCE","trade@A_INR","trade@B_INR"],"id":1}"#);
+        assert_eq!(
+            r,
+            json!({"error":{"code":2,"msg":"Invalid request: stream `trade@B_INR`: channel limit reached; streams before it were subscribed"},"id":1})
+        );
+        assert!(acts.iter().any(|a| matches!(a, Action::BadRequest(_))), "{acts:?}");
+        assert_eq!(list(&mut p), json!(["ticker@RELIANCE", "trade@A_INR"]));
+        assert!(p.open);
+    }
+
+    /// What [`Pair`] cannot be: a host without a channel source, and one
+    /// whose per-user limit refuses a subscription the per-connection
+    /// limit allows (`cap`: instruments held across the user's connections).
+    struct Strict<'a> {
+        pair: &'a mut Pair,
+        channel_source: bool,
+        cap: usize,
+    }
+
+    impl Host for Strict<'_> {
+        fn registry(&self) -> &crate::instrument::Registry {
+            self.pair.registry()
+        }
+        fn config(&self) -> &Config {
+            self.pair.config()
+        }
+        fn channels(&self) -> &Channels {
+            self.pair.channels()
+        }
+        fn last_value(&self, slot: Slot) -> Option<Tick> {
+            self.pair.last_value(slot)
+        }
+        fn market_open(&self) -> bool {
+            self.pair.market_open()
+        }
+        fn default_delivery(&self) -> Delivery {
+            self.pair.default_delivery()
+        }
+        fn has_channel_source(&self) -> bool {
+            self.channel_source
+        }
+        fn open_connections(&self, d: Dialect) -> u64 {
+            self.pair.open_connections(d)
+        }
+        fn client_id(&self) -> &str {
+            self.pair.client_id()
+        }
+        fn set_client_id(&mut self, id: String) {
+            self.pair.set_client_id(id)
+        }
+        fn format(&self) -> Format {
+            self.pair.format()
+        }
+        fn set_format(&mut self, f: Format) {
+            self.pair.set_format(f)
+        }
+        fn slots(&self) -> &[Slot] {
+            self.pair.slots()
+        }
+        fn subscription(&self, slot: Slot) -> Option<(Encoding, Delivery)> {
+            self.pair.subscription(slot)
+        }
+        fn channel_ids(&self) -> &[ChannelId] {
+            self.pair.channel_ids()
+        }
+        fn user(&self) -> Option<&Arc<User>> {
+            self.pair.user()
+        }
+        fn idle_ns(&self, now: u64) -> u64 {
+            self.pair.idle_ns(now)
+        }
+        fn drained(&self) -> bool {
+            self.pair.drained()
+        }
+        fn congested(&self) -> bool {
+            self.pair.congested()
+        }
+        fn last_pong_ns(&self) -> u64 {
+            self.pair.last_pong_ns()
+        }
+        fn is_open(&self) -> bool {
+            self.pair.is_open()
+        }
+        fn accept(&mut self, req: &Request, d: Dialect) -> Result<(), String> {
+            self.pair.accept(req, d)
+        }
+        fn reply(&mut self, text: &[u8], now: u64) {
+            self.pair.reply(text, now)
+        }
+        fn control_frame(&mut self, op: u8, payload: &[u8], now: u64) {
+            self.pair.control_frame(op, payload, now)
+        }
+        fn data_frame(&mut self, frame: &[u8], now: u64) {
+            self.pair.data_frame(frame, now)
+        }
+        fn snapshot(&mut self, slot: Slot, enc: Encoding, now: u64) {
+            self.pair.snapshot(slot, enc, now);
+        }
+        fn close(&mut self, code: u16, reason: &'static str) {
+            self.pair.close(code, reason)
+        }
+        fn subscribe(&mut self, slot: Slot, enc: Encoding, d: Delivery, now: u64) -> Result<(), &'static str> {
+            if self.pair.subscription(slot).is_none() && self.pair.slots.len() >= self.cap {
+                return Err("the user's subscription limit is reached");
+            }
+            self.pair.subscribe(slot, enc, d, now)
+        }
+        fn unsubscribe(&mut self, slot: Slot) -> bool {
+            self.pair.unsubscribe(slot)
+        }
+        fn watch_all(&mut self) -> bool {
+            self.pair.watch_all()
+        }
+        fn unwatch_all(&mut self) -> bool {
+            self.pair.unwatch_all()
+        }
+        fn take_changed(&mut self, out: &mut Vec<Slot>) {
+            self.pair.take_changed(out)
+        }
+        fn join_channel(&mut self, name: &str, kind: ChanKind) -> Result<bool, String> {
+            self.pair.join_channel(name, kind)
+        }
+        fn leave_channel(&mut self, ch: ChannelId) -> bool {
+            self.pair.leave_channel(ch)
+        }
+        fn take_held(&mut self) -> Option<Arc<[u8]>> {
+            self.pair.take_held()
+        }
+        fn restore(&mut self) -> Option<Vec<SavedSub>> {
+            self.pair.restore()
+        }
+        fn authenticate(&mut self, key: &str) -> Result<(), (u16, String)> {
+            self.pair.authenticate(key)
+        }
+        fn same_user(&self, key: &str) -> Option<bool> {
+            self.pair.same_user(key)
+        }
+        fn bad_request(&mut self, what: &str) {
+            self.pair.bad_request(what)
+        }
+        fn count(&mut self, what: Count) {
+            self.pair.count(what)
+        }
+        fn heartbeat(&mut self, now: u64) {
+            self.pair.heartbeat(now)
+        }
+    }
+
+    /// Send `req` through a [`Strict`] host; the one reply.
+    fn strict_call(p: &mut Pair, channel_source: bool, cap: usize, req: &str) -> Value {
+        let now = p.now;
+        let mut bytes = req.as_bytes().to_vec();
+        handle(&mut Strict { pair: p, channel_source, cap }, &mut bytes, now);
+        let r = p.replies();
+        assert_eq!(r.len(), 1, "{req}: {r:?}");
+        r.into_iter().next().unwrap()
+    }
+
+    /// Without a channel source a market outside the master is an error
+    /// (refusing the whole request); the master's markets still work.
+    #[test]
+    fn without_a_channel_source_unknown_markets_are_refused() {
+        let mut p = open();
+        let r = strict_call(
+            &mut p,
+            false,
+            usize::MAX,
+            r#"{"method":"SUBSCRIBE","params":["ticker@TCS","trade@TATA_INR"],"id":1}"#,
+        );
+        assert_eq!(r["error"]["code"], 2, "{r}");
+        assert_eq!(r["id"], 1);
+        let msg = r["error"]["msg"].as_str().unwrap();
+        assert!(
+            msg.contains("unknown market `TATA_INR` in `trade@TATA_INR`") && msg.contains("no channel source"),
+            "{msg}"
+        );
+        assert!(p.slots.is_empty() && p.channel_ids.is_empty());
+        let r = strict_call(&mut p, false, usize::MAX, r#"{"method":"SUBSCRIBE","params":["ticker@TCS"],"id":2}"#);
+        assert_eq!(r, json!({"result":null,"id":2}));
+        assert_eq!(p.slots, [p.slot(11536)]);
+    }
+
+    /// A per-user limit the host enforces: the markets before the refused
+    /// one stay subscribed, and the error says so.
+    #[test]
+    fn a_per_user_limit_keeps_the_markets_before_it() {
+        let mut p = open();
+        let r =
+            strict_call(&mut p, true, 1, r#"{"method":"SUBSCRIBE","params":["ticker@TCS","trade@RELIANCE"],"id":3}"#);
+        assert_eq!(
+            r,
+            json!({"error":{"code":2,"msg":"Invalid request: the user's subscription limit is reached; streams before this market were subscribed"},"id":3})
+        );
+        assert_eq!(p.slots, [p.slot(11536)]);
+        let r = strict_call(&mut p, true, 1, r#"{"method":"SUBSCRIBE","params":["depth@TCS"],"id":4}"#);
+        assert_eq!(r, json!({"result":null,"id":4}), "adding a stream to a held market needs no new unit");
+    }
+
+    /// An idle, drained connection gets a WebSocket ping every `heartbeat`
+    /// (nothing the seed's clients must understand); traffic restarts the
+    /// wait; no market-status message.
+    #[test]
+    fn housekeeping_pings_idle_connections() {
+        let mut p = open();
+        // Nothing was sent on connect: the worker counts idleness from the
+        // connection's start, as here.
+        p.last_tx_ns = p.now;
+        p.advance(999);
+        assert!(p.take().is_empty());
+        p.advance(1);
+        assert_eq!(p.take(), [Action::Control(OP_PING)]);
+        assert_eq!(p.last_tx_ns, p.now, "a ping is traffic");
+        assert_eq!(OP_PING, crate::ws::frame::OP_PING);
+        p.advance(600);
+        list(&mut p);
+        p.advance(999);
+        assert!(p.take().is_empty(), "a reply is traffic");
+        p.drained = false;
+        p.advance(3000);
+        assert!(p.take().is_empty(), "nothing while data is still queued");
+        p.drained = true;
+        p.advance(0);
+        assert_eq!(p.take(), [Action::Control(OP_PING)]);
+        assert!(market_status(true, p.now).is_empty() && market_status(false, p.now).is_empty());
     }
 }

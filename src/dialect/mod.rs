@@ -205,6 +205,11 @@ pub trait Host {
     /// past the out-buffer limit the connection is marked congested, as
     /// fan-out does.
     fn data_frame(&mut self, frame: &[u8], now: u64);
+    /// Queue the newest value of `slot` in `enc`, marked `snapshot` (the
+    /// streams or modes just added to a subscription); nothing when it
+    /// never ticked or the connection is congested (its next delivery
+    /// carries the newest value).
+    fn snapshot(&mut self, slot: Slot, enc: Encoding, now: u64);
     /// Queue a close frame; nothing more is sent or read.
     fn close(&mut self, code: u16, reason: &'static str);
     /// Subscribe `slot` in `enc`; a new subscription gets the newest value
@@ -241,8 +246,9 @@ pub trait Host {
     /// # Errors
     /// The HTTP-style status and reason (401 unknown key, 429 at the limit).
     fn authenticate(&mut self, key: &str) -> Result<(), (u16, String)>;
-    /// Is `key` a valid key of the user this connection is authenticated as?
-    fn same_user(&self, key: &str) -> Result<bool, ()>;
+    /// Is `key` a key of the user this connection is authenticated as?
+    /// `None`: it is no valid key at all.
+    fn same_user(&self, key: &str) -> Option<bool>;
     /// A bad client request: counted, and logged once per connection.
     fn bad_request(&mut self, what: &str);
     /// Bump a counter.

@@ -134,7 +134,9 @@ fn dispatch(host: &mut dyn Host, v: &BorrowedValue, req_id: Option<Value>, now: 
             send(host, &reply, now);
             Ok(())
         }
-        other => Err(Refusal("unknown_action", format!("unknown action `{}` (expected one of {ACTIONS})", clip(other)))),
+        other => {
+            Err(Refusal("unknown_action", format!("unknown action `{}` (expected one of {ACTIONS})", clip(other))))
+        }
     }
 }
 
@@ -193,9 +195,7 @@ fn resolve(reg: &Registry, v: &BorrowedValue) -> Result<Vec<Target>, Refusal> {
                 let s = s.as_str().ok_or_else(|| bad(format!("field `{key}` must be an array of strings")))?;
                 match reg.slot_of_symbol(s) {
                     Some(slot) => out.push(Target::Found(slot)),
-                    None => out.push(Target::Unknown(
-                        json!({"symbol": clip(s), "reason": "unknown symbol"}),
-                    )),
+                    None => out.push(Target::Unknown(json!({"symbol": clip(s), "reason": "unknown symbol"}))),
                 }
             }
         }
@@ -251,6 +251,8 @@ fn subscribe(host: &mut dyn Host, v: &BorrowedValue, req_id: Option<Value>, now:
     let mode = mode_of(v, Mode::Ltp)?;
     let delivery = delivery_of(v, host.default_delivery())?;
     let targets = targets(host, v)?;
+    // Validated before anything changes: a refused request subscribes nothing.
+    let names = channel_names(v)?;
     let format = host.format();
     let (mut subscribed, mut rejected) = (Vec::new(), Vec::new());
     for t in targets {
@@ -266,7 +268,7 @@ fn subscribe(host: &mut dyn Host, v: &BorrowedValue, req_id: Option<Value>, now:
             Target::Unknown(e) => rejected.push(e),
         }
     }
-    for name in channel_names(v)? {
+    for name in names {
         // Channels count toward the per-connection limit (a client creating
         // names by subscribing must not fill the channel table alone).
         match host.join_channel(name, ChanKind::Native) {
@@ -280,6 +282,8 @@ fn subscribe(host: &mut dyn Host, v: &BorrowedValue, req_id: Option<Value>, now:
 
 fn unsubscribe(host: &mut dyn Host, v: &BorrowedValue, req_id: Option<Value>, now: u64) -> Result<(), Refusal> {
     let targets = targets(host, v)?;
+    // Validated before anything changes: a refused request drops nothing.
+    let names = channel_names(v)?;
     let (mut done, mut rejected) = (Vec::new(), Vec::new());
     for t in targets {
         match t {
@@ -292,7 +296,7 @@ fn unsubscribe(host: &mut dyn Host, v: &BorrowedValue, req_id: Option<Value>, no
             Target::Unknown(e) => rejected.push(e),
         }
     }
-    for name in channel_names(v)? {
+    for name in names {
         match host.channels().lookup(name) {
             Some(ch) if host.leave_channel(ch) => done.push(json!({"channel": name})),
             _ => rejected.push(json!({"channel": clip(name), "reason": "not subscribed"})),
@@ -429,14 +433,563 @@ pub(crate) fn housekeeping(host: &mut dyn Host, now: u64) {
 
 /// The heartbeat every idle client gets: feed health as (name, state, age
 /// of the newest tick in ms).
-pub fn heartbeat<'a>(feeds: impl Iterator<Item = (&'a str, &'a str, Option<u64>)>, market_open: bool, now: u64) -> Vec<u8> {
-    let feeds: Vec<Value> = feeds
-        .map(|(name, state, age)| json!({"name": name, "state": state, "last_tick_age_ms": age}))
-        .collect();
+pub fn heartbeat<'a>(
+    feeds: impl Iterator<Item = (&'a str, &'a str, Option<u64>)>,
+    market_open: bool,
+    now: u64,
+) -> Vec<u8> {
+    let feeds: Vec<Value> =
+        feeds.map(|(name, state, age)| json!({"name": name, "state": state, "last_tick_age_ms": age})).collect();
     json!({"type": "heartbeat", "ts": now, "market_open": market_open, "feeds": feeds}).to_string().into_bytes()
 }
 
 /// `{"type":"market_status","market_open":..,"ts":..}`.
 pub(crate) fn market_status(open: bool, now: u64) -> Vec<u8> {
     json!({"type": "market_status", "market_open": open, "ts": now}).to_string().into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::super::pair::{Action, Pair};
+    use super::super::{ChanKind, Dialect};
+    use crate::encode::{Encoding, Format};
+    use crate::session::SavedSub;
+    use crate::shared::SERVER_NAME;
+    use crate::subs::Delivery;
+    use crate::tick::Mode;
+
+    /// A `/stream` connection at `path`, its welcome taken.
+    fn open(path: &str) -> Pair {
+        let mut p = Pair::new();
+        p.open(path, Dialect::Native).unwrap();
+        p.take();
+        p
+    }
+
+    /// Send `req`; the one reply it gets, as JSON.
+    fn ask(p: &mut Pair, req: &str) -> Value {
+        p.send(req);
+        let r = p.replies();
+        assert_eq!(r.len(), 1, "{req}: {r:?}");
+        r.into_iter().next().unwrap()
+    }
+
+    /// Did any action change what the connection is subscribed to?
+    fn changed(acts: &[Action]) -> bool {
+        acts.iter()
+            .any(|a| matches!(a, Action::Subscribe(..) | Action::Unsubscribe(_) | Action::Join(..) | Action::Leave(_)))
+    }
+
+    fn enc(format: Format, mode: Mode) -> Encoding {
+        Encoding { format, mode }
+    }
+
+    /// The spec's examples (`protocol.md`, native protocol), verbatim: the
+    /// welcome, the subscription response with a rejected token, the error.
+    #[test]
+    fn spec_examples() {
+        let mut p = Pair::new();
+        p.open("/stream?client_id=a1b2", Dialect::Native).unwrap();
+        let acts = p.take();
+        assert_eq!(acts[0], Action::Accept(Dialect::Native));
+        let Action::Reply(w) = &acts[1] else { panic!("{acts:?}") };
+        let w: Value = serde_json::from_str(w).unwrap();
+        assert_eq!(
+            w,
+            json!({"type":"welcome","client_id":"a1b2","server":SERVER_NAME,"format":"json","market_open":true})
+        );
+        assert_eq!(SERVER_NAME, "tickcast 0.1.0", "the spec's example names the server so");
+        assert_eq!(p.client_id, "a1b2");
+
+        p.send(r#"{"action":"subscribe","tokens":[2885,99999999],"mode":"quote","id":7}"#);
+        let acts = p.take();
+        let reliance = p.slot(2885);
+        assert_eq!(acts[0], Action::Subscribe(reliance, enc(Format::Json, Mode::Quote), Delivery::Conflate));
+        let Action::Reply(r) = &acts[1] else { panic!("{acts:?}") };
+        assert_eq!(
+            serde_json::from_str::<Value>(r).unwrap(),
+            json!({"type":"subscription_response","id":7,"status":"success","data":{"action":"subscribe","subscribed":[{"token":2885,"symbol":"RELIANCE","exchange":"NSE","mode":"quote"}],"rejected":[{"token":99999999,"reason":"unknown token"}],"total_subscribed":1}})
+        );
+        assert_eq!(acts.len(), 2, "{acts:?}");
+
+        assert_eq!(
+            ask(&mut p, r#"{"action":"subscribe","tokens":"2885","id":7}"#),
+            json!({"type":"error","id":7,"code":"bad_request","message":"field `tokens` must be an array of integers"})
+        );
+
+        let ts = p.now;
+        assert_eq!(ask(&mut p, r#"{"action":"ping"}"#), json!({"type":"pong","ts":ts}));
+    }
+
+    /// A client id is generated when absent; the market state is the host's.
+    #[test]
+    fn welcome_without_client_id_when_closed() {
+        let mut p = Pair::new();
+        p.market_open = false;
+        p.open("/stream", Dialect::Native).unwrap();
+        let w = &p.replies()[0];
+        assert_eq!(w["market_open"], false);
+        let cid = w["client_id"].as_str().unwrap();
+        assert_eq!(cid.len(), 16, "{cid}");
+        assert_eq!(cid, p.client_id);
+    }
+
+    /// The symbol path: `EXCHANGE:SYMBOL` or a bare symbol (NSE), `stocks`
+    /// as an alias, unknown ones rejected, a repeat subscribed once.
+    #[test]
+    fn subscribe_by_symbol_and_stocks_alias() {
+        let mut p = open("/stream");
+        p.send(r#"{"action":"subscribe","symbols":["NSE:RELIANCE","TCS","BSE:NOPE","reliance"],"stocks":["INFY"]}"#);
+        let acts = p.take();
+        let subs: Vec<_> = acts.iter().filter(|a| matches!(a, Action::Subscribe(..))).cloned().collect();
+        let ltp = enc(Format::Json, Mode::Ltp);
+        assert_eq!(
+            subs,
+            [
+                Action::Subscribe(p.slot(2885), ltp, Delivery::Conflate),
+                Action::Subscribe(p.slot(11536), ltp, Delivery::Conflate),
+                Action::Subscribe(p.slot(1594), ltp, Delivery::Conflate),
+            ]
+        );
+        let Some(Action::Reply(r)) = acts.last() else { panic!("{acts:?}") };
+        assert_eq!(
+            serde_json::from_str::<Value>(r).unwrap(),
+            json!({"type":"subscription_response","status":"success","data":{"action":"subscribe","subscribed":[
+                {"token":2885,"symbol":"RELIANCE","exchange":"NSE","mode":"ltp"},
+                {"token":11536,"symbol":"TCS","exchange":"NSE","mode":"ltp"},
+                {"token":1594,"symbol":"INFY","exchange":"NSE","mode":"ltp"}],
+                "rejected":[{"symbol":"BSE:NOPE","reason":"unknown symbol"}],"total_subscribed":3}})
+        );
+        assert!(!acts.iter().any(|a| matches!(a, Action::BadRequest(_))), "a rejected target is not a bad request");
+    }
+
+    /// `mode` by name (any case) or number; subscribing again changes the
+    /// mode, not the count.
+    #[test]
+    fn modes_and_subscribing_again_changes_the_mode() {
+        let mut p = open("/stream");
+        let reliance = p.slot(2885);
+        let cases = [
+            (r#"{"action":"subscribe","tokens":[2885]}"#, Mode::Ltp, "ltp"),
+            (r#"{"action":"subscribe","tokens":[2885],"mode":"quote"}"#, Mode::Quote, "quote"),
+            (r#"{"action":"subscribe","tokens":[2885],"mode":"depth"}"#, Mode::Depth, "depth"),
+            (r#"{"action":"subscribe","tokens":[2885],"mode":1}"#, Mode::Ltp, "ltp"),
+            (r#"{"action":"subscribe","tokens":[2885],"mode":2}"#, Mode::Quote, "quote"),
+            (r#"{"action":"subscribe","tokens":[2885],"mode":"DEPTH"}"#, Mode::Depth, "depth"),
+        ];
+        for (req, mode, name) in cases {
+            p.send(req);
+            let acts = p.take();
+            assert_eq!(acts[0], Action::Subscribe(reliance, enc(Format::Json, mode), Delivery::Conflate), "{req}");
+            let Action::Reply(r) = &acts[1] else { panic!("{req}: {acts:?}") };
+            let r: Value = serde_json::from_str(r).unwrap();
+            assert_eq!(r["data"]["subscribed"][0]["mode"], name, "{req}");
+            assert_eq!(r["data"]["total_subscribed"], 1, "{req}");
+            assert_eq!(p.slots, [reliance]);
+        }
+    }
+
+    /// Unsubscribe by token and by symbol; not subscribed and unknown
+    /// targets are rejected; all rejected is an error status.
+    #[test]
+    fn unsubscribe_by_token_and_symbol() {
+        let mut p = open("/stream");
+        ask(&mut p, r#"{"action":"subscribe","tokens":[2885,11536,1594]}"#);
+        p.send(r#"{"action":"unsubscribe","tokens":[2885,3045,7],"symbols":["TCS"],"id":"u"}"#);
+        let acts = p.take();
+        assert_eq!(acts[..2], [Action::Unsubscribe(p.slot(2885)), Action::Unsubscribe(p.slot(11536))]);
+        let Action::Reply(r) = &acts[2] else { panic!("{acts:?}") };
+        assert_eq!(
+            serde_json::from_str::<Value>(r).unwrap(),
+            json!({"type":"subscription_response","id":"u","status":"success","data":{"action":"unsubscribe",
+                "unsubscribed":[{"token":2885,"symbol":"RELIANCE","exchange":"NSE"},{"token":11536,"symbol":"TCS","exchange":"NSE"}],
+                "rejected":[{"token":3045,"symbol":"SBIN","exchange":"NSE","reason":"not subscribed"},{"token":7,"reason":"unknown token"}],
+                "total_subscribed":1}})
+        );
+        assert_eq!(p.slots, [p.slot(1594)]);
+        let r = ask(&mut p, r#"{"action":"unsubscribe","symbols":["RELIANCE"]}"#);
+        assert_eq!(r["status"], "error");
+        assert_eq!(r["data"]["rejected"][0]["reason"], "not subscribed");
+        let r = ask(&mut p, r#"{"action":"unsubscribe","symbols":["INFY"]}"#);
+        assert_eq!(r["status"], "success");
+        assert_eq!(r["data"]["total_subscribed"], 0);
+        assert!(p.slots.is_empty());
+    }
+
+    /// `get_subscriptions` lists each instrument with its mode and delivery
+    /// (and rate), then channels; a request's `delivery` reaches the host.
+    #[test]
+    fn get_subscriptions_lists_modes_delivery_and_channels() {
+        let mut p = open("/stream");
+        let r = ask(&mut p, r#"{"action":"get_subscriptions","id":1}"#);
+        assert_eq!(
+            r,
+            json!({"type":"subscription_response","id":1,"status":"success","data":{"action":"get_subscriptions","subscriptions":[],"total_subscribed":0}})
+        );
+        p.send(r#"{"action":"subscribe","tokens":[2885],"mode":"quote","delivery":"lossless"}"#);
+        p.send(r#"{"action":"subscribe","tokens":[11536],"max_rate":3}"#);
+        p.send(r#"{"action":"subscribe","tokens":[1594],"mode":"depth","delivery":"max_rate","max_rate":0.5}"#);
+        p.send(r#"{"action":"subscribe","channels":["signals"],"delivery":"conflate"}"#);
+        let acts = p.take();
+        let mut subs = acts.iter().filter(|a| matches!(a, Action::Subscribe(..) | Action::Join(..)));
+        assert_eq!(
+            subs.next(),
+            Some(&Action::Subscribe(p.slot(2885), enc(Format::Json, Mode::Quote), Delivery::Lossless))
+        );
+        assert_eq!(
+            subs.next(),
+            Some(&Action::Subscribe(
+                p.slot(11536),
+                enc(Format::Json, Mode::Ltp),
+                Delivery::MaxRate { interval_ns: 333_333_333 }
+            ))
+        );
+        assert_eq!(
+            subs.next(),
+            Some(&Action::Subscribe(
+                p.slot(1594),
+                enc(Format::Json, Mode::Depth),
+                Delivery::MaxRate { interval_ns: 2_000_000_000 }
+            ))
+        );
+        assert_eq!(subs.next(), Some(&Action::Join("signals".into(), ChanKind::Native)));
+        assert_eq!(
+            ask(&mut p, r#"{"action":"get_subscriptions"}"#),
+            json!({"type":"subscription_response","status":"success","data":{"action":"get_subscriptions","subscriptions":[
+                {"token":2885,"symbol":"RELIANCE","exchange":"NSE","mode":"quote","delivery":"lossless"},
+                {"token":11536,"symbol":"TCS","exchange":"NSE","mode":"ltp","delivery":"max_rate","max_rate":3},
+                {"token":1594,"symbol":"INFY","exchange":"NSE","mode":"depth","delivery":"max_rate","max_rate":0.5},
+                {"channel":"signals"}],"total_subscribed":4}})
+        );
+        let r = ask(&mut p, r#"{"action":"unsubscribe","channels":["signals","nope"]}"#);
+        assert_eq!(r["data"]["unsubscribed"], json!([{"channel":"signals"}]));
+        assert_eq!(r["data"]["rejected"], json!([{"channel":"nope","reason":"not subscribed"}]));
+        assert_eq!(r["data"]["total_subscribed"], 3);
+    }
+
+    /// A bad channel name is rejected in the reply, not a refused request.
+    #[test]
+    fn bad_channel_names_are_rejected_one_by_one() {
+        let mut p = open("/stream");
+        let r = ask(&mut p, r#"{"action":"subscribe","tokens":[2885],"channels":["has space"]}"#);
+        assert_eq!(r["status"], "success");
+        assert_eq!(r["data"]["rejected"][0]["channel"], "has space");
+        assert!(r["data"]["rejected"][0]["reason"].as_str().unwrap().contains("channel names are"), "{r}");
+        assert_eq!(r["data"]["total_subscribed"], 1);
+    }
+
+    /// `format=`, `tokens=` and `mode=` in the URL: rkyv subscriptions from
+    /// the start; a bad format or client id refuses the upgrade.
+    #[test]
+    fn url_format_tokens_and_mode() {
+        let mut p = Pair::new();
+        p.open("/stream?format=rkyv&tokens=2885,11536&mode=depth", Dialect::Native).unwrap();
+        let acts = p.take();
+        let rkyv_depth = enc(Format::Rkyv, Mode::Depth);
+        assert_eq!(
+            acts[2..4],
+            [
+                Action::Subscribe(p.slot(2885), rkyv_depth, Delivery::Conflate),
+                Action::Subscribe(p.slot(11536), rkyv_depth, Delivery::Conflate),
+            ]
+        );
+        let replies: Vec<Value> = acts
+            .iter()
+            .filter_map(|a| if let Action::Reply(r) = a { serde_json::from_str(r).ok() } else { None })
+            .collect();
+        assert_eq!(replies[0]["format"], "rkyv");
+        assert_eq!(replies[1]["data"]["total_subscribed"], 2);
+        assert_eq!(replies[1]["data"]["subscribed"][1]["mode"], "depth");
+        assert_eq!(p.format, Format::Rkyv);
+
+        let mut p = Pair::new();
+        p.open("/stream?format=json&tokens=2885", Dialect::Native).unwrap();
+        assert_eq!(p.subs[&p.slot(2885)], (enc(Format::Json, Mode::Ltp), Delivery::Conflate));
+
+        for (path, want) in [
+            ("/stream?format=xml", "format `xml`: expected json or rkyv"),
+            ("/stream?client_id=", "client_id must be"),
+            (&format!("/stream?client_id={}", "x".repeat(129)), "client_id must be"),
+        ] {
+            let mut p = Pair::new();
+            let err = p.open(path, Dialect::Native).unwrap_err();
+            assert!(err.contains(want), "{path}: {err}");
+            assert!(p.take().is_empty(), "{path}: refused before the upgrade");
+        }
+
+        // Tokens that are not integers: an in-band error, the connection stays.
+        let mut p = Pair::new();
+        p.open("/stream?tokens=RELIANCE", Dialect::Native).unwrap();
+        let acts = p.take();
+        assert!(acts.iter().any(|a| matches!(a, Action::BadRequest(_))), "{acts:?}");
+        assert!(!changed(&acts));
+        assert!(p.open);
+    }
+
+    /// Any request's `id` (any JSON value) is echoed in its reply, errors
+    /// included; without one, the reply has none.
+    #[test]
+    fn request_ids_are_echoed() {
+        let mut p = open("/stream");
+        for id in [json!(7), json!("abc"), json!({"n":[1,2]}), json!(-3), json!(null)] {
+            for req in [
+                json!({"action":"ping","id":id}),
+                json!({"action":"get_subscriptions","id":id}),
+                json!({"action":"subscribe","tokens":[2885],"id":id}),
+                json!({"action":"unsubscribe","tokens":[2885],"id":id}),
+                json!({"action":"snapshot","tokens":[2885],"id":id}),
+                json!({"action":"dance","id":id}),
+                json!({"action":"subscribe","tokens":[true],"id":id}),
+            ] {
+                let r = ask(&mut p, &req.to_string());
+                assert_eq!(r.get("id"), Some(&id), "{req} -> {r}");
+            }
+        }
+        for req in [r#"{"action":"ping"}"#, r#"{"action":"snapshot","tokens":[2885]}"#, r#"{"action":"nope"}"#] {
+            let r = ask(&mut p, req);
+            assert!(r.get("id").is_none(), "{req} -> {r}");
+        }
+    }
+
+    /// Past `max_subscriptions` each further instrument is rejected with
+    /// the reason; changing the mode of a held one still works.
+    #[test]
+    fn subscription_limit() {
+        let mut p = open("/stream");
+        p.config.max_subscriptions = 2;
+        p.send(r#"{"action":"subscribe","tokens":[2885,11536,1594]}"#);
+        let acts = p.take();
+        assert_eq!(acts.iter().filter(|a| matches!(a, Action::Subscribe(..))).count(), 2);
+        let Some(Action::Reply(r)) = acts.last() else { panic!("{acts:?}") };
+        let r: Value = serde_json::from_str(r).unwrap();
+        assert_eq!(r["status"], "success");
+        assert_eq!(
+            r["data"]["rejected"],
+            json!([{"token":1594,"symbol":"INFY","exchange":"NSE","reason":"subscription limit reached (2 per connection)"}])
+        );
+        assert_eq!(r["data"]["total_subscribed"], 2);
+        let r = ask(&mut p, r#"{"action":"subscribe","symbols":["INFY"]}"#);
+        assert_eq!(r["status"], "error", "all rejected");
+        let r = ask(&mut p, r#"{"action":"subscribe","tokens":[2885],"mode":"depth"}"#);
+        assert_eq!(r["status"], "success", "a held instrument changes mode at the limit");
+        assert_eq!(p.subs[&p.slot(2885)].0.mode, Mode::Depth);
+    }
+
+    /// One request names at most max(max_subscriptions, 1000) targets
+    /// (after folding repeats): past that, refused as a whole.
+    #[test]
+    fn too_many_targets_in_one_request() {
+        let mut p = open("/stream");
+        p.config.max_subscriptions = 10;
+        let mut tokens: Vec<u32> = (0..999).collect(); // unknown tokens
+        tokens.extend([2885, 2885, 2885]);
+        let r = ask(&mut p, &json!({"action":"subscribe","tokens":tokens}).to_string());
+        assert_eq!(r["type"], "subscription_response", "1000 targets once repeats fold: {}", r["type"]);
+        tokens.push(11536);
+        p.send(&json!({"action":"subscribe","tokens":tokens,"id":9}).to_string());
+        let acts = p.take();
+        assert!(matches!(&acts[0], Action::BadRequest(_)), "{acts:?}");
+        assert!(!changed(&acts));
+        let Some(Action::Reply(r)) = acts.last() else { panic!("{acts:?}") };
+        assert_eq!(
+            serde_json::from_str::<Value>(r).unwrap(),
+            json!({"type":"error","id":9,"code":"limit_exceeded","message":"1001 targets in one request; at most 1000"})
+        );
+    }
+
+    /// `snapshot`: the last value of each (quote by default, flagged
+    /// `snapshot`), without subscribing; no value yet is a rejection.
+    #[test]
+    fn snapshot_gives_last_values_without_subscribing() {
+        let mut p = open("/stream");
+        // The spec's `market_data` example, as a last value.
+        let mut t = p.value(2885, 1042, 285_050);
+        (t.ltq, t.volume, t.open, t.high, t.low, t.close) = (10, 1_500_000, 282_000, 286_000, 281_500, 284_825);
+        (t.bid, t.ask, t.bid_qty, t.ask_qty) = (285_045, 285_055, 500, 750);
+        t.ts_ns = 1_763_712_000_123_456_789;
+        p.values.insert(p.slot(2885), t);
+        p.send(r#"{"action":"snapshot","tokens":[2885,11536,5],"id":3}"#);
+        let acts = p.take();
+        assert!(!changed(&acts), "{acts:?}");
+        let [Action::Reply(r)] = &acts[..] else { panic!("{acts:?}") };
+        assert_eq!(
+            serde_json::from_str::<Value>(r).unwrap(),
+            json!({"type":"snapshot","status":"success","id":3,"data":[
+                {"type":"market_data","token":2885,"symbol":"RELIANCE","exchange":"NSE","mode":2,"seq":1042,"ts":1_763_712_000_123_456_789_u64,"snapshot":true,
+                 "data":{"ltp":2850.5,"ltq":10,"volume":1500000,"open":2820.0,"high":2860.0,"low":2815.0,"close":2848.25,"bid":2850.45,"ask":2850.55,"bid_qty":500,"ask_qty":750,"oi":0}}],
+                "rejected":[{"token":11536,"symbol":"TCS","exchange":"NSE","reason":"no data yet"},{"token":5,"reason":"unknown token"}]})
+        );
+        p.value(11536, 9, 410_000);
+        let r = ask(&mut p, r#"{"action":"snapshot","symbols":["TCS"],"mode":"ltp"}"#);
+        let ts = p.now;
+        assert_eq!(
+            r,
+            json!({"type":"snapshot","status":"success","data":[
+                {"type":"market_data","token":11536,"symbol":"TCS","exchange":"NSE","mode":1,"seq":9,"ts":ts,"snapshot":true,"data":{"ltp":4100.0}}],
+                "rejected":[]})
+        );
+        assert!(p.slots.is_empty());
+    }
+
+    /// The same client id gets its saved subscriptions back (in the URL's
+    /// format) before the URL's tokens are subscribed.
+    #[test]
+    fn restores_a_session() {
+        let mut p = Pair::new();
+        p.saved = Some(vec![
+            SavedSub { token: 2885, mode: Mode::Quote, delivery: Delivery::Lossless },
+            SavedSub { token: 4, mode: Mode::Ltp, delivery: Delivery::Conflate }, // gone from the master
+            SavedSub { token: 11536, mode: Mode::Depth, delivery: Delivery::MaxRate { interval_ns: 100_000_000 } },
+        ]);
+        p.open("/stream?client_id=c&format=rkyv&tokens=1594", Dialect::Native).unwrap();
+        let acts = p.take();
+        let subs: Vec<_> = acts.iter().filter(|a| matches!(a, Action::Subscribe(..))).cloned().collect();
+        assert_eq!(
+            subs,
+            [
+                Action::Subscribe(p.slot(2885), enc(Format::Rkyv, Mode::Quote), Delivery::Lossless),
+                Action::Subscribe(
+                    p.slot(11536),
+                    enc(Format::Rkyv, Mode::Depth),
+                    Delivery::MaxRate { interval_ns: 100_000_000 }
+                ),
+                Action::Subscribe(p.slot(1594), enc(Format::Rkyv, Mode::Ltp), Delivery::Conflate),
+            ]
+        );
+        let replies: Vec<Value> = acts
+            .iter()
+            .filter_map(|a| if let Action::Reply(r) = a { serde_json::from_str(r).ok() } else { None })
+            .collect();
+        assert_eq!(replies.len(), 3);
+        assert_eq!(
+            replies[1],
+            json!({"type":"subscription_response","status":"success","data":{"action":"restore","subscribed":[
+                {"token":2885,"symbol":"RELIANCE","exchange":"NSE","mode":"quote"},
+                {"token":11536,"symbol":"TCS","exchange":"NSE","mode":"depth"}],"rejected":[],"total_subscribed":2}})
+        );
+        assert_eq!(replies[2]["data"]["total_subscribed"], 3);
+        assert!(p.saved.is_none(), "taken once");
+    }
+
+    /// An idle, drained connection gets the heartbeat every `heartbeat`;
+    /// anything sent restarts the wait.
+    #[test]
+    fn heartbeat_when_idle() {
+        let mut p = open("/stream");
+        assert_eq!(p.config.heartbeat.as_millis(), 1000);
+        p.advance(999);
+        assert!(p.take().is_empty(), "not idle long enough");
+        p.advance(1);
+        assert_eq!(p.take(), [Action::Heartbeat]);
+        assert_eq!(p.last_tx_ns, p.now);
+        p.advance(500);
+        ask(&mut p, r#"{"action":"ping"}"#);
+        p.advance(999);
+        assert!(p.take().is_empty(), "a reply is traffic");
+        p.drained = false;
+        p.advance(5000);
+        assert!(p.take().is_empty(), "nothing while data is still queued");
+        p.drained = true;
+        p.advance(0);
+        assert_eq!(p.take(), [Action::Heartbeat]);
+    }
+
+    /// The heartbeat's and market status' shapes (spec).
+    #[test]
+    fn heartbeat_and_market_status_shapes() {
+        let hb: Value =
+            serde_json::from_slice(&super::heartbeat([("sim", "live", Some(3))].into_iter(), true, 5)).unwrap();
+        assert_eq!(
+            hb,
+            json!({"type":"heartbeat","ts":5,"market_open":true,"feeds":[{"name":"sim","state":"live","last_tick_age_ms":3}]})
+        );
+        let ts = 1_763_712_000_123_456_789_u64;
+        let ms: Value = serde_json::from_slice(&super::market_status(false, ts)).unwrap();
+        assert_eq!(ms, json!({"type":"market_status","market_open":false,"ts":1_763_712_000_123_456_789_u64}));
+        let ms: Value = serde_json::from_slice(&super::super::market_status(Dialect::Native, true, ts)).unwrap();
+        assert_eq!(ms["market_open"], true);
+        let mut gap = Vec::new();
+        super::write_gap(&mut gap, 2885, 1043, 1050);
+        assert_eq!(
+            serde_json::from_slice::<Value>(&gap).unwrap(),
+            json!({"type":"gap","token":2885,"from_seq":1043,"to_seq":1050})
+        );
+    }
+
+    /// Every refused request: an `error` with its code (and the `id`), the
+    /// bad request counted, nothing subscribed or dropped, the connection
+    /// open.
+    #[test]
+    fn bad_requests() {
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        let cases: &[(&str, &str, &str)] = &[
+            ("not json", "bad_request", "malformed JSON"),
+            (&deep, "bad_request", "nested deeper"),
+            ("[1,2]", "bad_request", "a request must be a JSON object"),
+            ("null", "bad_request", "a request must be a JSON object"),
+            (r#"{"id":1}"#, "bad_request", "missing field `action`"),
+            (r#"{"action":5}"#, "bad_request", "field `action` must be a string"),
+            (r#"{"action":"dance"}"#, "unknown_action", "unknown action `dance` (expected one of subscribe,"),
+            (r#"{"action":"subscribe"}"#, "bad_request", "needs `tokens` (integers), `symbols`"),
+            (r#"{"action":"subscribe","tokens":"2885"}"#, "bad_request", "`tokens` must be an array of integers"),
+            (r#"{"action":"subscribe","tokens":[2885.5]}"#, "bad_request", "`tokens` must be an array of integers"),
+            (r#"{"action":"subscribe","tokens":["2885"]}"#, "bad_request", "`tokens` must be an array of integers"),
+            (r#"{"action":"subscribe","symbols":"TCS"}"#, "bad_request", "`symbols` must be an array of strings"),
+            (r#"{"action":"subscribe","stocks":[1]}"#, "bad_request", "`stocks` must be an array of strings"),
+            (r#"{"action":"subscribe","channels":"signals"}"#, "bad_request", "`channels` must be an array of strings"),
+            (r#"{"action":"subscribe","tokens":[11536],"channels":[1]}"#, "bad_request", "`channels` must be an array"),
+            (r#"{"action":"subscribe","tokens":[11536],"mode":"full2"}"#, "bad_request", "field `mode` must be one of"),
+            (r#"{"action":"subscribe","tokens":[11536],"mode":4}"#, "bad_request", "field `mode` must be one of"),
+            (r#"{"action":"subscribe","tokens":[11536],"max_rate":0}"#, "bad_request", "`max_rate` must be a number"),
+            (r#"{"action":"subscribe","tokens":[11536],"max_rate":"5"}"#, "bad_request", "`max_rate` must be a number"),
+            (r#"{"action":"subscribe","tokens":[11536],"max_rate":2e6}"#, "bad_request", "from 0.01 to 1000000"),
+            (
+                r#"{"action":"subscribe","tokens":[11536],"delivery":"max_rate"}"#,
+                "bad_request",
+                "needs a `max_rate` field",
+            ),
+            (r#"{"action":"subscribe","tokens":[11536],"delivery":"fast"}"#, "bad_request", "field `delivery` must be"),
+            (r#"{"action":"unsubscribe"}"#, "bad_request", "needs `tokens`"),
+            (r#"{"action":"unsubscribe","symbols":[true]}"#, "bad_request", "`symbols` must be an array of strings"),
+            (r#"{"action":"unsubscribe","tokens":[2885],"channels":"signals"}"#, "bad_request", "`channels` must be"),
+            (r#"{"action":"snapshot"}"#, "bad_request", "needs `tokens`"),
+            (r#"{"action":"snapshot","tokens":[2885],"mode":"x"}"#, "bad_request", "field `mode` must be one of"),
+            (r#"{"action":"snapshot","tokens":{}}"#, "bad_request", "`tokens` must be an array"),
+        ];
+        for &(req, code, want) in cases {
+            let mut p = open("/stream");
+            ask(&mut p, r#"{"action":"subscribe","tokens":[2885]}"#);
+            p.send(req);
+            let acts = p.take();
+            assert!(matches!(&acts[0], Action::BadRequest(w) if w.starts_with(code)), "{req}: {acts:?}");
+            assert!(!changed(&acts), "{req}: a refused request changed subscriptions: {acts:?}");
+            let [_, Action::Reply(r)] = &acts[..] else { panic!("{req}: {acts:?}") };
+            let r: Value = serde_json::from_str(r).unwrap();
+            assert_eq!((r["type"].as_str(), r["code"].as_str()), (Some("error"), Some(code)), "{req}: {r}");
+            let msg = r["message"].as_str().unwrap();
+            assert!(msg.contains(want), "{req}: {msg}");
+            assert!(p.open, "{req} closed the connection");
+            assert_eq!(p.slots, [p.slot(2885)], "{req}");
+        }
+    }
+
+    /// A binary message: `unsupported`, the connection stays.
+    #[test]
+    fn binary_messages_are_refused() {
+        let mut p = open("/stream");
+        let mut proto = std::mem::take(&mut p.proto);
+        let now = p.now;
+        proto.binary(&mut p, now);
+        p.proto = proto;
+        let acts = p.take();
+        assert!(matches!(&acts[0], Action::BadRequest(_)), "{acts:?}");
+        let Action::Reply(r) = &acts[1] else { panic!("{acts:?}") };
+        assert_eq!(
+            serde_json::from_str::<Value>(r).unwrap(),
+            json!({"type":"error","code":"unsupported","message":"binary messages are not accepted; send requests as JSON text frames"})
+        );
+        assert!(p.open);
+    }
 }

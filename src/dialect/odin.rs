@@ -141,9 +141,7 @@ fn dispatch(host: &mut dyn Host, v: &BorrowedValue, now: u64) -> Result<(), Stri
             let pong = json!({"type": "pong", "status": "success", "timestamp": iso_string(now)});
             host.reply(pong.to_string().as_bytes(), now);
         }
-        other => {
-            return Err(format!("unknown action `{}` (expected one of {ACTIONS})", clip(other)))
-        }
+        other => return Err(format!("unknown action `{}` (expected one of {ACTIONS})", clip(other))),
     }
     Ok(())
 }

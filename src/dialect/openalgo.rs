@@ -38,7 +38,7 @@ use simd_json::BorrowedValue;
 
 use super::{clip, Count, Dialect, Host};
 use crate::encode::dialects::openalgo_mode;
-use crate::encode::{Encoding, Format, Marks};
+use crate::encode::{Encoding, Format};
 use crate::instrument::{Registry, Slot};
 use crate::subs::Delivery;
 use crate::tick::{Mode, DEPTH_LEVELS};
@@ -160,10 +160,7 @@ fn dispatch(st: &mut State, host: &mut dyn Host, v: &BorrowedValue, now: u64) ->
             send(host, &reply, now);
             Ok(())
         }
-        other => Err(Refusal(
-            "INVALID_ACTION",
-            format!("Invalid action: {} (expected one of {ACTIONS})", clip(other)),
-        )),
+        other => Err(Refusal("INVALID_ACTION", format!("Invalid action: {} (expected one of {ACTIONS})", clip(other)))),
     }
 }
 
@@ -188,9 +185,9 @@ fn authenticate(st: &mut State, host: &mut dyn Host, v: &BorrowedValue, now: u64
         // key): the same user's key is acknowledged again, without taking
         // another connection slot.
         match host.same_user(key) {
-            Ok(true) => return auth_ok(st, host, &user, now),
-            Ok(false) => return refuse_auth(st, host, "this connection is authenticated as another user", now),
-            Err(()) => return refuse_auth(st, host, "Invalid API key", now),
+            Some(true) => return auth_ok(st, host, &user, now),
+            Some(false) => return refuse_auth(st, host, "this connection is authenticated as another user", now),
+            None => return refuse_auth(st, host, "Invalid API key", now),
         }
     }
     match host.authenticate(key) {
@@ -429,14 +426,7 @@ fn subscribe(host: &mut dyn Host, v: &BorrowedValue, now: u64) -> Result<(), Ref
 /// The cached last value in the modes just added to a subscription (a new
 /// subscription gets its snapshot from `Host::subscribe`).
 fn snapshot(host: &mut dyn Host, slot: Slot, modes: u8, now: u64) {
-    let Some(t) = host.last_value(slot) else { return };
-    if host.congested() {
-        return; // its next delivery carries the newest value
-    }
-    let mut buf = Vec::new();
-    let enc = Encoding { format: Format::OpenAlgo(modes), mode: Mode::Ltp };
-    let r = crate::encode::encode(&mut buf, enc, &t, host.registry().get(slot), Marks { snapshot: true, conflated: false });
-    host.data_frame(&buf[r], now);
+    host.snapshot(slot, Encoding { format: Format::OpenAlgo(modes), mode: Mode::Ltp }, now);
 }
 
 fn status_of(ok: usize, failed: usize) -> &'static str {
@@ -547,7 +537,8 @@ pub(crate) fn housekeeping(st: &mut State, host: &mut dyn Host, now: u64) {
     let ns = crate::tick::ns;
     let (interval, timeout, auth) = (ns(cfg.ping_interval), ns(cfg.ping_timeout), ns(cfg.auth_timeout));
     if !st.authed && now.saturating_sub(st.opened_ns) > auth {
-        return host.close(close::POLICY, "not authenticated in time: send {\"action\":\"authenticate\",\"api_key\":…} first");
+        return host
+            .close(close::POLICY, "not authenticated in time: send {\"action\":\"authenticate\",\"api_key\":…} first");
     }
     if st.ping_outstanding_ns != 0 && host.last_pong_ns() >= st.ping_outstanding_ns {
         st.ping_outstanding_ns = 0;
@@ -562,5 +553,773 @@ pub(crate) fn housekeeping(st: &mut State, host: &mut dyn Host, now: u64) {
         st.last_ping_ns = now;
         st.ping_outstanding_ns = now;
         host.control_frame(OP_PING, b"tickcast", now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::super::pair::{Action, Pair};
+    use super::super::{Count, Dialect};
+    use crate::auth::{hash_line, Auth, User};
+    use crate::encode::dialects::openalgo_mode::{DEPTH, LTP, QUOTE};
+    use crate::encode::{Encoding, Format};
+    use crate::subs::Delivery;
+    use crate::tick::{Mode, Tick};
+    use crate::ws::close;
+
+    /// The seed's LTP throttle as a delivery.
+    const THROTTLED: Delivery = Delivery::MaxRate { interval_ns: 50_000_000 };
+
+    fn enc(bits: u8, mode: Mode) -> Encoding {
+        Encoding { format: Format::OpenAlgo(bits), mode }
+    }
+
+    /// Connected, not authenticated, nothing recorded yet.
+    fn connected() -> Pair {
+        let mut p = Pair::new();
+        p.open("/", Dialect::OpenAlgo).unwrap();
+        assert_eq!(p.take(), [Action::Accept(Dialect::OpenAlgo)], "no greeting: the client speaks first");
+        p
+    }
+
+    /// Connected and authenticated (open auth: anonymous), nothing recorded.
+    fn authed() -> Pair {
+        let mut p = connected();
+        p.send(r#"{"action":"authenticate","api_key":"k"}"#);
+        assert_eq!(p.replies().len(), 2);
+        p
+    }
+
+    /// Users alice and bob, one key each.
+    fn keyed() -> Auth {
+        let text = format!(
+            "[[user]]\nid = \"alice\"\nkeys = [\"{}\"]\n\n[[user]]\nid = \"bob\"\nkeys = [\"{}\"]\n",
+            hash_line("alice-key"),
+            hash_line("bob-key")
+        );
+        Auth::parse(&text).unwrap()
+    }
+
+    /// The JSON of one reply action.
+    fn reply(a: &Action) -> Value {
+        match a {
+            Action::Reply(t) => serde_json::from_str(t).unwrap(),
+            other => panic!("not a reply: {other:?}"),
+        }
+    }
+
+    /// The payloads of the data frames among `acts`, as JSON.
+    fn data(acts: &[Action]) -> Vec<Value> {
+        let mut out = Vec::new();
+        for a in acts {
+            let Action::Data(mut bytes) = a.clone() else { continue };
+            let mut b = &mut bytes[..];
+            while !b.is_empty() {
+                let n = crate::ws::frame::frame_len(b).unwrap();
+                assert_eq!(b[0], 0x81, "a final text frame");
+                let hl = match b[1] {
+                    126 => 4,
+                    127 => 10,
+                    _ => 2,
+                };
+                out.push(serde_json::from_slice(&b[hl..n]).unwrap());
+                b = &mut b[n..];
+            }
+        }
+        out
+    }
+
+    /// The one reply among `acts` (other actions allowed).
+    fn only_reply(acts: &[Action]) -> Value {
+        let r: Vec<&Action> = acts.iter().filter(|a| matches!(a, Action::Reply(_))).collect();
+        assert_eq!(r.len(), 1, "{acts:?}");
+        reply(r[0])
+    }
+
+    /// A binary message from the client.
+    fn binary(p: &mut Pair) {
+        let mut proto = std::mem::take(&mut p.proto);
+        let now = p.now;
+        proto.binary(p, now);
+        p.proto = proto;
+    }
+
+    /// An error frame with this code; counted as a bad request; still open.
+    fn assert_refused(p: &mut Pair, request: &str, code: &str, want: &str) {
+        p.send(request);
+        let acts = p.take();
+        assert_eq!(acts.len(), 2, "{request}: {acts:?}");
+        assert!(matches!(&acts[0], Action::BadRequest(w) if w.starts_with(code)), "{request}: {acts:?}");
+        let r = reply(&acts[1]);
+        assert_eq!(
+            (&r["type"], &r["status"], &r["code"]),
+            (&json!("error"), &json!("error"), &json!(code)),
+            "{request}"
+        );
+        let msg = r["message"].as_str().unwrap();
+        assert!(msg.contains(want), "{request}: {msg}");
+        assert!(p.open, "{request} closed the connection");
+    }
+
+    /// The seed's messages in order: authenticate, subscribe (its NFO
+    /// option is not in the bundled master), unsubscribe.
+    #[test]
+    fn seed_session() {
+        let mut p = connected();
+        let (reliance, tcs) = (p.slot(2885), p.slot(11536));
+
+        p.send(r#"{"action":"authenticate","api_key":"your-openalgo-api-key"}"#);
+        let ok = "Authentication successful";
+        assert_eq!(
+            p.replies(),
+            [
+                json!({"type":"auth","status":"success","message":ok,"broker":"tickcast","user_id":"anonymous",
+                    "supported_features":{"ltp":true,"quote":true,"depth":true},"market_open":true}),
+                json!({"type":"auth_response","status":"success","message":"Authentication successful"}),
+            ]
+        );
+
+        p.send(
+            r#"{
+                "action": "subscribe",
+                "symbols": [
+                    {"symbol": "RELIANCE", "exchange": "NSE"},
+                    {"symbol": "TCS", "exchange": "NSE"},
+                    {"symbol": "NIFTY28DEC2425000CE", "exchange": "NFO"}
+                ],
+                "mode": "Quote"
+            }"#,
+        );
+        let acts = p.take();
+        let quote = enc(QUOTE, Mode::Quote);
+        assert_eq!(
+            acts[..2],
+            [Action::Subscribe(reliance, quote, Delivery::Conflate), Action::Subscribe(tcs, quote, Delivery::Conflate)]
+        );
+        assert_eq!(acts.len(), 3, "{acts:?}");
+        assert_eq!(
+            reply(&acts[2]),
+            json!({"type":"subscribe","status":"partial","subscriptions":[
+                {"symbol":"RELIANCE","exchange":"NSE","status":"success","mode":"Quote","depth":5},
+                {"symbol":"TCS","exchange":"NSE","status":"success","mode":"Quote","depth":5},
+                {"symbol":"NIFTY28DEC2425000CE","exchange":"NFO","status":"error","message":"unknown symbol NFO:NIFTY28DEC2425000CE"}
+            ],"message":"Subscription processing complete","broker":"tickcast"})
+        );
+
+        p.send(r#"{"action": "unsubscribe", "symbols": [{"symbol": "RELIANCE", "exchange": "NSE"}]}"#);
+        let acts = p.take();
+        assert_eq!(acts[0], Action::Unsubscribe(reliance));
+        assert_eq!(
+            only_reply(&acts),
+            json!({"type":"unsubscribe","status":"success","message":"Unsubscription processing complete",
+                "successful":[{"symbol":"RELIANCE","exchange":"NSE","status":"success"}],"failed":[],"broker":"tickcast"})
+        );
+        assert_eq!(p.slots, [tcs]);
+    }
+
+    /// Adding Quote to an LTP subscription sends the cached value in Quote
+    /// mode: the seed's `market_data` example (plus the SDK's fields). A new
+    /// subscription gets its snapshot from the host, not the dialect.
+    #[test]
+    fn market_data_snapshot_is_the_seeds_example() {
+        let mut p = authed();
+        let reliance = p.slot(2885);
+        let t = p.value(2885, 7, 285_050);
+        let seed_ts = 1_733_288_400_000_000_000; // 2024-12-04T10:30:00 IST
+        let t = Tick {
+            open: 282_000,
+            high: 286_000,
+            low: 281_500,
+            close: 284_825,
+            volume: 1_500_000,
+            bid: 285_045,
+            ask: 285_055,
+            bid_qty: 500,
+            ask_qty: 750,
+            ltq: 10,
+            ts_ns: seed_ts,
+            ..t
+        };
+        p.values.insert(reliance, t);
+
+        p.send(r#"{"action":"subscribe","symbol":"RELIANCE","exchange":"NSE","mode":1}"#);
+        let acts = p.take();
+        assert_eq!(acts[0], Action::Subscribe(reliance, enc(LTP, Mode::Ltp), THROTTLED));
+        assert!(data(&acts).is_empty(), "a new subscription's snapshot is the host's: {acts:?}");
+        assert_eq!(only_reply(&acts)["subscriptions"][0]["mode"], "LTP");
+
+        p.send(r#"{"action":"subscribe","symbol":"RELIANCE","exchange":"NSE","mode":2}"#);
+        let acts = p.take();
+        assert_eq!(acts[0], Action::Subscribe(reliance, enc(LTP | QUOTE, Mode::Quote), Delivery::Conflate));
+        assert_eq!(
+            data(&acts),
+            [json!({
+                "type": "market_data",
+                "symbol": "RELIANCE",
+                "exchange": "NSE",
+                "mode": 2,
+                "data": {
+                    "ltp": 2850.50,
+                    "open": 2820.00,
+                    "high": 2860.00,
+                    "low": 2815.00,
+                    "close": 2848.25,
+                    "volume": 1500000,
+                    "bid": 2850.45,
+                    "ask": 2850.55,
+                    "bid_qty": 500,
+                    "ask_qty": 750,
+                    "oi": 0,
+                    "prev_oi": 0,
+                    "last_trade_quantity": 10,
+                    "change": 2.25,
+                    "change_percent": 0.08,
+                    "timestamp": "2024-12-04T10:30:00"
+                }
+            })]
+        );
+        assert_eq!(only_reply(&acts)["subscriptions"][0]["mode"], "Quote");
+
+        // The same mode again: no new data, nothing changes.
+        p.send(r#"{"action":"subscribe","symbol":"RELIANCE","exchange":"NSE","mode":2}"#);
+        let acts = p.take();
+        assert!(data(&acts).is_empty(), "{acts:?}");
+        assert_eq!(p.subs[&reliance], (enc(LTP | QUOTE, Mode::Quote), Delivery::Conflate));
+
+        // Congested: no snapshot (the next delivery carries the value).
+        p.congested = true;
+        p.send(r#"{"action":"subscribe","symbol":"RELIANCE","exchange":"NSE","mode":3}"#);
+        let acts = p.take();
+        assert_eq!(acts[0], Action::Subscribe(reliance, enc(LTP | QUOTE | DEPTH, Mode::Depth), Delivery::Conflate));
+        assert!(data(&acts).is_empty(), "{acts:?}");
+    }
+
+    /// Modes by number or name (any case); none is Quote. LTP alone is
+    /// throttled to the seed's 50 ms; `depth` is levels per side, capped.
+    #[test]
+    fn subscribe_in_each_mode() {
+        let cases = [
+            (r#","mode":1"#, LTP, Mode::Ltp, THROTTLED, "LTP", 5),
+            (r#","mode":2"#, QUOTE, Mode::Quote, Delivery::Conflate, "Quote", 5),
+            (r#","mode":3"#, DEPTH, Mode::Depth, Delivery::Conflate, "Depth", 5),
+            (r#","mode":"LTP""#, LTP, Mode::Ltp, THROTTLED, "LTP", 5),
+            (r#","mode":"quote""#, QUOTE, Mode::Quote, Delivery::Conflate, "Quote", 5),
+            (r#","mode":" DEPTH ""#, DEPTH, Mode::Depth, Delivery::Conflate, "Depth", 5),
+            ("", QUOTE, Mode::Quote, Delivery::Conflate, "Quote", 5),
+            (r#","mode":3,"depth":20"#, DEPTH, Mode::Depth, Delivery::Conflate, "Depth", 5),
+            (r#","mode":3,"depth":2"#, DEPTH, Mode::Depth, Delivery::Conflate, "Depth", 2),
+        ];
+        for (extra, bits, mode, delivery, name, depth) in cases {
+            let mut p = authed();
+            let tcs = p.slot(11536);
+            let request = format!(r#"{{"action":"subscribe","symbols":[{{"symbol":"TCS","exchange":"NSE"}}]{extra}}}"#);
+            p.send(&request);
+            let acts = p.take();
+            assert_eq!(acts[0], Action::Subscribe(tcs, enc(bits, mode), delivery), "{request}");
+            assert_eq!(
+                only_reply(&acts)["subscriptions"],
+                json!([{"symbol":"TCS","exchange":"NSE","status":"success","mode":name,"depth":depth}]),
+                "{request}"
+            );
+        }
+    }
+
+    /// Modes are kept per instrument: an unsubscribe may name one (per
+    /// request or per entry); dropping Quote from LTP + Quote throttles again.
+    #[test]
+    fn unsubscribe_by_mode() {
+        let mut p = authed();
+        let (reliance, tcs, infy) = (p.slot(2885), p.slot(11536), p.slot(1594));
+        for m in [1, 2, 3] {
+            p.send(&format!(r#"{{"action":"subscribe","symbol":"RELIANCE","exchange":"NSE","mode":{m}}}"#));
+        }
+        p.send(r#"{"action":"subscribe","symbol":"TCS","exchange":"NSE","mode":"Quote"}"#);
+        p.take();
+        assert_eq!(p.subs[&reliance], (enc(LTP | QUOTE | DEPTH, Mode::Depth), Delivery::Conflate));
+
+        // Per-entry mode wins over the request's.
+        p.send(r#"{"action":"unsubscribe","symbols":[{"symbol":"RELIANCE","exchange":"NSE","mode":3}],"mode":1}"#);
+        let acts = p.take();
+        assert_eq!(acts[0], Action::Subscribe(reliance, enc(LTP | QUOTE, Mode::Quote), Delivery::Conflate));
+        assert_eq!(
+            only_reply(&acts)["successful"],
+            json!([{"symbol":"RELIANCE","exchange":"NSE","status":"success","mode":"Depth"}])
+        );
+
+        p.send(r#"{"action":"unsubscribe","symbol":"RELIANCE","exchange":"NSE","mode":"Quote"}"#);
+        let acts = p.take();
+        assert_eq!(acts[0], Action::Subscribe(reliance, enc(LTP, Mode::Ltp), THROTTLED));
+
+        // Not held in that mode, not held at all, unknown: failed, nothing changes.
+        p.send(
+            r#"{"action":"unsubscribe","mode":"Depth","symbols":[{"symbol":"RELIANCE","exchange":"NSE"},{"symbol":"INFY","exchange":"NSE"}]}"#,
+        );
+        let acts = p.take();
+        assert_eq!(
+            only_reply(&acts),
+            json!({"type":"unsubscribe","status":"error","message":"Unsubscription processing complete","successful":[],"failed":[
+                {"symbol":"RELIANCE","exchange":"NSE","status":"error","message":"not subscribed in Depth mode"},
+                {"symbol":"INFY","exchange":"NSE","status":"error","message":"not subscribed in Depth mode"}
+            ],"broker":"tickcast"})
+        );
+        assert_eq!(acts.len(), 1, "{acts:?}");
+        p.send(r#"{"action":"unsubscribe","symbols":[{"symbol":"INFY","exchange":"NSE"},{"symbol":"NOPE","exchange":"NSE"},{"symbol":"TCS","exchange":"NSE"}]}"#);
+        let acts = p.take();
+        assert_eq!(acts[0], Action::Unsubscribe(tcs));
+        let r = only_reply(&acts);
+        assert_eq!(r["status"], "partial");
+        assert_eq!(r["successful"], json!([{"symbol":"TCS","exchange":"NSE","status":"success"}]));
+        assert_eq!(
+            r["failed"],
+            json!([
+                {"symbol":"INFY","exchange":"NSE","status":"error","message":"not subscribed"},
+                {"symbol":"NOPE","exchange":"NSE","status":"error","message":"unknown symbol NSE:NOPE"}
+            ])
+        );
+        assert_eq!(p.slots, [reliance]);
+        assert!(!p.subs.contains_key(&infy));
+    }
+
+    /// `unsubscribe_all` drops everything, in subscription order.
+    #[test]
+    fn unsubscribe_all() {
+        let mut p = authed();
+        let (reliance, tcs, nifty) = (p.slot(2885), p.slot(11536), p.slot(26000));
+        p.send(
+            r#"{"action":"subscribe","mode":1,"symbols":[{"symbol":"TCS","exchange":"NSE"},{"symbol":"NIFTY","exchange":"NSE_INDEX"},{"symbol":"RELIANCE","exchange":"NSE"}]}"#,
+        );
+        p.take();
+        p.send(r#"{"action":"unsubscribe_all"}"#);
+        let acts = p.take();
+        assert_eq!(acts[..3], [Action::Unsubscribe(tcs), Action::Unsubscribe(nifty), Action::Unsubscribe(reliance)]);
+        assert_eq!(
+            only_reply(&acts),
+            json!({"type":"unsubscribe","status":"success","message":"Unsubscription processing complete","successful":[
+                {"symbol":"TCS","exchange":"NSE","status":"success"},
+                {"symbol":"NIFTY","exchange":"NSE_INDEX","status":"success"},
+                {"symbol":"RELIANCE","exchange":"NSE","status":"success"}
+            ],"failed":[],"broker":"tickcast"})
+        );
+        assert!(p.slots.is_empty() && p.subs.is_empty());
+        p.send(r#"{"action":"unsubscribe_all"}"#);
+        assert_eq!(p.replies()[0]["successful"], json!([]));
+    }
+
+    /// Indices are on `NSE_INDEX`, equities on their exchange; names in any
+    /// case are answered as the frames spell them.
+    #[test]
+    fn instruments_resolve_by_exchange() {
+        let mut p = authed();
+        let (reliance, nifty) = (p.slot(2885), p.slot(26000));
+        p.send(
+            r#"{"action":"subscribe","mode":"LTP","symbols":[
+                {"symbol":"NIFTY","exchange":"NSE_INDEX"},
+                {"symbol":"reliance","exchange":"nse"},
+                {"symbol":"NIFTY","exchange":"NSE"},
+                {"symbol":"TCS","exchange":"NSE_INDEX"},
+                {"symbol":"NSE:TCS","exchange":"NSE"},
+                {"symbol":"TCS","exchange":"BSE"}
+            ]}"#,
+        );
+        let acts = p.take();
+        assert_eq!(
+            acts[..2],
+            [
+                Action::Subscribe(nifty, enc(LTP, Mode::Ltp), THROTTLED),
+                Action::Subscribe(reliance, enc(LTP, Mode::Ltp), THROTTLED)
+            ]
+        );
+        let r = only_reply(&acts);
+        assert_eq!(r["status"], "partial");
+        assert_eq!(
+            r["subscriptions"],
+            json!([
+                {"symbol":"NIFTY","exchange":"NSE_INDEX","status":"success","mode":"LTP","depth":5},
+                {"symbol":"RELIANCE","exchange":"NSE","status":"success","mode":"LTP","depth":5},
+                {"symbol":"NIFTY","exchange":"NSE","status":"error","message":"NIFTY is an index: subscribe on exchange NSE_INDEX"},
+                {"symbol":"TCS","exchange":"NSE_INDEX","status":"error","message":"TCS is not an index: subscribe on exchange NSE"},
+                {"symbol":"NSE:TCS","exchange":"NSE","status":"error","message":"unknown symbol NSE:NSE:TCS"},
+                {"symbol":"TCS","exchange":"BSE","status":"error","message":"unknown symbol BSE:TCS"}
+            ])
+        );
+        // Nothing resolves: the whole request is an error (not a bad request).
+        p.send(r#"{"action":"subscribe","symbol":"NOPE","exchange":"NSE"}"#);
+        let acts = p.take();
+        assert_eq!(acts.len(), 1, "{acts:?}");
+        assert_eq!(reply(&acts[0])["status"], "error");
+    }
+
+    /// `max_subscriptions` per connection, and per request (at least 1000).
+    #[test]
+    fn limits() {
+        let mut p = authed();
+        p.config.max_subscriptions = 2;
+        let reliance = p.slot(2885);
+        p.send(
+            r#"{"action":"subscribe","mode":1,"symbols":[{"symbol":"RELIANCE","exchange":"NSE"},{"symbol":"TCS","exchange":"NSE"},{"symbol":"INFY","exchange":"NSE"}]}"#,
+        );
+        let acts = p.take();
+        assert_eq!(acts.iter().filter(|a| matches!(a, Action::Subscribe(..))).count(), 2);
+        let r = only_reply(&acts);
+        assert_eq!(r["status"], "partial");
+        assert_eq!(
+            r["subscriptions"][2],
+            json!({"symbol":"INFY","exchange":"NSE","status":"error","message":"subscription limit reached (2 per connection)"})
+        );
+        // Another mode of a held instrument takes no new slot.
+        p.send(r#"{"action":"subscribe","symbol":"RELIANCE","exchange":"NSE","mode":2}"#);
+        let acts = p.take();
+        assert_eq!(acts[0], Action::Subscribe(reliance, enc(LTP | QUOTE, Mode::Quote), Delivery::Conflate));
+        assert_eq!(only_reply(&acts)["status"], "success");
+
+        let many = |n: usize| {
+            let list: Vec<Value> = (0..n).map(|_| json!({"symbol":"RELIANCE","exchange":"NSE"})).collect();
+            json!({"action":"subscribe","symbols":list}).to_string()
+        };
+        assert_refused(&mut p, &many(1001), "INVALID_PARAMETERS", "1001 instruments in one request; at most 1000");
+        p.config.max_subscriptions = 3000;
+        assert_refused(&mut p, &many(3001), "INVALID_PARAMETERS", "3001 instruments in one request; at most 3000");
+        p.send(&many(3000));
+        assert_eq!(p.replies()[0]["status"], "success", "repeats of one instrument take one slot");
+    }
+
+    /// Over `max_clients`: an error, then close 1013; nothing after it.
+    #[test]
+    fn client_limit() {
+        let mut p = Pair::new();
+        p.config.openalgo.max_clients = 0;
+        p.open("/", Dialect::OpenAlgo).unwrap();
+        let acts = p.take();
+        assert_eq!(acts[..2], [Action::Accept(Dialect::OpenAlgo), Action::Count(Count::ConnectionRejected)]);
+        assert_eq!(
+            reply(&acts[2]),
+            json!({"type":"error","status":"error","code":"MAX_CLIENTS",
+                "message":"the server is at its OpenAlgo client limit (0); try again later"})
+        );
+        assert_eq!(acts[3], Action::Close(close::TRY_AGAIN_LATER, "OpenAlgo client limit reached".into()));
+        assert_eq!(acts.len(), 4);
+        p.send(r#"{"action":"authenticate","api_key":"k"}"#);
+        assert_eq!(p.take(), []);
+    }
+
+    /// Refused keys: the seed's `auth_response` error and the error frame,
+    /// counted as auth failures; the connection stays open and unauthenticated.
+    #[test]
+    fn refused_keys() {
+        let cases = [
+            (r#"{"action":"authenticate","api_key":"wrong"}"#, "Invalid API key"),
+            (r#"{"action":"authenticate","apikey":"wrong"}"#, "Invalid API key"),
+            (r#"{"action":"authenticate"}"#, "API key is required"),
+            (r#"{"action":"authenticate","api_key":""}"#, "API key is required"),
+            (r#"{"action":"authenticate","api_key":5}"#, "field `api_key` must be a string"),
+        ];
+        for (request, msg) in cases {
+            let mut p = Pair::new();
+            p.auth = keyed();
+            p.open("/", Dialect::OpenAlgo).unwrap();
+            p.take();
+            p.send(request);
+            let acts = p.take();
+            assert_eq!(acts.len(), 3, "{request}: {acts:?}");
+            assert!(acts.contains(&Action::Count(Count::AuthFailure)), "{request}: {acts:?}");
+            let replies: Vec<Value> = acts.iter().filter(|a| matches!(a, Action::Reply(_))).map(reply).collect();
+            assert_eq!(
+                replies,
+                [
+                    json!({"type":"auth_response","status":"error","message":msg}),
+                    json!({"type":"error","status":"error","code":"AUTHENTICATION_ERROR","message":msg}),
+                ],
+                "{request}"
+            );
+            assert!(p.open && p.user.is_none(), "{request}");
+            assert_refused(
+                &mut p,
+                r#"{"action":"subscribe","symbol":"TCS","exchange":"NSE"}"#,
+                "NOT_AUTHENTICATED",
+                "authenticate first",
+            );
+        }
+    }
+
+    /// A user's key authenticates as that user; later keys must be the same
+    /// user's (acknowledged again), another user's is refused.
+    #[test]
+    fn authenticate_with_keys() {
+        let mut p = Pair::new();
+        p.auth = keyed();
+        p.open("/", Dialect::OpenAlgo).unwrap();
+        p.take();
+        p.send(r#"{"action":"authenticate","api_key":"alice-key"}"#);
+        let r = p.replies();
+        assert_eq!((&r[0]["type"], &r[0]["user_id"]), (&json!("auth"), &json!("alice")));
+        assert_eq!(r[1], json!({"type":"auth_response","status":"success","message":"Authentication successful"}));
+
+        let cases = [
+            ("alice-key", None),
+            ("bob-key", Some("this connection is authenticated as another user")),
+            ("nope", Some("Invalid API key")),
+        ];
+        for (key, refused) in cases {
+            p.send(&json!({"action":"auth","api_key":key}).to_string());
+            let acts = p.take();
+            let r: Vec<Value> = acts.iter().filter(|a| matches!(a, Action::Reply(_))).map(reply).collect();
+            match refused {
+                None => {
+                    assert_eq!(r[0]["user_id"], "alice", "{key}");
+                    assert_eq!(r[1]["status"], "success", "{key}");
+                    assert!(!acts.iter().any(|a| matches!(a, Action::Count(_))), "{key}: {acts:?}");
+                }
+                Some(msg) => {
+                    assert_eq!(r[0], json!({"type":"auth_response","status":"error","message":msg}), "{key}");
+                    assert_eq!(r[1]["code"], "AUTHENTICATION_ERROR", "{key}");
+                    assert!(acts.contains(&Action::Count(Count::AuthFailure)), "{key}: {acts:?}");
+                }
+            }
+            assert_eq!(&*p.user.as_ref().unwrap().id, "alice", "{key}");
+        }
+        // Still authenticated as alice.
+        p.send(r#"{"action":"get_broker_info"}"#);
+        assert_eq!(p.replies()[0]["user_id"], "alice");
+    }
+
+    /// Five wrong keys in a row close the connection (1008); a success
+    /// starts the count again.
+    #[test]
+    fn repeated_wrong_keys_close() {
+        let mut p = Pair::new();
+        p.auth = keyed();
+        p.open("/", Dialect::OpenAlgo).unwrap();
+        let wrong = r#"{"action":"authenticate","api_key":"guess"}"#;
+        for _ in 0..4 {
+            p.send(wrong);
+        }
+        p.send(r#"{"action":"authenticate","api_key":"alice-key"}"#);
+        for _ in 0..4 {
+            p.send(wrong);
+        }
+        assert!(p.open, "a success resets the count");
+        p.take();
+        p.send(wrong);
+        let acts = p.take();
+        assert_eq!(acts.last(), Some(&Action::Close(close::POLICY, "too many failed authentication attempts".into())));
+        assert!(!p.open);
+        p.send(r#"{"action":"ping"}"#);
+        assert_eq!(p.take(), [], "nothing after the close");
+    }
+
+    /// A key on the upgrade authenticates the connection: no message needed,
+    /// no auth deadline.
+    #[test]
+    fn key_on_the_upgrade() {
+        let mut p = Pair::new();
+        p.user = Some(User::anonymous());
+        p.open("/", Dialect::OpenAlgo).unwrap();
+        p.take();
+        p.send(r#"{"action":"subscribe","symbol":"TCS","exchange":"NSE","mode":2}"#);
+        assert_eq!(p.replies()[0]["status"], "success");
+        p.advance(20_000);
+        assert!(p.open);
+        p.send(r#"{"action":"authenticate","api_key":"again"}"#);
+        assert_eq!(p.replies()[1]["status"], "success", "the same user's key is acknowledged");
+    }
+
+    /// Not authenticated within `auth_timeout` (15 s): close 1008.
+    #[test]
+    fn auth_timeout() {
+        let mut p = connected();
+        p.advance(15_000);
+        assert!(!p.take().iter().any(|a| matches!(a, Action::Close(..))), "not past the deadline yet");
+        p.advance(1);
+        let acts = p.take();
+        assert!(
+            matches!(&acts[..], [Action::Close(close::POLICY, why)] if why.starts_with("not authenticated in time")),
+            "{acts:?}"
+        );
+
+        let mut p = authed();
+        p.advance(16_000);
+        assert!(p.open, "authenticated in time");
+    }
+
+    /// A ping every `ping_interval` (5 s) while the last was answered; an
+    /// answer not within `ping_timeout` (10 s) closes with 1011.
+    #[test]
+    fn keepalive() {
+        let mut p = authed();
+        p.advance(4_999);
+        assert_eq!(p.take(), []);
+        p.advance(1);
+        assert_eq!(p.take(), [Action::Control(0x9)]);
+        p.last_pong_ns = p.now + 2_000_000; // answered 2 ms later
+        p.advance(1_000);
+        assert_eq!(p.take(), []);
+        p.advance(4_000);
+        assert_eq!(p.take(), [Action::Control(0x9)], "the next ping, 5 s after the last");
+        p.advance(5_000);
+        assert_eq!(p.take(), [], "one ping outstanding at a time");
+        p.advance(5_000);
+        assert_eq!(p.take(), [], "at the timeout, not past it");
+        p.advance(1);
+        assert_eq!(p.take(), [Action::Close(1011, "keepalive ping timeout".into())]);
+    }
+
+    /// Application-level ping (before authentication too): server time in
+    /// ms, the client's timestamp and id echoed.
+    #[test]
+    fn ping_pong() {
+        let mut p = connected();
+        let ms = p.now / 1_000_000;
+        p.send(r#"{"action":"ping"}"#);
+        assert_eq!(p.replies(), [json!({"type":"pong","status":"success","server_timestamp":ms})]);
+        p.send(r#"{"type":"ping","timestamp":1733288400123,"_pingId":"p-7"}"#);
+        assert_eq!(
+            p.replies(),
+            [
+                json!({"type":"pong","status":"success","server_timestamp":ms,"client_timestamp":1733288400123_u64,"_pingId":"p-7"})
+            ]
+        );
+    }
+
+    #[test]
+    fn broker_info() {
+        let mut p = authed();
+        p.send(r#"{"action":"get_broker_info"}"#);
+        assert_eq!(
+            p.replies(),
+            [
+                json!({"type":"broker_info","status":"success","broker":"tickcast","adapter_status":"connected","user_id":"anonymous"})
+            ]
+        );
+        p.send(r#"{"action":"get_supported_brokers"}"#);
+        assert_eq!(
+            p.replies(),
+            [json!({"type":"supported_brokers","status":"success","brokers":["tickcast"],"count":1})]
+        );
+    }
+
+    /// Only `authenticate` and `ping` before authentication.
+    #[test]
+    fn not_authenticated() {
+        let mut p = connected();
+        for action in ["subscribe", "unsubscribe", "unsubscribe_all", "get_broker_info", "get_supported_brokers"] {
+            let request = format!(r#"{{"action":"{action}","symbol":"TCS","exchange":"NSE"}}"#);
+            assert_refused(&mut p, &request, "NOT_AUTHENTICATED", "You must authenticate first");
+        }
+        assert!(p.slots.is_empty());
+    }
+
+    /// Every bad request gets an error frame with its code; the connection stays open.
+    #[test]
+    fn bad_requests() {
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        let cases: &[(&str, &str, &str)] = &[
+            ("not json", "INVALID_JSON", "Invalid JSON message: malformed JSON"),
+            (&deep, "INVALID_JSON", "nested deeper"),
+            ("[1,2]", "INVALID_MESSAGE", "must be a JSON object"),
+            (r#""subscribe""#, "INVALID_MESSAGE", "must be a JSON object"),
+            ("{}", "INVALID_ACTION", "missing field `action`"),
+            (r#"{"action":7}"#, "INVALID_ACTION", "`action` must be a string"),
+            (
+                r#"{"action":"dance"}"#,
+                "INVALID_ACTION",
+                "Invalid action: dance (expected one of authenticate, subscribe",
+            ),
+            (r#"{"action":"subscribe"}"#, "INVALID_PARAMETERS", "At least one symbol must be specified"),
+            (r#"{"action":"subscribe","symbols":[]}"#, "INVALID_PARAMETERS", "At least one symbol"),
+            (r#"{"action":"subscribe","symbols":"RELIANCE"}"#, "INVALID_PARAMETERS", "`symbols` must be an array"),
+            (r#"{"action":"subscribe","symbols":["RELIANCE"]}"#, "INVALID_PARAMETERS", "`symbols` must be an array"),
+            (r#"{"action":"subscribe","symbols":[{"symbol":"TCS"}]}"#, "INVALID_PARAMETERS", "(missing `exchange`)"),
+            (r#"{"action":"subscribe","symbol":"TCS"}"#, "INVALID_PARAMETERS", "(missing `exchange`)"),
+            (r#"{"action":"subscribe","exchange":"NSE"}"#, "INVALID_PARAMETERS", "(missing `symbol`)"),
+            (
+                r#"{"action":"subscribe","symbol":"","exchange":"NSE"}"#,
+                "INVALID_PARAMETERS",
+                "`symbol` must be a non-empty string",
+            ),
+            (
+                r#"{"action":"subscribe","symbol":"TCS","exchange":1}"#,
+                "INVALID_PARAMETERS",
+                "`exchange` must be a non-empty string",
+            ),
+            (
+                r#"{"action":"subscribe","symbol":"TCS","exchange":"NSE","depth":0}"#,
+                "INVALID_PARAMETERS",
+                "`depth` must be an integer from 1 to 50",
+            ),
+            (
+                r#"{"action":"subscribe","symbol":"TCS","exchange":"NSE","depth":51}"#,
+                "INVALID_PARAMETERS",
+                "from 1 to 50",
+            ),
+            (
+                r#"{"action":"subscribe","symbol":"TCS","exchange":"NSE","depth":"5"}"#,
+                "INVALID_PARAMETERS",
+                "from 1 to 50",
+            ),
+            (
+                r#"{"action":"subscribe","symbol":"TCS","exchange":"NSE","mode":0}"#,
+                "INVALID_MODE",
+                "Invalid mode 0; expected 1 (LTP), 2 (Quote) or 3 (Depth)",
+            ),
+            (r#"{"action":"subscribe","symbol":"TCS","exchange":"NSE","mode":4}"#, "INVALID_MODE", "Invalid mode 4"),
+            (
+                r#"{"action":"subscribe","symbol":"TCS","exchange":"NSE","mode":"Full"}"#,
+                "INVALID_MODE",
+                r#"Invalid mode "Full""#,
+            ),
+            (
+                r#"{"action":"subscribe","symbol":"TCS","exchange":"NSE","mode":true}"#,
+                "INVALID_MODE",
+                "Invalid mode true",
+            ),
+            (
+                r#"{"action":"subscribe","symbol":"TCS","exchange":"NSE","mode":2.0}"#,
+                "INVALID_MODE",
+                "Invalid mode 2.0",
+            ),
+            (r#"{"action":"unsubscribe"}"#, "INVALID_PARAMETERS", "Either symbols or unsubscribe_all is required"),
+            (
+                r#"{"action":"unsubscribe","symbol":"TCS","exchange":"NSE","mode":"x"}"#,
+                "INVALID_MODE",
+                r#"Invalid mode "x""#,
+            ),
+            (
+                r#"{"action":"unsubscribe","symbols":[{"symbol":"TCS","exchange":"NSE","mode":9}]}"#,
+                "INVALID_MODE",
+                "Invalid mode 9",
+            ),
+        ];
+        for &(request, code, want) in cases {
+            let mut p = authed();
+            assert_refused(&mut p, request, code, want);
+            assert!(p.slots.is_empty(), "{request}");
+        }
+        let mut p = authed();
+        binary(&mut p);
+        let acts = p.take();
+        assert!(matches!(&acts[0], Action::BadRequest(w) if w.starts_with("INVALID_MESSAGE")), "{acts:?}");
+        assert_eq!(
+            reply(&acts[1]),
+            json!({"type":"error","status":"error","code":"INVALID_MESSAGE",
+                "message":"binary messages are not accepted; send requests as JSON text frames"})
+        );
+        assert!(p.open);
+    }
+
+    /// The market open/close notice, and `market_open` in the auth reply.
+    #[test]
+    fn market_status() {
+        let mut p = Pair::new();
+        let notice: Value = serde_json::from_slice(&super::market_status(false, p.now)).unwrap();
+        assert_eq!(notice, json!({"type":"market_status","market_open":false,"timestamp":"2026-01-05T03:45:00.000Z"}));
+        let notice: Value = serde_json::from_slice(&super::market_status(true, p.now + 1_500_000)).unwrap();
+        assert_eq!(notice["market_open"], true);
+        assert_eq!(notice["timestamp"], "2026-01-05T03:45:00.001Z");
+        p.market_open = false;
+        p.open("/", Dialect::OpenAlgo).unwrap();
+        p.send(r#"{"action":"authenticate","api_key":"k"}"#);
+        assert_eq!(p.replies()[0]["market_open"], false);
     }
 }

@@ -170,7 +170,9 @@ impl Pair {
         self.take()
             .into_iter()
             .filter_map(|a| match a {
-                Action::Reply(t) => Some(serde_json::from_str(&t).unwrap_or_else(|e| panic!("reply is not JSON: {t}: {e}"))),
+                Action::Reply(t) => {
+                    Some(serde_json::from_str(&t).unwrap_or_else(|e| panic!("reply is not JSON: {t}: {e}")))
+                }
                 _ => None,
             })
             .collect()
@@ -258,6 +260,19 @@ impl Host for Pair {
         self.last_tx_ns = now;
         self.actions.push(Action::Data(frame.to_vec()));
     }
+    fn snapshot(&mut self, slot: Slot, enc: Encoding, now: u64) {
+        let Some(t) = self.values.get(&slot).copied() else { return };
+        if self.congested {
+            return;
+        }
+        let mut buf = Vec::new();
+        let marks = crate::encode::Marks { snapshot: true, conflated: false };
+        let r = crate::encode::encode(&mut buf, enc, &t, self.registry.get(slot), marks);
+        if !r.is_empty() {
+            self.data_frame(&buf[r], now);
+        }
+    }
+
     fn close(&mut self, code: u16, reason: &'static str) {
         self.open = false;
         self.actions.push(Action::Close(code, reason.to_string()));
@@ -330,9 +345,9 @@ impl Host for Pair {
             }
         }
     }
-    fn same_user(&self, key: &str) -> Result<bool, ()> {
+    fn same_user(&self, key: &str) -> Option<bool> {
         let me = self.user.as_ref().map(|u| u.id.clone());
-        self.auth.check(Some(key), crate::auth::role::SUBSCRIBE).map(|u| Some(&u.id) == me.as_ref()).map_err(|_| ())
+        self.auth.check(Some(key), crate::auth::role::SUBSCRIBE).ok().map(|u| Some(&u.id) == me.as_ref())
     }
     fn bad_request(&mut self, what: &str) {
         self.actions.push(Action::BadRequest(what.to_string()));

@@ -27,12 +27,12 @@
 //! client already sends JSON pings; control frames are answered by every
 //! WebSocket stack without code). Errors keep the connection open.
 
-use serde_json::{json, Value};
+use serde_json::json;
 use simd_json::prelude::*;
 use simd_json::BorrowedValue;
 
 use super::{clip, ChanKind, Dialect, Host};
-use crate::encode::dialects::{iso_string, trading_symbol, write_iso};
+use crate::encode::dialects::{iso_json, trading_symbol, write_iso};
 use crate::encode::{Encoding, Format};
 use crate::instrument::{Registry, Slot};
 use crate::subs::Delivery;
@@ -129,11 +129,6 @@ fn uuid_v4() -> String {
     )
 }
 
-/// `"2024-12-19T12:00:00.123Z"` for `ns`, as a JSON value.
-fn iso(ns: u64) -> Value {
-    Value::String(iso_string(ns))
-}
-
 /// Accept the upgrade: greeting, the seed's MVP streams (or a restored
 /// session's symbols).
 ///
@@ -148,8 +143,7 @@ pub(crate) fn open(host: &mut dyn Host, req: &Request, now: u64) -> Result<State
     host.accept(req, Dialect::Trading)?;
     host.set_client_id(client_id.clone());
     let mut st = State::default();
-    let hello =
-        json!({"type": "connected", "client_id": client_id, "market_open": host.market_open(), "timestamp": iso(now)});
+    let hello = json!({"type": "connected", "client_id": client_id, "market_open": host.market_open(), "timestamp": iso_json(now)});
     host.reply(hello.to_string().as_bytes(), now);
     for ch in [Channel::Signals, Channel::Trades, Channel::Portfolio] {
         let (name, kind) = named(host, ch);
@@ -287,7 +281,7 @@ fn ack(host: &mut dyn Host, ty: &str, ch: Channel, symbols: Option<Vec<String>>,
     if let Some(s) = symbols {
         v["symbols"] = json!(s);
     }
-    v["timestamp"] = iso(now);
+    v["timestamp"] = iso_json(now);
     host.reply(v.to_string().as_bytes(), now);
 }
 
@@ -381,7 +375,7 @@ fn unsubscribe(st: &mut State, host: &mut dyn Host, v: &BorrowedValue, now: u64)
 
 /// `{"type":"market_status","market_open":…,"timestamp":…}`.
 pub(crate) fn market_status(open: bool, now: u64) -> Vec<u8> {
-    json!({"type": "market_status", "market_open": open, "timestamp": iso(now)}).to_string().into_bytes()
+    json!({"type": "market_status", "market_open": open, "timestamp": iso_json(now)}).to_string().into_bytes()
 }
 
 /// About every 100 ms: the price batch and the portfolio update when due
@@ -446,13 +440,18 @@ fn flush_prices(st: &mut State, host: &mut dyn Host, now: u64) -> bool {
 /// Send `{"type":"error","error":…,"timestamp":…}`; the connection stays open.
 pub(crate) fn reply_error(host: &mut dyn Host, msg: &str, now: u64) {
     host.bad_request(msg);
-    let v = json!({"type": "error", "error": msg, "timestamp": iso(now)});
+    let v = json!({"type": "error", "error": msg, "timestamp": iso_json(now)});
     host.reply(v.to_string().as_bytes(), now);
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::pair::{Action, Pair};
     use super::*;
+    use crate::auth::User;
+    use crate::encode::dialects::iso_string;
+    use crate::session::SavedSub;
+    use serde_json::Value;
 
     #[test]
     fn generated_client_ids_are_version_4_uuids() {
@@ -472,5 +471,626 @@ mod tests {
             assert_eq!(Channel::parse(ch.name()), Some(ch));
         }
         assert_eq!(Channel::parse("PRICE_UPDATES"), None);
+    }
+
+    /// What the dialect did, replies and data frames as JSON.
+    #[derive(Debug, PartialEq)]
+    enum Did {
+        Act(Action),
+        Reply(Value),
+        Data(Value),
+    }
+
+    fn did(acts: Vec<Action>) -> Vec<Did> {
+        acts.into_iter()
+            .map(|a| match a {
+                Action::Reply(t) => {
+                    Did::Reply(serde_json::from_str(&t).unwrap_or_else(|e| panic!("reply is not JSON: {t}: {e}")))
+                }
+                Action::Data(f) => Did::Data(text_frame(&f)),
+                a => Did::Act(a),
+            })
+            .collect()
+    }
+
+    /// The JSON payload of one whole unmasked final text frame.
+    fn text_frame(f: &[u8]) -> Value {
+        assert_eq!(f[0], 0x80 | frame::OP_TEXT, "a final text frame: {f:?}");
+        let (len, at) = match f[1] {
+            126 => (usize::from(u16::from_be_bytes([f[2], f[3]])), 4),
+            127 => (u64::from_be_bytes(f[2..10].try_into().unwrap()) as usize, 10),
+            n => (usize::from(n), 2),
+        };
+        assert_eq!(f.len(), at + len, "exactly one frame");
+        serde_json::from_slice(&f[at..]).unwrap_or_else(|e| panic!("frame is not JSON: {e}"))
+    }
+
+    /// `text` as a complete text frame (what a held channel holds).
+    fn framed(text: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        let start = frame::begin(&mut out);
+        out.extend_from_slice(text.as_bytes());
+        let r = frame::finish(&mut out, start, frame::OP_TEXT);
+        out[r].to_vec()
+    }
+
+    /// A test host with the anonymous user (as the server has without an
+    /// auth file), not yet opened.
+    fn pair() -> Pair {
+        let mut p = Pair::new();
+        p.user = Some(User::anonymous());
+        p
+    }
+
+    /// Opened at `/ws`, the greeting and MVP streams taken.
+    fn connected() -> Pair {
+        let mut p = pair();
+        p.open("/ws", Dialect::Trading).unwrap();
+        p.take();
+        p
+    }
+
+    fn ts(p: &Pair) -> Value {
+        json!(iso_string(p.now))
+    }
+
+    fn reliance(p: &mut Pair) {
+        // The module example's entry: a quote with OHLC from the feed.
+        let mut t = p.value(2885, 1, 285_050);
+        t.close = 284_500;
+        t.open = 282_000;
+        t.high = 286_000;
+        t.low = 281_500;
+        t.volume = 1_500_000;
+        t.flags = crate::tick::FLAG_OHLC;
+        p.values.insert(p.slot(2885), t);
+    }
+
+    /// The module example's RELIANCE entry (seed shape, with OHLC).
+    fn reliance_entry() -> Value {
+        json!({"price":2850.5,"change":5.5,"change_pct":0.19,"volume":1500000,"high":2860.0,"low":2815.0,"open":2820.0,"close":2850.5})
+    }
+
+    /// The seed's session: connect with a client id, ping, subscribe to
+    /// price updates, unsubscribe.
+    #[test]
+    fn seed_session() {
+        let mut p = pair();
+        p.open("/ws?client_id=my-client-id", Dialect::Trading).unwrap();
+        let t = json!("2026-01-05T03:45:00.000Z");
+        assert_eq!(
+            did(p.take()),
+            [
+                Did::Act(Action::Accept(Dialect::Trading)),
+                Did::Reply(json!({"type":"connected","client_id":"my-client-id","market_open":true,"timestamp":t})),
+                // The seed's MVP: every client gets every stream.
+                Did::Act(Action::Join("signals".into(), ChanKind::Raw)),
+                Did::Act(Action::Join("trades".into(), ChanKind::Raw)),
+                Did::Act(Action::Join("private:anonymous:portfolio".into(), ChanKind::Held)),
+                Did::Act(Action::WatchAll(true)),
+            ]
+        );
+        assert_eq!(p.client_id, "my-client-id");
+
+        p.send("{\n  \"type\": \"ping\"\n}");
+        assert_eq!(did(p.take()), [Did::Reply(json!({"type": "pong"}))]);
+
+        let (rel, tcs) = (p.slot(2885), p.slot(11536));
+        p.send(r#"{"type":"subscribe","channel":"price_updates","symbols":["RELIANCE","TCS"]}"#);
+        assert_eq!(
+            did(p.take()),
+            [
+                Did::Act(Action::WatchAll(false)),
+                Did::Act(Action::Subscribe(rel, BATCHED, Delivery::Conflate)),
+                Did::Act(Action::Subscribe(tcs, BATCHED, Delivery::Conflate)),
+                Did::Reply(
+                    json!({"type":"subscribed","channel":"price_updates","symbols":["RELIANCE","TCS"],"timestamp":t})
+                ),
+            ]
+        );
+
+        p.send("{\n  \"type\": \"unsubscribe\",\n  \"channel\": \"price_updates\",\n  \"symbols\": [\"TCS\"]\n}");
+        assert_eq!(
+            did(p.take()),
+            [
+                Did::Act(Action::Unsubscribe(tcs)),
+                Did::Reply(json!({"type":"unsubscribed","channel":"price_updates","symbols":["TCS"],"timestamp":t})),
+            ]
+        );
+        assert_eq!(p.slots, [rel]);
+        assert!(p.open);
+    }
+
+    /// The seed's own examples name US symbols the master lacks: an error
+    /// naming them, and the client keeps receiving everything.
+    #[test]
+    fn seed_examples_with_symbols_not_in_the_master() {
+        let mut p = connected();
+        p.send(
+            "{\n  \"type\": \"subscribe\",\n  \"channel\": \"price_updates\",\n  \"symbols\": [\"AAPL\", \"MSFT\"]\n}",
+        );
+        let msg = "Unknown symbols: AAPL, MSFT (not in the instrument master; use a symbol such as RELIANCE, EXCHANGE:SYMBOL or an ISIN)";
+        assert_eq!(
+            did(p.take()),
+            [
+                Did::Act(Action::BadRequest(msg.into())),
+                Did::Reply(json!({"type":"error","error":msg,"timestamp":ts(&p)}))
+            ]
+        );
+        assert!(p.slots.is_empty());
+        // Still watching everything: a tick goes out in the next batch.
+        p.value(11536, 1, 412_345);
+        p.changed = vec![p.slot(11536)];
+        p.advance(100);
+        assert_eq!(
+            did(p.take()),
+            [Did::Data(
+                json!({"type":"price_update","symbols":{"TCS":{"price":4123.45,"change":0.0,"change_pct":0.0,"volume":0}},"timestamp":ts(&p)})
+            )]
+        );
+        assert!(p.open);
+    }
+
+    /// Watch-all before the first subscribe: one `price_update` per
+    /// interval (3 s by default) with the newest value of everything that
+    /// changed; nothing when nothing changed; a change after a quiet spell
+    /// goes out at the next pass.
+    #[test]
+    fn price_updates_are_batched_on_the_interval() {
+        let mut p = pair();
+        reliance(&mut p);
+        p.value(11536, 7, 412_345);
+        p.open("/ws", Dialect::Trading).unwrap();
+        p.take();
+        let (rel, tcs) = (p.slot(2885), p.slot(11536));
+        assert_eq!(p.changed, [rel.min(tcs), rel.max(tcs)], "watch-all starts with every last value");
+
+        p.advance(100);
+        let Did::Data(batch) = &did(p.take())[0] else { panic!("no batch") };
+        assert_eq!(
+            *batch,
+            json!({
+                "type": "price_update",
+                "symbols": {
+                    "RELIANCE": reliance_entry(),
+                    "TCS": {"price": 4123.45, "change": 0.0, "change_pct": 0.0, "volume": 0}
+                },
+                "timestamp": "2026-01-05T03:45:00.100Z"
+            })
+        );
+        assert!(p.changed.is_empty());
+
+        // TCS ticks twice before the next batch: its newest value, once.
+        p.value(11536, 8, 412_400);
+        p.value(11536, 9, 412_500);
+        p.changed = vec![tcs];
+        p.advance(2_999);
+        assert_eq!(p.take(), [], "the interval is 3 s");
+        assert_eq!(p.changed, [tcs], "not taken before it is due");
+        p.advance(1);
+        assert_eq!(
+            did(p.take()),
+            [Did::Data(
+                json!({"type":"price_update","symbols":{"TCS":{"price":4125.0,"change":0.0,"change_pct":0.0,"volume":0}},"timestamp":"2026-01-05T03:45:03.100Z"})
+            )]
+        );
+
+        // Nothing changed: nothing sent, however long.
+        p.advance(5_000);
+        p.advance(5_000);
+        assert_eq!(p.take(), []);
+        // Then a change goes out at the next pass (the interval long passed).
+        p.value(2885, 2, 285_100);
+        p.changed = vec![rel];
+        p.advance(100);
+        let acts = did(p.take());
+        assert!(matches!(&acts[..], [Did::Data(v)] if v["symbols"]["RELIANCE"]["price"] == json!(2851.0)), "{acts:?}");
+    }
+
+    /// After the first subscribe only the chosen symbols are batched; one
+    /// unsubscribed since it changed is left out, and a batch of nothing is
+    /// not sent (nor does it start the interval).
+    #[test]
+    fn subscribed_symbols_only() {
+        let mut p = pair();
+        reliance(&mut p);
+        p.value(11536, 1, 412_345);
+        p.open("/ws", Dialect::Trading).unwrap();
+        let (rel, tcs) = (p.slot(2885), p.slot(11536));
+        p.send(r#"{"type":"subscribe","channel":"price_updates","symbols":["RELIANCE","TCS"]}"#);
+        assert!(p.changed.is_empty(), "watch-all's pending changes are dropped");
+        p.send(r#"{"type":"unsubscribe","channel":"price_updates","symbols":["TCS"]}"#);
+        p.take();
+        p.changed = vec![tcs];
+        p.advance(100);
+        assert_eq!(p.take(), [], "TCS was unsubscribed");
+        p.changed = vec![rel, tcs];
+        p.advance(100);
+        assert_eq!(
+            did(p.take()),
+            [Did::Data(json!({"type":"price_update","symbols":{"RELIANCE":reliance_entry()},"timestamp":ts(&p)}))]
+        );
+    }
+
+    /// `unsubscribe` from `price_updates` without `symbols` stops every
+    /// price update, watch-all and symbols alike.
+    #[test]
+    fn unsubscribe_without_symbols_stops_prices() {
+        let mut p = connected();
+        p.send(r#"{"type":"unsubscribe","channel":"price_updates"}"#);
+        assert_eq!(
+            did(p.take()),
+            [
+                Did::Act(Action::WatchAll(false)),
+                Did::Reply(json!({"type":"unsubscribed","channel":"price_updates","timestamp":ts(&p)})),
+            ]
+        );
+
+        let (rel, tcs) = (p.slot(2885), p.slot(11536));
+        // Not watching everything any more: nothing to stop.
+        p.send(r#"{"type":"subscribe","channel":"price_updates","symbols":["RELIANCE","TCS","RELIANCE"]}"#);
+        assert_eq!(
+            did(p.take()),
+            [
+                Did::Act(Action::Subscribe(rel, BATCHED, Delivery::Conflate)),
+                Did::Act(Action::Subscribe(tcs, BATCHED, Delivery::Conflate)),
+                Did::Reply(
+                    json!({"type":"subscribed","channel":"price_updates","symbols":["RELIANCE","TCS"],"timestamp":ts(&p)})
+                ),
+            ],
+            "a repeat is subscribed once"
+        );
+        p.send(r#"{"type":"unsubscribe","channel":"price_updates"}"#);
+        assert_eq!(
+            did(p.take()),
+            [
+                Did::Act(Action::WatchAll(false)),
+                Did::Act(Action::Unsubscribe(rel)),
+                Did::Act(Action::Unsubscribe(tcs)),
+                Did::Reply(json!({"type":"unsubscribed","channel":"price_updates","timestamp":ts(&p)})),
+            ]
+        );
+        reliance(&mut p);
+        p.changed = vec![rel];
+        p.advance(100);
+        assert_eq!(p.take(), []);
+    }
+
+    /// Signals, trades and the portfolio: joined at open, left and joined
+    /// again on request (`symbols` does not filter them).
+    #[test]
+    fn named_channels() {
+        let mut p = connected();
+        for (name, channel, kind) in [
+            ("signals", "signals", ChanKind::Raw),
+            ("trades", "trades", ChanKind::Raw),
+            ("private:anonymous:portfolio", "portfolio", ChanKind::Held),
+        ] {
+            let ch = p.channels.lookup(name).expect("joined at open");
+            p.send(&json!({"type":"unsubscribe","channel":channel}).to_string());
+            assert_eq!(
+                did(p.take()),
+                [
+                    Did::Act(Action::Leave(ch)),
+                    Did::Reply(json!({"type":"unsubscribed","channel":channel,"timestamp":ts(&p)})),
+                ]
+            );
+            p.send(&json!({"type":"subscribe","channel":channel,"symbols":["RELIANCE"]}).to_string());
+            assert_eq!(
+                did(p.take()),
+                [
+                    Did::Act(Action::Join(name.into(), kind)),
+                    Did::Reply(json!({"type":"subscribed","channel":channel,"timestamp":ts(&p)})),
+                ]
+            );
+            // Again: already in, still acknowledged.
+            p.send(&json!({"type":"subscribe","channel":channel}).to_string());
+            assert_eq!(did(p.take()), [Did::Reply(json!({"type":"subscribed","channel":channel,"timestamp":ts(&p)}))]);
+        }
+        assert!(p.slots.is_empty(), "symbols of a named channel subscribe no prices");
+    }
+
+    /// Portfolio updates are held and sent on their own schedule (5 s by
+    /// default): verbatim, the newest only.
+    #[test]
+    fn portfolio_updates_on_their_interval() {
+        let seed = r#"{"type":"portfolio_update","channel":"portfolio","timestamp":"2024-12-19T12:00:00Z","data":{"positions":{"AAPL":{"symbol":"AAPL","quantity":10,"average_price":150.25,"market_price":151.50,"unrealized_pnl":12.50,"unrealized_pnl_pct":0.83}},"total_pnl":12.50,"position_count":1}}"#;
+        let mut p = connected();
+        p.held = Some(framed(seed).into());
+        p.advance(100);
+        assert_eq!(p.take(), [Action::Data(framed(seed))], "relayed verbatim");
+        assert!(p.held.is_none());
+
+        let (a, b) = (seed.replace("12.50", "13.00"), seed.replace("12.50", "14.00"));
+        p.held = Some(framed(&a).into());
+        p.advance(4_999);
+        assert_eq!(p.take(), [], "the interval is 5 s");
+        p.held = Some(framed(&b).into()); // the worker keeps the newest only
+        p.advance(1);
+        assert_eq!(p.take(), [Action::Data(framed(&b))]);
+
+        // Nothing held: nothing sent; the next one goes at the next pass.
+        p.advance(6_000);
+        assert_eq!(p.take(), []);
+        p.held = Some(framed(&a).into());
+        p.advance(100);
+        assert_eq!(p.take(), [Action::Data(framed(&a))]);
+
+        // Leaving the portfolio drops what is held.
+        p.held = Some(framed(seed).into());
+        p.send(r#"{"type":"unsubscribe","channel":"portfolio"}"#);
+        assert!(p.held.is_none());
+        p.take();
+        p.advance(10_000);
+        assert_eq!(p.take(), []);
+    }
+
+    /// A ping frame to a client idle for `WEBSOCKET_PING_INTERVAL` (30 s)
+    /// whose queue is written; no pong timeout (the seed has none).
+    #[test]
+    fn pings_when_idle() {
+        let mut p = connected();
+        p.advance(29_999);
+        assert_eq!(p.take(), []);
+        p.advance(1);
+        assert_eq!(p.take(), [Action::Control(frame::OP_PING)]);
+        // Anything sent restarts the idle time.
+        p.advance(20_000);
+        p.send(r#"{"type":"ping"}"#);
+        assert_eq!(did(p.take()), [Did::Reply(json!({"type":"pong"}))]);
+        p.advance(29_999);
+        assert_eq!(p.take(), []);
+        p.advance(1);
+        assert_eq!(p.take(), [Action::Control(frame::OP_PING)]);
+        // Not while the queue is not written.
+        p.drained = false;
+        p.advance(60_000);
+        assert_eq!(p.take(), []);
+        p.drained = true;
+        // Never a pong: pings go on, the connection stays.
+        assert_eq!(p.last_pong_ns, 0);
+        for _ in 0..20 {
+            p.advance(30_000);
+            assert_eq!(p.take(), [Action::Control(frame::OP_PING)]);
+        }
+        assert!(p.open);
+    }
+
+    /// A congested client gets nothing (no batch, no portfolio, no ping)
+    /// until it drains, then the newest values.
+    #[test]
+    fn congested_client_is_held_back() {
+        let mut p = connected();
+        p.congested = true;
+        p.value(11536, 1, 412_345);
+        p.value(11536, 2, 412_500);
+        p.changed = vec![p.slot(11536)];
+        p.held = Some(framed(r#"{"type":"portfolio_update"}"#).into());
+        p.advance(60_000);
+        assert_eq!(p.take(), []);
+        p.congested = false;
+        p.advance(100);
+        assert_eq!(
+            did(p.take()),
+            [
+                Did::Data(
+                    json!({"type":"price_update","symbols":{"TCS":{"price":4125.0,"change":0.0,"change_pct":0.0,"volume":0}},"timestamp":ts(&p)})
+                ),
+                Did::Data(json!({"type":"portfolio_update"})),
+            ]
+        );
+    }
+
+    /// A reconnect with the same client id gets its symbols back instead
+    /// of everything; tokens no longer in the master are skipped.
+    #[test]
+    fn restores_a_session() {
+        let saved = |token| SavedSub { token, mode: Mode::Quote, delivery: Delivery::Conflate };
+        let mut p = pair();
+        let rel = p.slot(2885);
+        p.saved = Some(vec![saved(2885), saved(999_999_999)]);
+        p.open("/ws?client_id=a", Dialect::Trading).unwrap();
+        let acts = p.take();
+        assert_eq!(acts[acts.len() - 1], Action::Subscribe(rel, BATCHED, Delivery::Conflate));
+        assert!(!acts.contains(&Action::WatchAll(true)), "{acts:?}");
+        assert_eq!(p.slots, [rel]);
+        // Symbols, not everything: unsubscribing one works.
+        p.send(r#"{"type":"unsubscribe","channel":"price_updates","symbols":["RELIANCE"]}"#);
+        assert_eq!(p.take()[0], Action::Unsubscribe(rel));
+
+        // Nothing restorable: everything, as a new client.
+        let mut p = pair();
+        p.saved = Some(vec![saved(999_999_999)]);
+        p.open("/ws?client_id=a", Dialect::Trading).unwrap();
+        assert_eq!(p.take().last(), Some(&Action::WatchAll(true)));
+        assert!(p.slots.is_empty());
+    }
+
+    /// Without a client id one is generated (a UUID, as the seed says) and
+    /// told in the greeting; a bad one refuses the upgrade.
+    #[test]
+    fn client_ids() {
+        let mut p = pair();
+        p.open("/ws", Dialect::Trading).unwrap();
+        let hello = &p.replies()[0];
+        assert_eq!(hello["client_id"], json!(p.client_id));
+        assert_eq!(p.client_id.len(), 36, "{}", p.client_id);
+        for bad in ["/ws?client_id=", &format!("/ws?client_id={}", "x".repeat(129)), "/ws?client_id=a%0Ab"] {
+            let mut p = pair();
+            let err = p.open(bad, Dialect::Trading).unwrap_err();
+            assert!(err.contains("client_id must be"), "{bad}: {err}");
+            assert_eq!(p.take(), [], "{bad}: not accepted");
+        }
+    }
+
+    /// The market opening or closing is announced; the greeting says which.
+    #[test]
+    fn market_status_notices() {
+        let mut p = pair();
+        p.market_open = false;
+        p.open("/ws?client_id=c", Dialect::Trading).unwrap();
+        assert_eq!(p.replies()[0]["market_open"], json!(false));
+        for open in [true, false] {
+            let v: Value = serde_json::from_slice(&market_status(open, p.now)).unwrap();
+            assert_eq!(v, json!({"type":"market_status","market_open":open,"timestamp":"2026-01-05T03:45:00.000Z"}));
+        }
+    }
+
+    /// Every bad request: an error (the seed's shape), counted, the
+    /// connection open, nothing subscribed or dropped.
+    #[test]
+    fn bad_requests() {
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        let many = json!({"type":"subscribe","channel":"price_updates","symbols":vec!["X"; 3001]}).to_string();
+        let cases: [(&str, &str); 20] = [
+            ("not json", "Invalid message format: malformed JSON"),
+            (&deep, "Invalid message format: JSON nested deeper than"),
+            ("[1,2]", "Invalid message format: expected a JSON object with a `type` (ping, subscribe or unsubscribe)"),
+            ("\"ping\"", "Invalid message format: expected a JSON object"),
+            ("{}", "Invalid message format: missing field `type` (ping, subscribe or unsubscribe)"),
+            (r#"{"type":1}"#, "Invalid message format: field `type` must be a string"),
+            (r#"{"type":"dance"}"#, "Unknown message type `dance` (expected ping, subscribe or unsubscribe)"),
+            (r#"{"type":"PING"}"#, "Unknown message type `PING`"),
+            (r#"{"type":"subscribe"}"#, "Invalid message format: missing field `channel`"),
+            (r#"{"type":"subscribe","channel":5}"#, "Invalid message format: field `channel` must be a string"),
+            (
+                r#"{"type":"subscribe","channel":"news"}"#,
+                "Unknown channel `news` (expected price_updates, signals, trades or portfolio)",
+            ),
+            (
+                r#"{"type":"unsubscribe","channel":"price_updates|signals|trades|portfolio"}"#,
+                "Unknown channel `price_updates|signals|trades|portfolio`",
+            ),
+            (r#"{"type":"subscribe","channel":"price_updates"}"#, "subscribing to price_updates needs `symbols`"),
+            (r#"{"type":"subscribe","channel":"price_updates","symbols":[]}"#, "needs `symbols`, a non-empty array"),
+            (
+                r#"{"type":"subscribe","channel":"price_updates","symbols":"RELIANCE"}"#,
+                "must be an array of symbol strings",
+            ),
+            (r#"{"type":"subscribe","channel":"price_updates","symbols":["RELIANCE",1]}"#, "array of symbol strings"),
+            (r#"{"type":"subscribe","channel":"signals","symbols":{}}"#, "array of symbol strings"),
+            (&many, "3001 symbols in one request; at most 3000"),
+            (r#"{"type":"unsubscribe","channel":"price_updates","symbols":[]}"#, "`symbols` is empty"),
+            (
+                r#"{"type":"unsubscribe","channel":"price_updates","symbols":["RELIANCE"]}"#,
+                "You receive every symbol until you subscribe to price_updates with `symbols`",
+            ),
+        ];
+        for (request, want) in cases {
+            let mut p = connected();
+            p.send(request);
+            let acts = p.take();
+            let [Action::BadRequest(msg), Action::Reply(reply)] = &acts[..] else { panic!("{request}: {acts:?}") };
+            assert!(msg.contains(want), "{request}: {msg}");
+            let reply: Value = serde_json::from_str(reply).unwrap();
+            assert_eq!(reply, json!({"type":"error","error":msg,"timestamp":ts(&p)}), "{request}");
+            assert!(p.open, "{request} closed the connection");
+            assert!(p.slots.is_empty() && p.channel_ids.len() == 3, "{request} changed subscriptions");
+        }
+    }
+
+    /// Errors that depend on what is subscribed: unknown symbols beside
+    /// known ones, symbols not subscribed, the subscription limit, a
+    /// channel that cannot be joined, a binary message.
+    #[test]
+    fn errors_in_context() {
+        let unknown = |names: &str, rest: &str| {
+            format!("Unknown symbols: {names} (not in the instrument master; use a symbol such as RELIANCE, EXCHANGE:SYMBOL or an ISIN){rest}")
+        };
+        let mut p = connected();
+        let (rel, tcs) = (p.slot(2885), p.slot(11536));
+        // Known and unknown: the known ones subscribed, the rest an error.
+        p.send(r#"{"type":"subscribe","channel":"price_updates","symbols":["RELIANCE","AAPL"]}"#);
+        let msg = unknown("AAPL", "; the others were subscribed");
+        assert_eq!(
+            did(p.take()),
+            [
+                Did::Act(Action::WatchAll(false)),
+                Did::Act(Action::Subscribe(rel, BATCHED, Delivery::Conflate)),
+                Did::Reply(
+                    json!({"type":"subscribed","channel":"price_updates","symbols":["RELIANCE"],"timestamp":ts(&p)})
+                ),
+                Did::Act(Action::BadRequest(msg.clone())),
+                Did::Reply(json!({"type":"error","error":msg,"timestamp":ts(&p)})),
+            ]
+        );
+        // The seed's unsubscribe example, AAPL, and TCS, never subscribed.
+        p.send(r#"{"type":"unsubscribe","channel":"price_updates","symbols":["AAPL","TCS"]}"#);
+        let (e1, e2) = (unknown("AAPL", ""), "Not subscribed to TCS".to_string());
+        assert_eq!(
+            did(p.take()),
+            [
+                Did::Act(Action::BadRequest(e1.clone())),
+                Did::Reply(json!({"type":"error","error":e1,"timestamp":ts(&p)})),
+                Did::Act(Action::BadRequest(e2.clone())),
+                Did::Reply(json!({"type":"error","error":e2,"timestamp":ts(&p)})),
+            ]
+        );
+        // Past 20 unknown names the rest are counted; long names clipped.
+        let mut names: Vec<String> = (0..25).map(|i| format!("NOPE{i}")).collect();
+        names[0] = "Z".repeat(100);
+        p.send(&json!({"type":"subscribe","channel":"price_updates","symbols":names}).to_string());
+        let r = &p.replies()[0];
+        let e = r["error"].as_str().unwrap();
+        assert!(e.starts_with(&format!("Unknown symbols: {}, NOPE1, ", "Z".repeat(64))), "{e}");
+        assert!(e.contains("NOPE19, and 5 more (not in"), "{e}");
+        assert!(!e.contains("NOPE20"), "{e}");
+        assert_eq!(p.slots, [rel]);
+
+        // The subscription limit (instruments and channels together).
+        p.config.max_subscriptions = 4; // 3 channels + RELIANCE
+        p.send(r#"{"type":"subscribe","channel":"price_updates","symbols":["RELIANCE","TCS"]}"#);
+        let msg = "Not subscribed to TCS: subscription limit reached (4 per connection)";
+        assert_eq!(
+            did(p.take()),
+            [
+                Did::Act(Action::Subscribe(rel, BATCHED, Delivery::Conflate)),
+                Did::Reply(
+                    json!({"type":"subscribed","channel":"price_updates","symbols":["RELIANCE"],"timestamp":ts(&p)})
+                ),
+                Did::Act(Action::BadRequest(msg.into())),
+                Did::Reply(json!({"type":"error","error":msg,"timestamp":ts(&p)})),
+            ]
+        );
+        assert!(!p.slots.contains(&tcs));
+
+        // Binary messages are refused in the dialect's terms.
+        let mut proto = std::mem::take(&mut p.proto);
+        let now = p.now;
+        proto.binary(&mut p, now);
+        p.proto = proto;
+        let msg = "binary messages are not accepted; send requests as JSON text frames";
+        assert_eq!(
+            did(p.take()),
+            [
+                Did::Act(Action::BadRequest(msg.into())),
+                Did::Reply(json!({"type":"error","error":msg,"timestamp":ts(&p)}))
+            ]
+        );
+        assert!(p.open);
+
+        // No room for the portfolio channel: said at open and on request.
+        let mut p = pair();
+        p.channels = crate::channel::Channels::new(2);
+        p.open("/ws", Dialect::Trading).unwrap();
+        let msg = "Not subscribed to portfolio: channel limit reached";
+        let acts = did(p.take());
+        assert_eq!(
+            acts[4..],
+            [
+                Did::Act(Action::BadRequest(msg.into())),
+                Did::Reply(json!({"type":"error","error":msg,"timestamp":ts(&p)})),
+                Did::Act(Action::WatchAll(true)),
+            ]
+        );
+        p.send(r#"{"type":"subscribe","channel":"portfolio"}"#);
+        assert_eq!(
+            did(p.take()),
+            [
+                Did::Act(Action::BadRequest(msg.into())),
+                Did::Reply(json!({"type":"error","error":msg,"timestamp":ts(&p)}))
+            ]
+        );
+        assert!(p.open);
     }
 }

@@ -111,6 +111,14 @@ pub fn iso_string(ns: u64) -> String {
     String::from_utf8(out).expect("ASCII")
 }
 
+/// [`iso_string`] as a JSON value; null for 0 (never happened).
+pub fn iso_json(ns: u64) -> serde_json::Value {
+    if ns == 0 {
+        return serde_json::Value::Null;
+    }
+    serde_json::Value::String(iso_string(ns))
+}
+
 /// `(ltp - close) / close` in hundredths of a percent, rounded; 0 without a close.
 fn change_bp(t: &Tick) -> i64 {
     if t.close == 0 {

@@ -8,8 +8,8 @@ use std::cmp::Reverse;
 use super::conn::{self, Conn, Phase};
 use super::{CloseReason, Worker, DRAIN_LIMIT};
 use crate::dialect::ChanKind;
-use crate::encode::{self, Marks};
-use crate::instrument::Slot;
+use crate::encode::{self, Encoding, Marks};
+use crate::instrument::{Instrument, Slot};
 use crate::metrics::Counters;
 use crate::subs::{ConnId, Delivery};
 use crate::tick::Tick;
@@ -89,9 +89,10 @@ impl Worker {
                 // A rate cap held ticks back and this one arrived before the
                 // trailing-edge timer ran (a late turn): it carries the
                 // `conflated` mark, so it is this client's own frame.
-                self.scratch.clear();
-                let r = encode::encode(&mut self.scratch, sub.enc, t, ins, Marks { snapshot: false, conflated: true });
-                c.data_frame(&self.scratch[r], now);
+                let marks = Marks { snapshot: false, conflated: true };
+                if !queue_own(&mut self.scratch, c, sub.enc, t, ins, marks, now) {
+                    continue;
+                }
             } else {
                 let f = self.cache.get(sub.enc, t, ins);
                 if f.is_empty() {
@@ -164,16 +165,8 @@ impl Worker {
                 Counters::inc(&self.shared.counters.gaps_sent);
             }
         }
-        if enc.format == encode::Format::Batched {
-            c.batch.mark(slot);
-            return;
-        }
-        self.scratch.clear();
-        let r = encode::encode(&mut self.scratch, enc, &t, ins, Marks { snapshot: false, conflated });
-        if !r.is_empty() {
-            c.data_frame(&self.scratch[r], now);
-            self.frames += 1;
-        }
+        let marks = Marks { snapshot: false, conflated };
+        self.frames += u64::from(queue_own(&mut self.scratch, c, enc, &t, ins, marks, now));
         self.mark_dirty(id);
     }
 
@@ -284,4 +277,30 @@ fn congest(c: &mut Conn, counters: &Counters) {
             c.data_pending()
         );
     }
+}
+
+/// A frame for one client alone (a snapshot, a conflated value): `t` in
+/// `enc` with `marks`, encoded into `scratch` and queued on `c`'s data
+/// lane; a batched encoding marks the slot for the next batch instead.
+/// True if a frame was queued (an encoding may have nothing for `t`).
+pub(super) fn queue_own(
+    scratch: &mut Vec<u8>,
+    c: &mut Conn,
+    enc: Encoding,
+    t: &Tick,
+    ins: &Instrument,
+    marks: Marks,
+    now: u64,
+) -> bool {
+    if enc.format == encode::Format::Batched {
+        c.batch.mark(Slot(t.slot));
+        return false;
+    }
+    scratch.clear();
+    let r = encode::encode(scratch, enc, t, ins, marks);
+    if r.is_empty() {
+        return false;
+    }
+    c.data_frame(&scratch[r], now);
+    true
 }

@@ -6,12 +6,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::conn::{logged, Phase};
+use super::fanout::queue_own;
 use super::{CloseReason, Worker};
 use crate::auth::User;
 use crate::channel::{ChannelId, Channels};
 use crate::config::Config;
 use crate::dialect::{ChanKind, Count, Dialect, Host};
-use crate::encode::{Encoding, Format};
+use crate::encode::{Encoding, Format, Marks};
 use crate::instrument::{Registry, Slot};
 use crate::metrics::Counters;
 use crate::session::SavedSub;
@@ -173,6 +174,21 @@ impl Host for Ctx<'_> {
         w.mark_dirty(id);
     }
 
+    fn snapshot(&mut self, slot: Slot, enc: Encoding, now: u64) {
+        let (id, w) = (self.id, &mut *self.w);
+        let Some(t) = w.shared.hub.lvc.load(slot) else { return };
+        let c = w.conns[id.0 as usize].as_mut().expect("a dialect runs on a live connection");
+        if c.phase != Phase::Open || c.congested {
+            return;
+        }
+        let marks = Marks { snapshot: true, conflated: false };
+        if queue_own(&mut w.scratch, c, enc, &t, w.shared.registry.get(slot), marks, now) {
+            w.frames += 1;
+            w.check_congestion(id);
+        }
+        w.mark_dirty(id);
+    }
+
     fn close(&mut self, code: u16, reason: &'static str) {
         self.w.close_conn(self.id, CloseReason { code, reason });
     }
@@ -231,12 +247,10 @@ impl Host for Ctx<'_> {
         self.w.authenticate(self.id, Some(key))
     }
 
-    fn same_user(&self, key: &str) -> Result<bool, ()> {
+    fn same_user(&self, key: &str) -> Option<bool> {
         let me = self.conn().user.as_ref().map(|u| u.id.clone());
-        match self.w.shared.auth.check(Some(key), crate::auth::role::SUBSCRIBE) {
-            Ok(u) => Ok(Some(&u.id) == me.as_ref()),
-            Err(_) => Err(()),
-        }
+        let u = self.w.shared.auth.check(Some(key), crate::auth::role::SUBSCRIBE).ok()?;
+        Some(Some(&u.id) == me.as_ref())
     }
 
     fn bad_request(&mut self, what: &str) {

@@ -45,6 +45,7 @@ use mio::{Events, Interest as Ready, Poll, Token};
 
 use crate::channel::ChannelMsg;
 use crate::config::{Idle, SlowConsumer};
+use crate::dialect::{ChanKind, Dialect};
 use crate::encode::FrameCache;
 use crate::feed::{DownOnExit, FeedCtx, Polled, STATE_DOWN, STATE_LIVE};
 use crate::metrics::{new_histogram, Counters};
@@ -53,7 +54,6 @@ use crate::shared::Shared;
 use crate::subs::{ConnId, Delivery, SubTable};
 use crate::tick::{now_ns, Tick};
 use crate::ws::close;
-use crate::dialect::{ChanKind, Dialect};
 use conn::{Conn, Phase};
 
 const WAKER: Token = Token(usize::MAX - 1);
@@ -295,11 +295,8 @@ impl Worker {
                 Idle::Spin => true,
                 Idle::Hybrid => now.saturating_sub(last_work_ns) < HYBRID_SPIN_NS,
             };
-            let timeout = if hot || work > 0 || !self.reread.is_empty() {
-                Some(Duration::ZERO)
-            } else {
-                self.park_timeout(now)
-            };
+            let timeout =
+                if hot || work > 0 || !self.reread.is_empty() { Some(Duration::ZERO) } else { self.park_timeout(now) };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     log::error!("worker {}: poll failed: {e}", self.id);

@@ -4,10 +4,11 @@
 
 use std::sync::atomic::{fence, Ordering};
 
+use super::fanout::queue_own;
 use super::{ChanSub, Worker};
 use crate::channel::ChannelId;
 use crate::dialect::ChanKind;
-use crate::encode::{self, Encoding, Marks};
+use crate::encode::{Encoding, Marks};
 use crate::instrument::Slot;
 use crate::subs::{Added, ConnId, Delivery};
 
@@ -52,17 +53,10 @@ impl Worker {
             debug_assert_eq!(sub.conn, id);
             if c.congested {
                 sub.pending = true; // delivered when the client drains
-            } else if enc.format == encode::Format::Batched {
-                sub.last_seq = t.seq;
-                c.batch.mark(slot);
             } else {
                 sub.last_seq = t.seq;
-                self.scratch.clear();
-                let r = encode::encode(&mut self.scratch, enc, &t, ins, Marks { snapshot: true, conflated: false });
-                if !r.is_empty() {
-                    c.data_frame(&self.scratch[r], now);
-                    self.frames += 1;
-                }
+                let marks = Marks { snapshot: true, conflated: false };
+                self.frames += u64::from(queue_own(&mut self.scratch, c, enc, &t, ins, marks, now));
             }
         }
         self.mark_dirty(id);

@@ -10,8 +10,8 @@ use super::conn::Phase;
 use super::host::Ctx;
 use super::{Worker, HANDSHAKE_TIMEOUT_NS};
 use crate::dialect::{self, native, Dialect};
-use crate::metrics::Counters;
 use crate::instrument::Slot;
+use crate::metrics::Counters;
 use crate::subs::ConnId;
 
 impl Worker {

@@ -68,9 +68,10 @@ impl Worker {
                 self.http_reply(id, 404, "text/plain", body);
                 return;
             }
-            (_, Some(d)) if d.connection_cap(&self.shared.config).is_some_and(|max| {
-                self.shared.dialect_connections[d as usize].load(Ordering::Acquire) >= max as u64
-            }) =>
+            (_, Some(d))
+                if d.connection_cap(&self.shared.config).is_some_and(|max| {
+                    self.shared.dialect_connections[d as usize].load(Ordering::Acquire) >= max as u64
+                }) =>
             {
                 Counters::inc(&self.shared.counters.limit_rejections);
                 let max = d.connection_cap(&self.shared.config).unwrap_or(0);
