@@ -12,9 +12,10 @@ use std::sync::atomic::Ordering;
 use serde_json::{json, Value};
 
 use crate::metrics::{new_histogram, percentiles};
-use crate::shared::{Shared, SERVER_NAME};
+use crate::shared::Shared;
 use crate::tick::now_ns;
 use crate::ws::handshake::Request;
+use crate::SERVER_NAME;
 
 /// A plain HTTP request a worker hands over.
 pub struct Job {

@@ -25,13 +25,20 @@
 //!   co-located processes read without a system call (and the reader library);
 //!   [`sys`]: the mapped memory and system calls under it, the crate's only `unsafe`.
 //! - [`ring`]: rings, interest bits and the wake protocol.
-//! - [`worker`]: the event loop: accept, read, control, drain, fan out, flush;
-//!   the client dialects (native and the five seed protocols) in `worker::dialect`.
+//! - [`worker`]: the event loop, split by job: the duty cycle (`mod.rs`),
+//!   sockets, the upgrade and WebSocket messages, the subscription API,
+//!   fan-out (the hot path), timers.
+//! - [`dialect`]: the client protocols (native and the five seed
+//!   protocols), sans-IO: driven by messages and `now`, they ask a `Host`
+//!   (the worker; `Pair` in unit tests) for everything.
 //! - [`auth`]: users, hashed API keys, roles, per-user limits.
 //! - [`subs`]: the per-worker, slot-indexed subscription table.
 //! - [`encode`]: JSON, rkyv and seed-dialect frames, built once per (tick, encoding).
-//! - [`ws`]: WebSocket frames and handshake, sans-IO.
-//! - [`http`]: `/status`, `/metrics`, `/healthz`, the page.
+//! - [`ws`]: WebSocket frames, handshake and message reassembly, sans-IO.
+//! - [`http`]: `/status`, `/metrics`, `/healthz`, the page: answered on the
+//!   `http` thread, never on a worker's loop.
+//! - [`shared`]: the state every thread shares (below the worker and the
+//!   server that starts it: no import circles; `scripts/check-imports`).
 //! - [`metrics`]: counters and latency histograms.
 //! - [`session`]: subscriptions kept for reconnecting client ids.
 //! - [`market`]: market hours (when the simulator runs, `market_status`).
@@ -44,6 +51,9 @@
 // `unsafe` lives in one place, `sys` (mmap, futex, locks), which allows it
 // explicitly; anywhere else it is a visible, argued exception.
 #![deny(unsafe_code)]
+
+/// Name and version sent in the native welcome and `/status`.
+pub const SERVER_NAME: &str = concat!("tickcast ", env!("CARGO_PKG_VERSION"));
 
 pub mod auth;
 pub mod bench;

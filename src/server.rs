@@ -17,8 +17,9 @@ use crate::instrument::Registry;
 use crate::metrics::{Counters, WorkerGauges};
 use crate::ring::{Hub, WorkerSignal};
 use crate::session::Sessions;
-use crate::shared::{Shared, SERVER_NAME};
+use crate::shared::Shared;
 use crate::worker::{Worker, WorkerSetup};
+use crate::SERVER_NAME;
 
 /// A running server.
 pub struct Server {

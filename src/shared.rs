@@ -16,9 +16,6 @@ use crate::metrics::{Counters, WorkerGauges};
 use crate::ring::Hub;
 use crate::session::Sessions;
 
-/// Name and version sent in the welcome and `/status`.
-pub const SERVER_NAME: &str = concat!("tickcast ", env!("CARGO_PKG_VERSION"));
-
 /// State shared by all threads. Read-mostly; the few writable parts are
 /// atomics or control-plane locks.
 pub struct Shared {

@@ -14,13 +14,13 @@
 pub mod clients;
 pub mod feeder;
 pub mod hlog;
+pub mod plot;
 pub mod report;
 pub mod shm;
+mod spawn;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,6 +32,7 @@ use crate::instrument::Registry;
 use crate::metrics::new_histogram;
 use crate::tick::now_ns;
 use report::Report;
+use spawn::{spawn_server, Spawned};
 
 /// `tickcast bench` flags.
 #[derive(clap::Args, Debug, Clone)]
@@ -197,99 +198,6 @@ pub fn parse_duration_ns(s: &str) -> Result<u64> {
         _ => bail!("`{s}`: unit must be ns, us, ms or s"),
     };
     Ok((v * scale) as u64)
-}
-
-/// A spawned server, stopped on drop.
-struct Spawned {
-    child: Child,
-    ws: SocketAddr,
-    udp: SocketAddr,
-    /// Its shared-memory region, with `--shm-readers`.
-    shm: Option<String>,
-    _master: tempfile_path::TempPath,
-}
-
-mod tempfile_path {
-    /// A file removed on drop.
-    pub struct TempPath(pub std::path::PathBuf);
-    impl Drop for TempPath {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `GET /status` of a server, as JSON.
-fn status(addr: SocketAddr) -> Result<serde_json::Value> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET /status HTTP/1.1\r\nHost: bench\r\n\r\n")?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b).context("no HTTP body")?;
-    Ok(serde_json::from_str(body)?)
-}
-
-fn spawn_server(a: &BenchArgs, shape: &Shape) -> Result<Spawned> {
-    let path = std::env::temp_dir().join(format!("tickcast-bench-master-{}.csv", std::process::id()));
-    let mut csv = String::from("token,exchange,symbol,name,isin,tick_size,lot_size,price_decimals\n");
-    for t in 1..=shape.tokens {
-        csv.push_str(&format!("{t},NSE,SYM{t},Bench instrument {t},,0.05,1,2\n"));
-    }
-    std::fs::write(&path, csv).with_context(|| format!("writing {}", path.display()))?;
-    let master = tempfile_path::TempPath(path.clone());
-    let feed = match a.source.as_str() {
-        "sim" => format!("sim:rate={},seed={}", shape.rate, a.seed),
-        _ => "udp://127.0.0.1:0".to_string(),
-    };
-    let mut cmd = Command::new(std::env::current_exe().context("locating tickcast")?);
-    cmd.args(["--listen", "127.0.0.1:0", "--openalgo-listen", "off", "--feed", &feed, "--workers", "1"])
-        .arg("--master")
-        .arg(&path)
-        .args(["--max-subscriptions", &shape.subs.max(3000).to_string()])
-        .args(["--max-connections", &(shape.clients + 100).to_string()])
-        .args(&a.server_arg)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped());
-    if let Some(cpus) = &a.server_cpus {
-        cmd.args(["--cpus", cpus]);
-    }
-    let shm = (a.shm_readers > 0).then(|| format!("/dev/shm/tickcast-bench-{}", std::process::id()));
-    if let Some(path) = &shm {
-        cmd.args(["--shm", path]);
-    }
-    let mut child = cmd.spawn().context("starting the server")?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().context("server stdout")?).read_line(&mut line)?;
-    let ws: SocketAddr = line
-        .split("ws://")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .and_then(|a| a.parse().ok())
-        .with_context(|| format!("unexpected server banner {line:?}"))?;
-    let st = status(ws)?;
-    let udp = match a.source.as_str() {
-        "sim" => "127.0.0.1:9".parse()?, // unused: no feeder
-        _ => {
-            st["feeds"][0]["address"].as_str().and_then(|a| a.parse().ok()).context("the server's UDP feed address")?
-        }
-    };
-    Ok(Spawned { child, ws, udp, shm, _master: master })
 }
 
 /// CPU time of a process so far, in seconds (from /proc/`pid`/stat; `pid`
@@ -518,7 +426,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         let out = a.plot.as_ref().context("--plot-hlog needs --plot FILE.svg to write the chart to")?;
         let runs = hlog::read(&a.plot_hlog)?;
         let refs: Vec<(&str, &hdrhistogram::Histogram<u64>)> = runs.iter().map(|(n, h)| (n.as_str(), h)).collect();
-        std::fs::write(out, report::plot_svg("tickcast bench: latency by percentile", &refs))
+        std::fs::write(out, plot::plot_svg("tickcast bench: latency by percentile", &refs))
             .with_context(|| format!("writing {}", out.display()))?;
         println!("{}: {} runs", out.display(), runs.len());
         return Ok(());
@@ -601,7 +509,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if let Some(p) = &a.plot {
         let curves: Vec<(String, &hdrhistogram::Histogram<u64>)> = reports.iter().flat_map(Report::curves).collect();
         let runs: Vec<(&str, &hdrhistogram::Histogram<u64>)> = curves.iter().map(|(n, h)| (n.as_str(), *h)).collect();
-        std::fs::write(p, report::plot_svg("tickcast bench: latency by percentile", &runs))
+        std::fs::write(p, plot::plot_svg("tickcast bench: latency by percentile", &runs))
             .with_context(|| format!("writing {}", p.display()))?;
     }
     if let Some(p) = &a.hlog {

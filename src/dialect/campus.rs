@@ -191,31 +191,13 @@ pub(crate) fn housekeeping(st: &mut State, host: &mut dyn Host, now: u64) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::pair::{Action, Pair};
+    use super::super::pair::{did, too_deep, Action, Did, Pair};
     use super::*;
     use crate::instrument::{parse_master, Registry};
     use crate::subs::Delivery;
 
     const RELIANCE: &str = "NSE_EQ|INE002A01018";
     const TCS: &str = "NSE_EQ|INE467B01029";
-
-    /// What the dialect did, replies as JSON.
-    #[derive(Debug, PartialEq)]
-    enum Did {
-        Act(Action),
-        Reply(Value),
-    }
-
-    fn did(acts: Vec<Action>) -> Vec<Did> {
-        acts.into_iter()
-            .map(|a| match a {
-                Action::Reply(t) => {
-                    Did::Reply(serde_json::from_str(&t).unwrap_or_else(|e| panic!("reply is not JSON: {t}: {e}")))
-                }
-                a => Did::Act(a),
-            })
-            .collect()
-    }
 
     /// Opened at `/api/ws/prices`, the greeting taken.
     fn connected() -> Pair {
@@ -347,6 +329,16 @@ mod tests {
         );
     }
 
+    /// What subscribing to `kept` (at `slot`) and `refused` does at a limit:
+    /// `kept` subscribed (again), `refused` failed for `reason`, `total` held.
+    fn one_of_two_at_the_limit(slot: Slot, kept: &str, refused: &str, reason: &str, total: usize) -> [Did; 3] {
+        [
+            Did::Act(Action::Subscribe(slot, ENC, Delivery::Conflate)),
+            Did::Act(Action::BadRequest("1 of 2 instrument keys failed".into())),
+            subscription("subscribe", json!([kept]), json!([{"instrument_key": refused, "reason": reason}]), total),
+        ]
+    }
+
     /// At most 100 subscriptions per connection (the seed's per-user
     /// limit); the host's own limit is reported the same way.
     #[test]
@@ -366,16 +358,7 @@ mod tests {
         p.send(&json!({"action":"subscribe","instruments":[key(101), key(1)]}).to_string());
         assert_eq!(
             did(p.take()),
-            [
-                Did::Act(Action::Subscribe(p.slot(1), ENC, Delivery::Conflate)),
-                Did::Act(Action::BadRequest("1 of 2 instrument keys failed".into())),
-                subscription(
-                    "subscribe",
-                    json!([key(1)]),
-                    json!([{"instrument_key": key(101), "reason": "subscription limit reached (100 per user)"}]),
-                    100
-                ),
-            ],
+            one_of_two_at_the_limit(p.slot(1), &key(1), &key(101), "subscription limit reached (100 per user)", 100),
             "the 101st is refused, one already held is not"
         );
 
@@ -384,16 +367,7 @@ mod tests {
         p.send(&json!({"action":"subscribe","instruments":[RELIANCE, TCS]}).to_string());
         assert_eq!(
             did(p.take()),
-            [
-                Did::Act(Action::Subscribe(p.slot(2885), ENC, Delivery::Conflate)),
-                Did::Act(Action::BadRequest("1 of 2 instrument keys failed".into())),
-                subscription(
-                    "subscribe",
-                    json!([RELIANCE]),
-                    json!([{"instrument_key": TCS, "reason": "subscription limit reached"}]),
-                    1
-                ),
-            ]
+            one_of_two_at_the_limit(p.slot(2885), RELIANCE, TCS, "subscription limit reached", 1)
         );
         assert!(p.open);
     }
@@ -466,19 +440,13 @@ mod tests {
         assert_eq!(p.take(), [], "an hour less a millisecond: nothing");
         p.send("not json"); // still a message
         p.take();
-        p.advance(3_599_999);
-        assert_eq!(p.take(), []);
-        p.advance(1);
-        assert_eq!(did(p.take()), timed_out);
+        assert_eq!(did(p.due_in(3_600_000)), timed_out);
         assert!(!p.open);
 
         // `--campus-idle-timeout-secs`.
         let mut p = connected();
         p.config.campus_idle_timeout = std::time::Duration::from_secs(5);
-        p.advance(4_999);
-        assert_eq!(p.take(), []);
-        p.advance(1);
-        assert_eq!(did(p.take()), timed_out);
+        assert_eq!(did(p.due_in(5_000)), timed_out);
         assert_eq!(p.last_pong_ns, 0);
     }
 
@@ -504,7 +472,7 @@ mod tests {
     /// no subscription change and no rate-limit change used.
     #[test]
     fn bad_requests() {
-        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        let deep = too_deep();
         let cases: [(&str, &str); 10] = [
             ("not json", "malformed JSON"),
             (&deep, "JSON nested deeper than"),
@@ -525,11 +493,8 @@ mod tests {
         ];
         for (request, want) in cases {
             let mut p = connected();
-            p.send(request);
-            let acts = p.take();
-            let [Action::BadRequest(msg), Action::Reply(reply)] = &acts[..] else { panic!("{request}: {acts:?}") };
+            let (msg, reply) = p.refuse(request);
             assert!(msg.starts_with(want), "{request}: {msg}");
-            let reply: Value = serde_json::from_str(reply).unwrap();
             assert_eq!(reply, json!({"type":"error","message":msg}), "{request}");
             assert!(p.open, "{request} closed the connection");
             assert!(p.slots.is_empty());
@@ -542,15 +507,9 @@ mod tests {
 
         // A binary message, in the dialect's terms.
         let mut p = connected();
-        let mut proto = std::mem::take(&mut p.proto);
-        let now = p.now;
-        proto.binary(&mut p, now);
-        p.proto = proto;
+        p.send_binary();
         let msg = "binary messages are not accepted; send requests as JSON text frames";
-        assert_eq!(
-            did(p.take()),
-            [Did::Act(Action::BadRequest(msg.into())), Did::Reply(json!({"type":"error","message":msg}))]
-        );
+        assert_eq!(p.refusal(), (msg.into(), json!({"type":"error","message":msg})));
         assert!(p.open);
     }
 }

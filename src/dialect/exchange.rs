@@ -424,16 +424,11 @@ mod tests {
 
     // ── the dialect driven through a host ───────────────────────────────
 
-    use std::sync::Arc;
-
     use serde_json::json;
 
-    use super::super::pair::{Action, Pair};
-    use super::super::{ChanKind, Count, Dialect};
-    use crate::auth::User;
-    use crate::channel::{ChannelId, Channels};
-    use crate::config::Config;
-    use crate::session::SavedSub;
+    use super::super::pair::{text_frames, too_deep, Action, Pair};
+    use super::super::{ChanKind, Dialect};
+    use crate::channel::Channels;
     use crate::subs::Delivery;
     use crate::tick::Tick;
 
@@ -480,22 +475,6 @@ mod tests {
 
     fn ex(bits: u8) -> Encoding {
         encoding(bits)
-    }
-
-    /// The text payloads of server frames written back to back.
-    fn frames(mut b: &[u8]) -> Vec<Value> {
-        let mut out = Vec::new();
-        while !b.is_empty() {
-            assert_eq!(b[0], 0x80 | crate::ws::frame::OP_TEXT, "a final text frame");
-            let (len, head) = match b[1] {
-                126 => (usize::from(u16::from_be_bytes([b[2], b[3]])), 4),
-                127 => panic!("no frame this long in a test"),
-                n => (usize::from(n), 2),
-            };
-            out.push(serde_json::from_slice(&b[head..head + len]).unwrap());
-            b = &b[head + len..];
-        }
-        out
     }
 
     /// The module's example conversation on the seed's market (`TATA_INR`,
@@ -609,7 +588,7 @@ mod tests {
             acts.iter().filter_map(|a| if let Action::Data(d) = a { Some(d) } else { None }).collect();
         assert_eq!(data.len(), 1, "{acts:?}");
         assert_eq!(
-            frames(data[0]),
+            text_frames(data[0]),
             // The seed's depth example, on TCS (plus the market, `s`).
             [
                 json!({"stream":"depth@TCS","data":{"e":"depth","a":[["1001.00","50"]],"b":[["1000.00","30"]],"s":"TCS"}})
@@ -627,7 +606,7 @@ mod tests {
         let acts = ok(&mut p, r#"{"method":"SUBSCRIBE","params":["ticker@TCS"]}"#);
         let Some(Action::Data(d)) = acts.iter().find(|a| matches!(a, Action::Data(_))) else { panic!("{acts:?}") };
         assert_eq!(
-            frames(d),
+            text_frames(d),
             [
                 json!({"stream":"ticker@TCS","data":{"e":"ticker","c":"1000.50","o":"990.00","h":"1010.00","l":"985.00","v":"777","s":"TCS"}})
             ]
@@ -675,13 +654,8 @@ mod tests {
         let mut p = open();
         p.config.max_subscriptions = 2;
         ok(&mut p, r#"{"method":"SUBSCRIBE","params":["ticker@RELIANCE"]}"#);
-        p.send(r#"{"method":"SUBSCRIBE","params":["trade@TCS","trade@INFY"],"id":9}"#);
-        let acts = p.take();
-        assert!(!changed(&acts), "{acts:?}");
-        assert!(matches!(&acts[0], Action::BadRequest(_)), "{acts:?}");
-        let Some(Action::Reply(r)) = acts.last() else { panic!("{acts:?}") };
         assert_eq!(
-            serde_json::from_str::<Value>(r).unwrap(),
+            p.refuse(r#"{"method":"SUBSCRIBE","params":["trade@TCS","trade@INFY"],"id":9}"#).1,
             json!({"error":{"code":2,"msg":"Invalid request: subscription limit reached: at most 2 markets and channels per connection (1 held, this request adds 2)"},"id":9})
         );
         ok(&mut p, r#"{"method":"SUBSCRIBE","params":["trade@RELIANCE","depth@RELIANCE","trade@TATA_INR"]}"#);
@@ -697,7 +671,7 @@ mod tests {
     /// the connection open.
     #[test]
     fn bad_requests() {
-        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        let deep = too_deep();
         let many = json!({"method":"SUBSCRIBE","params":vec!["ticker@TCS"; 3001],"id":12}).to_string();
         let cases: &[(&str, u16, Value, &str)] = &[
             ("not json", 3, Value::Null, "Invalid JSON: malformed JSON"),
@@ -769,13 +743,9 @@ mod tests {
         for (req, code, id, want) in cases {
             let mut p = open();
             ok(&mut p, r#"{"method":"SUBSCRIBE","params":["ticker@RELIANCE","trade@TATA_INR"]}"#);
-            p.send(req);
-            let acts = p.take();
+            // Only a counted bad request and its reply: nothing changed.
+            let (_, r) = p.refuse(req);
             let label = &req[..req.len().min(80)];
-            assert!(matches!(&acts[0], Action::BadRequest(_)), "{label}: {acts:?}");
-            assert!(!changed(&acts), "{label}: a refused request changed subscriptions: {acts:?}");
-            let [_, Action::Reply(r)] = &acts[..] else { panic!("{label}: {acts:?}") };
-            let r: Value = serde_json::from_str(r).unwrap();
             assert_eq!(r["error"]["code"], *code, "{label}: {r}");
             assert_eq!(r["id"], *id, "{label}: {r}");
             assert!(r.get("result").is_none(), "{label}: {r}");
@@ -796,15 +766,9 @@ mod tests {
     #[test]
     fn binary_messages_are_refused() {
         let mut p = open();
-        let mut proto = std::mem::take(&mut p.proto);
-        let now = p.now;
-        proto.binary(&mut p, now);
-        p.proto = proto;
-        let acts = p.take();
-        assert!(matches!(&acts[0], Action::BadRequest(_)), "{acts:?}");
-        let Action::Reply(r) = &acts[1] else { panic!("{acts:?}") };
+        p.send_binary();
         assert_eq!(
-            serde_json::from_str::<Value>(r).unwrap(),
+            p.refusal().1,
             json!({"error":{"code":3,"msg":"Invalid JSON: binary messages are not accepted; send requests as JSON text frames"},"id":null})
         );
         assert!(p.open);
@@ -827,165 +791,13 @@ mod tests {
         assert!(p.open);
     }
 
-    /// What [`Pair`] cannot be: a host without a channel source, and one
-    /// whose per-user limit refuses a subscription the per-connection
-    /// limit allows (`cap`: instruments held across the user's connections).
-    struct Strict<'a> {
-        pair: &'a mut Pair,
-        channel_source: bool,
-        cap: usize,
-    }
-
-    impl Host for Strict<'_> {
-        fn registry(&self) -> &crate::instrument::Registry {
-            self.pair.registry()
-        }
-        fn config(&self) -> &Config {
-            self.pair.config()
-        }
-        fn channels(&self) -> &Channels {
-            self.pair.channels()
-        }
-        fn last_value(&self, slot: Slot) -> Option<Tick> {
-            self.pair.last_value(slot)
-        }
-        fn market_open(&self) -> bool {
-            self.pair.market_open()
-        }
-        fn default_delivery(&self) -> Delivery {
-            self.pair.default_delivery()
-        }
-        fn has_channel_source(&self) -> bool {
-            self.channel_source
-        }
-        fn open_connections(&self, d: Dialect) -> u64 {
-            self.pair.open_connections(d)
-        }
-        fn client_id(&self) -> &str {
-            self.pair.client_id()
-        }
-        fn set_client_id(&mut self, id: String) {
-            self.pair.set_client_id(id)
-        }
-        fn format(&self) -> Format {
-            self.pair.format()
-        }
-        fn set_format(&mut self, f: Format) {
-            self.pair.set_format(f)
-        }
-        fn slots(&self) -> &[Slot] {
-            self.pair.slots()
-        }
-        fn subscription(&self, slot: Slot) -> Option<(Encoding, Delivery)> {
-            self.pair.subscription(slot)
-        }
-        fn channel_ids(&self) -> &[ChannelId] {
-            self.pair.channel_ids()
-        }
-        fn user(&self) -> Option<&Arc<User>> {
-            self.pair.user()
-        }
-        fn idle_ns(&self, now: u64) -> u64 {
-            self.pair.idle_ns(now)
-        }
-        fn drained(&self) -> bool {
-            self.pair.drained()
-        }
-        fn congested(&self) -> bool {
-            self.pair.congested()
-        }
-        fn last_pong_ns(&self) -> u64 {
-            self.pair.last_pong_ns()
-        }
-        fn is_open(&self) -> bool {
-            self.pair.is_open()
-        }
-        fn accept(&mut self, req: &Request, d: Dialect) -> Result<(), String> {
-            self.pair.accept(req, d)
-        }
-        fn reply(&mut self, text: &[u8], now: u64) {
-            self.pair.reply(text, now)
-        }
-        fn control_frame(&mut self, op: u8, payload: &[u8], now: u64) {
-            self.pair.control_frame(op, payload, now)
-        }
-        fn data_frame(&mut self, frame: &[u8], now: u64) {
-            self.pair.data_frame(frame, now)
-        }
-        fn snapshot(&mut self, slot: Slot, enc: Encoding, now: u64) {
-            self.pair.snapshot(slot, enc, now);
-        }
-        fn close(&mut self, code: u16, reason: &'static str) {
-            self.pair.close(code, reason)
-        }
-        fn subscribe(&mut self, slot: Slot, enc: Encoding, d: Delivery, now: u64) -> Result<(), &'static str> {
-            if self.pair.subscription(slot).is_none() && self.pair.slots.len() >= self.cap {
-                return Err("the user's subscription limit is reached");
-            }
-            self.pair.subscribe(slot, enc, d, now)
-        }
-        fn unsubscribe(&mut self, slot: Slot) -> bool {
-            self.pair.unsubscribe(slot)
-        }
-        fn watch_all(&mut self) -> bool {
-            self.pair.watch_all()
-        }
-        fn unwatch_all(&mut self) -> bool {
-            self.pair.unwatch_all()
-        }
-        fn take_changed(&mut self, out: &mut Vec<Slot>) {
-            self.pair.take_changed(out)
-        }
-        fn join_channel(&mut self, name: &str, kind: ChanKind) -> Result<bool, String> {
-            self.pair.join_channel(name, kind)
-        }
-        fn leave_channel(&mut self, ch: ChannelId) -> bool {
-            self.pair.leave_channel(ch)
-        }
-        fn take_held(&mut self) -> Option<Arc<[u8]>> {
-            self.pair.take_held()
-        }
-        fn restore(&mut self) -> Option<Vec<SavedSub>> {
-            self.pair.restore()
-        }
-        fn authenticate(&mut self, key: &str) -> Result<(), (u16, String)> {
-            self.pair.authenticate(key)
-        }
-        fn same_user(&self, key: &str) -> Option<bool> {
-            self.pair.same_user(key)
-        }
-        fn bad_request(&mut self, what: &str) {
-            self.pair.bad_request(what)
-        }
-        fn count(&mut self, what: Count) {
-            self.pair.count(what)
-        }
-        fn heartbeat(&mut self, now: u64) {
-            self.pair.heartbeat(now)
-        }
-    }
-
-    /// Send `req` through a [`Strict`] host; the one reply.
-    fn strict_call(p: &mut Pair, channel_source: bool, cap: usize, req: &str) -> Value {
-        let now = p.now;
-        let mut bytes = req.as_bytes().to_vec();
-        handle(&mut Strict { pair: p, channel_source, cap }, &mut bytes, now);
-        let r = p.replies();
-        assert_eq!(r.len(), 1, "{req}: {r:?}");
-        r.into_iter().next().unwrap()
-    }
-
     /// Without a channel source a market outside the master is an error
     /// (refusing the whole request); the master's markets still work.
     #[test]
     fn without_a_channel_source_unknown_markets_are_refused() {
         let mut p = open();
-        let r = strict_call(
-            &mut p,
-            false,
-            usize::MAX,
-            r#"{"method":"SUBSCRIBE","params":["ticker@TCS","trade@TATA_INR"],"id":1}"#,
-        );
+        p.channel_source = false;
+        let (_, r) = call(&mut p, r#"{"method":"SUBSCRIBE","params":["ticker@TCS","trade@TATA_INR"],"id":1}"#);
         assert_eq!(r["error"]["code"], 2, "{r}");
         assert_eq!(r["id"], 1);
         let msg = r["error"]["msg"].as_str().unwrap();
@@ -994,24 +806,24 @@ mod tests {
             "{msg}"
         );
         assert!(p.slots.is_empty() && p.channel_ids.is_empty());
-        let r = strict_call(&mut p, false, usize::MAX, r#"{"method":"SUBSCRIBE","params":["ticker@TCS"],"id":2}"#);
+        let (_, r) = call(&mut p, r#"{"method":"SUBSCRIBE","params":["ticker@TCS"],"id":2}"#);
         assert_eq!(r, json!({"result":null,"id":2}));
         assert_eq!(p.slots, [p.slot(11536)]);
     }
 
-    /// A per-user limit the host enforces: the markets before the refused
+    /// A per-user limit the host enforces (past one instrument here): the markets before the refused
     /// one stay subscribed, and the error says so.
     #[test]
     fn a_per_user_limit_keeps_the_markets_before_it() {
         let mut p = open();
-        let r =
-            strict_call(&mut p, true, 1, r#"{"method":"SUBSCRIBE","params":["ticker@TCS","trade@RELIANCE"],"id":3}"#);
+        p.user_limit = 1;
+        let (_, r) = call(&mut p, r#"{"method":"SUBSCRIBE","params":["ticker@TCS","trade@RELIANCE"],"id":3}"#);
         assert_eq!(
             r,
             json!({"error":{"code":2,"msg":"Invalid request: the user's subscription limit is reached; streams before this market were subscribed"},"id":3})
         );
         assert_eq!(p.slots, [p.slot(11536)]);
-        let r = strict_call(&mut p, true, 1, r#"{"method":"SUBSCRIBE","params":["depth@TCS"],"id":4}"#);
+        let (_, r) = call(&mut p, r#"{"method":"SUBSCRIBE","params":["depth@TCS"],"id":4}"#);
         assert_eq!(r, json!({"result":null,"id":4}), "adding a stream to a held market needs no new unit");
     }
 
@@ -1024,22 +836,14 @@ mod tests {
         // Nothing was sent on connect: the worker counts idleness from the
         // connection's start, as here.
         p.last_tx_ns = p.now;
-        p.advance(999);
-        assert!(p.take().is_empty());
-        p.advance(1);
-        assert_eq!(p.take(), [Action::Control(OP_PING)]);
+        assert_eq!(p.due_in(1000), [Action::Control(OP_PING)]);
         assert_eq!(p.last_tx_ns, p.now, "a ping is traffic");
         assert_eq!(OP_PING, crate::ws::frame::OP_PING);
         p.advance(600);
         list(&mut p);
         p.advance(999);
         assert!(p.take().is_empty(), "a reply is traffic");
-        p.drained = false;
-        p.advance(3000);
-        assert!(p.take().is_empty(), "nothing while data is still queued");
-        p.drained = true;
-        p.advance(0);
-        assert_eq!(p.take(), [Action::Control(OP_PING)]);
+        assert_eq!(p.drained_after(3000), [Action::Control(OP_PING)]);
         assert!(market_status(true, p.now).is_empty() && market_status(false, p.now).is_empty());
     }
 }

@@ -14,10 +14,10 @@ use simd_json::BorrowedValue;
 use super::{clip, ChanKind, Host};
 use crate::encode::{Encoding, Format, Marks};
 use crate::instrument::{Registry, Slot};
-use crate::shared::SERVER_NAME;
 use crate::subs::Delivery;
 use crate::tick::Mode;
 use crate::ws::handshake::Request;
+use crate::SERVER_NAME;
 
 /// Slowest `max_rate` (one update per 100 s) and fastest accepted.
 const MIN_RATE: f64 = 0.01;
@@ -452,13 +452,13 @@ pub(crate) fn market_status(open: bool, now: u64) -> Vec<u8> {
 mod tests {
     use serde_json::{json, Value};
 
-    use super::super::pair::{Action, Pair};
+    use super::super::pair::{too_deep, Action, Pair};
     use super::super::{ChanKind, Dialect};
     use crate::encode::{Encoding, Format};
     use crate::session::SavedSub;
-    use crate::shared::SERVER_NAME;
     use crate::subs::Delivery;
     use crate::tick::Mode;
+    use crate::SERVER_NAME;
 
     /// A `/stream` connection at `path`, its welcome taken.
     fn open(path: &str) -> Pair {
@@ -633,28 +633,19 @@ mod tests {
         p.send(r#"{"action":"subscribe","tokens":[1594],"mode":"depth","delivery":"max_rate","max_rate":0.5}"#);
         p.send(r#"{"action":"subscribe","channels":["signals"],"delivery":"conflate"}"#);
         let acts = p.take();
-        let mut subs = acts.iter().filter(|a| matches!(a, Action::Subscribe(..) | Action::Join(..)));
+        let subs: Vec<&Action> =
+            acts.iter().filter(|a| matches!(a, Action::Subscribe(..) | Action::Join(..))).collect();
+        let json_sub = |token, mode, delivery| Action::Subscribe(p.slot(token), enc(Format::Json, mode), delivery);
+        let every = |interval_ns| Delivery::MaxRate { interval_ns };
         assert_eq!(
-            subs.next(),
-            Some(&Action::Subscribe(p.slot(2885), enc(Format::Json, Mode::Quote), Delivery::Lossless))
+            subs,
+            [
+                &json_sub(2885, Mode::Quote, Delivery::Lossless),
+                &json_sub(11536, Mode::Ltp, every(333_333_333)),
+                &json_sub(1594, Mode::Depth, every(2_000_000_000)),
+                &Action::Join("signals".into(), ChanKind::Native),
+            ]
         );
-        assert_eq!(
-            subs.next(),
-            Some(&Action::Subscribe(
-                p.slot(11536),
-                enc(Format::Json, Mode::Ltp),
-                Delivery::MaxRate { interval_ns: 333_333_333 }
-            ))
-        );
-        assert_eq!(
-            subs.next(),
-            Some(&Action::Subscribe(
-                p.slot(1594),
-                enc(Format::Json, Mode::Depth),
-                Delivery::MaxRate { interval_ns: 2_000_000_000 }
-            ))
-        );
-        assert_eq!(subs.next(), Some(&Action::Join("signals".into(), ChanKind::Native)));
         assert_eq!(
             ask(&mut p, r#"{"action":"get_subscriptions"}"#),
             json!({"type":"subscription_response","status":"success","data":{"action":"get_subscriptions","subscriptions":[
@@ -788,13 +779,8 @@ mod tests {
         let r = ask(&mut p, &json!({"action":"subscribe","tokens":tokens}).to_string());
         assert_eq!(r["type"], "subscription_response", "1000 targets once repeats fold: {}", r["type"]);
         tokens.push(11536);
-        p.send(&json!({"action":"subscribe","tokens":tokens,"id":9}).to_string());
-        let acts = p.take();
-        assert!(matches!(&acts[0], Action::BadRequest(_)), "{acts:?}");
-        assert!(!changed(&acts));
-        let Some(Action::Reply(r)) = acts.last() else { panic!("{acts:?}") };
         assert_eq!(
-            serde_json::from_str::<Value>(r).unwrap(),
+            p.refuse(&json!({"action":"subscribe","tokens":tokens,"id":9}).to_string()).1,
             json!({"type":"error","id":9,"code":"limit_exceeded","message":"1001 targets in one request; at most 1000"})
         );
     }
@@ -879,21 +865,13 @@ mod tests {
     fn heartbeat_when_idle() {
         let mut p = open("/stream");
         assert_eq!(p.config.heartbeat.as_millis(), 1000);
-        p.advance(999);
-        assert!(p.take().is_empty(), "not idle long enough");
-        p.advance(1);
-        assert_eq!(p.take(), [Action::Heartbeat]);
+        assert_eq!(p.due_in(1000), [Action::Heartbeat]);
         assert_eq!(p.last_tx_ns, p.now);
         p.advance(500);
         ask(&mut p, r#"{"action":"ping"}"#);
         p.advance(999);
         assert!(p.take().is_empty(), "a reply is traffic");
-        p.drained = false;
-        p.advance(5000);
-        assert!(p.take().is_empty(), "nothing while data is still queued");
-        p.drained = true;
-        p.advance(0);
-        assert_eq!(p.take(), [Action::Heartbeat]);
+        assert_eq!(p.drained_after(5000), [Action::Heartbeat]);
     }
 
     /// The heartbeat's and market status' shapes (spec).
@@ -923,7 +901,7 @@ mod tests {
     /// open.
     #[test]
     fn bad_requests() {
-        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        let deep = too_deep();
         let cases: &[(&str, &str, &str)] = &[
             ("not json", "bad_request", "malformed JSON"),
             (&deep, "bad_request", "nested deeper"),
@@ -961,12 +939,9 @@ mod tests {
         for &(req, code, want) in cases {
             let mut p = open("/stream");
             ask(&mut p, r#"{"action":"subscribe","tokens":[2885]}"#);
-            p.send(req);
-            let acts = p.take();
-            assert!(matches!(&acts[0], Action::BadRequest(w) if w.starts_with(code)), "{req}: {acts:?}");
-            assert!(!changed(&acts), "{req}: a refused request changed subscriptions: {acts:?}");
-            let [_, Action::Reply(r)] = &acts[..] else { panic!("{req}: {acts:?}") };
-            let r: Value = serde_json::from_str(r).unwrap();
+            // Only a counted bad request and its reply: nothing changed.
+            let (counted, r) = p.refuse(req);
+            assert!(counted.starts_with(code), "{req}: {counted}");
             assert_eq!((r["type"].as_str(), r["code"].as_str()), (Some("error"), Some(code)), "{req}: {r}");
             let msg = r["message"].as_str().unwrap();
             assert!(msg.contains(want), "{req}: {msg}");
@@ -979,15 +954,9 @@ mod tests {
     #[test]
     fn binary_messages_are_refused() {
         let mut p = open("/stream");
-        let mut proto = std::mem::take(&mut p.proto);
-        let now = p.now;
-        proto.binary(&mut p, now);
-        p.proto = proto;
-        let acts = p.take();
-        assert!(matches!(&acts[0], Action::BadRequest(_)), "{acts:?}");
-        let Action::Reply(r) = &acts[1] else { panic!("{acts:?}") };
+        p.send_binary();
         assert_eq!(
-            serde_json::from_str::<Value>(r).unwrap(),
+            p.refusal().1,
             json!({"type":"error","code":"unsupported","message":"binary messages are not accepted; send requests as JSON text frames"})
         );
         assert!(p.open);

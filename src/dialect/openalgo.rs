@@ -560,7 +560,7 @@ pub(crate) fn housekeeping(st: &mut State, host: &mut dyn Host, now: u64) {
 mod tests {
     use serde_json::{json, Value};
 
-    use super::super::pair::{Action, Pair};
+    use super::super::pair::{text_frames, too_deep, Action, Pair};
     use super::super::{Count, Dialect};
     use crate::auth::{hash_line, Auth, User};
     use crate::encode::dialects::openalgo_mode::{DEPTH, LTP, QUOTE};
@@ -612,23 +612,7 @@ mod tests {
 
     /// The payloads of the data frames among `acts`, as JSON.
     fn data(acts: &[Action]) -> Vec<Value> {
-        let mut out = Vec::new();
-        for a in acts {
-            let Action::Data(mut bytes) = a.clone() else { continue };
-            let mut b = &mut bytes[..];
-            while !b.is_empty() {
-                let n = crate::ws::frame::frame_len(b).unwrap();
-                assert_eq!(b[0], 0x81, "a final text frame");
-                let hl = match b[1] {
-                    126 => 4,
-                    127 => 10,
-                    _ => 2,
-                };
-                out.push(serde_json::from_slice(&b[hl..n]).unwrap());
-                b = &mut b[n..];
-            }
-        }
-        out
+        acts.iter().flat_map(|a| if let Action::Data(f) = a { text_frames(f) } else { Vec::new() }).collect()
     }
 
     /// The one reply among `acts` (other actions allowed).
@@ -638,21 +622,10 @@ mod tests {
         reply(r[0])
     }
 
-    /// A binary message from the client.
-    fn binary(p: &mut Pair) {
-        let mut proto = std::mem::take(&mut p.proto);
-        let now = p.now;
-        proto.binary(p, now);
-        p.proto = proto;
-    }
-
     /// An error frame with this code; counted as a bad request; still open.
     fn assert_refused(p: &mut Pair, request: &str, code: &str, want: &str) {
-        p.send(request);
-        let acts = p.take();
-        assert_eq!(acts.len(), 2, "{request}: {acts:?}");
-        assert!(matches!(&acts[0], Action::BadRequest(w) if w.starts_with(code)), "{request}: {acts:?}");
-        let r = reply(&acts[1]);
+        let (counted, r) = p.refuse(request);
+        assert!(counted.starts_with(code), "{request}: {counted}");
         assert_eq!(
             (&r["type"], &r["status"], &r["code"]),
             (&json!("error"), &json!("error"), &json!(code)),
@@ -1148,15 +1121,10 @@ mod tests {
     #[test]
     fn keepalive() {
         let mut p = authed();
-        p.advance(4_999);
-        assert_eq!(p.take(), []);
-        p.advance(1);
-        assert_eq!(p.take(), [Action::Control(0x9)]);
+        assert_eq!(p.due_in(5_000), [Action::Control(0x9)]);
         p.last_pong_ns = p.now + 2_000_000; // answered 2 ms later
         p.advance(1_000);
-        assert_eq!(p.take(), []);
-        p.advance(4_000);
-        assert_eq!(p.take(), [Action::Control(0x9)], "the next ping, 5 s after the last");
+        assert_eq!(p.due_in(4_000), [Action::Control(0x9)], "the next ping, 5 s after the last");
         p.advance(5_000);
         assert_eq!(p.take(), [], "one ping outstanding at a time");
         p.advance(5_000);
@@ -1213,7 +1181,7 @@ mod tests {
     /// Every bad request gets an error frame with its code; the connection stays open.
     #[test]
     fn bad_requests() {
-        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        let deep = too_deep();
         let cases: &[(&str, &str, &str)] = &[
             ("not json", "INVALID_JSON", "Invalid JSON message: malformed JSON"),
             (&deep, "INVALID_JSON", "nested deeper"),
@@ -1297,11 +1265,11 @@ mod tests {
             assert!(p.slots.is_empty(), "{request}");
         }
         let mut p = authed();
-        binary(&mut p);
-        let acts = p.take();
-        assert!(matches!(&acts[0], Action::BadRequest(w) if w.starts_with("INVALID_MESSAGE")), "{acts:?}");
+        p.send_binary();
+        let (counted, r) = p.refusal();
+        assert!(counted.starts_with("INVALID_MESSAGE"), "{counted}");
         assert_eq!(
-            reply(&acts[1]),
+            r,
             json!({"type":"error","status":"error","code":"INVALID_MESSAGE",
                 "message":"binary messages are not accepted; send requests as JSON text frames"})
         );

@@ -17,6 +17,7 @@ use crate::instrument::{Registry, Slot};
 use crate::session::SavedSub;
 use crate::subs::Delivery;
 use crate::tick::Tick;
+use crate::ws::frame::OP_TEXT;
 use crate::ws::handshake::{self, Request};
 
 /// What a dialect did, in order.
@@ -50,6 +51,51 @@ pub(crate) enum Action {
     Heartbeat,
 }
 
+/// An action as a test compares it: a reply, or a data frame holding one
+/// text frame, as JSON.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Did {
+    /// Any other action.
+    Act(Action),
+    /// A text reply.
+    Reply(Value),
+    /// A data frame, one text frame.
+    Data(Value),
+}
+
+/// `acts` as [`Did`]s (a data frame that is not text stays an action).
+pub(crate) fn did(acts: Vec<Action>) -> Vec<Did> {
+    acts.into_iter()
+        .map(|a| match a {
+            Action::Reply(t) => Did::Reply(json(&t)),
+            Action::Data(f) if f.first() == Some(&(0x80 | OP_TEXT)) => {
+                let [v] = <[Value; 1]>::try_from(text_frames(&f)).expect("one text frame per data action");
+                Did::Data(v)
+            }
+            a => Did::Act(a),
+        })
+        .collect()
+}
+
+/// The JSON payloads of whole, unmasked, final text frames written back
+/// to back.
+pub(crate) fn text_frames(mut b: &[u8]) -> Vec<Value> {
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        assert_eq!(b[0], 0x80 | OP_TEXT, "a final text frame: {b:?}");
+        let (len, head) = match b[1] {
+            126 => (usize::from(u16::from_be_bytes([b[2], b[3]])), 4),
+            127 => (usize::try_from(u64::from_be_bytes(b[2..10].try_into().unwrap())).unwrap(), 10),
+            n if n < 126 => (usize::from(n), 2),
+            _ => panic!("a masked server frame: {b:?}"),
+        };
+        assert!(b.len() >= head + len, "a whole frame: {b:?}");
+        out.push(serde_json::from_slice(&b[head..head + len]).unwrap_or_else(|e| panic!("frame is not JSON: {e}")));
+        b = &b[head + len..];
+    }
+    out
+}
+
 /// The test host, and the dialect it drives.
 pub(crate) struct Pair {
     pub registry: Registry,
@@ -59,6 +105,12 @@ pub(crate) struct Pair {
     /// Last values by slot.
     pub values: HashMap<Slot, Tick>,
     pub market_open: bool,
+    /// Whether named channels have a source (`has_channel_source`).
+    pub channel_source: bool,
+    /// The user's subscription limit, as a host shared by the user's
+    /// connections enforces it: past this many instruments, `subscribe`
+    /// fails with [`USER_LIMIT`].
+    pub user_limit: usize,
     /// The test's clock, ns.
     pub now: u64,
     pub client_id: String,
@@ -92,6 +144,8 @@ impl Pair {
             auth: Auth::open(),
             values: HashMap::new(),
             market_open: true,
+            channel_source: true,
+            user_limit: usize::MAX,
             now: 1_767_584_700_000_000_000,
             client_id: String::new(),
             format: Format::Json,
@@ -142,22 +196,55 @@ impl Pair {
         Ok(())
     }
 
+    /// Run `f` on the dialect with this host, the dialect taken out for the
+    /// call (as the worker does).
+    fn drive(&mut self, f: impl FnOnce(&mut Protocol, &mut Pair, u64)) {
+        let mut proto = std::mem::take(&mut self.proto);
+        let now = self.now;
+        f(&mut proto, self, now);
+        self.proto = proto;
+    }
+
     /// The client sends `text`.
     pub fn send(&mut self, text: &str) {
-        let mut proto = std::mem::take(&mut self.proto);
         let mut bytes = text.as_bytes().to_vec();
-        let now = self.now;
-        proto.text(self, &mut bytes, now);
-        self.proto = proto;
+        self.drive(|proto, host, now| proto.text(host, &mut bytes, now));
+    }
+
+    /// The client sends a binary message.
+    pub fn send_binary(&mut self) {
+        self.drive(|proto, host, now| proto.binary(host, now));
     }
 
     /// `ms` pass, then the dialect's housekeeping runs.
     pub fn advance(&mut self, ms: u64) {
         self.now += ms * 1_000_000;
-        let mut proto = std::mem::take(&mut self.proto);
-        let now = self.now;
-        proto.housekeeping(self, now);
-        self.proto = proto;
+        self.drive(|proto, host, now| proto.housekeeping(host, now));
+    }
+
+    /// `ms - 1` pass with nothing done (asserted), then one more: what is
+    /// done at `ms` (taken).
+    #[track_caller]
+    pub fn due_in(&mut self, ms: u64) -> Vec<Action> {
+        assert!(ms > 0, "due in 0 ms");
+        self.advance(ms - 1);
+        let early = self.take();
+        assert_eq!(early, [], "nothing before {ms} ms");
+        self.advance(1);
+        self.take()
+    }
+
+    /// Data stays queued (not drained) while `ms` pass, and nothing is done
+    /// (asserted); then it drains: what is done at once (taken).
+    #[track_caller]
+    pub fn drained_after(&mut self, ms: u64) -> Vec<Action> {
+        self.drained = false;
+        self.advance(ms);
+        let early = self.take();
+        assert_eq!(early, [], "nothing while data is still queued");
+        self.drained = true;
+        self.advance(0);
+        self.take()
     }
 
     /// The actions so far (taken).
@@ -170,13 +257,48 @@ impl Pair {
         self.take()
             .into_iter()
             .filter_map(|a| match a {
-                Action::Reply(t) => {
-                    Some(serde_json::from_str(&t).unwrap_or_else(|e| panic!("reply is not JSON: {t}: {e}")))
-                }
+                Action::Reply(t) => Some(json(&t)),
                 _ => None,
             })
             .collect()
     }
+
+    /// The actions so far (taken) must be a refusal: exactly a counted bad
+    /// request, then one reply. The counted text, and the reply as JSON.
+    #[track_caller]
+    pub fn refusal(&mut self) -> (String, Value) {
+        self.refusal_of("the last message")
+    }
+
+    /// The client sends `request`, which must be refused (see
+    /// [`Pair::refusal`]): the counted text, and the reply as JSON.
+    #[track_caller]
+    pub fn refuse(&mut self, request: &str) -> (String, Value) {
+        self.send(request);
+        self.refusal_of(request)
+    }
+
+    #[track_caller]
+    fn refusal_of(&mut self, what: &str) -> (String, Value) {
+        let acts = self.take();
+        let [Action::BadRequest(counted), Action::Reply(reply)] = &acts[..] else {
+            panic!("{what:.80}: not a bad request then its reply: {acts:?}")
+        };
+        (counted.clone(), json(reply))
+    }
+}
+
+/// What `subscribe` answers past [`Pair::user_limit`].
+const USER_LIMIT: &str = "the user's subscription limit is reached";
+
+/// A JSON text nested deeper than any dialect reads (200 arrays).
+pub(crate) fn too_deep() -> String {
+    format!("{}1{}", "[".repeat(200), "]".repeat(200))
+}
+
+/// `text` as JSON; a test failure if it is not.
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("reply is not JSON: {text}: {e}"))
 }
 
 impl Host for Pair {
@@ -199,7 +321,7 @@ impl Host for Pair {
         Delivery::Conflate
     }
     fn has_channel_source(&self) -> bool {
-        true
+        self.channel_source
     }
     fn open_connections(&self, _dialect: Dialect) -> u64 {
         u64::from(self.open)
@@ -279,6 +401,9 @@ impl Host for Pair {
     }
     fn subscribe(&mut self, slot: Slot, enc: Encoding, delivery: Delivery, _now: u64) -> Result<(), &'static str> {
         let known = self.subs.contains_key(&slot);
+        if !known && self.slots.len() >= self.user_limit {
+            return Err(USER_LIMIT);
+        }
         if !known && self.slots.len() + self.channel_ids.len() >= self.config.max_subscriptions {
             return Err("subscription limit reached");
         }

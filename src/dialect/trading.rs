@@ -446,7 +446,7 @@ pub(crate) fn reply_error(host: &mut dyn Host, msg: &str, now: u64) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::pair::{Action, Pair};
+    use super::super::pair::{did, too_deep, Action, Did, Pair};
     use super::*;
     use crate::auth::User;
     use crate::encode::dialects::iso_string;
@@ -471,38 +471,6 @@ mod tests {
             assert_eq!(Channel::parse(ch.name()), Some(ch));
         }
         assert_eq!(Channel::parse("PRICE_UPDATES"), None);
-    }
-
-    /// What the dialect did, replies and data frames as JSON.
-    #[derive(Debug, PartialEq)]
-    enum Did {
-        Act(Action),
-        Reply(Value),
-        Data(Value),
-    }
-
-    fn did(acts: Vec<Action>) -> Vec<Did> {
-        acts.into_iter()
-            .map(|a| match a {
-                Action::Reply(t) => {
-                    Did::Reply(serde_json::from_str(&t).unwrap_or_else(|e| panic!("reply is not JSON: {t}: {e}")))
-                }
-                Action::Data(f) => Did::Data(text_frame(&f)),
-                a => Did::Act(a),
-            })
-            .collect()
-    }
-
-    /// The JSON payload of one whole unmasked final text frame.
-    fn text_frame(f: &[u8]) -> Value {
-        assert_eq!(f[0], 0x80 | frame::OP_TEXT, "a final text frame: {f:?}");
-        let (len, at) = match f[1] {
-            126 => (usize::from(u16::from_be_bytes([f[2], f[3]])), 4),
-            127 => (u64::from_be_bytes(f[2..10].try_into().unwrap()) as usize, 10),
-            n => (usize::from(n), 2),
-        };
-        assert_eq!(f.len(), at + len, "exactly one frame");
-        serde_json::from_slice(&f[at..]).unwrap_or_else(|e| panic!("frame is not JSON: {e}"))
     }
 
     /// `text` as a complete text frame (what a held channel holds).
@@ -544,6 +512,17 @@ mod tests {
         t.volume = 1_500_000;
         t.flags = crate::tick::FLAG_OHLC;
         p.values.insert(p.slot(2885), t);
+    }
+
+    /// Opened at `/ws` (greeting and streams taken) with last values for
+    /// RELIANCE (the module example) and TCS (4123.45).
+    fn priced() -> Pair {
+        let mut p = pair();
+        reliance(&mut p);
+        p.value(11536, 1, 412_345);
+        p.open("/ws", Dialect::Trading).unwrap();
+        p.take();
+        p
     }
 
     /// The module example's RELIANCE entry (seed shape, with OHLC).
@@ -637,11 +616,7 @@ mod tests {
     /// goes out at the next pass.
     #[test]
     fn price_updates_are_batched_on_the_interval() {
-        let mut p = pair();
-        reliance(&mut p);
-        p.value(11536, 7, 412_345);
-        p.open("/ws", Dialect::Trading).unwrap();
-        p.take();
+        let mut p = priced();
         let (rel, tcs) = (p.slot(2885), p.slot(11536));
         assert_eq!(p.changed, [rel.min(tcs), rel.max(tcs)], "watch-all starts with every last value");
 
@@ -692,10 +667,7 @@ mod tests {
     /// not sent (nor does it start the interval).
     #[test]
     fn subscribed_symbols_only() {
-        let mut p = pair();
-        reliance(&mut p);
-        p.value(11536, 1, 412_345);
-        p.open("/ws", Dialect::Trading).unwrap();
+        let mut p = priced();
         let (rel, tcs) = (p.slot(2885), p.slot(11536));
         p.send(r#"{"type":"subscribe","channel":"price_updates","symbols":["RELIANCE","TCS"]}"#);
         assert!(p.changed.is_empty(), "watch-all's pending changes are dropped");
@@ -830,18 +802,12 @@ mod tests {
     #[test]
     fn pings_when_idle() {
         let mut p = connected();
-        p.advance(29_999);
-        assert_eq!(p.take(), []);
-        p.advance(1);
-        assert_eq!(p.take(), [Action::Control(frame::OP_PING)]);
+        assert_eq!(p.due_in(30_000), [Action::Control(frame::OP_PING)]);
         // Anything sent restarts the idle time.
         p.advance(20_000);
         p.send(r#"{"type":"ping"}"#);
         assert_eq!(did(p.take()), [Did::Reply(json!({"type":"pong"}))]);
-        p.advance(29_999);
-        assert_eq!(p.take(), []);
-        p.advance(1);
-        assert_eq!(p.take(), [Action::Control(frame::OP_PING)]);
+        assert_eq!(p.due_in(30_000), [Action::Control(frame::OP_PING)]);
         // Not while the queue is not written.
         p.drained = false;
         p.advance(60_000);
@@ -940,7 +906,7 @@ mod tests {
     /// connection open, nothing subscribed or dropped.
     #[test]
     fn bad_requests() {
-        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        let deep = too_deep();
         let many = json!({"type":"subscribe","channel":"price_updates","symbols":vec!["X"; 3001]}).to_string();
         let cases: [(&str, &str); 20] = [
             ("not json", "Invalid message format: malformed JSON"),
@@ -978,11 +944,8 @@ mod tests {
         ];
         for (request, want) in cases {
             let mut p = connected();
-            p.send(request);
-            let acts = p.take();
-            let [Action::BadRequest(msg), Action::Reply(reply)] = &acts[..] else { panic!("{request}: {acts:?}") };
+            let (msg, reply) = p.refuse(request);
             assert!(msg.contains(want), "{request}: {msg}");
-            let reply: Value = serde_json::from_str(reply).unwrap();
             assert_eq!(reply, json!({"type":"error","error":msg,"timestamp":ts(&p)}), "{request}");
             assert!(p.open, "{request} closed the connection");
             assert!(p.slots.is_empty() && p.channel_ids.len() == 3, "{request} changed subscriptions");
@@ -1055,18 +1018,9 @@ mod tests {
         assert!(!p.slots.contains(&tcs));
 
         // Binary messages are refused in the dialect's terms.
-        let mut proto = std::mem::take(&mut p.proto);
-        let now = p.now;
-        proto.binary(&mut p, now);
-        p.proto = proto;
+        p.send_binary();
         let msg = "binary messages are not accepted; send requests as JSON text frames";
-        assert_eq!(
-            did(p.take()),
-            [
-                Did::Act(Action::BadRequest(msg.into())),
-                Did::Reply(json!({"type":"error","error":msg,"timestamp":ts(&p)}))
-            ]
-        );
+        assert_eq!(p.refusal(), (msg.into(), json!({"type":"error","error":msg,"timestamp":ts(&p)})));
         assert!(p.open);
 
         // No room for the portfolio channel: said at open and on request.

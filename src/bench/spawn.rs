@@ -1,0 +1,105 @@
+//! `tickcast bench --spawn`: start this binary as the server under test
+//! (a generated master with the run's tokens, a UDP or simulated feed, one
+//! worker, pinned with `--server-cpus`), find its addresses, stop it after.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use super::{BenchArgs, Shape};
+
+/// A spawned server, stopped on drop.
+pub(super) struct Spawned {
+    pub(super) child: Child,
+    pub(super) ws: SocketAddr,
+    pub(super) udp: SocketAddr,
+    /// Its shared-memory region, with `--shm-readers`.
+    pub(super) shm: Option<String>,
+    pub(super) _master: tempfile_path::TempPath,
+}
+
+mod tempfile_path {
+    /// A file removed on drop.
+    pub struct TempPath(pub std::path::PathBuf);
+    impl Drop for TempPath {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `GET /status` of a server, as JSON.
+fn status(addr: SocketAddr) -> Result<serde_json::Value> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET /status HTTP/1.1\r\nHost: bench\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b).context("no HTTP body")?;
+    Ok(serde_json::from_str(body)?)
+}
+
+pub(super) fn spawn_server(a: &BenchArgs, shape: &Shape) -> Result<Spawned> {
+    let path = std::env::temp_dir().join(format!("tickcast-bench-master-{}.csv", std::process::id()));
+    let mut csv = String::from("token,exchange,symbol,name,isin,tick_size,lot_size,price_decimals\n");
+    for t in 1..=shape.tokens {
+        csv.push_str(&format!("{t},NSE,SYM{t},Bench instrument {t},,0.05,1,2\n"));
+    }
+    std::fs::write(&path, csv).with_context(|| format!("writing {}", path.display()))?;
+    let master = tempfile_path::TempPath(path.clone());
+    let feed = match a.source.as_str() {
+        "sim" => format!("sim:rate={},seed={}", shape.rate, a.seed),
+        _ => "udp://127.0.0.1:0".to_string(),
+    };
+    let mut cmd = Command::new(std::env::current_exe().context("locating tickcast")?);
+    cmd.args(["--listen", "127.0.0.1:0", "--openalgo-listen", "off", "--feed", &feed, "--workers", "1"])
+        .arg("--master")
+        .arg(&path)
+        .args(["--max-subscriptions", &shape.subs.max(3000).to_string()])
+        .args(["--max-connections", &(shape.clients + 100).to_string()])
+        .args(&a.server_arg)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped());
+    if let Some(cpus) = &a.server_cpus {
+        cmd.args(["--cpus", cpus]);
+    }
+    let shm = (a.shm_readers > 0).then(|| format!("/dev/shm/tickcast-bench-{}", std::process::id()));
+    if let Some(path) = &shm {
+        cmd.args(["--shm", path]);
+    }
+    let mut child = cmd.spawn().context("starting the server")?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().context("server stdout")?).read_line(&mut line)?;
+    let ws: SocketAddr = line
+        .split("ws://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .with_context(|| format!("unexpected server banner {line:?}"))?;
+    let st = status(ws)?;
+    let udp = match a.source.as_str() {
+        "sim" => "127.0.0.1:9".parse()?, // unused: no feeder
+        _ => {
+            st["feeds"][0]["address"].as_str().and_then(|a| a.parse().ok()).context("the server's UDP feed address")?
+        }
+    };
+    Ok(Spawned { child, ws, udp, shm, _master: master })
+}
