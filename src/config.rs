@@ -58,7 +58,7 @@ pub struct Flags {
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
 
-    /// CPUs to pin threads to, e.g. `0,1` or `0-3`: feed threads first, then workers, wrapping around [default: no pinning].
+    /// CPUs to pin threads to, e.g. `0,1` or `0-3`: feed threads first, then workers, wrapping around; the http thread (/status, /metrics) goes to the first CPU not listed [default: no pinning].
     #[arg(long, value_name = "LIST")]
     pub cpus: Option<String>,
 

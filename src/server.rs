@@ -74,6 +74,21 @@ fn pin(cpus: &[usize], index: usize, what: &str) {
     }
 }
 
+/// With `--cpus`, the control plane (the `http` thread) runs on the first
+/// CPU outside the list, so a scrape never competes with a pinned worker;
+/// unpinned when the list takes every CPU (or there is none).
+fn pin_off(cpus: &[usize], what: &str) {
+    if cpus.is_empty() {
+        return;
+    }
+    let spare = core_affinity::get_core_ids().into_iter().flatten().find(|c| !cpus.contains(&c.id));
+    if let Some(core) = spare {
+        if !core_affinity::set_for_current(core) {
+            log::warn!("could not pin {what} to CPU {}", core.id);
+        }
+    }
+}
+
 impl Server {
     /// Load everything and start the threads.
     ///
@@ -261,10 +276,14 @@ impl Server {
             (0..config.workers).map(|_| crossbeam_channel::unbounded()).unzip();
         let answer_to = reply_txs.into_iter().zip(signals.iter().cloned()).collect();
         let http_shared = shared.clone();
+        let cpus = config.cpus.clone();
         threads.push(
             std::thread::Builder::new()
                 .name("http".into())
-                .spawn(move || crate::http::serve(http_shared, jobs, answer_to))
+                .spawn(move || {
+                    pin_off(&cpus, "the http thread");
+                    crate::http::serve(http_shared, jobs, answer_to);
+                })
                 .context("spawning the http thread")?,
         );
         for (id, ((((poll, listener), rings), chan_rings), feeds)) in
