@@ -10,7 +10,10 @@
 #   hft-quiet   hft against a server this script starts (worker pinned to CPU 0 with --cpus 0)
 #   hft-scraped the same with /metrics and /status scraped ~100 times a second each
 #               from CPU 1 during the run: before, the worker rendered them on its
-#               loop; after, the `http` thread does
+#               loop; after, the `http` thread does (on a 2-CPU machine that thread,
+#               the scraper and the harness share CPU 1, so this end-to-end figure
+#               mixes the server's cost with the harness's: see scrape-cost)
+#   scrape-cost CPU time the worker thread (and the http thread) spend per scrape
 #
 # Results: perf/house/<variant>-<bin>-<round>.json and perf/house/summary.md.
 #
@@ -77,6 +80,43 @@ PY
     kill "$SRV"; wait "$SRV" 2>/dev/null || true; SRV=""
 }
 
+# What one scrape costs the worker thread itself: CPU time of `worker-0`
+# (and of `http`, where there is one) over 1,000 × (GET /metrics + GET
+# /status) from CPU 1, the server otherwise idle, its worker pinned to CPU 0.
+scrape_cost() { # bin-name binary round
+    local name=$1 bin=$2 r=$3
+    "$bin" --listen 127.0.0.1:0 --openalgo-listen off --feed udp://127.0.0.1:0 --workers 1 --cpus 0 \
+        --master "$MASTER" > "$SRV_OUT" 2>&1 &
+    SRV=$!
+    server_addrs "$SRV_OUT"
+    taskset -c 1 python3 - "$SRV" "$ADDR" 1000 > "$OUT/scrape-cost-$name-$r.json" <<'PY'
+import json, os, socket, sys
+pid, addr, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+host, port = addr.rsplit(":", 1)
+def threads():
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        name = open(f"/proc/{pid}/task/{tid}/comm").read().strip()
+        # schedstat: ns on the CPU (finer than stat's 10 ms ticks)
+        out[name] = int(open(f"/proc/{pid}/task/{tid}/schedstat").read().split()[0]) / 1e9
+    return out
+def get(path):
+    s = socket.create_connection((host, int(port)))
+    s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    while s.recv(65536):
+        pass
+    s.close()
+before = threads()
+for _ in range(n):
+    get("/metrics")
+    get("/status")
+after = threads()
+us = lambda t: (after.get(t, 0) - before.get(t, 0)) / n * 1e6
+print(json.dumps({"scrapes": n, "worker_us_per_scrape": us("worker-0"), "http_us_per_scrape": us("http")}))
+PY
+    kill "$SRV"; wait "$SRV" 2>/dev/null || true; SRV=""
+}
+
 for r in $(seq 1 "$ROUNDS"); do
     echo "round $r of $ROUNDS" >&2
     for pair in "before:$BEFORE" "after:$AFTER"; do
@@ -84,6 +124,7 @@ for r in $(seq 1 "$ROUNDS"); do
         spawned hft "$name" "$bin" "$r" --scenario hft
         spawned broadcast "$name" "$bin" "$r" --scenario broadcast
         own "$name" "$bin" "$r"
+        scrape_cost "$name" "$bin" "$r"
     done
 done
 
@@ -105,5 +146,12 @@ for v in ["hft", "broadcast", "hft-quiet", "hft-scraped"]:
         cpu_s = f"{cpu[0]:.3f} [{cpu[1]:.3f}–{cpu[2]:.3f}]" if cpu[2] > 0 else "—"
         rate = m(lambda x: x["msgs_per_sec"])
         print(f"| {v} | {b} | {loss[0]:.3f}% (max {loss[2]:.3f}%) | {lat('p50')} | {lat('p99')} | {lat('p99.9')} | {cpu_s} | {rate[0]/1e6:.2f}M |")
+print("\nCPU time per scrape (GET /metrics + GET /status), idle server, 1,000 scrapes per run:\n")
+print("| binary | worker thread | http thread |")
+print("|---|---|---|")
+for b in ["before", "after"]:
+    rs = [json.loads((out / f"scrape-cost-{b}-{r}.json").read_text()) for r in range(1, rounds + 1)]
+    w = [x["worker_us_per_scrape"] for x in rs]; h = [x["http_us_per_scrape"] for x in rs]
+    print(f"| {b} | {med(w):.0f} µs [{min(w):.0f}–{max(w):.0f}] | {med(h):.0f} µs [{min(h):.0f}–{max(h):.0f}] |")
 PY
 cat "$OUT/summary.md"

@@ -130,7 +130,7 @@ pub(crate) fn handle(st: &mut State, host: &mut dyn Host, payload: &mut [u8], no
     }
     let reply =
         json!({"type": "subscription", "action": action, "instruments": done, "failed": failed, "total": total});
-    host.reply(reply.to_string().as_bytes(), now);
+    super::reply_json(host, &reply, now);
 }
 
 /// Count a subscription change; false past `MAX_CHANGES` in the window.
@@ -168,7 +168,7 @@ fn canonical_key(host: &dyn Host, slot: Slot) -> Value {
 pub(crate) fn reply_error(host: &mut dyn Host, msg: &str, now: u64) {
     host.bad_request(msg);
     let reply = json!({"type": "error", "message": msg});
-    host.reply(reply.to_string().as_bytes(), now);
+    super::reply_json(host, &reply, now);
 }
 
 /// A `status` message on each market transition.

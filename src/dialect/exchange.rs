@@ -37,7 +37,7 @@ use serde_json::{json, Value};
 use simd_json::prelude::*;
 use simd_json::BorrowedValue;
 
-use super::{ChanKind, Host};
+use super::{clip, ChanKind, Host};
 use crate::encode::dialects::stream::{DEPTH, TICKER, TRADE};
 use crate::encode::{Encoding, Format};
 use crate::instrument::Slot;
@@ -58,12 +58,6 @@ const METHODS: &str = "SUBSCRIBE, UNSUBSCRIBE, LIST_SUBSCRIPTIONS";
 /// The stream types, for error messages.
 const TYPES: &str = "trade, ticker or depth";
 
-/// WebSocket ping opcode (keep-alive of idle connections).
-const OP_PING: u8 = 0x9;
-
-/// Longest piece of client input echoed in an error message.
-const ECHO: usize = 64;
-
 /// Stream types by bit, in the order `LIST_SUBSCRIPTIONS` lists them.
 const STREAMS: [(u8, &str); 3] = [(TRADE, "trade"), (TICKER, "ticker"), (DEPTH, "depth")];
 
@@ -72,11 +66,6 @@ struct Refusal(u16, String);
 
 fn invalid(msg: impl std::fmt::Display) -> Refusal {
     Refusal(code::INVALID_REQUEST, format!("Invalid request: {msg}"))
-}
-
-/// At most [`ECHO`] characters of client input.
-fn echo(s: &str) -> String {
-    s.chars().take(ECHO).collect()
 }
 
 /// Accept the upgrade. The seed's server sends nothing on connect, and
@@ -137,16 +126,16 @@ fn dispatch(host: &mut dyn Host, v: &BorrowedValue, req_id: &Value, now: u64) ->
     if method.eq_ignore_ascii_case("SUBSCRIBE") {
         let streams = streams(host, v)?;
         subscribe(host, &streams, now)?;
-        reply(host, &json!({"result": null, "id": req_id}), now);
+        super::reply_json(host, &json!({"result": null, "id": req_id}), now);
     } else if method.eq_ignore_ascii_case("UNSUBSCRIBE") {
         let streams = streams(host, v)?;
         unsubscribe(host, &streams, now);
-        reply(host, &json!({"result": null, "id": req_id}), now);
+        super::reply_json(host, &json!({"result": null, "id": req_id}), now);
     } else if method.eq_ignore_ascii_case("LIST_SUBSCRIPTIONS") {
         let list = list(host);
-        reply(host, &json!({"result": list, "id": req_id}), now);
+        super::reply_json(host, &json!({"result": list, "id": req_id}), now);
     } else {
-        return Err(invalid(format!("unknown method `{}` (expected one of {METHODS})", echo(method))));
+        return Err(invalid(format!("unknown method `{}` (expected one of {METHODS})", clip(method))));
     }
     Ok(())
 }
@@ -187,13 +176,13 @@ fn streams(host: &dyn Host, v: &BorrowedValue) -> Result<Vec<Stream>, Refusal> {
 /// (`has_channels`) and a valid channel name.
 fn parse_stream(reg: &crate::instrument::Registry, name: &str, has_channels: bool) -> Result<Stream, String> {
     let Some((kind, market)) = name.split_once('@') else {
-        return Err(format!("stream `{}` is not `<type>@<market>` (type {TYPES})", echo(name)));
+        return Err(format!("stream `{}` is not `<type>@<market>` (type {TYPES})", clip(name)));
     };
     let Some(&(bit, kind)) = STREAMS.iter().find(|(_, k)| k.eq_ignore_ascii_case(kind)) else {
-        return Err(format!("unknown stream type `{}` in `{}` (expected {TYPES})", echo(kind), echo(name)));
+        return Err(format!("unknown stream type `{}` in `{}` (expected {TYPES})", clip(kind), clip(name)));
     };
     if market.is_empty() {
-        return Err(format!("stream `{}` names no market", echo(name)));
+        return Err(format!("stream `{}` names no market", clip(name)));
     }
     if let Some(slot) = reg.slot_of_symbol(market) {
         return Ok(Stream::Ticks(slot, bit));
@@ -201,8 +190,8 @@ fn parse_stream(reg: &crate::instrument::Registry, name: &str, has_channels: boo
     if !has_channels {
         return Err(format!(
             "unknown market `{}` in `{}`: not in the instrument master, and no channel source (--feed redis://…, --publish-listen) is configured",
-            echo(market),
-            echo(name)
+            clip(market),
+            clip(name)
         ));
     }
     // The type in lower case (as published), the market verbatim: channel
@@ -211,8 +200,8 @@ fn parse_stream(reg: &crate::instrument::Registry, name: &str, has_channels: boo
     if !crate::channel::valid_name(&channel) {
         return Err(format!(
             "unknown market `{}` in `{}`: not in the instrument master, and not a channel name ({})",
-            echo(market),
-            echo(name),
+            clip(market),
+            clip(name),
             crate::channel::ChannelError::BadName.message()
         ));
     }
@@ -346,14 +335,10 @@ fn list(host: &dyn Host) -> Vec<String> {
     out
 }
 
-fn reply(host: &mut dyn Host, v: &Value, now: u64) {
-    host.reply(v.to_string().as_bytes(), now);
-}
-
 /// `{"error":{"code":…,"msg":…},"id":…}`; the connection stays open.
 fn error(host: &mut dyn Host, req_id: Value, code: u16, msg: &str, now: u64) {
     host.bad_request(msg);
-    reply(host, &json!({"error": {"code": code, "msg": msg}, "id": req_id}), now);
+    super::reply_json(host, &json!({"error": {"code": code, "msg": msg}, "id": req_id}), now);
 }
 
 /// A message that is not a JSON request (a binary frame): code 3.
@@ -372,7 +357,7 @@ pub(crate) fn market_status(_open: bool, _now: u64) -> Vec<u8> {
 pub(crate) fn housekeeping(host: &mut dyn Host, now: u64) {
     let idle_ns = crate::tick::ns(host.config().heartbeat);
     if host.idle_ns(now) >= idle_ns && host.drained() {
-        host.control_frame(OP_PING, b"", now);
+        host.ping(b"", now);
     }
 }
 
@@ -836,14 +821,13 @@ mod tests {
         // Nothing was sent on connect: the worker counts idleness from the
         // connection's start, as here.
         p.last_tx_ns = p.now;
-        assert_eq!(p.due_in(1000), [Action::Control(OP_PING)]);
+        assert_eq!(p.due_in(1000), [Action::Ping]);
         assert_eq!(p.last_tx_ns, p.now, "a ping is traffic");
-        assert_eq!(OP_PING, crate::ws::frame::OP_PING);
         p.advance(600);
         list(&mut p);
         p.advance(999);
         assert!(p.take().is_empty(), "a reply is traffic");
-        assert_eq!(p.drained_after(3000), [Action::Control(OP_PING)]);
+        assert_eq!(p.drained_after(3000), [Action::Ping]);
         assert!(market_status(true, p.now).is_empty() && market_status(false, p.now).is_empty());
     }
 }

@@ -99,6 +99,17 @@ impl Dialect {
         }
     }
 
+    /// Why this dialect's endpoint is switched off, if it is (answered 404):
+    /// Trading WS with `WEBSOCKET_ENABLED=false`.
+    pub fn disabled(self, config: &Config) -> Option<&'static str> {
+        match self {
+            Dialect::Trading if !config.trading.enabled => {
+                Some("the Trading WS endpoint /ws is disabled (WEBSOCKET_ENABLED=false)\n")
+            }
+            _ => None,
+        }
+    }
+
     /// The most connections this dialect may have open at once, if the
     /// upgrade is refused past it (`WEBSOCKET_MAX_CONNECTIONS`: 503). (The
     /// OpenAlgo limit is answered in protocol terms after the upgrade.)
@@ -199,8 +210,8 @@ pub trait Host {
     fn accept(&mut self, req: &Request, dialect: Dialect) -> Result<(), String>;
     /// Queue a text frame on the control lane (replies never wait behind data).
     fn reply(&mut self, text: &[u8], now: u64);
-    /// Queue a control frame (a ping).
-    fn control_frame(&mut self, opcode: u8, payload: &[u8], now: u64);
+    /// Queue a WebSocket ping with `payload` (keep-alive) on the control lane.
+    fn ping(&mut self, payload: &[u8], now: u64);
     /// Queue a complete data frame (built by the dialect) on the data lane;
     /// past the out-buffer limit the connection is marked congested, as
     /// fan-out does.
@@ -396,6 +407,17 @@ pub(crate) fn parse_json(payload: &mut [u8]) -> Result<simd_json::BorrowedValue<
         return Err(format!("JSON nested deeper than {MAX_DEPTH} levels"));
     }
     simd_json::to_borrowed_value(payload).map_err(|e| format!("malformed JSON: {e}"))
+}
+
+/// A client's JSON value (simd-json, borrowed) as a serde_json one, to echo
+/// it (a request `id`, a timestamp).
+pub(crate) fn owned(v: &simd_json::BorrowedValue) -> serde_json::Value {
+    serde_json::from_str(&simd_json::to_string(v).unwrap_or_default()).unwrap_or(serde_json::Value::Null)
+}
+
+/// Reply with the JSON value `v` on the control lane.
+pub(crate) fn reply_json(host: &mut dyn Host, v: &serde_json::Value, now: u64) {
+    host.reply(v.to_string().as_bytes(), now);
 }
 
 /// At most 64 characters of client text, for error messages and replies.

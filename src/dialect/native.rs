@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 use simd_json::prelude::*;
 use simd_json::BorrowedValue;
 
-use super::{clip, ChanKind, Host};
+use super::{clip, owned, reply_json, ChanKind, Host};
 use crate::encode::{Encoding, Format, Marks};
 use crate::instrument::{Registry, Slot};
 use crate::subs::Delivery;
@@ -47,7 +47,7 @@ pub(crate) fn open(host: &mut dyn Host, req: &Request, now: u64) -> Result<(), S
     host.set_format(format);
     host.set_client_id(client_id.clone());
     let welcome = json!({"type": "welcome", "client_id": client_id, "server": SERVER_NAME, "format": format.name(), "market_open": host.market_open()});
-    send(host, &welcome, now);
+    reply_json(host, &welcome, now);
 
     if let Some(saved) = host.restore() {
         let mut subscribed = Vec::new();
@@ -62,16 +62,23 @@ pub(crate) fn open(host: &mut dyn Host, req: &Request, now: u64) -> Result<(), S
         let total = total(host);
         let reply = json!({"type": "subscription_response", "status": "success",
             "data": {"action": "restore", "subscribed": subscribed, "rejected": [], "total_subscribed": total}});
-        send(host, &reply, now);
+        reply_json(host, &reply, now);
     }
 
     if let Some(tokens) = req.param("tokens") {
-        let mut body = format!("{{\"action\":\"subscribe\",\"tokens\":[{tokens}]");
+        // The same as the client sending the subscribe itself (built as JSON
+        // values: nothing in the query can add fields to the request).
+        let tokens: Vec<Value> = tokens
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(|t| t.parse::<u64>().map_or_else(|_| Value::String(t.into()), Value::from))
+            .collect();
+        let mut request = json!({"action": "subscribe", "tokens": tokens});
         if let Some(mode) = req.param("mode") {
-            body.push_str(&format!(",\"mode\":{}", Value::String(mode)));
+            request["mode"] = Value::String(mode);
         }
-        body.push('}');
-        let mut bytes = body.into_bytes();
+        let mut bytes = request.to_string().into_bytes();
         handle(host, &mut bytes, now);
     }
     Ok(())
@@ -125,13 +132,13 @@ fn dispatch(host: &mut dyn Host, v: &BorrowedValue, req_id: Option<Value>, now: 
                 "data": {"action": "get_subscriptions", "subscriptions": list, "total_subscribed": total}}),
                 req_id,
             );
-            send(host, &reply, now);
+            reply_json(host, &reply, now);
             Ok(())
         }
         "snapshot" => snapshot(host, v, req_id, now),
         "ping" => {
             let reply = with_id(json!({"type": "pong", "ts": now}), req_id);
-            send(host, &reply, now);
+            reply_json(host, &reply, now);
             Ok(())
         }
         other => {
@@ -370,7 +377,7 @@ fn respond(
     data.insert("rejected".into(), Value::Array(rejected));
     data.insert("total_subscribed".into(), json!(total));
     let reply = with_id(json!({"type": "subscription_response", "status": status, "data": data}), req_id);
-    send(host, &reply, now);
+    reply_json(host, &reply, now);
 }
 
 fn total(host: &dyn Host) -> usize {
@@ -394,20 +401,11 @@ fn with_id(mut v: Value, req_id: Option<Value>) -> Value {
     v
 }
 
-/// A simd-json value as a serde_json one (for echoing `id`).
-fn owned(v: &BorrowedValue) -> Value {
-    serde_json::from_str(&simd_json::to_string(v).unwrap_or_default()).unwrap_or(Value::Null)
-}
-
-fn send(host: &mut dyn Host, v: &Value, now: u64) {
-    host.reply(v.to_string().as_bytes(), now);
-}
-
 /// Send an `error` frame; the connection stays open.
 pub(crate) fn reply_error(host: &mut dyn Host, req_id: Option<Value>, code: &str, message: &str, now: u64) {
     host.bad_request(&format!("{code}: {message}"));
     let reply = with_id(json!({"type": "error", "code": code, "message": message}), req_id);
-    send(host, &reply, now);
+    reply_json(host, &reply, now);
 }
 
 /// `{"type":"gap","token":..,"from_seq":..,"to_seq":..}` into `out`.
@@ -711,12 +709,15 @@ mod tests {
         }
 
         // Tokens that are not integers: an in-band error, the connection stays.
-        let mut p = Pair::new();
-        p.open("/stream?tokens=RELIANCE", Dialect::Native).unwrap();
-        let acts = p.take();
-        assert!(acts.iter().any(|a| matches!(a, Action::BadRequest(_))), "{acts:?}");
-        assert!(!changed(&acts));
-        assert!(p.open);
+        // The query cannot add fields to the request it becomes.
+        for query in ["tokens=RELIANCE", "tokens=2885%5D%2C%22mode%22%3A%22depth%22%2C%22x%22%3A%5B1"] {
+            let mut p = Pair::new();
+            p.open(&format!("/stream?{query}"), Dialect::Native).unwrap();
+            let acts = p.take();
+            assert!(acts.iter().any(|a| matches!(a, Action::BadRequest(_))), "{query}: {acts:?}");
+            assert!(!changed(&acts), "{query}");
+            assert!(p.open);
+        }
     }
 
     /// Any request's `id` (any JSON value) is echoed in its reply, errors

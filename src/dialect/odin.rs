@@ -69,7 +69,7 @@ pub(crate) fn open(host: &mut dyn Host, req: &Request, now: u64) -> Result<(), S
             }
         }
     });
-    host.reply(welcome.to_string().as_bytes(), now);
+    super::reply_json(host, &welcome, now);
 
     if enhanced {
         if let Some(saved) = host.restore() {
@@ -139,7 +139,7 @@ fn dispatch(host: &mut dyn Host, v: &BorrowedValue, now: u64) -> Result<(), Stri
         }
         "ping" => {
             let pong = json!({"type": "pong", "status": "success", "timestamp": iso_string(now)});
-            host.reply(pong.to_string().as_bytes(), now);
+            super::reply_json(host, &pong, now);
         }
         other => return Err(format!("unknown action `{}` (expected one of {ACTIONS})", clip(other))),
     }
@@ -229,14 +229,14 @@ fn respond(host: &mut dyn Host, action: &str, key: &str, ok: Vec<Value>, failed:
     }
     data.insert("total_subscribed".into(), json!(total));
     let reply = json!({"type": "subscription_response", "status": status, "data": data});
-    host.reply(reply.to_string().as_bytes(), now);
+    super::reply_json(host, &reply, now);
 }
 
 /// `{"type":"error","status":"error","message":…}`; the connection stays.
 pub(crate) fn reply_error(host: &mut dyn Host, msg: &str, now: u64) {
     host.bad_request(msg);
     let reply = json!({"type": "error", "status": "error", "message": msg, "timestamp": iso_string(now)});
-    host.reply(reply.to_string().as_bytes(), now);
+    super::reply_json(host, &reply, now);
 }
 
 /// `{"type":"market_status","status":"open"|"closed","data":{"market_open":…,"message":…},"timestamp":…}`.

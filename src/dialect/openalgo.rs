@@ -36,7 +36,7 @@ use serde_json::{json, Value};
 use simd_json::prelude::*;
 use simd_json::BorrowedValue;
 
-use super::{clip, Count, Dialect, Host};
+use super::{clip, owned, reply_json, Count, Dialect, Host};
 use crate::encode::dialects::openalgo_mode;
 use crate::encode::{Encoding, Format};
 use crate::instrument::{Registry, Slot};
@@ -53,9 +53,6 @@ const LTP_INTERVAL_NS: u64 = 50_000_000;
 
 /// Wrong or missing keys in a row before the connection is closed.
 const MAX_AUTH_FAILURES: u8 = 5;
-
-/// WebSocket ping opcode (RFC 6455 §5.5.2).
-const OP_PING: u8 = 0x9;
 
 /// Close code for an unanswered ping, as the `websockets` library the real
 /// server runs on sends it.
@@ -103,7 +100,7 @@ pub(crate) fn open(host: &mut dyn Host, req: &Request, now: u64) -> Result<State
     if open > max as u64 {
         host.count(Count::ConnectionRejected);
         let msg = format!("the server is at its OpenAlgo client limit ({max}); try again later");
-        send(host, &error_frame("MAX_CLIENTS", &msg), now);
+        reply_json(host, &error_frame("MAX_CLIENTS", &msg), now);
         host.close(close::TRY_AGAIN_LATER, "OpenAlgo client limit reached");
     }
     Ok(st)
@@ -152,12 +149,12 @@ fn dispatch(st: &mut State, host: &mut dyn Host, v: &BorrowedValue, now: u64) ->
             let user = host.user().map(|u| u.id.to_string()).unwrap_or_default();
             let reply = json!({"type": "broker_info", "status": "success", "broker": BROKER,
                 "adapter_status": "connected", "user_id": user});
-            send(host, &reply, now);
+            reply_json(host, &reply, now);
             Ok(())
         }
         "get_supported_brokers" => {
             let reply = json!({"type": "supported_brokers", "status": "success", "brokers": [BROKER], "count": 1});
-            send(host, &reply, now);
+            reply_json(host, &reply, now);
             Ok(())
         }
         other => Err(Refusal("INVALID_ACTION", format!("Invalid action: {} (expected one of {ACTIONS})", clip(other)))),
@@ -211,8 +208,8 @@ fn auth_ok(st: &mut State, host: &mut dyn Host, user: &str, now: u64) {
     let market_open = host.market_open();
     let auth = json!({"type": "auth", "status": "success", "message": OK, "broker": BROKER, "user_id": user,
         "supported_features": {"ltp": true, "quote": true, "depth": true}, "market_open": market_open});
-    send(host, &auth, now);
-    send(host, &json!({"type": "auth_response", "status": "success", "message": OK}), now);
+    reply_json(host, &auth, now);
+    reply_json(host, &json!({"type": "auth_response", "status": "success", "message": OK}), now);
 }
 
 /// Refuse an `authenticate` this module judged itself (counted here).
@@ -226,8 +223,8 @@ fn refuse_auth(st: &mut State, host: &mut dyn Host, msg: &str, now: u64) {
 /// missing key) the connection is closed (1008).
 fn auth_error(st: &mut State, host: &mut dyn Host, msg: &str, guess: bool, now: u64) {
     log::info!("OpenAlgo client refused: {msg}");
-    send(host, &json!({"type": "auth_response", "status": "error", "message": msg}), now);
-    send(host, &error_frame("AUTHENTICATION_ERROR", msg), now);
+    reply_json(host, &json!({"type": "auth_response", "status": "error", "message": msg}), now);
+    reply_json(host, &error_frame("AUTHENTICATION_ERROR", msg), now);
     st.auth_failures = st.auth_failures.saturating_add(u8::from(guess));
     if st.auth_failures >= MAX_AUTH_FAILURES {
         host.close(close::POLICY, "too many failed authentication attempts");
@@ -243,7 +240,7 @@ fn pong(host: &mut dyn Host, v: &BorrowedValue, now: u64) {
     if let Some(ping_id) = v.get("_pingId") {
         reply["_pingId"] = owned(ping_id);
     }
-    send(host, &reply, now);
+    reply_json(host, &reply, now);
 }
 
 // ── subscriptions ──────────────────────────────────────────────────────
@@ -419,7 +416,7 @@ fn subscribe(host: &mut dyn Host, v: &BorrowedValue, now: u64) -> Result<(), Ref
     let status = status_of(ok, results.len() - ok);
     let reply = json!({"type": "subscribe", "status": status, "subscriptions": results,
         "message": "Subscription processing complete", "broker": BROKER});
-    send(host, &reply, now);
+    reply_json(host, &reply, now);
     Ok(())
 }
 
@@ -494,20 +491,11 @@ fn unsubscribe(host: &mut dyn Host, v: &BorrowedValue, all: bool, now: u64) -> R
     let status = status_of(done.len(), failures.len());
     let reply = json!({"type": "unsubscribe", "status": status, "message": "Unsubscription processing complete",
         "successful": done, "failed": failures, "broker": BROKER});
-    send(host, &reply, now);
+    reply_json(host, &reply, now);
     Ok(())
 }
 
 // ── replies, keepalive ─────────────────────────────────────────────────
-
-/// A simd-json value as a serde_json one (for echoes).
-fn owned(v: &BorrowedValue) -> Value {
-    serde_json::from_str(&simd_json::to_string(v).unwrap_or_default()).unwrap_or(Value::Null)
-}
-
-fn send(host: &mut dyn Host, v: &Value, now: u64) {
-    host.reply(v.to_string().as_bytes(), now);
-}
 
 /// The real server's error shape, with a `type` so clients that dispatch
 /// on it see errors too.
@@ -518,7 +506,7 @@ fn error_frame(code: &str, message: &str) -> Value {
 /// Send an error frame (counted as a bad request); the connection stays open.
 pub(crate) fn reply_error(host: &mut dyn Host, code: &str, message: &str, now: u64) {
     host.bad_request(&format!("{code}: {message}"));
-    send(host, &error_frame(code, message), now);
+    reply_json(host, &error_frame(code, message), now);
 }
 
 /// `{"type":"market_status","market_open":…,"timestamp":…}` on each transition.
@@ -552,7 +540,7 @@ pub(crate) fn housekeeping(st: &mut State, host: &mut dyn Host, now: u64) {
     if now.saturating_sub(st.last_ping_ns) >= interval {
         st.last_ping_ns = now;
         st.ping_outstanding_ns = now;
-        host.control_frame(OP_PING, b"tickcast", now);
+        host.ping(b"tickcast", now);
     }
 }
 
@@ -1121,10 +1109,10 @@ mod tests {
     #[test]
     fn keepalive() {
         let mut p = authed();
-        assert_eq!(p.due_in(5_000), [Action::Control(0x9)]);
+        assert_eq!(p.due_in(5_000), [Action::Ping]);
         p.last_pong_ns = p.now + 2_000_000; // answered 2 ms later
         p.advance(1_000);
-        assert_eq!(p.due_in(4_000), [Action::Control(0x9)], "the next ping, 5 s after the last");
+        assert_eq!(p.due_in(4_000), [Action::Ping], "the next ping, 5 s after the last");
         p.advance(5_000);
         assert_eq!(p.take(), [], "one ping outstanding at a time");
         p.advance(5_000);

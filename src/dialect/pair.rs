@@ -27,8 +27,8 @@ pub(crate) enum Action {
     Accept(Dialect),
     /// A text reply on the control lane.
     Reply(String),
-    /// A control frame (opcode).
-    Control(u8),
+    /// A WebSocket ping.
+    Ping,
     /// A data frame, its bytes.
     Data(Vec<u8>),
     /// Closed with this code and reason.
@@ -374,9 +374,9 @@ impl Host for Pair {
         self.last_tx_ns = now;
         self.actions.push(Action::Reply(String::from_utf8(text.to_vec()).expect("replies are UTF-8")));
     }
-    fn control_frame(&mut self, opcode: u8, _payload: &[u8], now: u64) {
+    fn ping(&mut self, _payload: &[u8], now: u64) {
         self.last_tx_ns = now;
-        self.actions.push(Action::Control(opcode));
+        self.actions.push(Action::Ping);
     }
     fn data_frame(&mut self, frame: &[u8], now: u64) {
         self.last_tx_ns = now;

@@ -144,7 +144,7 @@ pub(crate) fn open(host: &mut dyn Host, req: &Request, now: u64) -> Result<State
     host.set_client_id(client_id.clone());
     let mut st = State::default();
     let hello = json!({"type": "connected", "client_id": client_id, "market_open": host.market_open(), "timestamp": iso_json(now)});
-    host.reply(hello.to_string().as_bytes(), now);
+    super::reply_json(host, &hello, now);
     for ch in [Channel::Signals, Channel::Trades, Channel::Portfolio] {
         let (name, kind) = named(host, ch);
         if let Err(why) = host.join_channel(&name, kind) {
@@ -282,7 +282,7 @@ fn ack(host: &mut dyn Host, ty: &str, ch: Channel, symbols: Option<Vec<String>>,
         v["symbols"] = json!(s);
     }
     v["timestamp"] = iso_json(now);
-    host.reply(v.to_string().as_bytes(), now);
+    super::reply_json(host, &v, now);
 }
 
 fn subscribe(st: &mut State, host: &mut dyn Host, v: &BorrowedValue, now: u64) -> Result<(), String> {
@@ -399,7 +399,7 @@ pub(crate) fn housekeeping(st: &mut State, host: &mut dyn Host, now: u64) {
         }
     }
     if host.idle_ns(now) >= ping_ns && host.drained() {
-        host.control_frame(frame::OP_PING, b"", now);
+        host.ping(b"", now);
     }
 }
 
@@ -441,7 +441,7 @@ fn flush_prices(st: &mut State, host: &mut dyn Host, now: u64) -> bool {
 pub(crate) fn reply_error(host: &mut dyn Host, msg: &str, now: u64) {
     host.bad_request(msg);
     let v = json!({"type": "error", "error": msg, "timestamp": iso_json(now)});
-    host.reply(v.to_string().as_bytes(), now);
+    super::reply_json(host, &v, now);
 }
 
 #[cfg(test)]
@@ -802,12 +802,12 @@ mod tests {
     #[test]
     fn pings_when_idle() {
         let mut p = connected();
-        assert_eq!(p.due_in(30_000), [Action::Control(frame::OP_PING)]);
+        assert_eq!(p.due_in(30_000), [Action::Ping]);
         // Anything sent restarts the idle time.
         p.advance(20_000);
         p.send(r#"{"type":"ping"}"#);
         assert_eq!(did(p.take()), [Did::Reply(json!({"type":"pong"}))]);
-        assert_eq!(p.due_in(30_000), [Action::Control(frame::OP_PING)]);
+        assert_eq!(p.due_in(30_000), [Action::Ping]);
         // Not while the queue is not written.
         p.drained = false;
         p.advance(60_000);
@@ -817,7 +817,7 @@ mod tests {
         assert_eq!(p.last_pong_ns, 0);
         for _ in 0..20 {
             p.advance(30_000);
-            assert_eq!(p.take(), [Action::Control(frame::OP_PING)]);
+            assert_eq!(p.take(), [Action::Ping]);
         }
         assert!(p.open);
     }

@@ -18,6 +18,7 @@ use crate::metrics::Counters;
 use crate::session::SavedSub;
 use crate::subs::{ConnId, Delivery};
 use crate::tick::Tick;
+use crate::ws::frame;
 use crate::ws::handshake::{self, Request};
 
 /// One connection of a worker, as its dialect sees the server.
@@ -154,9 +155,9 @@ impl Host for Ctx<'_> {
         self.w.mark_dirty(self.id);
     }
 
-    fn control_frame(&mut self, opcode: u8, payload: &[u8], now: u64) {
+    fn ping(&mut self, payload: &[u8], now: u64) {
         let c = self.conn_mut();
-        c.ctrl_frame(opcode, payload);
+        c.ctrl_frame(frame::OP_PING, payload);
         c.last_tx_ns = now;
         self.w.mark_dirty(self.id);
     }

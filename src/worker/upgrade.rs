@@ -62,10 +62,10 @@ impl Worker {
         }
         let dialect = match (c.dialect, Dialect::for_path(&req.path)) {
             (Dialect::OpenAlgo, _) => Dialect::OpenAlgo,
-            (_, Some(Dialect::Trading)) if !self.shared.config.trading.enabled => {
+            (_, Some(d)) if d.disabled(&self.shared.config).is_some() => {
                 Counters::inc(&self.shared.counters.handshake_failures);
-                let body = b"the Trading WS endpoint /ws is disabled (WEBSOCKET_ENABLED=false)\n";
-                self.http_reply(id, 404, "text/plain", body);
+                let body = d.disabled(&self.shared.config).unwrap_or_default();
+                self.http_reply(id, 404, "text/plain", body.as_bytes());
                 return;
             }
             (_, Some(d))
