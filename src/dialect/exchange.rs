@@ -28,8 +28,10 @@
 //! Errors never close the connection. Error codes are Binance's: 2 an
 //! invalid request (wrong types, unknown method, bad stream names, limits),
 //! 3 a message that is not JSON (or a binary frame). A request is checked
-//! as a whole before anything changes, so a refused `SUBSCRIBE` subscribes
-//! nothing. Idle connections get a WebSocket ping every `--heartbeat-ms`
+//! as a whole (names, the per-connection limit) before anything changes,
+//! so such a refused `SUBSCRIBE` subscribes nothing; a limit only the
+//! server can find mid-way (the channel table full, the user's own limit)
+//! keeps the streams before it, and the error says which one failed. Idle connections get a WebSocket ping every `--heartbeat-ms`
 //! (answered by every client library, invisible to applications); market
 //! open/close is not announced (Binance-style clients have no such message).
 
