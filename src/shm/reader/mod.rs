@@ -39,7 +39,7 @@ use anyhow::{bail, Result};
 
 use super::layout::stamp_published;
 use crate::lvc::read_stable;
-use crate::tick::Tick;
+use crate::tick::{Tick, TickCell};
 
 mod attach;
 mod view;
@@ -124,9 +124,12 @@ enum Phase {
 
 /// One ring poll.
 #[allow(clippy::large_enum_variant)] // a tick by value, on the stack: no allocation per tick
-enum Poll {
+enum Poll<T> {
+    /// Nothing published at the position yet.
     Empty,
-    Tick(Tick),
+    /// The record was whole: what was read from it.
+    Whole(T),
+    /// Overwritten before or while it was read.
     Lapped,
 }
 
@@ -328,7 +331,7 @@ impl Reader {
                 match self.poll_ring(r) {
                     Poll::Empty => break,
                     Poll::Lapped => return Some(self.lapped(r)),
-                    Poll::Tick(t) => {
+                    Poll::Whole(t) => {
                         if self.accept(t.slot as usize, t.seq) {
                             self.next_ring = (r + 1) % rings;
                             return Some(Event::Tick(t));
@@ -360,25 +363,18 @@ impl Reader {
         for i in 0..rings {
             let r = (self.next_ring + i) % rings;
             loop {
-                let ring = &self.att.rings[r];
                 let p = self.pos[r];
-                let rec = &ring.records.as_slice()[p as usize & ring.mask];
-                let s1 = load_acquire(&rec.word);
-                let want = stamp_published(p);
-                if s1 < want {
-                    break;
-                }
-                if s1 > want {
-                    return Read::Event(self.lapped(r));
-                }
-                let view = TickView { cell: rec };
-                let (slot, seq) = (view.slot() as usize, view.seq());
-                let fresh = slot < self.last_seq.len() && self.wanted(slot) && seq > self.last_seq[slot];
-                let out = if fresh { f.take().map(|f| f(&view)) } else { None };
-                fence(Ordering::Acquire);
-                if rec.word.load(Ordering::Relaxed) != s1 {
-                    return Read::Event(self.lapped(r));
-                }
+                let polled = read_at(&self.att.rings[r], p, |rec| {
+                    let view = TickView { cell: rec };
+                    let (slot, seq) = (view.slot() as usize, view.seq());
+                    let fresh = slot < self.last_seq.len() && self.wanted(slot) && seq > self.last_seq[slot];
+                    (slot, seq, fresh, if fresh { f.take().map(|f| f(&view)) } else { None })
+                });
+                let (slot, seq, fresh, out) = match polled {
+                    Poll::Empty => break,
+                    Poll::Lapped => return Read::Event(self.lapped(r)),
+                    Poll::Whole(read) => read,
+                };
                 self.pos[r] = p + 1;
                 // Whole: the same decision as a copy's (and its count).
                 let accepted = self.accept(slot, seq);
@@ -499,27 +495,15 @@ impl Reader {
         }
     }
 
-    /// Read position `pos[r]` of ring `r`: a whole record, nothing yet, or lapped.
+    /// Copy the record at read position `pos[r]` of ring `r` (advancing
+    /// past it when whole).
     #[inline]
-    fn poll_ring(&mut self, r: usize) -> Poll {
-        let ring = &self.att.rings[r];
-        let p = self.pos[r];
-        let rec = &ring.records.as_slice()[p as usize & ring.mask];
-        let s1 = load_acquire(&rec.word);
-        let want = stamp_published(p);
-        if s1 < want {
-            return Poll::Empty;
+    fn poll_ring(&mut self, r: usize) -> Poll<Tick> {
+        let polled = read_at(&self.att.rings[r], self.pos[r], TickCell::get);
+        if matches!(polled, Poll::Whole(_)) {
+            self.pos[r] += 1;
         }
-        if s1 > want {
-            return Poll::Lapped;
-        }
-        let t = rec.get();
-        fence(Ordering::Acquire);
-        if rec.word.load(Ordering::Relaxed) != s1 {
-            return Poll::Lapped;
-        }
-        self.pos[r] = p + 1;
-        Poll::Tick(t)
+        polled
     }
 
     /// Ring `r` lapped us: skip to its head, then resynchronise every
@@ -541,4 +525,26 @@ impl Iterator for Reader {
     fn next(&mut self) -> Option<Event> {
         self.wait(None)
     }
+}
+
+/// An optimistic read of the record at position `p` of `ring`: `read` runs
+/// on it in place, and its result counts only if the record's stamp is the
+/// one `p` publishes both before and after (else it was overwritten: a lap).
+#[inline(always)]
+fn read_at<T>(ring: &attach::RingView, p: u64, read: impl FnOnce(&TickCell) -> T) -> Poll<T> {
+    let rec = &ring.records.as_slice()[p as usize & ring.mask];
+    let s1 = load_acquire(&rec.word);
+    let want = stamp_published(p);
+    if s1 < want {
+        return Poll::Empty;
+    }
+    if s1 > want {
+        return Poll::Lapped;
+    }
+    let out = read(rec);
+    fence(Ordering::Acquire);
+    if rec.word.load(Ordering::Relaxed) != s1 {
+        return Poll::Lapped;
+    }
+    Poll::Whole(out)
 }
