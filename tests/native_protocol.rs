@@ -296,6 +296,27 @@ fn plain_http_endpoints() {
     assert_eq!(s.get("/nope").0, 404);
 }
 
+/// `printf 'GET /status …' | nc -N`, or any client that shuts down its
+/// sending side after the request, still gets the whole answer: the reply
+/// is rendered off the worker, so it may arrive after the peer's FIN.
+#[test]
+fn a_request_followed_by_a_half_close_is_still_answered() {
+    use std::io::{Read, Write};
+    let s = Server::sim();
+    for path in ["/status", "/metrics", "/healthz", "/nope"] {
+        let mut t = std::net::TcpStream::connect(s.addr).unwrap();
+        t.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(t, "GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        t.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut out = String::new();
+        t.read_to_string(&mut out).unwrap();
+        let want = if path == "/nope" { "HTTP/1.1 404" } else { "HTTP/1.1 200" };
+        assert!(out.starts_with(want), "{path}: {out:?}");
+        let body = out.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+        assert!(!body.is_empty(), "{path}: the body arrived whole: {out:?}");
+    }
+}
+
 #[test]
 fn status_counts_connections_subscriptions_and_latency() {
     let s = Server::sim();

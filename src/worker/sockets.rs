@@ -151,6 +151,12 @@ impl Worker {
             match c.sock.read(&mut self.rbuf) {
                 Ok(0) => {
                     // Peer closed (or half-closed): nothing more will come.
+                    // An HTTP answer still being rendered by the `http`
+                    // thread is written when it arrives (`write` drops the
+                    // connection once it is out, or on a write error).
+                    if c.awaiting_http {
+                        return;
+                    }
                     // Give queued replies (an HTTP answer) one try first.
                     let mut bytes = 0;
                     let _ = c.flush(&mut bytes);
