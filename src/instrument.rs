@@ -35,6 +35,9 @@ impl Slot {
 pub struct Instrument {
     /// Exchange token (the integer clients subscribe by).
     pub token: u32,
+    /// Kite instrument token (`exchange_token × 256 + segment`; the token
+    /// itself in a Kite master), 0 when Kite has no segment for it.
+    pub kite_token: u32,
     /// Exchange code, upper case (`NSE`).
     pub exchange: Box<str>,
     /// Trading symbol, upper case (`RELIANCE`).
@@ -96,6 +99,8 @@ impl TokenIndex {
 pub struct Registry {
     instruments: Vec<Instrument>,
     by_token: TokenIndex,
+    /// Kite instrument token → slot (`/kite` clients, the `kite://` source).
+    by_kite: TokenIndex,
     /// `EXCHANGE:SYMBOL` and ISIN (upper case) → slot.
     by_key: FxHashMap<Box<str>, u32>,
 }
@@ -125,6 +130,7 @@ impl Registry {
             bail!("too many instruments ({})", instruments.len());
         }
         let mut by_token = TokenIndex::default();
+        let mut by_kite = TokenIndex::default();
         let mut by_key = FxHashMap::default();
         for (slot, ins) in instruments.iter().enumerate() {
             let slot = slot as u32;
@@ -132,12 +138,15 @@ impl Registry {
                 bail!("duplicate token {} ({}:{})", ins.token, ins.exchange, ins.symbol);
             }
             by_token.insert(ins.token, slot);
+            if ins.kite_token != 0 && by_kite.get(ins.kite_token).is_none() {
+                by_kite.insert(ins.kite_token, slot);
+            }
             by_key.entry(format!("{}:{}", ins.exchange, ins.symbol).into_boxed_str()).or_insert(slot);
             if !ins.isin.is_empty() {
                 by_key.entry(ins.isin.clone()).or_insert(slot);
             }
         }
-        Ok(Registry { instruments, by_token, by_key })
+        Ok(Registry { instruments, by_token, by_kite, by_key })
     }
 
     /// The bundled NIFTY 50 + indices master.
@@ -172,6 +181,12 @@ impl Registry {
     #[inline]
     pub fn slot_of_token(&self, token: u32) -> Option<Slot> {
         self.by_token.get(token).map(Slot)
+    }
+
+    /// Kite instrument token → slot: two array loads, no hashing.
+    #[inline]
+    pub fn slot_of_kite_token(&self, kite_token: u32) -> Option<Slot> {
+        self.by_kite.get(kite_token).map(Slot)
     }
 
     /// `NSE:RELIANCE`, `RELIANCE` (exchange defaults to NSE) or an ISIN →
@@ -307,12 +322,23 @@ pub fn parse_master(bytes: &[u8]) -> Result<Vec<Instrument>> {
         if symbol.is_empty() {
             bail!("line {line}: empty symbol");
         }
+        let exchange = field(Some(c_exchange)).to_ascii_uppercase();
+        let isin = field(c_isin).to_ascii_uppercase();
+        // A Kite dump's tokens are Kite tokens; in the native layout an
+        // NSE or BSE row without an ISIN is an index (Kite's segment 9).
+        let kite_token = if kite {
+            token
+        } else {
+            let index = isin.is_empty() && matches!(exchange.as_str(), "NSE" | "BSE");
+            crate::kite::segment_for(&exchange, index).and_then(|seg| crate::kite::token(token, seg)).unwrap_or(0)
+        };
         out.push(Instrument {
             token,
-            exchange: field(Some(c_exchange)).to_ascii_uppercase().into(),
+            kite_token,
+            exchange: exchange.into(),
             symbol: symbol.into(),
             name: field(c_name).into(),
-            isin: field(c_isin).to_ascii_uppercase().into(),
+            isin: isin.into(),
             tick_size: tick_size.max(1),
             lot_size,
             price_decimals,
@@ -363,6 +389,21 @@ mod tests {
         assert_eq!(&*rel.name, "RELIANCE INDUSTRIES, LTD");
         let fut = reg.get(reg.slot_of_symbol("CDS:USDINR24DECFUT").unwrap());
         assert_eq!((fut.tick_size, fut.price_decimals), (25, 4));
+        assert_eq!(reg.slot_of_kite_token(738561), reg.slot_of_token(738561), "a Kite dump's tokens are Kite tokens");
+    }
+
+    #[test]
+    fn kite_tokens_of_the_native_master() {
+        let reg = Registry::bundled();
+        let rel = reg.slot_of_symbol("RELIANCE").unwrap();
+        assert_eq!(reg.get(rel).kite_token, 738561);
+        assert_eq!(reg.slot_of_kite_token(738561), Some(rel));
+        let nifty = reg.slot_of_symbol("NIFTY").unwrap();
+        assert_eq!(reg.get(nifty).kite_token, 26000 * 256 + 9, "an index: segment 9");
+        assert_eq!(reg.slot_of_kite_token(2885), None);
+        let csv = "token,exchange,symbol\n7,NYSE,IBM\n16777216,NSE,BIG\n";
+        let odd = Registry::new(parse_master(csv.as_bytes()).unwrap()).unwrap();
+        assert!(odd.iter().all(|(_, i)| i.kite_token == 0), "no segment, or past 32 bits: no Kite token");
     }
 
     #[test]
@@ -383,6 +424,7 @@ mod tests {
     fn sparse_large_tokens_index_directly() {
         let mk = |token, sym: &str| Instrument {
             token,
+            kite_token: 0,
             exchange: "NSE".into(),
             symbol: sym.into(),
             name: "".into(),

@@ -17,6 +17,7 @@
 //! - [`cli`]: the command line (server flags, subcommands), used by `main`.
 //! - [`config`]: the server's flags and TOML → validated `Config`.
 //! - [`instrument`]: the registry; token → slot (direct index), symbol → slot.
+//! - [`kite`]: Kite's ticker packets both ways (the `/kite` dialect, the `kite://` source).
 //! - [`tick`]: the normalised `Tick` and fixed-point prices.
 //! - [`channel`]: named channels (opaque payloads) and their frames.
 //! - [`feed`]: sources (simulator, UDP, TCP, replay, Redis) and their health.
@@ -24,6 +25,7 @@
 //! - [`shm`]: `--shm`: every tick into a shared-memory region that
 //!   co-located processes read without a system call (and the reader library);
 //!   [`sys`]: the mapped memory and system calls under it, the crate's only `unsafe`.
+//! - [`demand`]: what local clients want of a limited upstream (`kite://`).
 //! - [`ring`]: rings, interest bits and the wake protocol.
 //! - [`worker`]: the event loop, split by job: the duty cycle (`mod.rs`),
 //!   sockets, the upgrade and WebSocket messages, the subscription API,
@@ -60,11 +62,13 @@ pub mod bench;
 pub mod channel;
 pub mod cli;
 pub mod config;
+pub mod demand;
 pub mod dialect;
 pub mod encode;
 pub mod feed;
 pub mod http;
 pub mod instrument;
+pub mod kite;
 pub mod lvc;
 pub mod market;
 pub mod metrics;

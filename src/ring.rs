@@ -235,6 +235,8 @@ pub struct Hub {
     pub lvc: Arc<crate::lvc::LastValues>,
     /// The shared-memory region (`--shm`): its last-value table is `lvc`.
     pub shm: Option<crate::shm::Region>,
+    /// Local demand on a limited upstream (a `kite://` source), if there is one.
+    pub demand: Option<Arc<crate::demand::Demand>>,
     signals: Vec<Arc<WorkerSignal>>,
     capacity: usize,
 }
@@ -265,6 +267,7 @@ impl Hub {
             channel_interest: Arc::new(Interest::new(channels)),
             lvc: Arc::new(lvc),
             shm,
+            demand: None,
             signals,
             capacity,
         }

@@ -416,6 +416,7 @@ mod tests {
     fn instrument(exchange: &str, symbol: &str, dec: u8) -> Instrument {
         Instrument {
             token: 1,
+            kite_token: 0,
             exchange: exchange.into(),
             symbol: symbol.into(),
             name: "".into(),
@@ -494,6 +495,7 @@ mod tests {
     fn ins(symbol: &str, isin: &str) -> Instrument {
         Instrument {
             token: 2885,
+            kite_token: 738561,
             exchange: "NSE".into(),
             symbol: symbol.into(),
             name: "".into(),

@@ -101,6 +101,9 @@ impl Worker {
         let mut saved = Vec::with_capacity(c.slots.len());
         for &slot in &c.slots {
             if let Some(s) = self.subs.get(slot, id) {
+                if let Some(d) = &self.shared.hub.demand {
+                    d.remove(slot, s.enc.mode);
+                }
                 let token = self.shared.registry.get(slot).token;
                 saved.push(crate::session::SavedSub { token, mode: s.enc.mode, delivery: s.delivery });
             }

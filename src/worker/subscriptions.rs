@@ -33,6 +33,20 @@ impl Worker {
         if !known && c.user.as_ref().is_some_and(|u| !u.try_subscribe()) {
             return Err("the user's subscription limit reached");
         }
+        if let Some(d) = self.shared.hub.demand.as_deref() {
+            match self.subs.get(slot, id) {
+                Some(old) => d.change(slot, old.enc.mode, enc.mode),
+                None => {
+                    if let Err(why) = d.add(slot, enc.mode) {
+                        let user = self.conns[id.0 as usize].as_ref().and_then(|c| c.user.as_ref());
+                        if let Some(u) = user {
+                            u.unsubscribed(1); // the slot try_subscribe took above
+                        }
+                        return Err(why);
+                    }
+                }
+            }
+        }
         match self.subs.subscribe(slot, id, enc, delivery) {
             Added::Updated => return Ok(()),
             Added::New { first } => {
@@ -65,6 +79,9 @@ impl Worker {
 
     /// Remove `id`'s subscription to `slot`; false if there was none.
     pub(super) fn unsubscribe(&mut self, id: ConnId, slot: Slot) -> bool {
+        if let (Some(d), Some(s)) = (&self.shared.hub.demand, self.subs.get(slot, id)) {
+            d.remove(slot, s.enc.mode);
+        }
         match self.subs.unsubscribe(slot, id) {
             None => false,
             Some(now_empty) => {
