@@ -162,6 +162,14 @@ pub struct Flags {
     #[arg(long, value_name = "N")]
     pub openalgo_max_clients: Option<usize>,
 
+    /// A listener serving the Kite ticker dialect at `/` (for KiteTicker clients whose URL cannot change), or `off`; the main port serves it at `/kite` either way [default: off].
+    #[arg(long, value_name = "ADDR|off")]
+    pub kite_listen: Option<String>,
+
+    /// Kite (`/kite`): most instruments one connection may subscribe to, as Kite allows [default: 3000].
+    #[arg(long, value_name = "N")]
+    pub kite_max_instruments: Option<usize>,
+
     /// Trading WS (`/ws`): serve the endpoint [default: true].
     #[arg(long, env = "WEBSOCKET_ENABLED", value_name = "BOOL")]
     pub websocket_enabled: Option<bool>,
@@ -268,6 +276,10 @@ pub struct Config {
     pub openalgo_listen: Option<SocketAddr>,
     /// OpenAlgo dialect settings.
     pub openalgo: OpenAlgoConfig,
+    /// The Kite listener (`None`: off; `/kite` on the main port either way).
+    pub kite_listen: Option<SocketAddr>,
+    /// Most instruments per Kite connection.
+    pub kite_max_instruments: usize,
     /// Trading WS (`/ws`) settings.
     pub trading: TradingConfig,
     /// Campus prices: idle connections are closed after this long, seconds.
@@ -411,8 +423,15 @@ impl Config {
                 Some(addr.parse().with_context(|| format!("--openalgo-listen `{addr}`: expected HOST:PORT or off"))?)
             }
         };
+        let kite_listen = match a.kite_listen.as_deref().unwrap_or("off") {
+            "off" => None,
+            addr => Some(addr.parse().with_context(|| format!("--kite-listen `{addr}`: expected HOST:PORT or off"))?),
+        };
         let allow_anonymous = a.allow_anonymous.unwrap_or(false);
-        let exposed = std::iter::once(listen).chain(openalgo_listen).find(|l: &SocketAddr| !l.ip().is_loopback());
+        let exposed = std::iter::once(listen)
+            .chain(openalgo_listen)
+            .chain(kite_listen)
+            .find(|l: &SocketAddr| !l.ip().is_loopback());
         if let (Some(addr), None, false) = (exposed, &a.auth_file, allow_anonymous) {
             bail!(
                 "refusing to serve {addr} (not loopback) without API keys: give --auth-file PATH, or --allow-anonymous to let anyone who can reach it connect"
@@ -461,6 +480,8 @@ impl Config {
             auth_file: a.auth_file,
             allow_anonymous,
             openalgo_listen,
+            kite_listen,
+            kite_max_instruments: positive("kite-max-instruments", a.kite_max_instruments, 3000)?,
             openalgo: OpenAlgoConfig {
                 ping_interval: seconds("openalgo-ping-interval", a.openalgo_ping_interval, 5.0)?,
                 ping_timeout: seconds("openalgo-ping-timeout", a.openalgo_ping_timeout, 10.0)?,

@@ -191,6 +191,7 @@ pub fn status(shared: &Shared) -> Value {
         "shm": shm,
         "auth": if shared.auth.required() { "api_keys" } else { "anonymous" },
         "openalgo_listen": shared.openalgo_addr.map(|a| a.to_string()),
+        "kite_listen": shared.kite_addr.map(|a| a.to_string()),
         "connections_by_dialect": dialects,
         "publish": publish,
         "uptime_s": shared.started.elapsed().as_secs(),

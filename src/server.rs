@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use crate::config::{Config, FeedPoll};
+use crate::dialect::Dialect;
 use crate::feed::{self, FeedCtx, FeedHealth};
 use crate::instrument::Registry;
 use crate::metrics::{Counters, WorkerGauges};
@@ -103,16 +104,23 @@ impl Server {
             Some(path) => crate::auth::Auth::load(path)?,
             None => crate::auth::Auth::open(),
         };
-        let (openalgo_listeners, openalgo_addr) = match config.openalgo_listen {
-            Some(addr) => {
-                let (l, a) = listeners(addr, config.workers)
-                    .context("the OpenAlgo listener (--openalgo-listen ADDR, or off to disable it)")?;
-                (l.into_iter().map(Some).collect(), Some(a))
+        // Dialect ports: each worker gets its share of every one that is on.
+        let mut ports: Vec<Vec<(Dialect, std::net::TcpListener)>> = (0..config.workers).map(|_| Vec::new()).collect();
+        let mut port_addr = |addr: Option<SocketAddr>, dialect: Dialect, what: &str| -> Result<Option<SocketAddr>> {
+            let Some(addr) = addr else { return Ok(None) };
+            let (ls, a) = listeners(addr, config.workers).with_context(|| what.to_string())?;
+            for (w, l) in ls.into_iter().enumerate() {
+                ports[w].push((dialect, l));
             }
-            None => ((0..config.workers).map(|_| None).collect::<Vec<_>>(), None),
+            Ok(Some(a))
         };
+        let openalgo_addr = port_addr(
+            config.openalgo_listen,
+            Dialect::OpenAlgo,
+            "the OpenAlgo listener (--openalgo-listen ADDR, or off to disable it)",
+        )?;
+        let kite_addr = port_addr(config.kite_listen, Dialect::Kite, "the Kite listener (--kite-listen ADDR)")?;
         let (listeners, local_addr) = listeners(config.listen, config.workers)?;
-        let mut openalgo = openalgo_listeners;
         let mut polls = Vec::new();
         let mut signals = Vec::new();
         for _ in 0..config.workers {
@@ -190,6 +198,7 @@ impl Server {
             auth,
             dialect_connections: Default::default(),
             openalgo_addr,
+            kite_addr,
             config: config.clone(),
         });
 
@@ -286,15 +295,14 @@ impl Server {
                 })
                 .context("spawning the http thread")?,
         );
-        for (id, ((((poll, listener), rings), chan_rings), feeds)) in
-            polls.into_iter().zip(listeners).zip(rings).zip(chan_rings).zip(polled).enumerate()
+        for (id, (((((poll, listener), rings), chan_rings), feeds), ports)) in
+            polls.into_iter().zip(listeners).zip(rings).zip(chan_rings).zip(polled).zip(ports).enumerate()
         {
-            let openalgo = openalgo[id].take();
             let setup = WorkerSetup {
                 id,
                 poll,
                 listener,
-                openalgo,
+                ports,
                 signal: signals[id].clone(),
                 rings,
                 chan_rings,
@@ -361,12 +369,9 @@ pub fn run(config: Config) -> Result<()> {
     let mut market = crate::market::Watch::new(s.config.market_hours.clone(), clock);
     market.update(&s.market_open);
     let shm = s.hub.shm.as_ref().map_or(String::new(), |r| format!("; shm: {}", r.path().display()));
-    match s.openalgo_addr {
-        Some(oa) => println!(
-            "{SERVER_NAME} listening on ws://{addr}/stream (status: http://{addr}/status{shm}; OpenAlgo: ws://{oa})"
-        ),
-        None => println!("{SERVER_NAME} listening on ws://{addr}/stream (status: http://{addr}/status{shm})"),
-    }
+    let oa = s.openalgo_addr.map_or(String::new(), |a| format!("; OpenAlgo: ws://{a}"));
+    let kite = s.kite_addr.map_or(String::new(), |a| format!("; Kite: ws://{a}"));
+    println!("{SERVER_NAME} listening on ws://{addr}/stream (status: http://{addr}/status{shm}{oa}{kite})");
     let feeds: Vec<String> = s.config.feeds.iter().map(|f| format!("{f:?}")).collect();
     log::info!("{} instruments, {} worker(s), feeds: {}", s.registry.len(), s.config.workers, feeds.join(", "));
     let mut last_sweep = Instant::now();

@@ -51,4 +51,6 @@ pub struct Shared {
     pub dialect_connections: [AtomicU64; crate::dialect::Dialect::COUNT],
     /// The OpenAlgo listener's address, once bound.
     pub openalgo_addr: Option<SocketAddr>,
+    /// The Kite listener's address (`--kite-listen`), once bound.
+    pub kite_addr: Option<SocketAddr>,
 }

@@ -24,6 +24,7 @@
 //! | Campus prices | `/api/ws/prices` | `002_…` |
 //! | OpenAlgo | any path on `--openalgo-listen` | `003_…` |
 //! | Exchange streams | `/` | `004_…` |
+//! | Kite ticker | `/kite`, `/` on `--kite-listen` | `kiteconnect` (PyPI) |
 //!
 //! Adding a dialect: one file here with its `State` and functions on a
 //! `&mut dyn Host`, a variant of [`Dialect`] and [`Protocol`], its frame shape
@@ -31,6 +32,7 @@
 
 pub mod campus;
 pub mod exchange;
+pub mod kite;
 pub mod native;
 pub mod odin;
 pub mod openalgo;
@@ -66,14 +68,23 @@ pub enum Dialect {
     OpenAlgo,
     /// Exchange streams (`/`).
     Exchange,
+    /// Kite ticker (`/kite`; `--kite-listen`).
+    Kite,
 }
 
 impl Dialect {
     /// Number of dialects (per-dialect counters).
-    pub const COUNT: usize = 6;
+    pub const COUNT: usize = 7;
     /// Every dialect, in index order.
-    pub const ALL: [Dialect; Dialect::COUNT] =
-        [Dialect::Native, Dialect::Odin, Dialect::Trading, Dialect::Campus, Dialect::OpenAlgo, Dialect::Exchange];
+    pub const ALL: [Dialect; Dialect::COUNT] = [
+        Dialect::Native,
+        Dialect::Odin,
+        Dialect::Trading,
+        Dialect::Campus,
+        Dialect::OpenAlgo,
+        Dialect::Exchange,
+        Dialect::Kite,
+    ];
 
     /// The dialect served at `path` on the main port.
     pub fn for_path(path: &str) -> Option<Dialect> {
@@ -83,6 +94,7 @@ impl Dialect {
             "/ws" => Some(Dialect::Trading),
             "/api/ws/prices" => Some(Dialect::Campus),
             "/" => Some(Dialect::Exchange),
+            "/kite" => Some(Dialect::Kite),
             _ => None,
         }
     }
@@ -96,6 +108,19 @@ impl Dialect {
             Dialect::Campus => "campus",
             Dialect::OpenAlgo => "openalgo",
             Dialect::Exchange => "exchange",
+            Dialect::Kite => "kite",
+        }
+    }
+
+    /// Does the dialect check the client's key itself when it opens
+    /// (`key`: the handshake carried `api_key=` or a bearer token)?
+    /// OpenAlgo clients may authenticate with their first message; Kite's
+    /// key is its `access_token` and its refusal a 403.
+    pub fn authenticates_itself(self, key: bool) -> bool {
+        match self {
+            Dialect::OpenAlgo => !key,
+            Dialect::Kite => true,
+            _ => false,
         }
     }
 
@@ -141,6 +166,14 @@ pub enum ChanKind {
     /// The payload verbatim, newest only, held until the dialect takes it
     /// on its own schedule ([`Host::take_held`]: Trading WS portfolio updates).
     Held,
+    /// The payload between two fixed texts (Kite order postbacks:
+    /// `{"type":"order","data":` … `}`).
+    Enveloped {
+        /// Text before the payload.
+        before: &'static [u8],
+        /// Text after it.
+        after: &'static [u8],
+    },
 }
 
 /// A counter a dialect bumps through its host.
@@ -287,14 +320,25 @@ pub enum Protocol {
     OpenAlgo(Box<openalgo::State>),
     /// Exchange streams.
     Exchange,
+    /// Kite ticker.
+    Kite,
 }
 
 impl Protocol {
     /// Open the connection in `dialect`: answer the upgrade, greet, restore.
     ///
     /// # Errors
-    /// A bad query parameter or a limit; the caller answers 400 (or 503).
-    pub fn open(host: &mut dyn Host, req: &Request, dialect: Dialect, now: u64) -> Result<Protocol, String> {
+    /// The HTTP status and body to answer instead: a bad query parameter
+    /// (400), a limit (503), a refused key (Kite: 403).
+    pub fn open(host: &mut dyn Host, req: &Request, dialect: Dialect, now: u64) -> Result<Protocol, (u16, String)> {
+        if dialect == Dialect::Kite {
+            kite::open(host, req)?;
+            return Ok(Protocol::Kite);
+        }
+        Protocol::open_json(host, req, dialect, now).map_err(|why| (400, why))
+    }
+
+    fn open_json(host: &mut dyn Host, req: &Request, dialect: Dialect, now: u64) -> Result<Protocol, String> {
         Ok(match dialect {
             Dialect::Native => {
                 native::open(host, req, now)?;
@@ -311,6 +355,7 @@ impl Protocol {
                 exchange::open(host, req, now)?;
                 Protocol::Exchange
             }
+            Dialect::Kite => unreachable!("opened above"),
         })
     }
 
@@ -324,6 +369,7 @@ impl Protocol {
             Protocol::Campus(st) => campus::handle(st, host, payload, now),
             Protocol::OpenAlgo(st) => openalgo::handle(st, host, payload, now),
             Protocol::Exchange => exchange::handle(host, payload, now),
+            Protocol::Kite => kite::handle(host, payload, now),
         }
     }
 
@@ -338,6 +384,7 @@ impl Protocol {
             Protocol::Campus(_) => campus::reply_error(host, MSG, now),
             Protocol::OpenAlgo(_) => openalgo::reply_error(host, "INVALID_MESSAGE", MSG, now),
             Protocol::Exchange => exchange::reply_error(host, None, MSG, now),
+            Protocol::Kite => kite::reply_error(host, MSG, now),
         }
     }
 
@@ -351,6 +398,7 @@ impl Protocol {
             Protocol::Campus(st) => campus::housekeeping(st, host, now),
             Protocol::OpenAlgo(st) => openalgo::housekeeping(st, host, now),
             Protocol::Exchange => exchange::housekeeping(host, now),
+            Protocol::Kite => kite::housekeeping(host, now),
         }
     }
 
@@ -377,6 +425,7 @@ pub fn market_status(dialect: Dialect, open: bool, now: u64) -> Vec<u8> {
         Dialect::Campus => campus::market_status(open, now),
         Dialect::OpenAlgo => openalgo::market_status(open, now),
         Dialect::Exchange => exchange::market_status(open, now),
+        Dialect::Kite => kite::market_status(open),
     }
 }
 

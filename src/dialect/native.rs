@@ -703,7 +703,8 @@ mod tests {
             (&format!("/stream?client_id={}", "x".repeat(129)), "client_id must be"),
         ] {
             let mut p = Pair::new();
-            let err = p.open(path, Dialect::Native).unwrap_err();
+            let (status, err) = p.open(path, Dialect::Native).unwrap_err();
+            assert_eq!(status, 400);
             assert!(err.contains(want), "{path}: {err}");
             assert!(p.take().is_empty(), "{path}: refused before the upgrade");
         }

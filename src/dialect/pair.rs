@@ -183,7 +183,7 @@ impl Pair {
     ///
     /// # Errors
     /// The dialect refused the upgrade.
-    pub fn open(&mut self, path_and_query: &str, dialect: Dialect) -> Result<(), String> {
+    pub fn open(&mut self, path_and_query: &str, dialect: Dialect) -> Result<(), (u16, String)> {
         let head = format!(
             "GET {path_and_query} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         );
@@ -209,6 +209,14 @@ impl Pair {
     pub fn send(&mut self, text: &str) {
         let mut bytes = text.as_bytes().to_vec();
         self.drive(|proto, host, now| proto.text(host, &mut bytes, now));
+    }
+
+    /// Require API keys from the auth file `text` (as `--auth-file`).
+    pub fn with_auth(text: &str) -> Pair {
+        let mut p = Pair::new();
+        p.auth = Auth::parse(text).expect("a valid auth file");
+        p.config.auth_file = Some("auth.toml".into());
+        p
     }
 
     /// The client sends a binary message.

@@ -883,7 +883,8 @@ mod tests {
         assert_eq!(p.client_id.len(), 36, "{}", p.client_id);
         for bad in ["/ws?client_id=", &format!("/ws?client_id={}", "x".repeat(129)), "/ws?client_id=a%0Ab"] {
             let mut p = pair();
-            let err = p.open(bad, Dialect::Trading).unwrap_err();
+            let (status, err) = p.open(bad, Dialect::Trading).unwrap_err();
+            assert_eq!(status, 400);
             assert!(err.contains("client_id must be"), "{bad}: {err}");
             assert_eq!(p.take(), [], "{bad}: not accepted");
         }

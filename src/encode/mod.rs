@@ -37,6 +37,10 @@ pub enum Format {
     /// Trading WS (seed `001_…`): never encoded per tick; the worker batches
     /// changed instruments into one `price_update` per interval.
     Batched,
+    /// Kite ticker packets (`crate::kite`): encoded once per tick and mode
+    /// as one length-prefixed *packet*, not a frame; a connection gathers
+    /// the packets of one turn into one binary frame (`Conn::data_packet`).
+    Kite,
 }
 
 impl Format {
@@ -59,6 +63,7 @@ impl Format {
             Format::OpenAlgo(_) => "openalgo",
             Format::Exchange(_) => "exchange",
             Format::Batched => "batched",
+            Format::Kite => "kite",
         }
     }
 }
@@ -73,12 +78,12 @@ pub struct Encoding {
 }
 
 /// Formats with one frame per mode (index `f * 3 + mode - 1`).
-const PER_MODE: usize = 4;
+const PER_MODE: usize = 5;
 /// Non-empty sets of three bits (OpenAlgo modes, exchange streams).
 const SETS: usize = 7;
 
 impl Encoding {
-    /// Number of distinct encodings (size of the per-tick cache): four
+    /// Number of distinct encodings (size of the per-tick cache): five
     /// formats × three modes, then the seven non-empty OpenAlgo mode sets,
     /// then the seven non-empty exchange stream sets.
     pub const COUNT: usize = PER_MODE * 3 + 2 * SETS;
@@ -92,6 +97,7 @@ impl Encoding {
             Format::Rkyv => per_mode(1),
             Format::Odin => per_mode(2),
             Format::Campus => per_mode(3),
+            Format::Kite => per_mode(4),
             Format::OpenAlgo(modes) => PER_MODE * 3 + (modes as usize & 7).max(1) - 1,
             Format::Exchange(streams) => PER_MODE * 3 + SETS + (streams as usize & 7).max(1) - 1,
         }
@@ -108,7 +114,8 @@ pub struct Marks {
     pub conflated: bool,
 }
 
-/// Encode `tick` as a complete frame appended to `out`; returns its range.
+/// Encode `tick` as a complete frame appended to `out` (a Kite packet:
+/// see [`Format::Kite`]); returns its range.
 /// An empty range means the format has nothing to send for this tick
 /// (an exchange trade stream's snapshot, a batched subscription).
 pub fn encode(out: &mut Vec<u8>, enc: Encoding, tick: &Tick, ins: &Instrument, marks: Marks) -> Range<usize> {
@@ -120,6 +127,7 @@ pub fn encode(out: &mut Vec<u8>, enc: Encoding, tick: &Tick, ins: &Instrument, m
         Format::OpenAlgo(modes) => dialects::openalgo(out, modes, tick, ins),
         Format::Exchange(streams) => dialects::exchange(out, streams, tick, ins, marks),
         Format::Batched => out.len()..out.len(),
+        Format::Kite => crate::kite::write_packet(out, enc.mode, tick, ins),
     }
 }
 
@@ -162,7 +170,7 @@ mod tests {
     #[test]
     fn encoding_indices_are_dense_and_distinct() {
         let mut seen = [false; Encoding::COUNT];
-        for format in [Format::Json, Format::Rkyv, Format::Odin, Format::Campus] {
+        for format in [Format::Json, Format::Rkyv, Format::Odin, Format::Campus, Format::Kite] {
             for mode in Mode::ALL {
                 let i = Encoding { format, mode }.index();
                 assert!(!seen[i]);

@@ -58,6 +58,12 @@ impl Batch {
     }
 }
 
+/// `Conn::packet_frame` when no packet frame is open.
+const NO_PACKET_FRAME: usize = usize::MAX;
+/// A packet frame's header while it is gathered: a binary frame with a
+/// 16-bit length (shrunk to 2 bytes when sealed small), then the count.
+const PACKET_FRAME_HEAD: [u8; 6] = [0x80 | frame::OP_BINARY, 126, 0, 0, 0, 0];
+
 /// Bits of `Conn::logged`: events already logged for this connection.
 pub mod logged {
     /// Slow-consumer conflation.
@@ -86,6 +92,11 @@ pub struct Conn {
     /// A frame boundary in `data` at or before the next unknown one; frames
     /// are walked from here to find where the half-sent frame ends.
     data_mark: usize,
+    /// Start of the packet frame being gathered at the end of `data`
+    /// ([`Conn::data_packet`]), or `NO_PACKET_FRAME`.
+    packet_frame: usize,
+    /// Packets in it so far.
+    packets: u16,
     /// Data frame format chosen at connect.
     pub format: Format,
     /// Client id (given or generated).
@@ -138,6 +149,8 @@ impl Conn {
             data: Vec::new(),
             data_pos: 0,
             data_mark: 0,
+            packet_frame: NO_PACKET_FRAME,
+            packets: 0,
             format: Format::Json,
             client_id: String::new(),
             slots: Vec::new(),
@@ -188,8 +201,63 @@ impl Conn {
     #[inline]
     pub fn data_frame(&mut self, frame: &[u8], now_ns: u64) {
         debug_assert_eq!(self.phase, Phase::Open, "data after the close frame");
+        self.seal();
         self.data.extend_from_slice(frame);
         self.last_tx_ns = now_ns;
+    }
+
+    /// Queue what an encoder built in `format`: a frame, or a packet for
+    /// the packet frame being gathered.
+    #[inline]
+    pub fn data(&mut self, format: crate::encode::Format, bytes: &[u8], now_ns: u64) {
+        if format == crate::encode::Format::Kite {
+            self.data_packet(bytes, now_ns);
+        } else {
+            self.data_frame(bytes, now_ns);
+        }
+    }
+
+    /// Add one length-prefixed packet to the packet frame at the end of the
+    /// data lane (Kite's binary frame: a 2-byte count, then the packets),
+    /// opening one if none is open. Every packet queued in one turn shares
+    /// a frame; it is sealed before anything else is queued or written, and
+    /// a new one starts before a frame would pass 64 KiB.
+    pub fn data_packet(&mut self, packet: &[u8], now_ns: u64) {
+        debug_assert_eq!(self.phase, Phase::Open, "data after the close frame");
+        if self.packet_frame != NO_PACKET_FRAME {
+            let payload = self.data.len() - self.packet_frame - 4 + packet.len();
+            if payload > usize::from(u16::MAX) || self.packets == u16::MAX {
+                self.seal();
+            }
+        }
+        if self.packet_frame == NO_PACKET_FRAME {
+            self.packet_frame = self.data.len();
+            self.packets = 0;
+            self.data.extend_from_slice(&PACKET_FRAME_HEAD);
+        }
+        self.data.extend_from_slice(packet);
+        self.packets += 1;
+        self.last_tx_ns = now_ns;
+    }
+
+    /// Finish the open packet frame, if any: its count, its length, and
+    /// the 2-byte header form when it is small (the payload moves up two
+    /// bytes; under 126 of them).
+    #[inline]
+    pub fn seal(&mut self) {
+        if self.packet_frame == NO_PACKET_FRAME {
+            return;
+        }
+        let start = std::mem::replace(&mut self.packet_frame, NO_PACKET_FRAME);
+        let payload = self.data.len() - start - 4;
+        self.data[start + 4..start + 6].copy_from_slice(&self.packets.to_be_bytes());
+        if payload < 126 {
+            self.data[start + 1] = payload as u8;
+            self.data.copy_within(start + 4.., start + 2);
+            self.data.truncate(self.data.len() - 2);
+        } else {
+            self.data[start + 2..start + 4].copy_from_slice(&(payload as u16).to_be_bytes());
+        }
     }
 
     /// Unsent data-lane bytes.
@@ -216,6 +284,7 @@ impl Conn {
         if self.phase == Phase::Closing {
             return;
         }
+        self.seal();
         let end = self.frame_end();
         self.data.truncate(end);
         frame::append_close(&mut self.ctrl, code, reason);
@@ -243,6 +312,7 @@ impl Conn {
     /// # Errors
     /// The socket failed: the connection is dead.
     pub fn flush(&mut self, bytes_written: &mut u64) -> io::Result<bool> {
+        self.seal();
         loop {
             if self.is_drained() {
                 self.compact();
@@ -395,5 +465,52 @@ mod tests {
         let (op, p) = fs.last().unwrap();
         assert_eq!((*op, &p[..2]), (frame::OP_CLOSE, &1013u16.to_be_bytes()[..]), "close is the last frame");
         assert!(fs.len() < 100, "queued data after the close was dropped: {} frames", fs.len());
+    }
+    /// Packets queued in one turn share one frame, sealed with their count
+    /// and the minimal header; a frame queued in between, a close or a
+    /// flush seals it; a frame would pass 64 KiB starts another.
+    #[test]
+    fn packets_gather_into_sealed_frames() {
+        let (mut conn, mut client) = pair();
+        conn.phase = Phase::Open;
+        let packet = |n: usize, b: u8| -> Vec<u8> { [&(n as u16).to_be_bytes()[..], &vec![b; n]].concat() };
+        let count_and_packets =
+            |ps: &[Vec<u8>]| -> Vec<u8> { [&(ps.len() as u16).to_be_bytes()[..], &ps.concat()].concat() };
+        // Small: two packets, 2-byte header.
+        let (a, b) = (packet(8, 1), packet(44, 2));
+        conn.data_packet(&a, 0);
+        conn.data_packet(&b, 0);
+        // A frame in between seals it; then a big run (126..64 KiB), then
+        // one past 64 KiB in total.
+        let mut hb = Vec::new();
+        frame::append(&mut hb, frame::OP_BINARY, &[0]);
+        conn.data_frame(&hb, 0);
+        let big: Vec<Vec<u8>> = (0..3).map(|i| packet(184, 10 + i)).collect();
+        for p in &big {
+            conn.data_packet(p, 0);
+        }
+        conn.ctrl_text(b"between", 0); // the control lane does not seal or split it
+        let mut written = 0;
+        conn.flush(&mut written).unwrap();
+        let huge: Vec<Vec<u8>> = (0..400).map(|i| packet(184, i as u8)).collect();
+        for p in &huge {
+            conn.data_packet(p, 0);
+        }
+        let fs = frames(&drain(&mut conn, &mut client, &mut written));
+        let data: Vec<&Vec<u8>> = fs.iter().filter(|(op, _)| *op == frame::OP_BINARY).map(|(_, p)| p).collect();
+        assert_eq!(data[0], &count_and_packets(&[a, b]));
+        assert_eq!(data[1], &vec![0u8], "the heartbeat frame stands alone");
+        assert_eq!(data[2], &count_and_packets(&big));
+        let per_frame = usize::from(u16::MAX) / 186;
+        assert_eq!(data[3], &count_and_packets(&huge[..per_frame]));
+        assert_eq!(data[4], &count_and_packets(&huge[per_frame..]));
+        assert_eq!(data.len(), 5);
+        assert!(fs.iter().any(|(op, p)| *op == frame::OP_TEXT && p == b"between"));
+        // A close seals the open frame and still comes last.
+        conn.data_packet(&packet(8, 7), 0);
+        conn.close(1000, "");
+        let mut written = 0;
+        let fs = frames(&drain(&mut conn, &mut client, &mut written));
+        assert_eq!(fs.last().unwrap().0, frame::OP_CLOSE);
     }
 }

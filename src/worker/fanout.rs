@@ -98,7 +98,7 @@ impl Worker {
                 if f.is_empty() {
                     continue; // nothing in this format for this tick (an exchange trade stream, no trade)
                 }
-                c.data_frame(f, now);
+                c.data(sub.enc.format, f, now);
             }
             sub.last_seq = t.seq;
             self.frames += 1;
@@ -215,7 +215,21 @@ impl Worker {
                         Counters::inc(&self.shared.counters.gaps_sent);
                     }
                     sub.last_seq = sub.last_seq.max(msg.seq);
-                    c.data_frame(if sub.kind == ChanKind::Native { &msg.frame } else { &msg.raw }, now);
+                    match sub.kind {
+                        ChanKind::Native => c.data_frame(&msg.frame, now),
+                        ChanKind::Enveloped { before, after } => {
+                            // Private channels (one user's connections): built per subscriber.
+                            use crate::ws::frame;
+                            self.scratch.clear();
+                            let start = frame::begin(&mut self.scratch);
+                            self.scratch.extend_from_slice(before);
+                            self.scratch.extend_from_slice(&msg.data);
+                            self.scratch.extend_from_slice(after);
+                            let r = frame::finish(&mut self.scratch, start, frame::OP_TEXT);
+                            c.data_frame(&self.scratch[r], now);
+                        }
+                        _ => c.data_frame(&msg.raw, now),
+                    }
                     self.frames += 1;
                     if !c.dirty {
                         c.dirty = true;
@@ -301,6 +315,6 @@ pub(super) fn queue_own(
     if r.is_empty() {
         return false;
     }
-    c.data_frame(&scratch[r], now);
+    c.data(enc.format, &scratch[r], now);
     true
 }

@@ -58,9 +58,13 @@ use conn::{Conn, Phase};
 
 const WAKER: Token = Token(usize::MAX - 1);
 const LISTENER: Token = Token(usize::MAX - 2);
-const OPENALGO_LISTENER: Token = Token(usize::MAX - 3);
+/// Token of the first dialect port (`--openalgo-listen`, `--kite-listen`);
+/// port `i` is `FIRST_PORT - i`.
+const FIRST_PORT: usize = usize::MAX - 3;
+/// Most dialect ports.
+const MAX_PORTS: usize = 4;
 /// Token of the first feed this worker polls; feed `i` is `FIRST_FEED - i`.
-const FIRST_FEED: usize = usize::MAX - 4;
+const FIRST_FEED: usize = FIRST_PORT - MAX_PORTS;
 /// Packets a polled feed reads per turn, at most: 16 full datagrams are
 /// ≤ 8176 ticks, within one turn's `DRAIN_LIMIT`, so the worker drains each
 /// turn what it read. Smaller rings get a smaller budget (`feed_budget`).
@@ -103,8 +107,8 @@ pub struct Worker {
     poll: Poll,
     /// Its `SO_REUSEPORT` share of the main port.
     listener: TcpListener,
-    /// Its share of the OpenAlgo port.
-    openalgo: Option<TcpListener>,
+    /// Its share of each dialect's own port, with that dialect.
+    ports: Vec<(Dialect, TcpListener)>,
     /// How feeds wake it when it parks (see `ring`).
     signal: Arc<WorkerSignal>,
     /// Tick rings, one per feed thread (SPSC: that feed → this worker).
@@ -174,8 +178,8 @@ pub struct WorkerSetup {
     pub poll: Poll,
     /// Its listener.
     pub listener: std::net::TcpListener,
-    /// Its OpenAlgo listener, if that port is on.
-    pub openalgo: Option<std::net::TcpListener>,
+    /// Its share of each dialect port that is on (OpenAlgo, Kite).
+    pub ports: Vec<(Dialect, std::net::TcpListener)>,
     /// Its wake signal.
     pub signal: Arc<WorkerSignal>,
     /// Its ring ends, one per feed.
@@ -227,9 +231,12 @@ impl Worker {
     pub fn new(setup: WorkerSetup, shared: Arc<Shared>) -> io::Result<Worker> {
         let mut listener = TcpListener::from_std(setup.listener);
         setup.poll.registry().register(&mut listener, LISTENER, Ready::READABLE)?;
-        let mut openalgo = setup.openalgo.map(TcpListener::from_std);
-        if let Some(l) = openalgo.as_mut() {
-            setup.poll.registry().register(l, OPENALGO_LISTENER, Ready::READABLE)?;
+        assert!(setup.ports.len() <= MAX_PORTS, "at most {MAX_PORTS} dialect ports");
+        let mut ports = Vec::with_capacity(setup.ports.len());
+        for (i, (dialect, l)) in setup.ports.into_iter().enumerate() {
+            let mut l = TcpListener::from_std(l);
+            setup.poll.registry().register(&mut l, Token(FIRST_PORT - i), Ready::READABLE)?;
+            ports.push((dialect, l));
         }
         let mut feeds = Vec::with_capacity(setup.feeds.len());
         for (i, (mut source, ctx)) in setup.feeds.into_iter().enumerate() {
@@ -246,7 +253,7 @@ impl Worker {
             id: setup.id,
             poll: setup.poll,
             listener,
-            openalgo,
+            ports,
             signal: setup.signal,
             rings: setup.rings,
             chan_rings: setup.chan_rings,
@@ -338,8 +345,10 @@ impl Worker {
             work += 1;
             match ev.token() {
                 WAKER => {}
-                LISTENER => self.accept(now, Dialect::Native),
-                OPENALGO_LISTENER => self.accept(now, Dialect::OpenAlgo),
+                LISTENER => self.accept(now, None),
+                Token(t) if t <= FIRST_PORT && FIRST_PORT - t < self.ports.len() => {
+                    self.accept(now, Some(FIRST_PORT - t))
+                }
                 Token(t) if t <= FIRST_FEED && FIRST_FEED - t < self.feeds.len() => {
                     self.feeds[FIRST_FEED - t].ready = true
                 }

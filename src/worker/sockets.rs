@@ -17,13 +17,13 @@ use crate::subs::ConnId;
 use crate::ws::{close, handshake};
 
 impl Worker {
-    /// Accept what is waiting; `dialect` is the listener's (the main port
-    /// decides per path at the upgrade, the OpenAlgo port is OpenAlgo).
-    pub(super) fn accept(&mut self, now: u64, dialect: Dialect) {
+    /// Accept what is waiting on the main port (`None`: the dialect is
+    /// decided per path at the upgrade) or dialect port `port` (its dialect).
+    pub(super) fn accept(&mut self, now: u64, port: Option<usize>) {
         loop {
-            let listener = match dialect {
-                Dialect::OpenAlgo => self.openalgo.as_ref().expect("registered only when bound"),
-                _ => &self.listener,
+            let (listener, dialect) = match port {
+                Some(i) => (&self.ports[i].1, self.ports[i].0),
+                None => (&self.listener, Dialect::Native),
             };
             match listener.accept() {
                 Ok((sock, _)) => self.admit(sock, now, dialect),

@@ -61,7 +61,7 @@ impl Worker {
             return;
         }
         let dialect = match (c.dialect, Dialect::for_path(&req.path)) {
-            (Dialect::OpenAlgo, _) => Dialect::OpenAlgo,
+            (port, _) if port != Dialect::Native => port, // a dialect's own port
             (_, Some(d)) if d.disabled(&self.shared.config).is_some() => {
                 Counters::inc(&self.shared.counters.handshake_failures);
                 let body = d.disabled(&self.shared.config).unwrap_or_default();
@@ -92,7 +92,7 @@ impl Worker {
         // The key: `api_key=` or `Authorization: Bearer`. OpenAlgo clients
         // may instead authenticate with their first message.
         let key = req.param("api_key").or_else(|| req.bearer.clone());
-        if dialect != Dialect::OpenAlgo || key.is_some() {
+        if !dialect.authenticates_itself(key.is_some()) {
             if let Err((status, why)) = self.authenticate(id, key.as_deref()) {
                 self.http_reply(id, status, "text/plain", why.as_bytes());
                 return;
@@ -104,9 +104,12 @@ impl Worker {
                     c.proto = proto;
                 }
             }
-            Err(why) => {
-                Counters::inc(&self.shared.counters.handshake_failures);
-                self.http_reply(id, 400, "text/plain", format!("{why}\n").as_bytes());
+            Err((status, why)) => {
+                if status != 403 {
+                    Counters::inc(&self.shared.counters.handshake_failures); // 403s are auth failures
+                }
+                let body = if why.ends_with('\n') { why } else { format!("{why}\n") };
+                self.http_reply(id, status, "text/plain", body.as_bytes());
                 return;
             }
         }

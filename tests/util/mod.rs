@@ -19,8 +19,10 @@ const STATUS: &str = "/status?api_key=ops-key";
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
-    /// The OpenAlgo listener (the banner's `OpenAlgo: ws://ADDR)`), unless off.
+    /// The OpenAlgo listener (the banner's `OpenAlgo: ws://ADDR`), unless off.
     pub openalgo_addr: Option<SocketAddr>,
+    /// The Kite listener (the banner's `Kite: ws://ADDR`), if on.
+    pub kite_addr: Option<SocketAddr>,
 }
 
 impl Server {
@@ -50,12 +52,12 @@ impl Server {
             .unwrap_or_else(|| panic!("no address in banner {line:?}"))
             .parse()
             .unwrap();
-        let openalgo_addr = line
-            .split("OpenAlgo: ws://")
-            .nth(1)
-            .and_then(|r| r.split(')').next())
-            .map(|a| a.parse().unwrap_or_else(|e| panic!("OpenAlgo address in banner {line:?}: {e}")));
-        Server { child, addr, openalgo_addr }
+        let port = |label: &str| -> Option<SocketAddr> {
+            let a = line.split(&format!("{label}: ws://")).nth(1)?.split([';', ')']).next()?;
+            Some(a.parse().unwrap_or_else(|e| panic!("{label} address in banner {line:?}: {e}")))
+        };
+        let (openalgo_addr, kite_addr) = (port("OpenAlgo"), port("Kite"));
+        Server { child, addr, openalgo_addr, kite_addr }
     }
 
     /// The default test server: simulator at 5000 ticks/s, warmed up so
