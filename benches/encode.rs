@@ -17,7 +17,9 @@
 //! JSON ltp 146 B, quote 292 B, depth 758 B; rkyv 34 / 114 / 276 B.
 //!
 //! Also the seed dialects' frames (`encode/dialect/*`: Odin, Campus,
-//! OpenAlgo quote, an exchange trade, all three exchange streams).
+//! OpenAlgo quote, an exchange trade, all three exchange streams), and
+//! Kite ticker packets per mode (`encode/kite/*`: length prefix + packet,
+//! 10 / 46 / 186 B; a connection gathers a turn's packets into one frame).
 //!
 //! Target: quote JSON ≤ 250 ns.
 
@@ -110,6 +112,17 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 out.clear();
                 black_box(encode::encode(&mut out, enc, black_box(&tick), ins, Marks::default()));
+            });
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("encode/kite");
+    for mode in Mode::ALL {
+        g.bench_function(BenchmarkId::from_parameter(tickcast::kite::mode_name(mode)), |b| {
+            b.iter(|| {
+                out.clear();
+                black_box(tickcast::kite::write_packet(&mut out, mode, black_box(&tick), ins));
             });
         });
     }

@@ -66,14 +66,16 @@ fn nifty(seq: u64) -> Tick {
     }
 }
 
-/// A server reading TCF1 over UDP, with API keys for user `desk`.
+/// A server reading TCF1 over UDP, with API keys for users `desk` and
+/// `bob` (and `ops`, an admin, for `/status`).
 fn server(extra: &[&str]) -> (Server, UdpSocket, SocketAddr) {
     let dir = std::env::temp_dir().join(format!("tickcast-kite-{}-{}", std::process::id(), fastrand::u64(..)));
     std::fs::create_dir_all(&dir).unwrap();
     let users: PathBuf = dir.join("users.toml");
     let text = format!(
-        "[[user]]\nid = \"desk\"\nkeys = [\"{}\"]\n\n[[user]]\nid = \"ops\"\nkeys = [\"{}\"]\nroles = [\"admin\"]\n",
+        "[[user]]\nid = \"desk\"\nkeys = [\"{}\"]\n\n[[user]]\nid = \"bob\"\nkeys = [\"{}\"]\n\n[[user]]\nid = \"ops\"\nkeys = [\"{}\"]\nroles = [\"admin\"]\n",
         tickcast::auth::hash_line("desk-token"),
+        tickcast::auth::hash_line("bob-token"),
         tickcast::auth::hash_line("ops-key")
     );
     std::fs::write(&users, text).unwrap();
@@ -329,6 +331,38 @@ fn a_wrong_pair_is_refused_with_403() {
     }
     let st = s.status_until("counted", |st| st["counters"]["auth_failures"] == 3);
     assert_eq!(st["counters"]["handshake_failures"], 0, "a 403 is an auth failure, not a bad handshake");
+}
+
+/// Order postbacks published to `private:<user>:orders` reach that user's
+/// Kite connections as Kite's `{"type":"order","data":…}`, and no one else's.
+#[test]
+fn order_postbacks_reach_their_users_kite_connections() {
+    let port = util::free_port();
+    let publish = format!("127.0.0.1:{port}");
+    let (s, _sock, _feed) = server(&["--publish-listen", &publish]);
+    let mut desk = Client::connect(&kite_url(s.addr, "/kite", "api_key=desk&access_token=desk-token"));
+    let mut bob = Client::connect(&kite_url(s.addr, "/kite", "api_key=bob&access_token=bob-token"));
+    let mut p = std::net::TcpStream::connect(&publish).unwrap();
+    let order = r#"{"order_id":"151220000000000","status":"COMPLETE","tradingsymbol":"RELIANCE","filled_quantity":1}"#;
+    std::io::Write::write_all(&mut p, format!("{{\"channel\":\"private:desk:orders\",\"data\":{order}}}\n").as_bytes())
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let got = loop {
+        assert!(Instant::now() < deadline, "no order update");
+        if let Message::Text(t) = desk.recv() {
+            break serde_json::from_str::<Value>(&t).unwrap();
+        }
+    };
+    let want: Value = serde_json::from_str(&format!(r#"{{"type":"order","data":{order}}}"#)).unwrap();
+    assert_eq!(got, want);
+    // The other user's connection sees heartbeats only.
+    let quiet = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < quiet {
+        match bob.recv() {
+            Message::Binary(b) => assert_eq!(b.len(), 1, "a heartbeat"),
+            other => panic!("another user's order reached bob: {other:?}"),
+        }
+    }
 }
 
 #[test]
