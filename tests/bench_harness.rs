@@ -94,6 +94,22 @@ fn rkyv_clients_and_a_human_table() {
     }
 }
 
+/// Kite ticker clients: no acknowledgement to wait for, packets counted
+/// one by one, each with its scheduled time (from its last traded quantity).
+#[test]
+fn kite_clients_are_measured_packet_by_packet() {
+    let (ok, stdout, stderr) = bench(&[SMALL_RUN, &["--format", "kite", "--json"]].concat());
+    assert!(ok, "{stderr}");
+    let r: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"));
+    assert_eq!(r["format"], "kite");
+    assert!(r["url"].as_str().unwrap().contains("/kite?"), "{r}");
+    let (expected, delivered) = (r["expected"].as_u64().unwrap(), r["delivered"].as_u64().unwrap());
+    assert!(expected > 0 && delivered > 0 && delivered <= expected, "{r}");
+    assert_eq!(r["latency_ns"]["count"].as_u64(), Some(delivered), "every packet has its time");
+    // A quote packet and its length prefix: 46 bytes a message.
+    assert_eq!(r["bytes_per_sec"].as_f64().unwrap() / r["msgs_per_sec"].as_f64().unwrap(), 46.0, "{r}");
+}
+
 /// Runs made by separate invocations (a server flag changed between them)
 /// share one chart through their interval logs, under their own labels.
 #[test]
@@ -131,7 +147,7 @@ fn bad_bench_flags_are_explained() {
         (&["--spawn", "--subs", "10", "--tokens", "5"], "subs ≤ tokens"),
         (&["--url", "ws://127.0.0.1:9/stream"], "--feed-addr"),
         (&[], "give --spawn, or --url"),
-        (&["--spawn", "--format", "xml"], "--format `xml`"),
+        (&["--spawn", "--format", "xml"], "--format `xml`: expected json, rkyv or kite"),
         (&["--spawn", "--slo", "fast"], "not a duration"),
         (&["--plot-hlog", "runs.hlog"], "--plot-hlog needs --plot"),
         (&["--spawn", "--source-addrs", "0"], "--source-addrs 0: expected 1 to 254"),

@@ -31,6 +31,9 @@ pub struct ClientSpec {
     pub path: String,
     /// The subscribe message text.
     pub subscribe: String,
+    /// Kite ticker frames (no subscription acknowledgement; packets, not
+    /// one tick a frame).
+    pub kite: bool,
 }
 
 /// What one client thread measured.
@@ -131,6 +134,20 @@ pub fn tick_ts(opcode: u8, payload: &[u8]) -> Option<u64> {
     }
 }
 
+/// The scheduled time of a Kite quote or full packet received at `now_ns`:
+/// the feeder put it, in µs mod 2³², in the last traded quantity (bytes
+/// 8..12), so it is the latest such time at or before `now_ns`. LTP and
+/// index packets carry none.
+pub fn kite_ts(packet: &[u8], now_ns: u64) -> Option<u64> {
+    if packet.len() < crate::kite::QUOTE_LEN || packet.len() == crate::kite::INDEX_FULL_LEN {
+        return None;
+    }
+    let sent = u64::from(u32::from_be_bytes(packet[8..12].try_into().expect("4 bytes")));
+    let now_us = now_ns / 1_000;
+    let ago = now_us.wrapping_sub(sent) & u64::from(u32::MAX);
+    Some(now_us.saturating_sub(ago) * 1_000)
+}
+
 /// Split one server frame off the front of `buf`: (opcode, payload range, total length).
 fn server_frame(buf: &[u8]) -> Option<(u8, std::ops::Range<usize>, usize)> {
     let b1 = *buf.get(1)?;
@@ -200,6 +217,11 @@ fn consume(c: &mut Conn, bytes: &[u8], now_ns: u64, t: &mut Tally) -> usize {
         }
         c.state = State::Open;
         at = end + 4;
+        if c.spec.kite {
+            // Kite acknowledges nothing: subscribed once asked.
+            c.ready = true;
+            settle(c, t.settled);
+        }
     }
     while let Some((op, payload, len)) = server_frame(&bytes[at..]) {
         let p = &bytes[at + payload.start..at + payload.end];
@@ -213,6 +235,15 @@ fn consume(c: &mut Conn, bytes: &[u8], now_ns: u64, t: &mut Tally) -> usize {
             0x1 if !c.ready && p.windows(7).any(|w| w == b"subscri") => {
                 c.ready = true;
                 settle(c, t.settled);
+            }
+            0x2 if c.spec.kite => {
+                if let Ok(packets) = crate::kite::packets(p) {
+                    for packet in packets {
+                        if let Some(ts) = kite_ts(packet, now_ns) {
+                            t.delivery(ts, now_ns, 2 + packet.len());
+                        }
+                    }
+                }
             }
             _ => {
                 if let Some(ts) = tick_ts(op, p) {
@@ -374,7 +405,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let sock = TcpStream::from_std(std::net::TcpStream::connect(addr).unwrap());
         let (peer, _) = listener.accept().unwrap();
-        let spec = ClientSpec { addr, source: None, path: "/".into(), subscribe: "{}".into() };
+        let spec = ClientSpec { addr, source: None, path: "/".into(), subscribe: "{}".into(), kite: false };
         (Conn { sock, state: State::Upgrading, ready: false, settled: false, partial: Vec::new(), spec }, peer)
     }
 
@@ -444,10 +475,28 @@ mod tests {
         assert_eq!(source_addr(254, 253).unwrap().ip().to_string(), "127.0.0.254");
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let spec = ClientSpec { addr, source: source_addr(3, 2), path: "/".into(), subscribe: String::new() };
+        let spec =
+            ClientSpec { addr, source: source_addr(3, 2), path: "/".into(), subscribe: String::new(), kite: false };
         let _sock = connect(&spec).unwrap();
         let (_peer, from) = listener.accept().unwrap();
         assert_eq!(from.ip().to_string(), "127.0.0.3", "the connection comes from its source address");
+    }
+
+    /// The scheduled time comes back from a quote packet's last traded
+    /// quantity (µs mod 2³²), across the counter's wrap; LTP packets carry none.
+    #[test]
+    fn kite_times_come_from_the_last_traded_quantity() {
+        let sent_ns: u64 = 1_763_712_000_123_456_000;
+        let mut quote = vec![0u8; crate::kite::QUOTE_LEN];
+        quote[8..12].copy_from_slice(&((sent_ns / 1_000) as u32).to_be_bytes());
+        for later_us in [0, 250, 70_000_000] {
+            assert_eq!(kite_ts(&quote, sent_ns + later_us * 1_000 + 999), Some(sent_ns), "{later_us} µs later");
+        }
+        let wrap = (sent_ns / 1_000) | u64::from(u32::MAX); // the last µs before the counter wraps
+        quote[8..12].copy_from_slice(&(wrap as u32).to_be_bytes());
+        assert_eq!(kite_ts(&quote, (wrap + 5) * 1_000), Some(wrap * 1_000));
+        assert_eq!(kite_ts(&[0u8; crate::kite::LTP_LEN], sent_ns), None);
+        assert_eq!(kite_ts(&[0u8; crate::kite::INDEX_FULL_LEN], sent_ns), None);
     }
 
     #[test]

@@ -71,6 +71,9 @@ pub struct Plan {
     pub seed: u64,
     /// Most ticks per datagram (the ticks due at once go together).
     pub per_packet: usize,
+    /// Carry each tick's scheduled time, µs mod 2³², as its last traded
+    /// quantity (Kite packets have no finer time; see `clients::kite_ts`).
+    pub ltq_clock: bool,
 }
 
 /// What the feeder did.
@@ -148,7 +151,7 @@ pub fn run(plan: &Plan) -> std::io::Result<Sent> {
                     seq: seqs[i],
                     ts_ns: ts,
                     ltp: ltps[i],
-                    ltq: 1,
+                    ltq: if plan.ltq_clock { (ts / 1_000) as u32 } else { 1 },
                     volume: seqs[i],
                     ..Tick::default()
                 };
@@ -214,6 +217,7 @@ mod tests {
             end_ns: start + 50_000_000,
             seed: 1,
             per_packet: PER_PACKET,
+            ltq_clock: false,
         };
         let sent = run(&plan).unwrap();
         assert!(sent.total > 500, "{}", sent.total);
@@ -245,6 +249,7 @@ mod tests {
             end_ns: start + 20_000_000,
             seed: 1,
             per_packet: 1,
+            ltq_clock: false,
         };
         let sent = run(&plan).unwrap();
         assert_eq!(sent.lag.len(), sent.total, "one datagram per tick");

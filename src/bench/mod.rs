@@ -58,7 +58,7 @@ pub struct BenchArgs {
     /// Warm-up seconds before measuring.
     #[arg(long, default_value_t = 2.0)]
     pub warmup: f64,
-    /// Data frame format asked of the server: json or rkyv.
+    /// Data frame format asked of the server: json or rkyv (the native protocol), or kite (Kite ticker packets at `/kite`: latency from the quote packets' last traded quantity, which the feeder sets to the scheduled time in µs).
     #[arg(long, default_value = "json")]
     pub format: String,
     /// Draw tokens Zipf(S) instead of uniformly.
@@ -79,9 +79,9 @@ pub struct BenchArgs {
     /// Where the server under test listens for TCF1 over UDP (without --spawn).
     #[arg(long, value_name = "HOST:PORT")]
     pub feed_addr: Option<SocketAddr>,
-    /// Subscribe message; %TOKENS% becomes a JSON array of the client's tokens.
-    #[arg(long, default_value = r#"{"action":"subscribe","tokens":%TOKENS%}"#)]
-    pub sub_template: String,
+    /// Subscribe message; %TOKENS% becomes a JSON array of the client's tokens [default: the native subscribe; with --format kite, Kite's].
+    #[arg(long)]
+    pub sub_template: Option<String>,
     /// Instrument master whose first N tokens are used (without --spawn) [default: bundled].
     #[arg(long)]
     pub master: Option<PathBuf>,
@@ -242,6 +242,20 @@ struct Target {
     pid: Option<u32>,
     /// Its shared-memory region, for `--shm-readers`.
     shm: Option<String>,
+    /// The tokens clients subscribe by, index for index with the feed's
+    /// (Kite tokens with `--format kite`).
+    sub_tokens: Vec<u32>,
+}
+
+impl BenchArgs {
+    /// The subscribe message, `%TOKENS%` still in it.
+    fn sub_template(&self) -> &str {
+        match (&self.sub_template, self.format.as_str()) {
+            (Some(t), _) => t,
+            (None, "kite") => r#"{"a":"subscribe","v":%TOKENS%}"#,
+            (None, _) => r#"{"action":"subscribe","tokens":%TOKENS%}"#,
+        }
+    }
 }
 
 /// A run's report and its per-second latency histograms.
@@ -265,10 +279,11 @@ fn run_once(a: &BenchArgs, shape: &Shape, server: &Target, tokens: &[u32]) -> Re
         let mut idx: Vec<usize> = (0..shape.tokens).collect();
         rng.shuffle(&mut idx);
         idx.truncate(shape.subs);
-        let list: Vec<String> = idx.iter().map(|&i| tokens[i].to_string()).collect();
-        let subscribe = a.sub_template.replace("%TOKENS%", &format!("[{}]", list.join(",")));
+        let list: Vec<String> = idx.iter().map(|&i| server.sub_tokens[i].to_string()).collect();
+        let subscribe = a.sub_template().replace("%TOKENS%", &format!("[{}]", list.join(",")));
         let source = clients::source_addr(sources, c);
-        groups[c % threads].push(clients::ClientSpec { addr: ws, source, path: path.to_string(), subscribe });
+        let kite = a.format == "kite";
+        groups[c % threads].push(clients::ClientSpec { addr: ws, source, path: path.to_string(), subscribe, kite });
         group_tokens[c % threads].push(idx);
     }
     let mut readers = match (a.shm_readers, &server.shm) {
@@ -313,8 +328,9 @@ fn run_once(a: &BenchArgs, shape: &Shape, server: &Target, tokens: &[u32]) -> Re
         pin(&load_cpus, 0);
     }
     let start = now_ns() + 20_000_000;
-    let measure_from = start + (a.warmup * 1e9) as u64;
-    let end = measure_from + (a.secs * 1e9) as u64;
+    // Whole microseconds: Kite runs know a tick's time to the µs (`clients::kite_ts`).
+    let measure_from = (start + (a.warmup * 1e9) as u64) / 1_000 * 1_000;
+    let end = measure_from + (a.secs * 1e6) as u64 * 1_000;
     window_start.store(measure_from, Ordering::Relaxed);
     window_end.store(end, Ordering::Relaxed);
     if let Some(r) = &mut readers {
@@ -334,6 +350,7 @@ fn run_once(a: &BenchArgs, shape: &Shape, server: &Target, tokens: &[u32]) -> Re
         end_ns: end,
         seed: a.seed,
         per_packet: a.ticks_per_datagram,
+        ltq_clock: a.format == "kite",
     };
     let server_pid = server.pid.map(|p| p.to_string());
     let server_cpu0 = server_pid.as_deref().map(process_cpu_secs);
@@ -435,8 +452,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if !(a.secs.is_finite() && a.secs > 0.0 && a.warmup.is_finite() && a.warmup >= 0.0) {
         bail!("--secs must be positive and --warmup not negative");
     }
-    if a.format != "json" && a.format != "rkyv" {
-        bail!("--format `{}`: expected json or rkyv", a.format);
+    if !matches!(a.format.as_str(), "json" | "rkyv" | "kite") {
+        bail!("--format `{}`: expected json, rkyv or kite", a.format);
     }
     match a.source.as_str() {
         "udp" => {}
@@ -445,11 +462,24 @@ pub fn run(a: BenchArgs) -> Result<()> {
         o => bail!("--source `{o}`: expected udp or sim"),
     }
     let slo = parse_duration_ns(&a.slo)?;
+    let kite = a.format == "kite";
     #[allow(clippy::type_complexity)] // one tuple, unpacked on the next lines
-    let (spawned, ws, path, udp, tokens): (Option<Spawned>, SocketAddr, String, SocketAddr, Vec<u32>) = if a.spawn {
+    let (spawned, ws, path, udp, tokens, sub_tokens): (
+        Option<Spawned>,
+        SocketAddr,
+        String,
+        SocketAddr,
+        Vec<u32>,
+        Vec<u32>,
+    ) = if a.spawn {
         let s = spawn_server(&a, &shape)?;
         let (ws, udp) = (s.ws, s.udp);
-        (Some(s), ws, format!("/stream?format={}", a.format), udp, (1..=shape.tokens as u32).collect())
+        let tokens: Vec<u32> = (1..=shape.tokens as u32).collect();
+        // The generated master's instruments are NSE equities: Kite segment 1.
+        let sub_tokens = if kite { tokens.iter().map(|t| t * 256 + 1).collect() } else { tokens.clone() };
+        let path =
+            if kite { "/kite?api_key=bench&access_token=bench".into() } else { format!("/stream?format={}", a.format) };
+        (Some(s), ws, path, udp, tokens, sub_tokens)
     } else {
         let url = a.url.as_deref().context("give --spawn, or --url (and --feed-addr) for a running server")?;
         let rest = url.strip_prefix("ws://").context("--url must start with ws://")?;
@@ -460,18 +490,24 @@ pub fn run(a: BenchArgs) -> Result<()> {
             Some(p) => Registry::load(p)?,
             None => Registry::bundled(),
         };
-        let tokens: Vec<u32> = reg.iter().map(|(_, i)| i.token).take(shape.tokens).collect();
-        if tokens.len() < shape.tokens {
-            bail!("--tokens {}: the master has only {}", shape.tokens, tokens.len());
+        let instruments: Vec<_> = reg.iter().filter(|(_, i)| !kite || i.kite_token != 0).take(shape.tokens).collect();
+        if instruments.len() < shape.tokens {
+            bail!("--tokens {}: the master has only {}", shape.tokens, instruments.len());
         }
-        let sep = if path.contains('?') { '&' } else { '?' };
-        (None, ws, format!("{path}{sep}format={}", a.format), udp, tokens)
+        let tokens = instruments.iter().map(|(_, i)| i.token).collect();
+        let sub_tokens = instruments.iter().map(|(_, i)| if kite { i.kite_token } else { i.token }).collect();
+        let path = match (kite, path.contains('?')) {
+            (true, _) => path,
+            (false, true) => format!("{path}&format={}", a.format),
+            (false, false) => format!("{path}?format={}", a.format),
+        };
+        (None, ws, path, udp, tokens, sub_tokens)
     };
     let shm = match &spawned {
         Some(s) => s.shm.clone(),
         None => a.shm.as_deref().map(crate::shm::region_path).transpose()?.map(|p| p.display().to_string()),
     };
-    let target = Target { ws, path, udp, pid: spawned.as_ref().map(|s| s.child.id()), shm };
+    let target = Target { ws, path, udp, pid: spawned.as_ref().map(|s| s.child.id()), shm, sub_tokens };
     let mut reports = Vec::new();
     let mut intervals = Vec::new();
     loop {

@@ -61,7 +61,8 @@ pub(super) fn spawn_server(a: &BenchArgs, shape: &Shape) -> Result<Spawned> {
     let path = std::env::temp_dir().join(format!("tickcast-bench-master-{}.csv", std::process::id()));
     let mut csv = String::from("token,exchange,symbol,name,isin,tick_size,lot_size,price_decimals\n");
     for t in 1..=shape.tokens {
-        csv.push_str(&format!("{t},NSE,SYM{t},Bench instrument {t},,0.05,1,2\n"));
+        // An ISIN: an equity (Kite segment NSE), not an index.
+        csv.push_str(&format!("{t},NSE,SYM{t},Bench instrument {t},INE{t:09},0.05,1,2\n"));
     }
     std::fs::write(&path, csv).with_context(|| format!("writing {}", path.display()))?;
     let master = tempfile_path::TempPath(path.clone());
