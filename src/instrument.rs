@@ -286,6 +286,7 @@ pub fn parse_master(bytes: &[u8]) -> Result<Vec<Instrument>> {
     let c_exchange = need("exchange")?;
     let (c_name, c_isin, c_tick, c_lot) = (col("name"), col("isin"), col("tick_size"), col("lot_size"));
     let (c_dec, c_ref) = (col("price_decimals"), col("ref_price").or_else(|| col("last_price")));
+    let c_segment = col("segment");
 
     let mut out = Vec::new();
     for (i, rec) in rdr.records().enumerate() {
@@ -324,13 +325,20 @@ pub fn parse_master(bytes: &[u8]) -> Result<Vec<Instrument>> {
         }
         let exchange = field(Some(c_exchange)).to_ascii_uppercase();
         let isin = field(c_isin).to_ascii_uppercase();
-        // A Kite dump's tokens are Kite tokens; in the native layout an
-        // NSE or BSE row without an ISIN is an index (Kite's segment 9).
+        // A Kite dump's tokens are Kite tokens. In the native layout the
+        // Kite segment comes from an optional `segment` column (Kite's
+        // names: `INDICES`, `NSE`, `NFO-OPT`, …) or else the exchange, an
+        // NSE or BSE row without an ISIN being an index.
         let kite_token = if kite {
             token
         } else {
-            let index = isin.is_empty() && matches!(exchange.as_str(), "NSE" | "BSE");
-            crate::kite::segment_for(&exchange, index).and_then(|seg| crate::kite::token(token, seg)).unwrap_or(0)
+            let segment = field(c_segment).to_ascii_uppercase();
+            let (market, index) = match segment.as_str() {
+                "" => (exchange.as_str(), isin.is_empty() && matches!(exchange.as_str(), "NSE" | "BSE")),
+                "INDICES" => (exchange.as_str(), true),
+                s => (s.split('-').next().unwrap_or(s), false),
+            };
+            crate::kite::segment_for(market, index).and_then(|seg| crate::kite::token(token, seg)).unwrap_or(0)
         };
         out.push(Instrument {
             token,
@@ -404,6 +412,12 @@ mod tests {
         let csv = "token,exchange,symbol\n7,NYSE,IBM\n16777216,NSE,BIG\n";
         let odd = Registry::new(parse_master(csv.as_bytes()).unwrap()).unwrap();
         assert!(odd.iter().all(|(_, i)| i.kite_token == 0), "no segment, or past 32 bits: no Kite token");
+        // A `segment` column says it outright: an equity without an ISIN,
+        // an index, a derivative.
+        let csv = "token,exchange,symbol,segment\n5,NSE,NOISIN,NSE\n6,NSE,IDX,INDICES\n7,NFO,FUT,NFO-FUT\n8,NSE,PLAIN,\n";
+        let reg = Registry::new(parse_master(csv.as_bytes()).unwrap()).unwrap();
+        let kt: Vec<u32> = reg.iter().map(|(_, i)| i.kite_token).collect();
+        assert_eq!(kt, [5 * 256 + 1, 6 * 256 + 9, 7 * 256 + 2, 8 * 256 + 9]);
     }
 
     #[test]
