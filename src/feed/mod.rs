@@ -21,6 +21,7 @@ pub mod udp;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::instrument::Registry;
 use crate::ring::{Fanout, PushStats};
@@ -149,6 +150,13 @@ pub struct FeedCtx {
     pub channels: Option<crate::ring::ChannelFanout>,
     /// The channel table (names ↔ ids, sequence numbers).
     pub channel_table: Arc<crate::channel::Channels>,
+}
+
+/// Exponential backoff from `min` doubling to `max`, with ±25% jitter so
+/// many clients of one upstream do not retry in step.
+pub fn backoff(attempt: u32, min: Duration, max: Duration) -> Duration {
+    let base = min.saturating_mul(1 << attempt.min(16)).min(max);
+    base.mul_f64(0.75 + fastrand::f64() * 0.5)
 }
 
 /// Counts `packet_seq` jumps of one packet stream (a UDP source, one TCP
@@ -347,4 +355,22 @@ pub fn names(sources: &[Box<dyn Source>]) -> Vec<String> {
 #[inline]
 pub fn stopping(flag: &AtomicBool) -> bool {
     flag.load(Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        let (min, max) = (Duration::from_millis(100), Duration::from_secs(5));
+        let d0 = backoff(0, min, max);
+        assert!(d0 >= min.mul_f64(0.75) && d0 <= min.mul_f64(1.25));
+        for a in [8, 20, 100] {
+            let d = backoff(a, min, max);
+            assert!(d <= max.mul_f64(1.25) && d >= max.mul_f64(0.75), "{a}: {d:?}");
+        }
+        let spread: std::collections::HashSet<u128> = (0..20).map(|_| backoff(3, min, max).as_micros()).collect();
+        assert!(spread.len() > 1, "jittered");
+    }
 }
