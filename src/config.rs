@@ -749,8 +749,14 @@ mod tests {
         let cases: &[(&[&str], &str)] = &[
             (&["--feed", "kite://h?api_key=a"], "no access token"),
             (&["--feed", "kite://h?access_token=t"], "no API key"),
-            (&["--feed", "kite://h?api_key=a&access_token=t", "--feed", "kite+ws://h:1/?api_key=a&access_token=t"], "at most one kite feed"),
-            (&["--feed", "kite://h?api_key=a&access_token=t", "--kite-connections", "0"], "--kite-connections must be at least 1"),
+            (
+                &["--feed", "kite://h?api_key=a&access_token=t", "--feed", "kite+ws://h:1/?api_key=a&access_token=t"],
+                "at most one kite feed",
+            ),
+            (
+                &["--feed", "kite://h?api_key=a&access_token=t", "--kite-connections", "0"],
+                "--kite-connections must be at least 1",
+            ),
             (&["--feed", "kite://h?api_key=a&access_token=t", "--kite-order-user", "a b"], "--kite-order-user `a b`"),
         ];
         for (argv, want) in cases {

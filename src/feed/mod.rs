@@ -9,6 +9,7 @@
 //! reports its health through [`FeedHealth`], which `/status` and every
 //! client heartbeat show.
 
+pub mod kite;
 pub(crate) mod listen;
 pub mod publish;
 pub mod redis;
@@ -67,6 +68,8 @@ pub struct FeedHealth {
     pub push: Arc<PushStats>,
     /// The worker that reads it (`--feed-poll worker`), or `OWN_THREAD`.
     pub read_by: AtomicUsize,
+    /// Upstream links, subscriptions and decode errors of a `kite` source.
+    pub kite: Option<kite::KiteHealth>,
 }
 
 /// `FeedHealth::read_by` of a feed that runs on its own thread.
@@ -89,6 +92,7 @@ impl FeedHealth {
             last_tick_ns: AtomicU64::new(0),
             push: Arc::new(PushStats::default()),
             read_by: AtomicUsize::new(OWN_THREAD),
+            kite: (kind == "kite").then(kite::KiteHealth::default),
         }
     }
 
@@ -150,6 +154,8 @@ pub struct FeedCtx {
     pub channels: Option<crate::ring::ChannelFanout>,
     /// The channel table (names ↔ ids, sequence numbers).
     pub channel_table: Arc<crate::channel::Channels>,
+    /// What local clients want of a limited upstream (set with a `kite://` feed).
+    pub demand: Option<Arc<crate::demand::Demand>>,
 }
 
 /// Exponential backoff from `min` doubling to `max`, with ±25% jitter so
@@ -336,6 +342,7 @@ pub fn build(specs: &[FeedSpec], registry: &Registry) -> anyhow::Result<Vec<Box<
                 FeedSpec::Tcp { addr } => Box::new(tcp::Tcp::bind(*addr, registry)?),
                 FeedSpec::Replay { path, speed } => Box::new(replay::Replay::open(path.clone(), *speed, registry)?),
                 FeedSpec::Redis { url } => Box::new(redis::RedisFeed::new(url.clone(), registry)),
+                FeedSpec::Kite(k) => Box::new(kite::KiteFeed::new(k.clone(), registry)?),
             })
         })
         .collect()

@@ -131,8 +131,16 @@ impl KiteSpec {
             bail!("feed `{shown}`: expected a host name, as in kite://ws.kite.trade?api_key=K&access_token=T");
         }
         let port = match port {
-            None => if tls { 443 } else { 80 },
-            Some(p) => p.parse().ok().filter(|&p| p > 0).with_context(|| format!("feed `{shown}`: `{p}` is not a port"))?,
+            None => {
+                if tls {
+                    443
+                } else {
+                    80
+                }
+            }
+            Some(p) => {
+                p.parse().ok().filter(|&p| p > 0).with_context(|| format!("feed `{shown}`: `{p}` is not a port"))?
+            }
         };
         let mut k = KiteSpec {
             tls,
@@ -334,11 +342,21 @@ mod tests {
         let cases: &[(&str, KiteSpec)] = &[
             (
                 "kite://ws.kite.trade?api_key=abc&access_token=s3cret",
-                KiteSpec { api_key: "abc".into(), access_token: Secret("s3cret".into()), ..kite(true, "ws.kite.trade", 443, "/") },
+                KiteSpec {
+                    api_key: "abc".into(),
+                    access_token: Secret("s3cret".into()),
+                    ..kite(true, "ws.kite.trade", 443, "/")
+                },
             ),
             ("kite://ws.kite.trade", kite(true, "ws.kite.trade", 443, "/")),
-            ("kite://localhost:8443/?ca=/tmp/c.pem", KiteSpec { ca: Some("/tmp/c.pem".into()), ..kite(true, "localhost", 8443, "/") }),
-            ("kite+ws://127.0.0.1:9000/kite?user=alice", KiteSpec { user: Some("alice".into()), ..kite(false, "127.0.0.1", 9000, "/kite") }),
+            (
+                "kite://localhost:8443/?ca=/tmp/c.pem",
+                KiteSpec { ca: Some("/tmp/c.pem".into()), ..kite(true, "localhost", 8443, "/") },
+            ),
+            (
+                "kite+ws://127.0.0.1:9000/kite?user=alice",
+                KiteSpec { user: Some("alice".into()), ..kite(false, "127.0.0.1", 9000, "/kite") },
+            ),
             ("kite+ws://[::1]:9000/", kite(false, "[::1]", 9000, "/")),
             ("kite+ws://edge", kite(false, "edge", 80, "/")),
         ];
