@@ -1015,7 +1015,6 @@ mod tests {
         // Unknown token and unknown length: dropped alone.
         assert_eq!(run(&mut d, &frame(&[ltp(999, 1), ltp(738561, 1)[..7].to_vec(), ltp(738561, 285200)]), 400), 1);
         assert_eq!(run(&mut d, &[0], 500), 0, "a heartbeat");
-        drop(run);
         let rel: Vec<&Tick> = got.iter().filter(|t| t.slot == 0).collect();
         assert_eq!(rel.iter().map(|t| t.seq).collect::<Vec<_>>(), [1, 2, 3], "strictly increasing per instrument");
         assert_eq!(rel.iter().map(|t| t.ltp).collect::<Vec<_>>(), [285050, 285100, 285200]);
