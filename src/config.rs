@@ -380,7 +380,6 @@ impl Config {
             Some(list) if !list.is_empty() => list.iter().map(|s| FeedSpec::parse(s)).collect::<Result<_>>()?,
             _ => vec![FeedSpec::Sim { rate: DEFAULT_SIM_RATE, seed: None }],
         };
-        let feeds = kite_credentials(feeds, &a)?;
         let idle = match a.idle.as_deref() {
             None | Some("park") => Idle::Park,
             Some("spin") => Idle::Spin,
@@ -420,6 +419,11 @@ impl Config {
                 None => Ok(Duration::from_secs_f64(default)),
             }
         };
+        let kite_limits = (
+            positive("kite-connections", a.kite_connections, DEFAULT_KITE_CONNECTIONS)?,
+            positive("kite-instruments", a.kite_instruments, DEFAULT_KITE_INSTRUMENTS)?,
+        );
+        let feeds = kite_credentials(feeds, &a, kite_limits)?;
         let heartbeat_ms = a.heartbeat_ms.unwrap_or(1000);
         if heartbeat_ms == 0 {
             bail!("--heartbeat-ms must be at least 1");
@@ -513,30 +517,20 @@ impl Config {
 }
 
 /// Fill each `kite` spec's missing credentials and order user from their
-/// flags (environment, file) and set its limits; at most one `kite` feed.
+/// flags (environment, file) and set its limits, (connections, instruments
+/// per connection); at most one `kite` feed.
 ///
 /// # Errors
-/// A second `kite` feed, missing credentials, a zero limit or a bad user.
-fn kite_credentials(mut feeds: Vec<FeedSpec>, a: &Flags) -> Result<Vec<FeedSpec>> {
+/// A second `kite` feed, missing credentials, too many connections or a bad user.
+fn kite_credentials(mut feeds: Vec<FeedSpec>, a: &Flags, limits: (usize, usize)) -> Result<Vec<FeedSpec>> {
     let kites = feeds.iter().filter(|f| matches!(f, FeedSpec::Kite(_))).count();
     if kites > 1 {
         bail!("--feed: at most one kite feed per server (Kite limits connections per API key; got {kites})");
     }
-    if kites == 0 {
-        return Ok(feeds);
-    }
-    let positive = |name: &str, v: Option<usize>, default: usize| -> Result<usize> {
-        match v {
-            Some(0) => bail!("--{name} must be at least 1"),
-            Some(v) if v > 1_000_000 => bail!("--{name} {v}: at most 1000000"),
-            v => Ok(v.unwrap_or(default)),
-        }
-    };
-    let connections = positive("kite-connections", a.kite_connections, DEFAULT_KITE_CONNECTIONS)?;
-    if connections > 64 {
+    let (connections, instruments) = limits;
+    if kites == 1 && connections > 64 {
         bail!("--kite-connections {connections}: at most 64");
     }
-    let instruments = positive("kite-instruments", a.kite_instruments, DEFAULT_KITE_INSTRUMENTS)?;
     for f in &mut feeds {
         let FeedSpec::Kite(k) = f else { continue };
         let shown = format!("kite feed {}", k.redacted());
@@ -554,7 +548,7 @@ fn kite_credentials(mut feeds: Vec<FeedSpec>, a: &Flags) -> Result<Vec<FeedSpec>
         }
         if k.user.is_none() {
             if let Some(u) = &a.kite_order_user {
-                if u.contains(':') || !crate::channel::valid_name(&format!("private:{u}:orders")) {
+                if !crate::feed::spec::KiteSpec::valid_user(u) {
                     bail!("--kite-order-user `{u}`: cannot name a channel (letters, digits, _ @ . | -)");
                 }
                 k.user = Some(u.clone());

@@ -152,10 +152,14 @@ pub fn status(shared: &Shared) -> Value {
                 .zip(&f.drops)
                 .map(|(n, c)| ((*n).to_string(), json!(l(c))))
                 .collect();
-            json!({"name": f.name, "kind": f.kind, "address": f.address, "read_by": f.read_by_name(), "state": f.state_name(now),
+            let mut v = json!({"name": f.name, "kind": f.kind, "address": f.address, "read_by": f.read_by_name(), "state": f.state_name(now),
                 "ticks": l(&f.ticks), "packets": l(&f.packets), "packet_gaps": l(&f.packet_gaps),
                 "drops": drops, "reconnects": l(&f.reconnects), "rejected": l(&f.rejected), "ring_overruns": l(&f.push.overruns),
-                "last_tick_age_ms": f.last_tick_age_ms(now), "kite": f.kite.as_ref().map(|k| k.status())})
+                "last_tick_age_ms": f.last_tick_age_ms(now)});
+            if let Some(k) = &f.kite {
+                v["kite"] = k.status();
+            }
+            v
         })
         .collect();
     let workers: Vec<Value> = shared

@@ -195,11 +195,6 @@ pub struct Requests {
 }
 
 impl Requests {
-    /// Nothing to send.
-    pub fn is_empty(&self) -> bool {
-        self.unsubscribe.is_empty() && self.subscribe.is_empty() && self.modes.iter().all(Vec::is_empty)
-    }
-
     /// Forget everything (keeping the buffers).
     pub fn clear(&mut self) {
         self.unsubscribe.clear();
@@ -382,7 +377,9 @@ impl Decoder {
 
 /// A link's byte stream: plain TCP (`kite+ws://`) or TLS (`kite://`).
 enum Transport {
+    /// `kite+ws://`.
     Plain(TcpStream),
+    /// `kite://` (boxed: the TLS state is large).
     Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
 }
 
@@ -532,8 +529,11 @@ impl Link {
 
 /// A `kite://` / `kite+ws://` source.
 pub struct KiteFeed {
+    /// Where, as whom, and the limits.
     spec: KiteSpec,
+    /// TLS settings (`kite://`), loaded once.
     tls: Option<Arc<ClientConfig>>,
+    /// Each instrument's state.
     decoder: Decoder,
 }
 
@@ -553,13 +553,19 @@ impl KiteFeed {
 
 /// The running source: its links and what they carry.
 struct Upstream {
+    /// The spec, TLS settings and decoder.
     feed: KiteFeed,
+    /// Readiness of the open links (token = connection index).
     poll: mio::Poll,
+    /// One per connection allowed, open or not.
     links: Vec<Link>,
+    /// Which connection carries which instrument.
     spread: Spread,
+    /// Per connection: this round's requests.
     requests: Vec<Requests>,
     /// When each distinct upstream error text was last logged.
     errors_logged: HashMap<String, Instant>,
+    /// `private:USER:orders`, when a user is configured.
     orders_channel: Option<String>,
 }
 

@@ -108,6 +108,11 @@ impl KiteSpec {
         format!("{scheme}://{}:{}{}{sep}api_key={}&access_token={token}", self.host, self.port, self.path, self.api_key)
     }
 
+    /// Can `user` own the order channel `private:USER:orders`?
+    pub fn valid_user(user: &str) -> bool {
+        !user.contains(':') && crate::channel::valid_name(&format!("private:{user}:orders"))
+    }
+
     /// The `private:USER:orders` channel order postbacks go to, if a user is set.
     pub fn orders_channel(&self) -> Option<String> {
         self.user.as_ref().map(|u| format!("private:{u}:orders"))
@@ -161,7 +166,7 @@ impl KiteSpec {
                 "access_token" if !v.is_empty() => k.access_token = Secret(v.to_string()),
                 "ca" if !v.is_empty() => k.ca = Some(v.into()),
                 "user" if !v.is_empty() => {
-                    if !crate::channel::valid_name(&format!("private:{v}:orders")) || v.contains(':') {
+                    if !KiteSpec::valid_user(v) {
                         bail!("feed `{shown}`: user `{v}` cannot name a channel (letters, digits, _ @ . | -)");
                     }
                     k.user = Some(v.to_string());
