@@ -507,3 +507,38 @@ fn tls_upstream_with_a_certificate_for_another_name_is_refused() {
     assert_eq!(fake.connections(), 0, "no WebSocket over an unverified link");
     let _ = std::fs::remove_file(&ca);
 }
+
+#[test]
+fn credentials_from_the_environment_never_reach_the_logs_and_a_refusal_is_logged_once() {
+    use std::io::BufRead;
+    let fake = Fake::start();
+    fake.state.refuse.store(403, Ordering::SeqCst);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tickcast"))
+        .args(["--listen", "127.0.0.1:0", "--openalgo-listen", "off"])
+        .args(["--feed", &format!("kite+ws://{}/", fake.addr)])
+        .env("KITE_API_KEY", "env-key")
+        .env("KITE_ACCESS_TOKEN", "env-s3cret")
+        .env("RUST_LOG", "debug")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut banner = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut banner).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fake.state.refused.load(Ordering::SeqCst) < 3 {
+        assert!(Instant::now() < deadline, "the refused handshake was not retried");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    fake.state.refuse.store(0, Ordering::SeqCst);
+    fake.wait_connections(1);
+    let uri = fake.state.handshakes.lock().unwrap()[0].clone();
+    assert_eq!(uri, "/?api_key=env-key&access_token=env-s3cret", "credentials from the environment");
+    util::unsafe_free_kill(child.id(), "-TERM");
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!log.contains("env-s3cret"), "the access token is in the log:\n{log}");
+    let warned = log.lines().filter(|l| l.contains("WARN") && l.contains("HTTP 403")).count();
+    assert_eq!(warned, 1, "a refusal is logged once per streak:\n{log}");
+    assert!(log.contains("access_token=***"), "the address is shown redacted:\n{log}");
+}
