@@ -69,6 +69,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const ROUND_FRAMES: usize = 64;
 /// Longest such round.
 const ROUND_TIME: Duration = Duration::from_millis(5);
+/// Largest message taken from upstream: a full frame for 3,000 instruments
+/// is about 560 kB; anything far beyond is not Kite and closes the link.
+const MAX_MESSAGE: usize = 4 << 20;
 /// Reconnect backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -489,7 +492,12 @@ fn connect(spec: &KiteSpec, tls: Option<&Arc<ClientConfig>>) -> Result<WebSocket
     };
     let mut req = spec.url().into_client_request().map_err(|e| failed("request", &e))?;
     req.headers_mut().insert("X-Kite-Version", tungstenite::http::HeaderValue::from_static("3"));
-    let ws = match tungstenite::client(req, transport) {
+    let config = tungstenite::protocol::WebSocketConfig {
+        max_message_size: Some(MAX_MESSAGE),
+        max_frame_size: Some(MAX_MESSAGE),
+        ..Default::default()
+    };
+    let ws = match tungstenite::client::client_with_config(req, transport, Some(config)) {
         Ok((ws, _)) => ws,
         Err(HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
             return Err(ConnectError::Refused(resp.status().as_u16()))
