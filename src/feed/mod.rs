@@ -68,7 +68,8 @@ pub struct FeedHealth {
     pub push: Arc<PushStats>,
     /// The worker that reads it (`--feed-poll worker`), or `OWN_THREAD`.
     pub read_by: AtomicUsize,
-    /// Upstream links, subscriptions and decode errors of a `kite` source.
+    /// Upstream links, subscriptions and decode errors of a `kite` source
+    /// (present exactly when `kind` is `kite`).
     pub kite: Option<kite::KiteHealth>,
 }
 
