@@ -312,7 +312,8 @@ fn a_silent_upstream_is_reconnected_and_resubscribed() {
     fake.wait_request("a resubscribe on a new connection", |c, v| c == 1 && asks(v, "subscribe", None, RELIANCE));
     fake.wait_request("the mode again", |c, v| c == 1 && asks(v, "mode", Some("quote"), RELIANCE));
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(2900), "reconnected after {took:?}, before the 3 s stall");
+    // The last heartbeat came up to 500 ms before the silence began.
+    assert!(took >= Duration::from_millis(2400), "reconnected after {took:?}, before the 3 s stall");
     let st = s.status_until("the reconnect", |st| {
         st["feeds"][0]["reconnects"].as_u64() >= Some(1) && st["feeds"][0]["state"] == "live"
     });
