@@ -241,6 +241,7 @@ fn run(reg: &Arc<Registry>, rate: Option<u64>, dur: Duration) -> Report {
         market_open: Arc::new(AtomicBool::new(true)),
         channels: None,
         channel_table: Arc::new(Channels::new(0)),
+        demand: None,
     };
 
     let source = thread::Builder::new()

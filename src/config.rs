@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 
 use serde::Deserialize;
 
-use crate::feed::spec::{FeedSpec, DEFAULT_SIM_RATE};
+use crate::feed::spec::{FeedSpec, Secret, DEFAULT_KITE_CONNECTIONS, DEFAULT_KITE_INSTRUMENTS, DEFAULT_SIM_RATE};
 
 /// Declares [`Flags`] and its merge from one list of fields (each an
 /// `Option`): a flag given on the command line wins over the file's.
@@ -50,7 +50,7 @@ pub struct Flags {
     #[arg(long, value_name = "PATH")]
     pub master: Option<PathBuf>,
 
-    /// Feed source, repeatable: `sim[:rate=N,seed=S]` (ticks/s over the whole master), `udp://HOST:PORT[?iface=IP]` (TCF1 datagrams; multicast HOST joins the group), `tcp://HOST:PORT` (listen for TCF1 publishers), `redis://HOST:PORT` (ticks and channels from Redis pub/sub, following local interest), `replay:PATH[?speed=N|max]` [default: sim:rate=2000].
+    /// Feed source, repeatable: `sim[:rate=N,seed=S]` (ticks/s over the whole master), `udp://HOST:PORT[?iface=IP]` (TCF1 datagrams; multicast HOST joins the group), `tcp://HOST:PORT` (listen for TCF1 publishers), `redis://HOST:PORT` (ticks and channels from Redis pub/sub, following local interest), `kite://ws.kite.trade[?api_key=K&access_token=T&user=NAME&ca=PEM]` (Kite Connect's ticker over TLS, following local interest; `kite+ws://HOST:PORT/PATH?…` for plain WebSocket, such as another tickcast's `/kite`), `replay:PATH[?speed=N|max]` [default: sim:rate=2000].
     #[arg(long = "feed", value_name = "SPEC")]
     pub feed: Option<Vec<String>>,
 
@@ -189,6 +189,26 @@ pub struct Flags {
     /// Trading WS: most concurrent `/ws` connections [default: 100].
     #[arg(long, env = "WEBSOCKET_MAX_CONNECTIONS", value_name = "N")]
     pub websocket_max_connections: Option<usize>,
+
+    /// Kite upstream: the API key, when the `kite://` spec has no `api_key=` [default: none].
+    #[arg(long, env = "KITE_API_KEY", value_name = "KEY")]
+    pub kite_api_key: Option<String>,
+
+    /// Kite upstream: the access token, when the `kite://` spec has no `access_token=` (keep it off command lines: use the environment or the config file) [default: none].
+    #[arg(long, env = "KITE_ACCESS_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub kite_access_token: Option<String>,
+
+    /// Kite upstream: most WebSocket connections opened (Kite allows 3 per API key) [default: 3].
+    #[arg(long, value_name = "N")]
+    pub kite_connections: Option<usize>,
+
+    /// Kite upstream: most instruments per connection (Kite allows 3000); clients past connections × this are refused [default: 3000].
+    #[arg(long, value_name = "N")]
+    pub kite_instruments: Option<usize>,
+
+    /// Kite upstream: the user whose channel `private:USER:orders` gets order postbacks, when the spec has no `user=` [default: none: postbacks are counted and dropped].
+    #[arg(long, value_name = "USER")]
+    pub kite_order_user: Option<String>,
 
     /// When the market is open: `always`, `nse` (09:15–15:30 Asia/Kolkata, Mon–Fri), or `SESSIONS[@ZONE][;days=DAYS][;holidays=DATES]` like `09:30-16:00@America/New_York;days=mon-fri;holidays=2026-07-03` (zone: IANA name or ±HH:MM, default UTC; days default every day); `nse;holidays=2026-01-26,…` adds holidays. In the file, also a `[market-hours]` table (time-zone, sessions, weekdays, holidays, preset). Closed: the simulator pauses and clients get `market_status` [default: always].
     #[arg(long, value_name = "SPEC")]
@@ -368,7 +388,7 @@ impl Config {
     /// # Errors
     /// An invalid value; the message names the flag and the accepted values.
     pub fn from_flags(a: Flags) -> Result<Config> {
-        let feeds = match a.feed {
+        let feeds = match &a.feed {
             Some(list) if !list.is_empty() => list.iter().map(|s| FeedSpec::parse(s)).collect::<Result<_>>()?,
             _ => vec![FeedSpec::Sim { rate: DEFAULT_SIM_RATE, seed: None }],
         };
@@ -411,6 +431,11 @@ impl Config {
                 None => Ok(Duration::from_secs_f64(default)),
             }
         };
+        let kite_limits = (
+            positive("kite-connections", a.kite_connections, DEFAULT_KITE_CONNECTIONS)?,
+            positive("kite-instruments", a.kite_instruments, DEFAULT_KITE_INSTRUMENTS)?,
+        );
+        let feeds = kite_credentials(feeds, &a, kite_limits)?;
         let heartbeat_ms = a.heartbeat_ms.unwrap_or(1000);
         if heartbeat_ms == 0 {
             bail!("--heartbeat-ms must be at least 1");
@@ -510,6 +535,49 @@ impl Config {
             )? as u64),
         })
     }
+}
+
+/// Fill each `kite` spec's missing credentials and order user from their
+/// flags (environment, file) and set its limits, (connections, instruments
+/// per connection); at most one `kite` feed.
+///
+/// # Errors
+/// A second `kite` feed, missing credentials, too many connections or a bad user.
+fn kite_credentials(mut feeds: Vec<FeedSpec>, a: &Flags, limits: (usize, usize)) -> Result<Vec<FeedSpec>> {
+    let kites = feeds.iter().filter(|f| matches!(f, FeedSpec::Kite(_))).count();
+    if kites > 1 {
+        bail!("--feed: at most one kite feed per server (Kite limits connections per API key; got {kites})");
+    }
+    let (connections, instruments) = limits;
+    if kites == 1 && connections > 64 {
+        bail!("--kite-connections {connections}: at most 64");
+    }
+    for f in &mut feeds {
+        let FeedSpec::Kite(k) = f else { continue };
+        let shown = format!("kite feed {}", k.redacted());
+        if k.api_key.is_empty() {
+            k.api_key = a.kite_api_key.clone().unwrap_or_default();
+        }
+        if k.access_token.0.is_empty() {
+            k.access_token = Secret(a.kite_access_token.clone().unwrap_or_default());
+        }
+        if k.api_key.is_empty() {
+            bail!("{shown}: no API key: add api_key= to the spec, or give --kite-api-key, KITE_API_KEY or kite-api-key in the config file");
+        }
+        if k.access_token.0.is_empty() {
+            bail!("{shown}: no access token: give KITE_ACCESS_TOKEN, kite-access-token in the config file, or access_token= in the spec");
+        }
+        if k.user.is_none() {
+            if let Some(u) = &a.kite_order_user {
+                if !crate::feed::spec::KiteSpec::valid_user(u) {
+                    bail!("--kite-order-user `{u}`: cannot name a channel (letters, digits, _ @ . | -)");
+                }
+                k.user = Some(u.clone());
+            }
+        }
+        (k.connections, k.instruments) = (connections, instruments);
+    }
+    Ok(feeds)
 }
 
 /// Parse permission bits in octal (`0640`, `640`, `0o640`).
@@ -656,6 +724,62 @@ mod tests {
         let c = parse(&["--config", file.to_str().unwrap()]).unwrap().shm.unwrap();
         assert_eq!((c.path.to_str(), c.mode, c.capacity), (Some("/dev/shm/tickcast-demo"), 0o660, 4096), "TOML keys");
         let _ = std::fs::remove_file(&file);
+    }
+
+    #[test]
+    fn kite_credentials_come_from_the_spec_the_flags_or_the_file() {
+        let kite = |c: &Config| match &c.feeds[0] {
+            FeedSpec::Kite(k) => k.clone(),
+            other => panic!("{other:?}"),
+        };
+        let c = parse(&["--feed", "kite://ws.kite.trade?api_key=a&access_token=t&user=alice"]).unwrap();
+        let k = kite(&c);
+        assert_eq!((k.api_key.as_str(), k.access_token.0.as_str(), k.user.as_deref()), ("a", "t", Some("alice")));
+        assert_eq!((k.connections, k.instruments), (3, 3000));
+        let c = parse(&[
+            "--feed",
+            "kite://ws.kite.trade",
+            "--kite-api-key",
+            "fk",
+            "--kite-access-token",
+            "ft",
+            "--kite-connections",
+            "1",
+            "--kite-instruments",
+            "2",
+            "--kite-order-user",
+            "bob",
+        ])
+        .unwrap();
+        let k = kite(&c);
+        assert_eq!((k.api_key.as_str(), k.access_token.0.as_str(), k.user.as_deref()), ("fk", "ft", Some("bob")));
+        assert_eq!((k.connections, k.instruments), (1, 2));
+        assert!(!format!("{c:?}").contains("ft\""), "the token stays out of Debug: {c:?}");
+        let file = std::env::temp_dir().join(format!("tickcast-cfg-kite-{}.toml", std::process::id()));
+        std::fs::write(&file, "feed = [\"kite://ws.kite.trade\"]\nkite-api-key = \"ck\"\nkite-access-token = \"ct\"\n")
+            .unwrap();
+        let k = kite(&parse(&["--config", file.to_str().unwrap()]).unwrap());
+        assert_eq!((k.api_key.as_str(), k.access_token.0.as_str()), ("ck", "ct"), "TOML keys");
+        let _ = std::fs::remove_file(&file);
+        let cases: &[(&[&str], &str)] = &[
+            (&["--feed", "kite://h?api_key=a"], "no access token"),
+            (&["--feed", "kite://h?access_token=t"], "no API key"),
+            (
+                &["--feed", "kite://h?api_key=a&access_token=t", "--feed", "kite+ws://h:1/?api_key=a&access_token=t"],
+                "at most one kite feed",
+            ),
+            (
+                &["--feed", "kite://h?api_key=a&access_token=t", "--kite-connections", "0"],
+                "--kite-connections must be at least 1",
+            ),
+            (&["--feed", "kite://h?api_key=a&access_token=t", "--kite-order-user", "a b"], "--kite-order-user `a b`"),
+        ];
+        for (argv, want) in cases {
+            let err = parse(argv).unwrap_err();
+            let text = format!("{err:#}");
+            assert!(text.contains(want), "{argv:?}: {text}");
+            assert!(!text.contains("=t&") && !text.ends_with("=t"), "token in error text: {text}");
+        }
     }
 
     #[test]

@@ -19,6 +19,17 @@ use crate::tick::Mode;
 /// What a client is told when the upstream has no room for another instrument.
 pub const FULL: &str = "the upstream feed is at its instrument limit; unsubscribe something first";
 
+/// A refused subscription's reason for the client: the per-connection
+/// limits say their number (`max_subscriptions`); the upstream's does not
+/// (it is the server's, not the connection's).
+pub fn reason(why: &str, max_subscriptions: usize) -> String {
+    if why == FULL {
+        why.to_string()
+    } else {
+        format!("{why} ({max_subscriptions} per connection)")
+    }
+}
+
 /// Local demand on a limited upstream.
 pub struct Demand {
     inner: Mutex<Inner>,
@@ -149,5 +160,7 @@ mod tests {
         d.add(Slot(5), Mode::Ltp).unwrap();
         d.wanted(&mut out);
         assert_eq!(out, [(Slot(1), Mode::Ltp), (Slot(5), Mode::Ltp)]);
+        assert_eq!(reason(FULL, 3000), FULL, "the upstream's limit is not the connection's");
+        assert_eq!(reason("subscription limit reached", 2), "subscription limit reached (2 per connection)");
     }
 }

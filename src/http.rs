@@ -152,10 +152,14 @@ pub fn status(shared: &Shared) -> Value {
                 .zip(&f.drops)
                 .map(|(n, c)| ((*n).to_string(), json!(l(c))))
                 .collect();
-            json!({"name": f.name, "kind": f.kind, "address": f.address, "read_by": f.read_by_name(), "state": f.state_name(now),
+            let mut v = json!({"name": f.name, "kind": f.kind, "address": f.address, "read_by": f.read_by_name(), "state": f.state_name(now),
                 "ticks": l(&f.ticks), "packets": l(&f.packets), "packet_gaps": l(&f.packet_gaps),
                 "drops": drops, "reconnects": l(&f.reconnects), "rejected": l(&f.rejected), "ring_overruns": l(&f.push.overruns),
-                "last_tick_age_ms": f.last_tick_age_ms(now)})
+                "last_tick_age_ms": f.last_tick_age_ms(now)});
+            if let Some(k) = &f.kite {
+                v["kite"] = k.status();
+            }
+            v
         })
         .collect();
     let workers: Vec<Value> = shared
@@ -334,6 +338,7 @@ pub fn metrics(shared: &Shared) -> String {
     for f in &shared.feeds {
         let _ = writeln!(out, "tickcast_feed_up{{feed=\"{}\"}} {}", f.name, u8::from(f.state_name(now) == "live"));
     }
+    crate::feed::kite::metrics(&mut out, &shared.feeds);
     if let Some(r) = &shared.hub.shm {
         let _ = writeln!(out, "# HELP tickcast_shm_records_total Records published into the shared-memory ring of each feed\n# TYPE tickcast_shm_records_total counter");
         for (feed, n) in r.written() {

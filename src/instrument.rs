@@ -12,6 +12,55 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use rustc_hash::FxHashMap;
 
+/// Kite's segment numbers (the low byte of an instrument token).
+pub mod segment {
+    /// NSE equities.
+    pub const NSE: u8 = 1;
+    /// NSE futures and options.
+    pub const NFO: u8 = 2;
+    /// NSE currency derivatives.
+    pub const CDS: u8 = 3;
+    /// BSE equities.
+    pub const BSE: u8 = 4;
+    /// BSE futures and options.
+    pub const BFO: u8 = 5;
+    /// BSE currency derivatives.
+    pub const BCD: u8 = 6;
+    /// MCX commodities.
+    pub const MCX: u8 = 7;
+    /// MCX-SX.
+    pub const MCXSX: u8 = 8;
+    /// Indices (not tradable).
+    pub const INDICES: u8 = 9;
+    /// NCDEX commodities.
+    pub const NCO: u8 = 12;
+}
+
+/// The segment an instrument of `exchange` trades in (`index`: an index,
+/// segment 9), if Kite has one.
+pub fn segment_for(exchange: &str, index: bool) -> Option<u8> {
+    if index {
+        return Some(segment::INDICES);
+    }
+    Some(match exchange {
+        "NSE" => segment::NSE,
+        "NFO" => segment::NFO,
+        "CDS" => segment::CDS,
+        "BSE" => segment::BSE,
+        "BFO" => segment::BFO,
+        "BCD" => segment::BCD,
+        "MCX" => segment::MCX,
+        "MCXSX" => segment::MCXSX,
+        "NCO" | "NCDEX" => segment::NCO,
+        _ => return None,
+    })
+}
+
+/// `exchange_token × 256 + segment`, if it fits 32 bits.
+pub fn token(exchange_token: u32, segment: u8) -> Option<u32> {
+    exchange_token.checked_mul(256).map(|t| t | u32::from(segment))
+}
+
 /// Dense index of an instrument in the registry, `0..len`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Slot(pub u32);
@@ -338,7 +387,7 @@ pub fn parse_master(bytes: &[u8]) -> Result<Vec<Instrument>> {
                 "INDICES" => (exchange.as_str(), true),
                 s => (s.split('-').next().unwrap_or(s), false),
             };
-            crate::kite::segment_for(market, index).and_then(|seg| crate::kite::token(token, seg)).unwrap_or(0)
+            segment_for(market, index).and_then(|seg| self::token(token, seg)).unwrap_or(0)
         };
         out.push(Instrument {
             token,

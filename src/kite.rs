@@ -24,32 +24,11 @@
 
 use std::ops::Range;
 
+// Token arithmetic lives with the registry, which computes every
+// instrument's Kite token at load (and so must not import this module).
 use crate::instrument::Instrument;
+pub use crate::instrument::{segment, segment_for, token};
 use crate::tick::{Depth, Level, Mode, Tick, DEPTH_LEVELS, FLAG_DEPTH, FLAG_OHLC, FLAG_OI, FLAG_QUOTE};
-
-/// Kite's segment numbers (the low byte of an instrument token).
-pub mod segment {
-    /// NSE equities.
-    pub const NSE: u8 = 1;
-    /// NSE futures and options.
-    pub const NFO: u8 = 2;
-    /// NSE currency derivatives.
-    pub const CDS: u8 = 3;
-    /// BSE equities.
-    pub const BSE: u8 = 4;
-    /// BSE futures and options.
-    pub const BFO: u8 = 5;
-    /// BSE currency derivatives.
-    pub const BCD: u8 = 6;
-    /// MCX commodities.
-    pub const MCX: u8 = 7;
-    /// MCX-SX.
-    pub const MCXSX: u8 = 8;
-    /// Indices (not tradable).
-    pub const INDICES: u8 = 9;
-    /// NCDEX commodities.
-    pub const NCO: u8 = 12;
-}
 
 /// Length of an LTP packet.
 pub const LTP_LEN: usize = 8;
@@ -61,31 +40,6 @@ pub const INDEX_FULL_LEN: usize = 32;
 pub const QUOTE_LEN: usize = 44;
 /// Length of a full packet.
 pub const FULL_LEN: usize = 184;
-
-/// The segment an instrument of `exchange` trades in (`index`: an index,
-/// segment 9), if Kite has one.
-pub fn segment_for(exchange: &str, index: bool) -> Option<u8> {
-    if index {
-        return Some(segment::INDICES);
-    }
-    Some(match exchange {
-        "NSE" => segment::NSE,
-        "NFO" => segment::NFO,
-        "CDS" => segment::CDS,
-        "BSE" => segment::BSE,
-        "BFO" => segment::BFO,
-        "BCD" => segment::BCD,
-        "MCX" => segment::MCX,
-        "MCXSX" => segment::MCXSX,
-        "NCO" | "NCDEX" => segment::NCO,
-        _ => return None,
-    })
-}
-
-/// `exchange_token × 256 + segment`, if it fits 32 bits.
-pub fn token(exchange_token: u32, segment: u8) -> Option<u32> {
-    exchange_token.checked_mul(256).map(|t| t | u32::from(segment))
-}
 
 /// Decimals of the prices in a packet of `segment` (pykiteconnect's divisors).
 pub fn decimals(segment: u8) -> u8 {

@@ -116,6 +116,7 @@ pub fn run(args: RecordArgs) -> Result<()> {
             market_open: Arc::new(AtomicBool::new(true)),
             channels: None,
             channel_table: Arc::new(crate::channel::Channels::new(0)),
+            demand: None,
         };
         threads.push(std::thread::spawn(move || source.run(ctx)));
     }

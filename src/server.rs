@@ -167,7 +167,14 @@ impl Server {
             }
             None => None,
         };
-        let hub = Hub::with_channels(registry.len(), config.max_channels, signals.clone(), config.ring_capacity, shm);
+        let mut hub =
+            Hub::with_channels(registry.len(), config.max_channels, signals.clone(), config.ring_capacity, shm);
+        // A limited upstream: workers admit instruments against its capacity.
+        if let Some(feed::spec::FeedSpec::Kite(k)) =
+            config.feeds.iter().find(|f| matches!(f, feed::spec::FeedSpec::Kite(_)))
+        {
+            hub.demand = Some(Arc::new(crate::demand::Demand::new(registry.len(), k.connections * k.instruments)));
+        }
         if mirror_poll.is_some() {
             for (slot, _) in registry.iter() {
                 hub.interest.set(slot, config.workers);
@@ -228,6 +235,7 @@ impl Server {
                 market_open: shared.market_open.clone(),
                 channels,
                 channel_table: shared.channels.clone(),
+                demand: shared.hub.demand.clone(),
             };
             let source = match config.feed_poll {
                 FeedPoll::Worker => match source.polled() {

@@ -268,7 +268,7 @@ fn subscribe(host: &mut dyn Host, v: &BorrowedValue, req_id: Option<Value>, now:
                 Ok(()) => subscribed.push(entry(host.registry(), slot, Some(mode))),
                 Err(why) => {
                     let mut e = entry(host.registry(), slot, None);
-                    e["reason"] = json!(format!("{why} ({} per connection)", host.config().max_subscriptions));
+                    e["reason"] = json!(crate::demand::reason(why, host.config().max_subscriptions));
                     rejected.push(e);
                 }
             },

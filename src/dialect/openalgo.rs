@@ -408,7 +408,7 @@ fn subscribe(host: &mut dyn Host, v: &BorrowedValue, now: u64) -> Result<(), Ref
                 ok += 1;
             }
             Err(why) => {
-                let msg = format!("{why} ({} per connection)", host.config().max_subscriptions);
+                let msg = crate::demand::reason(why, host.config().max_subscriptions);
                 results.push(failed(n, msg));
             }
         }

@@ -321,8 +321,8 @@ fn subscribe(st: &mut State, host: &mut dyn Host, v: &BorrowedValue, now: u64) -
         reply_error(host, &unknown_error(&unknown, some_done), now);
     }
     if !refused.is_empty() {
-        let max = host.config().max_subscriptions;
-        let msg = format!("Not subscribed to {}: {why_refused} ({max} per connection)", refused.join(", "));
+        let why = crate::demand::reason(why_refused, host.config().max_subscriptions);
+        let msg = format!("Not subscribed to {}: {why}", refused.join(", "));
         reply_error(host, &msg, now);
     }
     Ok(())

@@ -9,6 +9,7 @@
 //! reports its health through [`FeedHealth`], which `/status` and every
 //! client heartbeat show.
 
+pub mod kite;
 pub(crate) mod listen;
 pub mod publish;
 pub mod redis;
@@ -21,6 +22,7 @@ pub mod udp;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::instrument::Registry;
 use crate::ring::{Fanout, PushStats};
@@ -66,6 +68,9 @@ pub struct FeedHealth {
     pub push: Arc<PushStats>,
     /// The worker that reads it (`--feed-poll worker`), or `OWN_THREAD`.
     pub read_by: AtomicUsize,
+    /// Upstream links, subscriptions and decode errors of a `kite` source
+    /// (present exactly when `kind` is `kite`).
+    pub kite: Option<kite::KiteHealth>,
 }
 
 /// `FeedHealth::read_by` of a feed that runs on its own thread.
@@ -88,6 +93,7 @@ impl FeedHealth {
             last_tick_ns: AtomicU64::new(0),
             push: Arc::new(PushStats::default()),
             read_by: AtomicUsize::new(OWN_THREAD),
+            kite: (kind == "kite").then(kite::KiteHealth::default),
         }
     }
 
@@ -149,6 +155,15 @@ pub struct FeedCtx {
     pub channels: Option<crate::ring::ChannelFanout>,
     /// The channel table (names ↔ ids, sequence numbers).
     pub channel_table: Arc<crate::channel::Channels>,
+    /// What local clients want of a limited upstream (set with a `kite://` feed).
+    pub demand: Option<Arc<crate::demand::Demand>>,
+}
+
+/// Exponential backoff from `min` doubling to `max`, with ±25% jitter so
+/// many clients of one upstream do not retry in step.
+pub fn backoff(attempt: u32, min: Duration, max: Duration) -> Duration {
+    let base = min.saturating_mul(1 << attempt.min(16)).min(max);
+    base.mul_f64(0.75 + fastrand::f64() * 0.5)
 }
 
 /// Counts `packet_seq` jumps of one packet stream (a UDP source, one TCP
@@ -328,6 +343,7 @@ pub fn build(specs: &[FeedSpec], registry: &Registry) -> anyhow::Result<Vec<Box<
                 FeedSpec::Tcp { addr } => Box::new(tcp::Tcp::bind(*addr, registry)?),
                 FeedSpec::Replay { path, speed } => Box::new(replay::Replay::open(path.clone(), *speed, registry)?),
                 FeedSpec::Redis { url } => Box::new(redis::RedisFeed::new(url.clone(), registry)),
+                FeedSpec::Kite(k) => Box::new(kite::KiteFeed::new(k.clone(), registry)?),
             })
         })
         .collect()
@@ -347,4 +363,22 @@ pub fn names(sources: &[Box<dyn Source>]) -> Vec<String> {
 #[inline]
 pub fn stopping(flag: &AtomicBool) -> bool {
     flag.load(Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        let (min, max) = (Duration::from_millis(100), Duration::from_secs(5));
+        let d0 = backoff(0, min, max);
+        assert!(d0 >= min.mul_f64(0.75) && d0 <= min.mul_f64(1.25));
+        for a in [8, 20, 100] {
+            let d = backoff(a, min, max);
+            assert!(d <= max.mul_f64(1.25) && d >= max.mul_f64(0.75), "{a}: {d:?}");
+        }
+        let spread: std::collections::HashSet<u128> = (0..20).map(|_| backoff(3, min, max).as_micros()).collect();
+        assert!(spread.len() > 1, "jittered");
+    }
 }

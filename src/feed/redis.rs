@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::tcf1::Merger;
-use super::{publish_packet, stopping, FeedCtx, PacketSeq, Source, STATE_CONNECTING, STATE_DOWN, STATE_LIVE};
+use super::{backoff, publish_packet, stopping, FeedCtx, PacketSeq, Source, STATE_CONNECTING, STATE_DOWN, STATE_LIVE};
 use crate::channel::ChannelId;
 use crate::instrument::{Registry, Slot};
 use crate::tick::now_ns;
@@ -63,12 +63,6 @@ fn wanted(ctx: &FeedCtx) -> HashSet<String> {
         }
     }
     out
-}
-
-/// Exponential backoff with ±25% jitter, capped.
-fn backoff(attempt: u32) -> Duration {
-    let base = BACKOFF_MIN.saturating_mul(1 << attempt.min(10)).min(BACKOFF_MAX);
-    base.mul_f64(0.75 + fastrand::f64() * 0.5)
 }
 
 impl RedisFeed {
@@ -156,7 +150,7 @@ impl Source for RedisFeed {
                         connected_before = true;
                         attempt = 0;
                     }
-                    let wait = backoff(attempt);
+                    let wait = backoff(attempt, BACKOFF_MIN, BACKOFF_MAX);
                     attempt += 1;
                     log::warn!("feed {}: {e}; retrying in {wait:?}", ctx.health.name);
                     let until = std::time::Instant::now() + wait;
@@ -167,22 +161,5 @@ impl Source for RedisFeed {
             }
         }
         ctx.health.state.store(STATE_DOWN, Ordering::Relaxed);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_is_capped_and_jittered() {
-        let d0 = backoff(0);
-        assert!(d0 >= BACKOFF_MIN.mul_f64(0.75) && d0 <= BACKOFF_MIN.mul_f64(1.25));
-        for a in [8, 20, 100] {
-            let d = backoff(a);
-            assert!(d <= BACKOFF_MAX.mul_f64(1.25) && d >= BACKOFF_MAX.mul_f64(0.75), "{a}: {d:?}");
-        }
-        let spread: HashSet<u128> = (0..20).map(|_| backoff(3).as_micros()).collect();
-        assert!(spread.len() > 1, "jittered");
     }
 }

@@ -1,6 +1,10 @@
 //! `--feed SPEC`: which source to run, parsed from its one-line form
 //! (`sim:rate=N`, `udp://HOST:PORT?iface=IP`, `tcp://…`, `redis://…`,
-//! `replay:PATH?speed=N|max`). [`super::build`] turns specs into sources.
+//! `kite://…`, `kite+ws://…`, `replay:PATH?speed=N|max`). [`super::build`]
+//! turns specs into sources.
+//!
+//! A `kite` spec may carry an access token: it is a [`Secret`], and error
+//! texts quote the spec with the token redacted.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -34,6 +38,8 @@ pub enum FeedSpec {
         /// `redis://HOST:PORT`.
         url: String,
     },
+    /// Kite Connect's ticker WebSocket (or another tickcast's `/kite`).
+    Kite(KiteSpec),
     /// A recorded TCF1 file.
     Replay {
         /// The file.
@@ -41,6 +47,153 @@ pub enum FeedSpec {
         /// Speed factor; `None` = as fast as possible.
         speed: Option<f64>,
     },
+}
+
+/// Text that must stay out of logs, `/status` and `Debug` output.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
+    }
+}
+
+/// Default upstream connections of a `kite` feed (Kite allows 3 per API key).
+pub const DEFAULT_KITE_CONNECTIONS: usize = 3;
+/// Default instruments per connection (Kite allows 3,000).
+pub const DEFAULT_KITE_INSTRUMENTS: usize = 3000;
+
+/// Where and as whom a `kite` source connects:
+/// `kite://ws.kite.trade?api_key=K&access_token=T` (TLS, port 443, path `/`)
+/// or `kite+ws://HOST:PORT/PATH?api_key=K&access_token=T` (plain WebSocket).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KiteSpec {
+    /// `wss` (`kite://`) rather than `ws` (`kite+ws://`).
+    pub tls: bool,
+    /// Host name (checked against the certificate with TLS).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Request path, from `/`.
+    pub path: String,
+    /// `api_key=`, else `--kite-api-key` / `KITE_API_KEY` (filled by `config`).
+    pub api_key: String,
+    /// `access_token=`, else `--kite-access-token` / `KITE_ACCESS_TOKEN`.
+    pub access_token: Secret,
+    /// `ca=PATH`: a PEM file of extra trusted roots (private upstreams, tests).
+    pub ca: Option<PathBuf>,
+    /// `user=NAME`: order postbacks go to channel `private:NAME:orders`.
+    pub user: Option<String>,
+    /// Upstream connections at most (`--kite-connections`).
+    pub connections: usize,
+    /// Instruments per connection at most (`--kite-instruments`).
+    pub instruments: usize,
+}
+
+impl KiteSpec {
+    /// The WebSocket URL with credentials (for the handshake only; never log it).
+    pub fn url(&self) -> String {
+        self.url_with(&self.access_token.0)
+    }
+
+    /// The URL with the access token shown as `***` (logs, `/status`).
+    pub fn redacted(&self) -> String {
+        self.url_with(if self.access_token.0.is_empty() { "" } else { "***" })
+    }
+
+    fn url_with(&self, token: &str) -> String {
+        let scheme = if self.tls { "wss" } else { "ws" };
+        let sep = if self.path.contains('?') { '&' } else { '?' };
+        format!("{scheme}://{}:{}{}{sep}api_key={}&access_token={token}", self.host, self.port, self.path, self.api_key)
+    }
+
+    /// Can `user` own the order channel `private:USER:orders`?
+    pub fn valid_user(user: &str) -> bool {
+        !user.contains(':') && crate::channel::valid_name(&format!("private:{user}:orders"))
+    }
+
+    /// The `private:USER:orders` channel order postbacks go to, if a user is set.
+    pub fn orders_channel(&self) -> Option<String> {
+        self.user.as_ref().map(|u| format!("private:{u}:orders"))
+    }
+
+    /// Parse the part after `kite://` (`tls`) or `kite+ws://`; `shown` is
+    /// the spec as error texts quote it (token redacted). Connection limits
+    /// are the defaults here; `config` sets them from their flags.
+    fn parse(rest: &str, tls: bool, shown: &str) -> Result<KiteSpec> {
+        let (target, opts) = split_query(rest);
+        let (authority, path) = match target.find('/') {
+            Some(i) => (&target[..i], &target[i..]),
+            None => (target, "/"),
+        };
+        // `[::1]:443`, `host:443`, `host`.
+        let (host, port) = match authority.rfind(':') {
+            Some(i) if !authority[i..].contains(']') => (&authority[..i], Some(&authority[i + 1..])),
+            _ => (authority, None),
+        };
+        if host.is_empty() || host.contains(['@', ' ']) {
+            bail!("feed `{shown}`: expected a host name, as in kite://ws.kite.trade?api_key=K&access_token=T");
+        }
+        let port = match port {
+            None => {
+                if tls {
+                    443
+                } else {
+                    80
+                }
+            }
+            Some(p) => {
+                p.parse().ok().filter(|&p| p > 0).with_context(|| format!("feed `{shown}`: `{p}` is not a port"))?
+            }
+        };
+        let mut k = KiteSpec {
+            tls,
+            host: host.to_string(),
+            port,
+            path: path.to_string(),
+            api_key: String::new(),
+            access_token: Secret::default(),
+            ca: None,
+            user: None,
+            connections: DEFAULT_KITE_CONNECTIONS,
+            instruments: DEFAULT_KITE_INSTRUMENTS,
+        };
+        for (key, v) in opts {
+            let empty = || anyhow::anyhow!("feed `{shown}`: `{key}=` needs a value");
+            match key {
+                "api_key" if !v.is_empty() => k.api_key = v.to_string(),
+                "access_token" if !v.is_empty() => k.access_token = Secret(v.to_string()),
+                "ca" if !v.is_empty() => k.ca = Some(v.into()),
+                "user" if !v.is_empty() => {
+                    if !KiteSpec::valid_user(v) {
+                        bail!("feed `{shown}`: user `{v}` cannot name a channel (letters, digits, _ @ . | -)");
+                    }
+                    k.user = Some(v.to_string());
+                }
+                "api_key" | "access_token" | "ca" | "user" => return Err(empty()),
+                _ => bail!(
+                    "feed `{shown}`: unknown option `{key}` (kite takes `api_key=K`, `access_token=T`, `ca=PEM`, `user=NAME`)"
+                ),
+            }
+        }
+        if k.ca.is_some() && !tls {
+            bail!("feed `{shown}`: `ca=` is for kite:// (TLS); kite+ws:// is plain");
+        }
+        Ok(k)
+    }
+}
+
+/// `spec` with the value of any `access_token=` replaced by `***`.
+fn redact(spec: &str) -> String {
+    match spec.find("access_token=") {
+        None => spec.to_string(),
+        Some(i) => {
+            let start = i + "access_token=".len();
+            let end = spec[start..].find('&').map_or(spec.len(), |j| start + j);
+            format!("{}***{}", &spec[..start], redact(&spec[end..]))
+        }
+    }
 }
 
 /// Split `a?k=v&k2=v2` into `a` and its options.
@@ -92,6 +245,11 @@ impl FeedSpec {
             addr(a.trim_end_matches('/'))?;
             return Ok(FeedSpec::Redis { url: spec.to_string() });
         }
+        for (prefix, tls) in [("kite://", true), ("kite+ws://", false)] {
+            if let Some(rest) = spec.strip_prefix(prefix) {
+                return Ok(FeedSpec::Kite(KiteSpec::parse(rest, tls, &redact(spec))?));
+            }
+        }
         if let Some(rest) = spec.strip_prefix("replay:") {
             let (path, opts) = split_query(rest);
             let mut speed = Some(1.0);
@@ -129,7 +287,7 @@ impl FeedSpec {
                 Ok(FeedSpec::Sim { rate, seed })
             }
             _ => bail!(
-                "feed `{spec}`: unknown source `{kind}` (supported: `sim[:rate=N]`, `udp://HOST:PORT`, `tcp://HOST:PORT`, `redis://HOST:PORT`, `replay:PATH`)"
+                "feed `{spec}`: unknown source `{kind}` (supported: `sim[:rate=N]`, `udp://HOST:PORT`, `tcp://HOST:PORT`, `redis://HOST:PORT`, `kite://HOST?api_key=…`, `kite+ws://HOST:PORT/PATH?…`, `replay:PATH`)"
             ),
         }
     }
@@ -170,5 +328,70 @@ mod tests {
             let err = FeedSpec::parse(spec).unwrap_err();
             assert!(format!("{err:#}").contains(why), "{spec}: {err:#}");
         }
+    }
+
+    #[test]
+    fn kite_specs() {
+        let kite = |tls, host: &str, port, path: &str| KiteSpec {
+            tls,
+            host: host.into(),
+            port,
+            path: path.into(),
+            api_key: String::new(),
+            access_token: Secret::default(),
+            ca: None,
+            user: None,
+            connections: 3,
+            instruments: 3000,
+        };
+        let cases: &[(&str, KiteSpec)] = &[
+            (
+                "kite://ws.kite.trade?api_key=abc&access_token=s3cret",
+                KiteSpec {
+                    api_key: "abc".into(),
+                    access_token: Secret("s3cret".into()),
+                    ..kite(true, "ws.kite.trade", 443, "/")
+                },
+            ),
+            ("kite://ws.kite.trade", kite(true, "ws.kite.trade", 443, "/")),
+            (
+                "kite://localhost:8443/?ca=/tmp/c.pem",
+                KiteSpec { ca: Some("/tmp/c.pem".into()), ..kite(true, "localhost", 8443, "/") },
+            ),
+            (
+                "kite+ws://127.0.0.1:9000/kite?user=alice",
+                KiteSpec { user: Some("alice".into()), ..kite(false, "127.0.0.1", 9000, "/kite") },
+            ),
+            ("kite+ws://[::1]:9000/", kite(false, "[::1]", 9000, "/")),
+            ("kite+ws://edge", kite(false, "edge", 80, "/")),
+        ];
+        for (spec, want) in cases {
+            assert_eq!(&FeedSpec::parse(spec).unwrap(), &FeedSpec::Kite(want.clone()), "{spec}");
+        }
+        let bad = [
+            ("kite://?api_key=a", "expected a host name"),
+            ("kite+ws://h:port/", "`port` is not a port"),
+            ("kite+ws://h:0/", "`0` is not a port"),
+            ("kite://h?token=x", "unknown option `token`"),
+            ("kite://h?api_key=", "`api_key=` needs a value"),
+            ("kite://h?user=a:b", "user `a:b` cannot name a channel"),
+            ("kite://h?user=a%20b", "cannot name a channel"),
+            ("kite+ws://h:1/?ca=c.pem", "`ca=` is for kite://"),
+        ];
+        for (spec, why) in bad {
+            let err = FeedSpec::parse(spec).unwrap_err();
+            assert!(format!("{err:#}").contains(why), "{spec}: {err:#}");
+        }
+        // The token never shows in an error, the URL for logs, or Debug.
+        let err = FeedSpec::parse("kite://h?access_token=s3cret&bogus=1").unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("access_token=***&bogus") && !text.contains("s3cret"), "{text}");
+        let FeedSpec::Kite(k) = FeedSpec::parse("kite+ws://h:1/kite?api_key=k&access_token=s3cret").unwrap() else {
+            panic!()
+        };
+        assert_eq!(k.url(), "ws://h:1/kite?api_key=k&access_token=s3cret");
+        assert_eq!(k.redacted(), "ws://h:1/kite?api_key=k&access_token=***");
+        assert!(!format!("{k:?}").contains("s3cret"));
+        assert_eq!(redact("a?access_token=1&b=2&access_token=3"), "a?access_token=***&b=2&access_token=***");
     }
 }
