@@ -200,11 +200,11 @@ pub struct Flags {
 
     /// Kite upstream: most WebSocket connections opened (Kite allows 3 per API key) [default: 3].
     #[arg(long, value_name = "N")]
-    pub kite_connections: Option<usize>,
+    pub kite_upstream_connections: Option<usize>,
 
     /// Kite upstream: most instruments per connection (Kite allows 3000); clients past connections × this are refused [default: 3000].
     #[arg(long, value_name = "N")]
-    pub kite_instruments: Option<usize>,
+    pub kite_upstream_instruments: Option<usize>,
 
     /// Kite upstream: the user whose channel `private:USER:orders` gets order postbacks, when the spec has no `user=` [default: none: postbacks are counted and dropped].
     #[arg(long, value_name = "USER")]
@@ -432,8 +432,8 @@ impl Config {
             }
         };
         let kite_limits = (
-            positive("kite-connections", a.kite_connections, DEFAULT_KITE_CONNECTIONS)?,
-            positive("kite-instruments", a.kite_instruments, DEFAULT_KITE_INSTRUMENTS)?,
+            positive("kite-upstream-connections", a.kite_upstream_connections, DEFAULT_KITE_CONNECTIONS)?,
+            positive("kite-upstream-instruments", a.kite_upstream_instruments, DEFAULT_KITE_INSTRUMENTS)?,
         );
         let feeds = kite_credentials(feeds, &a, kite_limits)?;
         let heartbeat_ms = a.heartbeat_ms.unwrap_or(1000);
@@ -550,7 +550,7 @@ fn kite_credentials(mut feeds: Vec<FeedSpec>, a: &Flags, limits: (usize, usize))
     }
     let (connections, instruments) = limits;
     if kites == 1 && connections > 64 {
-        bail!("--kite-connections {connections}: at most 64");
+        bail!("--kite-upstream-connections {connections}: at most 64");
     }
     for f in &mut feeds {
         let FeedSpec::Kite(k) = f else { continue };
@@ -743,9 +743,9 @@ mod tests {
             "fk",
             "--kite-access-token",
             "ft",
-            "--kite-connections",
+            "--kite-upstream-connections",
             "1",
-            "--kite-instruments",
+            "--kite-upstream-instruments",
             "2",
             "--kite-order-user",
             "bob",
@@ -769,8 +769,8 @@ mod tests {
                 "at most one kite feed",
             ),
             (
-                &["--feed", "kite://h?api_key=a&access_token=t", "--kite-connections", "0"],
-                "--kite-connections must be at least 1",
+                &["--feed", "kite://h?api_key=a&access_token=t", "--kite-upstream-connections", "0"],
+                "--kite-upstream-connections must be at least 1",
             ),
             (&["--feed", "kite://h?api_key=a&access_token=t", "--kite-order-user", "a b"], "--kite-order-user `a b`"),
         ];

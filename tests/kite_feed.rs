@@ -343,7 +343,14 @@ fn a_refused_handshake_is_counted_retried_and_not_live() {
 #[test]
 fn past_capacity_a_new_instrument_is_refused_and_never_asked_upstream() {
     let fake = Fake::start();
-    let s = Server::start(&["--feed", &spec(&fake, ""), "--kite-connections", "1", "--kite-instruments", "2"]);
+    let s = Server::start(&[
+        "--feed",
+        &spec(&fake, ""),
+        "--kite-upstream-connections",
+        "1",
+        "--kite-upstream-instruments",
+        "2",
+    ]);
     let mut c = s.native();
     let ack = c.request(json!({"action": "subscribe", "tokens": [2885, 1594, 11536], "mode": "ltp"}), 1);
     let subscribed: Vec<u64> =
@@ -373,7 +380,14 @@ fn past_capacity_a_new_instrument_is_refused_and_never_asked_upstream() {
 #[test]
 fn instruments_past_one_connection_open_a_second() {
     let fake = Fake::start();
-    let s = Server::start(&["--feed", &spec(&fake, ""), "--kite-connections", "2", "--kite-instruments", "2"]);
+    let s = Server::start(&[
+        "--feed",
+        &spec(&fake, ""),
+        "--kite-upstream-connections",
+        "2",
+        "--kite-upstream-instruments",
+        "2",
+    ]);
     fake.wait_connections(1);
     let mut c = s.native();
     c.request(json!({"action": "subscribe", "tokens": [2885, 1594, 11536], "mode": "ltp"}), 1);

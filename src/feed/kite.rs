@@ -85,7 +85,7 @@ const ERROR_LOG_EVERY: Duration = Duration::from_secs(60);
 pub struct KiteHealth {
     /// Upstream connections open now.
     pub connections_open: AtomicU64,
-    /// Most connections (`--kite-connections`).
+    /// Most connections (`--kite-upstream-connections`).
     pub connections_max: AtomicU64,
     /// Instruments subscribed upstream now.
     pub subscribed: AtomicU64,

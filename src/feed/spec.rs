@@ -85,9 +85,9 @@ pub struct KiteSpec {
     pub ca: Option<PathBuf>,
     /// `user=NAME`: order postbacks go to channel `private:NAME:orders`.
     pub user: Option<String>,
-    /// Upstream connections at most (`--kite-connections`).
+    /// Upstream connections at most (`--kite-upstream-connections`).
     pub connections: usize,
-    /// Instruments per connection at most (`--kite-instruments`).
+    /// Instruments per connection at most (`--kite-upstream-instruments`).
     pub instruments: usize,
 }
 
