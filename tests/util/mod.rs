@@ -33,8 +33,13 @@ impl Server {
 
     /// Start with extra flags and environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::start_listening("127.0.0.1:0", args, env)
+    }
+
+    /// Start on `listen` (a fixed address: a restarted server found again).
+    pub fn start_listening(listen: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tickcast"))
-            .args(["--listen", "127.0.0.1:0", "--openalgo-listen", "127.0.0.1:0"])
+            .args(["--listen", listen, "--openalgo-listen", "127.0.0.1:0"])
             .args(args)
             .envs(env.iter().copied())
             .env("RUST_LOG", "warn")
