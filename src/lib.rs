@@ -20,7 +20,7 @@
 //! - [`kite`]: Kite's ticker packets both ways (the `/kite` dialect, the `kite://` source).
 //! - [`tick`]: the normalised `Tick` and fixed-point prices.
 //! - [`channel`]: named channels (opaque payloads) and their frames.
-//! - [`feed`]: sources (simulator, UDP, TCP, replay, Redis) and their health.
+//! - [`feed`]: sources (simulator, UDP, TCP, replay, Redis, a Kite ticker) and their health.
 //! - [`lvc`]: the per-slot last-value cache (seqlock).
 //! - [`shm`]: `--shm`: every tick into a shared-memory region that
 //!   co-located processes read without a system call (and the reader library);
