@@ -125,7 +125,9 @@ fn b_relays_a_in_order_follows_its_clients_and_survives_a_restart() {
     // A restarts: B sees the link go, reconnects and subscribes again.
     a.terminate();
     let _ = a.child.wait();
-    let st = b.status_until("B's feed down while A is", |st| st["feeds"][0]["state"] == "connecting");
+    let st = b.status_until("B's feed stale while A is down", |st| st["feeds"][0]["state"] == "stale");
+    let hb = b.native().recv_type("heartbeat");
+    assert_eq!(hb["feeds"][0]["state"], "stale", "B's clients are told: {hb}");
     assert!(st["feeds"][0]["reconnects"].as_u64() >= Some(1), "the lost link counted: {st}");
     let a2 = Server::start_listening(&a_addr, &a_args, &[]);
     a2.status_until("B resubscribed only RELIANCE", |st| st["subscriptions"] == 1);

@@ -39,6 +39,9 @@ pub const STATE_LIVE: u8 = 1;
 pub const STATE_DOWN: u8 = 2;
 /// `FeedHealth::state` value: idle on purpose (market closed).
 pub const STATE_PAUSED: u8 = 3;
+/// `FeedHealth::state` value: was live, its upstream link is lost and being
+/// reopened; the values clients hold are getting old (shown as `stale`).
+pub const STATE_STALE: u8 = 4;
 
 /// What a feed reports about itself; shared with workers and `/status`.
 pub struct FeedHealth {
@@ -113,14 +116,16 @@ impl FeedHealth {
         }
     }
 
-    /// `connecting`, `live`, `stale` (live but silent for `STALE_AFTER_MS`),
-    /// `paused` (market closed) or `down`.
+    /// `connecting`, `live`, `stale` (live but silent for `STALE_AFTER_MS`,
+    /// or its upstream link lost: `STATE_STALE`), `paused` (market closed)
+    /// or `down`.
     pub fn state_name(&self, now_ns: u64) -> &'static str {
         match self.state.load(Ordering::Relaxed) {
             STATE_LIVE if self.last_tick_age_ms(now_ns).is_some_and(|a| a > STALE_AFTER_MS) => "stale",
             STATE_LIVE => "live",
             STATE_DOWN => "down",
             STATE_PAUSED => "paused",
+            STATE_STALE => "stale",
             _ => "connecting",
         }
     }

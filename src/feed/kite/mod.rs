@@ -62,7 +62,7 @@ use std::os::fd::AsRawFd;
 use tungstenite::Message;
 
 use super::spec::KiteSpec;
-use super::{backoff, stopping, FeedCtx, Source, STATE_CONNECTING, STATE_LIVE};
+use super::{backoff, stopping, FeedCtx, Source, STATE_CONNECTING, STATE_LIVE, STATE_STALE};
 use crate::instrument::Registry;
 use crate::tick::now_ns;
 use link::{connect, tls_config, ConnectError, Link};
@@ -326,6 +326,7 @@ impl Upstream {
         let mut events = mio::Events::with_capacity(n.max(4));
         let mut wanted = Vec::new();
         let mut seen = None;
+        let mut was_up = false;
         while !stopping(&ctx.shutdown) {
             if seen != Some(demand.version()) {
                 seen = Some(demand.wanted(&mut wanted));
@@ -350,8 +351,15 @@ impl Upstream {
                     _ => {}
                 }
             }
+            // Down after having been up: `stale` (client heartbeats say so).
             let up = (0..n).all(|c| !self.needed(c) || self.links[c].ws.is_some());
-            ctx.health.state.store(if up { STATE_LIVE } else { STATE_CONNECTING }, Ordering::Relaxed);
+            was_up |= up;
+            let state = match (up, was_up) {
+                (true, _) => STATE_LIVE,
+                (false, true) => STATE_STALE,
+                (false, false) => STATE_CONNECTING,
+            };
+            ctx.health.state.store(state, Ordering::Relaxed);
             let wait = if self.links.iter().any(|l| l.more) { Duration::ZERO } else { POLL };
             if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
                 if e.kind() != io::ErrorKind::Interrupted {
