@@ -86,6 +86,10 @@ pub struct Flags {
     #[arg(long, value_name = "MS")]
     pub heartbeat_ms: Option<u64>,
 
+    /// A feed that has delivered nothing, or nothing for this long, while the market is open is `stale`, not `live` (/status, heartbeats, /metrics, /healthz) [default: 5].
+    #[arg(long, value_name = "SECS")]
+    pub stale_after: Option<f64>,
+
     /// How long a disconnected client_id keeps its subscriptions for a reconnect [default: 600].
     #[arg(long, value_name = "SECS")]
     pub session_ttl_secs: Option<u64>,
@@ -272,6 +276,8 @@ pub struct Config {
     pub max_subscriptions: usize,
     /// Heartbeat period for idle connections.
     pub heartbeat: Duration,
+    /// A feed silent this long while the market is open is `stale`.
+    pub stale_after: Duration,
     /// Session retention after disconnect.
     pub session_ttl: Duration,
     /// Largest accepted client message.
@@ -491,6 +497,7 @@ impl Config {
             max_connections: positive("max-connections", a.max_connections, 100_000)?,
             max_subscriptions: positive("max-subscriptions", a.max_subscriptions, 3000)?,
             heartbeat: Duration::from_millis(heartbeat_ms),
+            stale_after: seconds("stale-after", a.stale_after, 5.0)?,
             session_ttl: Duration::from_secs(a.session_ttl_secs.unwrap_or(600)),
             max_message_bytes: positive("max-message-bytes", a.max_message_bytes, 64 * 1024)?,
             out_buffer_bytes: positive("out-buffer-bytes", a.out_buffer_bytes, 4 * 1024 * 1024)?,

@@ -7,11 +7,12 @@
 
 use crate::encode::dialects::iso_json;
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{json, Value};
 
-use crate::metrics::{new_histogram, percentiles};
+use crate::feed::FeedHealth;
+use crate::metrics::{new_histogram, percentiles, LatencyWindow, LATENCY_BUCKETS_NS};
 use crate::shared::Shared;
 use crate::tick::now_ns;
 use crate::ws::handshake::Request;
@@ -71,13 +72,8 @@ pub fn respond(shared: &Shared, req: &Request) -> (u16, &'static str, Vec<u8>) {
         "/websocket/status" => (200, "application/json", websocket_status(shared).to_string().into_bytes()),
         "/metrics" => (200, "text/plain; version=0.0.4", metrics(shared).into_bytes()),
         "/healthz" => {
-            let now = now_ns();
-            let live = shared.feeds.iter().any(|f| matches!(f.state_name(now), "live" | "paused"));
-            if live {
-                (200, "text/plain", b"ok\n".to_vec())
-            } else {
-                (503, "text/plain", b"no live feed\n".to_vec())
-            }
+            let (status, body) = healthz(shared);
+            (status, "text/plain", body.into_bytes())
         }
         "/" => (200, "text/html; charset=utf-8", PAGE.as_bytes().to_vec()),
         _ => (
@@ -88,71 +84,146 @@ pub fn respond(shared: &Shared, req: &Request) -> (u16, &'static str, Vec<u8>) {
     }
 }
 
-/// Counters, gauges and merged latency, as named values.
+/// `/healthz`: 200 `market closed` outside market hours; during them 200
+/// `ok` when a feed is live (naming any that are not), else 503 naming
+/// every feed and why it is not live.
+pub fn healthz(shared: &Shared) -> (u16, String) {
+    let judge = shared.judge(now_ns());
+    if !judge.market_open {
+        return (200, "market closed\n".into());
+    }
+    let live = shared.feeds.iter().filter(|f| f.state_name(&judge) == "live").count();
+    let mut not_live = String::new();
+    for f in shared.feeds.iter().filter(|f| f.state_name(&judge) != "live") {
+        let _ = writeln!(not_live, "{}: {}", f.name, f.why(&judge));
+    }
+    match (live, not_live.is_empty()) {
+        (0, _) => (503, format!("no live feed\n{not_live}")),
+        (_, true) => (200, "ok\n".into()),
+        (n, false) => (200, format!("ok: {n} of {} feeds live\n{not_live}", shared.feeds.len())),
+    }
+}
+
+/// A counter: its `/status` key, its metric name (without `tickcast_`),
+/// help and value.
+type Counter = (&'static str, &'static str, &'static str, u64);
+
+/// Counters, gauges and latency, as named values.
 struct Snapshot {
-    counters: Vec<(&'static str, &'static str, u64)>,
+    counters: Vec<Counter>,
     connections: u64,
     subscriptions: u64,
     overruns: u64,
+    /// HDR percentiles over the window, ns.
     latency: [(&'static str, u64); 5],
     latency_count: u64,
+    /// How far back `latency` reaches, ns.
+    latency_window_ns: u64,
 }
 
-fn snapshot(shared: &Shared) -> Snapshot {
+fn snapshot(shared: &Shared, now: u64) -> Snapshot {
     let c = &shared.counters;
-    let l = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let mut hist = new_histogram();
     let (mut connections, mut subscriptions) = (0, 0);
     for g in &shared.gauges {
         connections += l(&g.connections);
         subscriptions += l(&g.subscriptions);
-        let _ = hist.add(&*g.latency.lock());
+        g.latency.lock().merge_into(&mut hist, now);
     }
     Snapshot {
         counters: vec![
-            ("connections_accepted", "Connections accepted", l(&c.connections_total)),
-            ("connections_rejected", "Connections refused at the connection limit", l(&c.connections_rejected)),
-            ("handshake_failures", "Connections that never completed a valid handshake", l(&c.handshake_failures)),
-            ("bad_requests", "Client requests answered with an error frame", l(&c.bad_requests)),
-            ("protocol_errors", "Connections closed for WebSocket protocol violations", l(&c.protocol_errors)),
-            ("oversized_messages", "Connections closed for oversized messages (1009)", l(&c.oversized)),
-            ("policy_closes", "Connections closed for policy violations (1008)", l(&c.policy_closes)),
+            ("connections_accepted", "connections_accepted_total", "Connections accepted", l(&c.connections_total)),
+            (
+                "connections_rejected",
+                "connections_rejected_total",
+                "Connections refused at the connection limit",
+                l(&c.connections_rejected),
+            ),
+            (
+                "handshake_failures",
+                "handshake_failures_total",
+                "Connections that never completed a valid handshake",
+                l(&c.handshake_failures),
+            ),
+            ("bad_requests", "bad_requests_total", "Client requests answered with an error frame", l(&c.bad_requests)),
+            (
+                "protocol_errors",
+                "protocol_errors_total",
+                "Connections closed for WebSocket protocol violations",
+                l(&c.protocol_errors),
+            ),
+            (
+                "oversized_messages",
+                "oversized_messages_total",
+                "Connections closed for oversized messages (1009)",
+                l(&c.oversized),
+            ),
+            (
+                "policy_closes",
+                "policy_closes_total",
+                "Connections closed for policy violations (1008)",
+                l(&c.policy_closes),
+            ),
             (
                 "slow_consumer_conflations",
+                "slow_consumer_conflations_total",
                 "Times a client passed its out-buffer limit and was conflated",
                 l(&c.slow_conflations),
             ),
-            ("slow_consumer_disconnects", "Slow clients closed with 1013", l(&c.slow_disconnects)),
-            ("gaps_sent", "Gap notices sent to clients", l(&c.gaps_sent)),
-            ("frames_sent", "Data frames queued to clients", l(&c.frames_sent)),
-            ("bytes_written", "Bytes written to client sockets", l(&c.bytes_written)),
-            ("sessions_restored", "Reconnects that got their subscriptions back", l(&c.sessions_restored)),
-            ("auth_failures", "Connections refused for a missing or invalid API key", l(&c.auth_failures)),
-            ("limit_rejections", "Connections refused at a per-user or per-dialect limit", l(&c.limit_rejections)),
+            (
+                "slow_consumer_disconnects",
+                "slow_consumer_disconnects_total",
+                "Slow clients closed with 1013",
+                l(&c.slow_disconnects),
+            ),
+            ("gaps_sent", "gaps_sent_total", "Gap notices sent to clients", l(&c.gaps_sent)),
+            ("frames_sent", "frames_sent_total", "Data frames queued to clients", l(&c.frames_sent)),
+            ("bytes_written", "written_bytes_total", "Bytes written to client sockets", l(&c.bytes_written)),
+            (
+                "sessions_restored",
+                "sessions_restored_total",
+                "Reconnects that got their subscriptions back",
+                l(&c.sessions_restored),
+            ),
+            (
+                "auth_failures",
+                "auth_failures_total",
+                "Connections refused for a missing or invalid API key",
+                l(&c.auth_failures),
+            ),
+            (
+                "limit_rejections",
+                "limit_rejections_total",
+                "Connections refused at a per-user or per-dialect limit",
+                l(&c.limit_rejections),
+            ),
         ],
         connections,
         subscriptions,
         overruns: shared.feeds.iter().map(|f| l(&f.push.overruns)).sum(),
         latency: percentiles(&hist),
         latency_count: hist.len(),
+        latency_window_ns: LatencyWindow::span_ns(now),
     }
 }
 
 /// The `/status` document.
 pub fn status(shared: &Shared) -> Value {
     let now = now_ns();
-    let s = snapshot(shared);
+    let judge = shared.judge(now);
+    let s = snapshot(shared, now);
     let feeds: Vec<Value> = shared
         .feeds
         .iter()
         .map(|f| {
-            let l = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+            let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
             let drops: serde_json::Map<String, Value> = crate::feed::tcf1::DropReason::NAMES
                 .iter()
                 .zip(&f.drops)
                 .map(|(n, c)| ((*n).to_string(), json!(l(c))))
                 .collect();
-            let mut v = json!({"name": f.name, "kind": f.kind, "address": f.address, "read_by": f.read_by_name(), "state": f.state_name(now),
+            let mut v = json!({"name": f.name, "kind": f.kind, "address": f.address, "read_by": f.read_by_name(), "state": f.state_name(&judge),
                 "ticks": l(&f.ticks), "packets": l(&f.packets), "packet_gaps": l(&f.packet_gaps),
                 "drops": drops, "reconnects": l(&f.reconnects), "rejected": l(&f.rejected), "ring_overruns": l(&f.push.overruns),
                 "last_tick_age_ms": f.last_tick_age_ms(now)});
@@ -169,16 +240,17 @@ pub fn status(shared: &Shared) -> Value {
         .map(|(i, g)| json!({"id": i, "connections": g.connections.load(Ordering::Relaxed), "subscriptions": g.subscriptions.load(Ordering::Relaxed)}))
         .collect();
     let mut latency = serde_json::Map::new();
+    latency.insert("window_s".into(), json!(s.latency_window_ns / 1_000_000_000));
     latency.insert("count".into(), json!(s.latency_count));
     for (k, v) in s.latency {
         latency.insert(k.into(), json!(v));
     }
     let mut counters = serde_json::Map::new();
-    for (k, _, v) in &s.counters {
+    for (k, _, _, v) in &s.counters {
         counters.insert((*k).into(), json!(v));
     }
     let publish = shared.mirror.as_ref().map(|m| {
-        json!({"url": m.address, "state": m.state_name(now), "published": m.ticks.load(Ordering::Relaxed),
+        json!({"url": m.address, "state": m.state_name(&judge), "published": m.ticks.load(Ordering::Relaxed),
             "dropped": m.drops.iter().map(|d| d.load(Ordering::Relaxed)).sum::<u64>(), "reconnects": m.reconnects.load(Ordering::Relaxed)})
     });
     let dialects: serde_json::Map<String, serde_json::Value> = crate::dialect::Dialect::ALL
@@ -199,7 +271,8 @@ pub fn status(shared: &Shared) -> Value {
         "connections_by_dialect": dialects,
         "publish": publish,
         "uptime_s": shared.started.elapsed().as_secs(),
-        "market_open": shared.market_open.load(Ordering::Relaxed),
+        "market_open": judge.market_open,
+        "stale_after_s": shared.config.stale_after.as_secs_f64(),
         "instruments": shared.registry.len(),
         "connections": s.connections,
         "subscriptions": s.subscriptions,
@@ -233,7 +306,7 @@ fn secs(d: std::time::Duration) -> Value {
 /// `error_count` counts feed packets or records dropped as malformed,
 /// packets lost upstream (sequence gaps) and ticks lost to full worker
 /// rings; `recovery_attempts` counts reconnects of the feeds; `is_healthy`
-/// is `/healthz` (a feed live, or paused while the market is closed);
+/// is `/healthz` (a feed live, or the market closed);
 /// `started_at` is the server's start. `signals`: `last_update` is the
 /// newest message on the `signals` channel; `error_count` counts lines the
 /// channel publishers (publish port, Redis) sent that were refused;
@@ -247,7 +320,7 @@ pub fn websocket_status(shared: &Shared) -> Value {
     let price_errors: u64 =
         feeds.iter().map(|f| f.drops.iter().map(&l).sum::<u64>() + l(&f.packet_gaps) + l(&f.push.overruns)).sum();
     let reconnects: u64 = feeds.iter().filter(|f| f.kind != "publish").map(|f| l(&f.reconnects)).sum();
-    let prices_healthy = feeds.iter().any(|f| matches!(f.state_name(now), "live" | "paused"));
+    let prices_healthy = healthz(shared).0 == 200;
     let started_ns = now.saturating_sub(shared.started.elapsed().as_nanos() as u64);
     let channel_sources = || feeds.iter().filter(|f| matches!(f.kind, "publish" | "redis"));
     let signals_last = shared.channels.lookup("signals").map_or(0, |ch| shared.channels.last_message_ns(ch));
@@ -277,77 +350,135 @@ pub fn websocket_status(shared: &Shared) -> Value {
     })
 }
 
-/// The `/metrics` Prometheus exposition.
+/// One metric family's `# HELP` and `# TYPE` lines.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP tickcast_{name} {help}\n# TYPE tickcast_{name} {kind}");
+}
+
+/// The `/metrics` Prometheus exposition (text format 0.0.4; `promtool
+/// check metrics` clean): names in base units (seconds, bytes), counters
+/// ending `_total`, every family with HELP and TYPE.
 pub fn metrics(shared: &Shared) -> String {
     let now = now_ns();
-    let s = snapshot(shared);
-    let mut out = String::with_capacity(4096);
-    let mut gauge = |name: &str, help: &str, kind: &str, v: u64| {
-        let _ = writeln!(out, "# HELP tickcast_{name} {help}\n# TYPE tickcast_{name} {kind}\ntickcast_{name} {v}");
-    };
-    gauge("connections", "Open client connections", "gauge", s.connections);
-    gauge("subscriptions", "Active subscriptions", "gauge", s.subscriptions);
-    gauge("ring_overruns_total", "Ticks dropped because a worker ring was full", "counter", s.overruns);
-    for (name, help, v) in &s.counters {
-        gauge(&format!("{name}_total"), help, "counter", *v);
-    }
-    let _ = writeln!(
-        out,
-        "# HELP tickcast_latency_ns Source timestamp to bytes written, ns\n# TYPE tickcast_latency_ns summary"
-    );
-    for ((_, v), (_, q)) in s.latency.iter().zip(crate::metrics::PERCENTILES) {
-        let _ = writeln!(out, "tickcast_latency_ns{{quantile=\"{q}\"}} {v}");
-    }
-    let _ = writeln!(out, "tickcast_latency_ns_count {}", s.latency_count);
-    let _ = writeln!(
-        out,
-        "# HELP tickcast_feed_ticks_total Ticks published per feed\n# TYPE tickcast_feed_ticks_total counter"
-    );
-    for f in &shared.feeds {
-        let _ = writeln!(out, "tickcast_feed_ticks_total{{feed=\"{}\"}} {}", f.name, f.ticks.load(Ordering::Relaxed));
-    }
-    let _ = writeln!(
-        out,
-        "# HELP tickcast_feed_packets_total TCF1 packets received per feed\n# TYPE tickcast_feed_packets_total counter"
-    );
-    for f in &shared.feeds {
-        let _ =
-            writeln!(out, "tickcast_feed_packets_total{{feed=\"{}\"}} {}", f.name, f.packets.load(Ordering::Relaxed));
-    }
-    let _ = writeln!(out, "# HELP tickcast_feed_packet_gaps_total Packets missing by packet_seq\n# TYPE tickcast_feed_packet_gaps_total counter");
-    for f in &shared.feeds {
+    let judge = shared.judge(now);
+    let s = snapshot(shared, now);
+    let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let mut out = String::with_capacity(16 * 1024);
+    let o = &mut out;
+    family(o, "build_info", "gauge", "Always 1; the version in a label");
+    let _ = writeln!(o, "tickcast_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
+    family(o, "market_open", "gauge", "1 while the market is open (per --market-hours)");
+    let _ = writeln!(o, "tickcast_market_open {}", u8::from(judge.market_open));
+    family(o, "stale_after_seconds", "gauge", "How long a feed may be silent while the market is open (--stale-after)");
+    let _ = writeln!(o, "tickcast_stale_after_seconds {}", shared.config.stale_after.as_secs_f64());
+    family(o, "connections", "gauge", "Open WebSocket client connections, by protocol");
+    for d in crate::dialect::Dialect::ALL {
         let _ = writeln!(
-            out,
-            "tickcast_feed_packet_gaps_total{{feed=\"{}\"}} {}",
-            f.name,
-            f.packet_gaps.load(Ordering::Relaxed)
+            o,
+            "tickcast_connections{{dialect=\"{}\"}} {}",
+            d.name(),
+            l(&shared.dialect_connections[d as usize])
         );
     }
-    let _ = writeln!(out, "# HELP tickcast_feed_drops_total Packets or records dropped per feed and reason\n# TYPE tickcast_feed_drops_total counter");
-    for f in &shared.feeds {
-        for (reason, c) in crate::feed::tcf1::DropReason::NAMES.iter().zip(&f.drops) {
-            let _ = writeln!(
-                out,
-                "tickcast_feed_drops_total{{feed=\"{}\",reason=\"{reason}\"}} {}",
-                f.name,
-                c.load(Ordering::Relaxed)
-            );
-        }
+    family(o, "sockets_open", "gauge", "Client sockets held in any phase (handshake, plain HTTP, WebSocket)");
+    let _ = writeln!(o, "tickcast_sockets_open {}", s.connections);
+    family(o, "subscriptions", "gauge", "Active subscriptions");
+    let _ = writeln!(o, "tickcast_subscriptions {}", s.subscriptions);
+    for (_, name, help, v) in &s.counters {
+        family(o, name, "counter", help);
+        let _ = writeln!(o, "tickcast_{name} {v}");
     }
-    let _ = writeln!(out, "# HELP tickcast_feed_up 1 when the feed is live\n# TYPE tickcast_feed_up gauge");
-    for f in &shared.feeds {
-        let _ = writeln!(out, "tickcast_feed_up{{feed=\"{}\"}} {}", f.name, u8::from(f.state_name(now) == "live"));
+    latency_histogram(o, shared);
+    family(
+        o,
+        "worker_busy_seconds_total",
+        "counter",
+        "Time each worker spent in turns that found work (not parked or idle-spinning)",
+    );
+    for (i, g) in shared.gauges.iter().enumerate() {
+        let _ = writeln!(o, "tickcast_worker_busy_seconds_total{{worker=\"{i}\"}} {}", l(&g.busy_ns) as f64 / 1e9);
     }
-    crate::feed::kite::metrics(&mut out, &shared.feeds);
+    family(o, "worker_connections", "gauge", "Client sockets held per worker");
+    for (i, g) in shared.gauges.iter().enumerate() {
+        let _ = writeln!(o, "tickcast_worker_connections{{worker=\"{i}\"}} {}", l(&g.connections));
+    }
+    feed_metrics(o, shared, &judge);
+    crate::feed::kite::metrics(o, &shared.feeds);
     if let Some(r) = &shared.hub.shm {
-        let _ = writeln!(out, "# HELP tickcast_shm_records_total Records published into the shared-memory ring of each feed\n# TYPE tickcast_shm_records_total counter");
+        family(o, "shm_records_total", "counter", "Records published into the shared-memory ring of each feed");
         for (feed, n) in r.written() {
-            let _ = writeln!(out, "tickcast_shm_records_total{{feed=\"{feed}\"}} {n}");
+            let _ = writeln!(o, "tickcast_shm_records_total{{feed=\"{feed}\"}} {n}");
         }
-        let _ = writeln!(out, "# HELP tickcast_shm_parked_readers Shared-memory readers blocked waiting for ticks\n# TYPE tickcast_shm_parked_readers gauge\ntickcast_shm_parked_readers {}", r.parked_readers());
-        let _ = writeln!(out, "# HELP tickcast_shm_wakes_total Futex wake-ups paid for parked shared-memory readers\n# TYPE tickcast_shm_wakes_total counter\ntickcast_shm_wakes_total {}", r.wakes());
+        family(o, "shm_parked_readers", "gauge", "Shared-memory readers blocked waiting for ticks");
+        let _ = writeln!(o, "tickcast_shm_parked_readers {}", r.parked_readers());
+        family(o, "shm_wakes_total", "counter", "Futex wake-ups paid for parked shared-memory readers");
+        let _ = writeln!(o, "tickcast_shm_wakes_total {}", r.wakes());
+    }
+    match crate::process::read() {
+        Ok(u) => crate::process::metrics(o, &u),
+        Err(e) => log::warn!("/metrics: process metrics unavailable: {e}"),
     }
     out
+}
+
+/// `tickcast_delivery_latency_seconds`: every worker's buckets, summed and
+/// made cumulative (`le`), since start.
+fn latency_histogram(o: &mut String, shared: &Shared) {
+    let name = "delivery_latency_seconds";
+    family(o, name, "histogram", "Source timestamp to bytes handed to the kernel, per delivered tick");
+    let mut cumulative = 0;
+    let sum_ns: u64 = shared.gauges.iter().map(|g| g.latency_sum_ns.load(Ordering::Relaxed)).sum();
+    for (i, le) in LATENCY_BUCKETS_NS.iter().map(|ns| Some(*ns as f64 / 1e9)).chain([None]).enumerate() {
+        cumulative += shared.gauges.iter().map(|g| g.latency_buckets[i].load(Ordering::Relaxed)).sum::<u64>();
+        match le {
+            Some(le) => _ = writeln!(o, "tickcast_{name}_bucket{{le=\"{le}\"}} {cumulative}"),
+            None => _ = writeln!(o, "tickcast_{name}_bucket{{le=\"+Inf\"}} {cumulative}"),
+        }
+    }
+    let _ = writeln!(o, "tickcast_{name}_sum {}\ntickcast_{name}_count {cumulative}", sum_ns as f64 / 1e9);
+}
+
+/// The per-feed families.
+fn feed_metrics(o: &mut String, shared: &Shared, judge: &crate::feed::Judge) {
+    let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let feeds = &shared.feeds;
+    type Get = fn(&FeedHealth) -> u64;
+    let counters: [(&str, &str, Get); 6] = [
+        ("feed_ticks_total", "Ticks published per feed", |f| f.ticks.load(Ordering::Relaxed)),
+        ("feed_packets_total", "TCF1 packets received per feed", |f| f.packets.load(Ordering::Relaxed)),
+        ("feed_packet_gaps_total", "Packets missing by packet_seq", |f| f.packet_gaps.load(Ordering::Relaxed)),
+        ("feed_reconnects_total", "Upstream reconnects, or publisher connections accepted", |f| {
+            f.reconnects.load(Ordering::Relaxed)
+        }),
+        ("feed_rejected_total", "Input refused as a whole (publish port lines, oversized Redis payloads)", |f| {
+            f.rejected.load(Ordering::Relaxed)
+        }),
+        ("feed_ring_overruns_total", "Ticks of the feed dropped because a worker ring was full", |f| {
+            f.push.overruns.load(Ordering::Relaxed)
+        }),
+    ];
+    for (name, help, get) in counters {
+        family(o, name, "counter", help);
+        for f in feeds {
+            let _ = writeln!(o, "tickcast_{name}{{feed=\"{}\"}} {}", f.name, get(f));
+        }
+    }
+    family(o, "feed_drops_total", "counter", "Packets or records dropped per feed and reason");
+    for f in feeds {
+        for (reason, c) in crate::feed::tcf1::DropReason::NAMES.iter().zip(&f.drops) {
+            let _ = writeln!(o, "tickcast_feed_drops_total{{feed=\"{}\",reason=\"{reason}\"}} {}", f.name, l(c));
+        }
+    }
+    family(o, "feed_up", "gauge", "1 when the feed is live: up, and delivering within --stale-after");
+    for f in feeds {
+        let _ = writeln!(o, "tickcast_feed_up{{feed=\"{}\"}} {}", f.name, u8::from(f.state_name(judge) == "live"));
+    }
+    family(o, "feed_last_tick_age_seconds", "gauge", "Time since the feed's newest tick (absent before the first)");
+    for f in feeds {
+        if let Some(age) = f.last_tick_age_ns(judge.now_ns) {
+            let _ = writeln!(o, "tickcast_feed_last_tick_age_seconds{{feed=\"{}\"}} {}", f.name, age as f64 / 1e9);
+        }
+    }
 }
 
 /// The built-in page: subscribe by symbol and watch ticks.

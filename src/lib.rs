@@ -42,6 +42,7 @@
 //! - [`shared`]: the state every thread shares (below the worker and the
 //!   server that starts it: no import circles; `scripts/check-imports`).
 //! - [`metrics`]: counters and latency histograms.
+//! - [`process`]: the standard `process_*` metrics, from `/proc/self`.
 //! - [`session`]: subscriptions kept for reconnecting client ids.
 //! - [`market`]: market hours (when the simulator runs, `market_status`).
 //! - [`server`]: start-up, threads, pinning, shutdown.
@@ -73,6 +74,7 @@ pub mod lvc;
 pub mod market;
 pub mod metrics;
 pub mod mirror;
+pub mod process;
 pub mod record;
 pub mod ring;
 pub mod server;

@@ -54,3 +54,15 @@ pub struct Shared {
     /// The Kite listener's address (`--kite-listen`), once bound.
     pub kite_addr: Option<SocketAddr>,
 }
+
+impl Shared {
+    /// What feed states are judged against at `now_ns`: the market now and
+    /// `--stale-after`.
+    pub fn judge(&self, now_ns: u64) -> crate::feed::Judge {
+        crate::feed::Judge {
+            now_ns,
+            market_open: self.market_open.load(std::sync::atomic::Ordering::Relaxed),
+            stale_after_ns: crate::tick::ns(self.config.stale_after),
+        }
+    }
+}

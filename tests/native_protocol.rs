@@ -276,15 +276,15 @@ fn plain_http_endpoints() {
     for k in ["server", "connections", "subscriptions", "feeds", "ring_overruns", "counters", "latency_ns", "workers"] {
         assert!(st.get(k).is_some(), "/status has {k}: {st}");
     }
-    for k in ["p50", "p90", "p99", "p99_9", "max", "count"] {
+    for k in ["window_s", "p50", "p90", "p99", "p99_9", "max", "count"] {
         assert!(st["latency_ns"][k].is_number(), "latency {k}");
     }
     assert_eq!(st["feeds"][0]["state"], "live");
     let (code, metrics) = s.get("/metrics");
     assert_eq!(code, 200);
     for name in [
-        "tickcast_connections ",
-        "tickcast_latency_ns{quantile=\"0.99\"}",
+        "tickcast_connections{dialect=\"native\"} ",
+        "tickcast_delivery_latency_seconds_bucket{le=\"+Inf\"} ",
         "tickcast_feed_ticks_total{feed=\"sim\"}",
         "tickcast_slow_consumer_conflations_total",
     ] {

@@ -6,8 +6,12 @@
 //! which is what a worker sharing its core with the feed needs.
 //!
 //! A source must never block on a worker and never panic on bad input; it
-//! reports its health through [`FeedHealth`], which `/status` and every
-//! client heartbeat show.
+//! reports its health through [`FeedHealth`], which `/status`, `/healthz`,
+//! `/metrics` and every client heartbeat show. What a source reports (its
+//! link is up) is not enough to call it `live`: [`FeedHealth::state_name`]
+//! also judges its silence ([`Judge`]): a feed that has delivered nothing,
+//! or nothing for longer than `--stale-after`, while the market is open, is
+//! `stale`.
 
 pub mod kite;
 pub(crate) mod listen;
@@ -27,9 +31,6 @@ use std::time::Duration;
 use crate::instrument::Registry;
 use crate::ring::{Fanout, PushStats};
 use spec::FeedSpec;
-
-/// A tick older than this makes a live feed `stale`.
-pub const STALE_AFTER_MS: u64 = 5_000;
 
 /// `FeedHealth::state` value: starting up or reconnecting.
 pub const STATE_CONNECTING: u8 = 0;
@@ -67,6 +68,13 @@ pub struct FeedHealth {
     pub ticks: AtomicU64,
     /// Receive time of the newest tick, ns since epoch (0: none yet).
     pub last_tick_ns: AtomicU64,
+    /// Since when the source has been expected to deliver, ns since epoch:
+    /// 0 for a source that pushes on its own (sim, UDP, TCP, replay, the
+    /// publish port: expected from the start); for one that follows local
+    /// demand (`kite`, `redis`), when its upstream subscriptions last went
+    /// from none to some, or [`NOTHING_WANTED`]. Silence is counted from
+    /// the later of this and the newest tick.
+    pub wanted_since_ns: AtomicU64,
     /// Ring push counters (overruns).
     pub push: Arc<PushStats>,
     /// The worker that reads it (`--feed-poll worker`), or `OWN_THREAD`.
@@ -78,6 +86,31 @@ pub struct FeedHealth {
 
 /// `FeedHealth::read_by` of a feed that runs on its own thread.
 pub const OWN_THREAD: usize = usize::MAX;
+
+/// `FeedHealth::wanted_since_ns` of a source that follows demand and has
+/// nothing subscribed upstream: its silence is not staleness.
+pub const NOTHING_WANTED: u64 = u64::MAX;
+
+/// What a feed's state is judged against besides its own report: the
+/// time, the market, and how long a feed may be silent (`--stale-after`).
+#[derive(Clone, Copy, Debug)]
+pub struct Judge {
+    /// Now, ns since epoch.
+    pub now_ns: u64,
+    /// The market is open (silence outside hours is `paused`, not `stale`).
+    pub market_open: bool,
+    /// Longest silence of a live feed, ns.
+    pub stale_after_ns: u64,
+}
+
+/// How long a feed expected to deliver has been silent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Silence {
+    /// It has delivered nothing yet.
+    Never,
+    /// Its newest tick is this many ns old.
+    For(u64),
+}
 
 impl FeedHealth {
     /// Health for a new source.
@@ -94,6 +127,7 @@ impl FeedHealth {
             state: AtomicU8::new(STATE_CONNECTING),
             ticks: AtomicU64::new(0),
             last_tick_ns: AtomicU64::new(0),
+            wanted_since_ns: AtomicU64::new(if matches!(kind, "kite" | "redis") { NOTHING_WANTED } else { 0 }),
             push: Arc::new(PushStats::default()),
             read_by: AtomicUsize::new(OWN_THREAD),
             kite: (kind == "kite").then(kite::KiteHealth::default),
@@ -108,26 +142,92 @@ impl FeedHealth {
         }
     }
 
-    /// Milliseconds since the newest tick, if there was one.
-    pub fn last_tick_age_ms(&self, now_ns: u64) -> Option<u64> {
+    /// Nanoseconds since the newest tick, if there was one.
+    pub fn last_tick_age_ns(&self, now_ns: u64) -> Option<u64> {
         match self.last_tick_ns.load(Ordering::Relaxed) {
             0 => None,
-            t => Some(now_ns.saturating_sub(t) / 1_000_000),
+            t => Some(now_ns.saturating_sub(t)),
         }
     }
 
-    /// `connecting`, `live`, `stale` (live but silent for `STALE_AFTER_MS`,
-    /// or its upstream link lost: `STATE_STALE`), `paused` (market closed)
-    /// or `down`.
-    pub fn state_name(&self, now_ns: u64) -> &'static str {
+    /// Milliseconds since the newest tick, if there was one.
+    pub fn last_tick_age_ms(&self, now_ns: u64) -> Option<u64> {
+        self.last_tick_age_ns(now_ns).map(|a| a / 1_000_000)
+    }
+
+    /// A demand-following source has `n` instruments subscribed upstream
+    /// now (`now_ns`): with none it cannot be silent; from none to some its
+    /// silence is counted from now.
+    pub fn wanted(&self, n: u64, now_ns: u64) {
+        if n == 0 {
+            self.wanted_since_ns.store(NOTHING_WANTED, Ordering::Relaxed);
+        } else if self.wanted_since_ns.load(Ordering::Relaxed) == NOTHING_WANTED {
+            self.wanted_since_ns.store(now_ns, Ordering::Relaxed);
+        }
+    }
+
+    /// A demand-following source reopened its upstream link and asked again
+    /// for what is wanted: its silence counts from `now_ns` (not from its
+    /// newest tick, before the outage).
+    pub fn resubscribed(&self, now_ns: u64) {
+        if self.wanted_since_ns.load(Ordering::Relaxed) != NOTHING_WANTED {
+            self.wanted_since_ns.store(now_ns, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether, and how long, a feed expected to deliver has been silent
+    /// past `j.stale_after_ns` (`None`: not silent, or not expected to be
+    /// delivering).
+    pub fn silence(&self, j: &Judge) -> Option<Silence> {
+        let since = self.wanted_since_ns.load(Ordering::Relaxed);
+        if since == NOTHING_WANTED {
+            return None;
+        }
+        let last = self.last_tick_ns.load(Ordering::Relaxed);
+        let quiet = j.now_ns.saturating_sub(last.max(since));
+        match last {
+            0 if since == 0 || quiet > j.stale_after_ns => Some(Silence::Never),
+            0 => None,
+            _ if quiet > j.stale_after_ns => Some(Silence::For(j.now_ns.saturating_sub(last))),
+            _ => None,
+        }
+    }
+
+    /// `connecting`, `live`, `stale` (its source is up but it has delivered
+    /// nothing, or nothing for `--stale-after`, while the market is open; or
+    /// its upstream link is lost: `STATE_STALE`), `paused` (market closed:
+    /// the simulator stops, other sources go quiet) or `down`.
+    pub fn state_name(&self, j: &Judge) -> &'static str {
         match self.state.load(Ordering::Relaxed) {
-            STATE_LIVE if self.last_tick_age_ms(now_ns).is_some_and(|a| a > STALE_AFTER_MS) => "stale",
-            STATE_LIVE => "live",
+            STATE_LIVE => match (self.silence(j), j.market_open) {
+                (None, _) => "live",
+                (Some(_), true) => "stale",
+                (Some(_), false) => "paused",
+            },
             STATE_DOWN => "down",
             STATE_PAUSED => "paused",
             STATE_STALE => "stale",
             _ => "connecting",
         }
+    }
+
+    /// Why the feed is in its state, for `/healthz`: `stale (nothing
+    /// delivered for 7.5 s; limit 5 s)`.
+    pub fn why(&self, j: &Judge) -> String {
+        let state = self.state_name(j);
+        let limit = j.stale_after_ns as f64 / 1e9;
+        let detail = match (self.state.load(Ordering::Relaxed), self.silence(j)) {
+            (STATE_LIVE, Some(Silence::Never)) => format!("nothing delivered yet; limit {limit} s"),
+            (STATE_LIVE, Some(Silence::For(ns))) => {
+                format!("nothing delivered for {:.1} s; limit {limit} s", ns as f64 / 1e9)
+            }
+            (STATE_LIVE, None) => "delivering".into(),
+            (STATE_STALE, _) => "upstream link lost, reconnecting".into(),
+            (STATE_DOWN, _) => "the source stopped".into(),
+            (STATE_PAUSED, _) => "market closed".into(),
+            _ => "not connected yet".into(),
+        };
+        format!("{state} ({detail})")
     }
 
     /// Count a dropped packet or record.
@@ -373,6 +473,49 @@ pub fn stopping(flag: &AtomicBool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    fn judge(now_ns: u64, market_open: bool) -> Judge {
+        Judge { now_ns, market_open, stale_after_ns: 5 * S }
+    }
+
+    #[test]
+    fn a_live_source_that_delivered_nothing_or_long_ago_is_stale_while_open() {
+        let f = FeedHealth::new("udp".into(), "udp", String::new());
+        f.state.store(STATE_LIVE, Ordering::Relaxed);
+        let t = 1_000 * S;
+        assert_eq!(f.state_name(&judge(t, true)), "stale", "nothing yet");
+        assert_eq!(f.why(&judge(t, true)), "stale (nothing delivered yet; limit 5 s)");
+        assert_eq!(f.state_name(&judge(t, false)), "paused", "quiet while closed");
+        f.published(1, t);
+        assert_eq!(f.state_name(&judge(t + 5 * S, true)), "live", "at the limit");
+        assert_eq!(f.state_name(&judge(t + 5 * S + 1, true)), "stale");
+        assert_eq!(f.why(&judge(t + 7 * S, true)), "stale (nothing delivered for 7.0 s; limit 5 s)");
+        f.state.store(STATE_PAUSED, Ordering::Relaxed);
+        assert_eq!(f.state_name(&judge(t + 7 * S, true)), "paused", "the simulator says so itself");
+        f.state.store(STATE_CONNECTING, Ordering::Relaxed);
+        assert_eq!(f.why(&judge(t, true)), "connecting (not connected yet)");
+    }
+
+    #[test]
+    fn a_demand_following_source_is_judged_only_while_something_is_wanted() {
+        let f = FeedHealth::new("kite".into(), "kite", String::new());
+        f.state.store(STATE_LIVE, Ordering::Relaxed);
+        let t = 1_000 * S;
+        assert_eq!(f.state_name(&judge(t, true)), "live", "nothing asked, nothing due");
+        f.wanted(3, t);
+        assert_eq!(f.state_name(&judge(t + 5 * S, true)), "live", "the upstream gets the limit to answer");
+        assert_eq!(f.state_name(&judge(t + 6 * S, true)), "stale", "it never did");
+        f.published(1, t + 6 * S);
+        f.wanted(4, t + 6 * S);
+        assert_eq!(f.state_name(&judge(t + 10 * S, true)), "live");
+        assert_eq!(f.state_name(&judge(t + 12 * S, true)), "stale", "more wanted does not restart the count");
+        f.resubscribed(t + 12 * S);
+        assert_eq!(f.state_name(&judge(t + 13 * S, true)), "live", "a reopened link asked again just now");
+        f.wanted(0, t + 20 * S);
+        assert_eq!(f.state_name(&judge(t + 60 * S, true)), "live", "nothing wanted any more");
+    }
 
     #[test]
     fn backoff_grows_is_capped_and_jittered() {

@@ -75,6 +75,9 @@ impl RedisFeed {
         let mut ps = con.as_pubsub();
         ps.set_read_timeout(Some(POLL))?;
         let mut subscribed: HashSet<String> = HashSet::new();
+        // A new session has nothing subscribed: silence counts afresh from
+        // its first subscriptions.
+        ctx.health.wanted(0, now_ns());
         ctx.health.state.store(STATE_LIVE, Ordering::Relaxed);
         log::info!("feed {}: connected to {}", ctx.health.name, self.url);
         while !stopping(&ctx.shutdown) {
@@ -86,6 +89,8 @@ impl RedisFeed {
                 ps.unsubscribe(ch)?;
             }
             subscribed = want;
+            let ticks_wanted = subscribed.iter().filter(|c| c.starts_with(TICK_PREFIX)).count();
+            ctx.health.wanted(ticks_wanted as u64, now_ns());
             // Bounded, so interest changes and worker wake-ups keep up even
             // when a message arrives within every read timeout.
             let round = std::time::Instant::now();

@@ -118,11 +118,12 @@ impl Source for Sim {
                 (start, sent) = (Instant::now(), 0);
                 continue;
             }
-            ctx.health.state.store(STATE_LIVE, Relaxed);
+            // Tick `k` is due at k / rate s: the first at once, so the
+            // simulator is live (it has delivered) from its first turn.
             let elapsed = start.elapsed().as_nanos() as u64;
-            let due = ((u128::from(elapsed) * u128::from(self.rate) / 1_000_000_000) as u64).saturating_sub(sent);
+            let due = ((u128::from(elapsed) * u128::from(self.rate) / 1_000_000_000) as u64 + 1).saturating_sub(sent);
             if due == 0 {
-                let next_ns = (u128::from(sent + 1) * 1_000_000_000 / u128::from(self.rate)) as u64;
+                let next_ns = (u128::from(sent) * 1_000_000_000 / u128::from(self.rate)) as u64;
                 std::thread::sleep(Duration::from_nanos(next_ns.saturating_sub(elapsed).min(1_000_000)));
                 continue;
             }
@@ -135,6 +136,7 @@ impl Source for Sim {
             }
             ctx.fanout.flush();
             ctx.health.published(n, ts);
+            ctx.health.state.store(STATE_LIVE, Relaxed);
             sent += n;
         }
         ctx.health.state.store(STATE_DOWN, Relaxed);

@@ -48,7 +48,7 @@ use crate::config::{Idle, SlowConsumer};
 use crate::dialect::{ChanKind, Dialect};
 use crate::encode::FrameCache;
 use crate::feed::{DownOnExit, FeedCtx, Polled, STATE_DOWN, STATE_LIVE};
-use crate::metrics::{new_histogram, Counters};
+use crate::metrics::{new_histogram, Counters, LatencyBuckets};
 use crate::ring::WorkerSignal;
 use crate::shared::Shared;
 use crate::subs::{ConnId, Delivery, SubTable};
@@ -146,8 +146,12 @@ pub struct Worker {
     /// Source timestamps of ticks delivered this turn (latency, recorded
     /// after the flush).
     batch_ts: Vec<u64>,
-    /// Tick-to-write latency since the last publish.
+    /// Tick-to-write latency since the last publish (`/status`).
     hist: Histogram<u64>,
+    /// The same in Prometheus buckets (`/metrics`).
+    buckets: LatencyBuckets,
+    /// Time spent in turns that found work, ns since start.
+    busy_ns: u64,
     /// Delivery of a subscription that asks for none (`--slow-consumer`).
     default_delivery: Delivery,
     /// When the housekeeping pass is next due.
@@ -272,6 +276,8 @@ impl Worker {
             timers: BinaryHeap::new(),
             batch_ts: Vec::with_capacity(DRAIN_LIMIT),
             hist: new_histogram(),
+            buckets: LatencyBuckets::default(),
+            busy_ns: 0,
             default_delivery,
             next_housekeeping_ns: 0,
             next_publish_ns: 0,
@@ -311,7 +317,14 @@ impl Worker {
                 }
             }
             self.signal.sleeping.store(false, Ordering::Relaxed);
-            now = now_ns();
+            // Busy time, from the clock read each turn already makes: a
+            // turn that found work, from its start to this one's (its poll
+            // did not wait: a turn after work polls with a zero timeout).
+            let turn = now_ns();
+            if work > 0 {
+                self.busy_ns += turn.saturating_sub(now);
+            }
+            now = turn;
             work = self.do_work(&events, now);
         }
         self.shutdown();
@@ -404,12 +417,14 @@ impl Worker {
         if !self.batch_ts.is_empty() {
             let done = now_ns();
             for &ts in &self.batch_ts {
-                self.hist.saturating_record(done.saturating_sub(ts).max(1));
+                let ns = done.saturating_sub(ts).max(1);
+                self.hist.saturating_record(ns);
+                self.buckets.record(ns);
             }
             self.batch_ts.clear();
         }
         if now >= self.next_publish_ns {
-            self.publish_metrics();
+            self.publish_metrics(now);
             self.next_publish_ns = now + PUBLISH_NS;
         }
         work
@@ -433,13 +448,15 @@ impl Worker {
         };
     }
 
-    fn publish_metrics(&mut self) {
+    fn publish_metrics(&mut self, now: u64) {
         let g = &self.shared.gauges[self.id];
         g.connections.store(self.open, Ordering::Relaxed);
         g.subscriptions.store(self.subs.len() as u64, Ordering::Relaxed);
+        g.busy_ns.store(self.busy_ns, Ordering::Relaxed);
         if !self.hist.is_empty() {
-            let _ = g.latency.lock().add(&self.hist);
+            g.latency.lock().add(&self.hist, now);
             self.hist.reset();
+            self.buckets.publish(g);
         }
         let c = &self.shared.counters;
         Counters::add(&c.frames_sent, std::mem::take(&mut self.frames));
@@ -471,7 +488,7 @@ impl Worker {
                 }
             }
         }
-        self.publish_metrics();
+        self.publish_metrics(now_ns());
     }
 }
 

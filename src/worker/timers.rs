@@ -4,7 +4,6 @@
 //! heartbeats, pings and batches).
 
 use std::cmp::Reverse;
-use std::sync::atomic::Ordering;
 
 use super::conn::Phase;
 use super::host::Ctx;
@@ -79,9 +78,10 @@ impl Worker {
     /// housekeeping pass and the same bytes go to every idle client.
     pub(super) fn send_heartbeat(&mut self, id: ConnId, now: u64) {
         if self.heartbeat.as_ref().is_none_or(|(t, _)| *t != now) {
-            let feeds = self.shared.feeds.iter().map(|f| (f.name.as_str(), f.state_name(now), f.last_tick_age_ms(now)));
-            let market_open = self.shared.market_open.load(Ordering::Relaxed);
-            self.heartbeat = Some((now, native::heartbeat(feeds, market_open, now)));
+            let judge = self.shared.judge(now);
+            let feeds =
+                self.shared.feeds.iter().map(|f| (f.name.as_str(), f.state_name(&judge), f.last_tick_age_ms(now)));
+            self.heartbeat = Some((now, native::heartbeat(feeds, judge.market_open, now)));
         }
         let hb = &self.heartbeat.as_ref().expect("set above").1;
         if let Some(c) = self.conns.get_mut(id.0 as usize).and_then(Option::as_mut) {

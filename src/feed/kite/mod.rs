@@ -339,6 +339,7 @@ impl Upstream {
                     self.send(c, ctx);
                 }
                 self.kite(ctx).subscribed.store(self.spread.total() as u64, Ordering::Relaxed);
+                ctx.health.wanted(self.spread.total() as u64, crate::tick::now_ns());
             }
             let now = Instant::now();
             for c in 0..n {
@@ -359,7 +360,10 @@ impl Upstream {
                 (false, true) => STATE_STALE,
                 (false, false) => STATE_CONNECTING,
             };
-            ctx.health.state.store(state, Ordering::Relaxed);
+            // Up again: what it asked for is on its way; silence counts from now.
+            if ctx.health.state.swap(state, Ordering::Relaxed) != STATE_LIVE && state == STATE_LIVE {
+                ctx.health.resubscribed(crate::tick::now_ns());
+            }
             let wait = if self.links.iter().any(|l| l.more) { Duration::ZERO } else { POLL };
             if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
                 if e.kind() != io::ErrorKind::Interrupted {
