@@ -686,6 +686,14 @@ mod tests {
     }
 
     #[test]
+    fn stale_after_is_seconds_five_by_default() {
+        assert_eq!(parse(&[]).unwrap().stale_after, Duration::from_secs(5));
+        assert_eq!(parse(&["--stale-after", "0.5"]).unwrap().stale_after, Duration::from_millis(500));
+        let err = parse(&["--stale-after", "0"]).unwrap_err();
+        assert!(format!("{err:#}").contains("--stale-after 0: must be 0.01 to 86400 seconds"), "{err:#}");
+    }
+
+    #[test]
     fn bad_values_name_the_flag() {
         let cases: &[(&[&str], &str)] = &[
             (&["--idle", "nap"], "--idle `nap`"),

@@ -20,6 +20,11 @@
 //! | `timers.rs` | rate caps, market notices, housekeeping |
 //! | `conn.rs` | one connection: socket, lanes, state |
 //!
+//! A worker also measures itself, with the clock reads its turns already
+//! make: delivery latency per tick (an HDR histogram and the Prometheus
+//! buckets, plain memory, published twice a second) and busy time (turns
+//! that found work, start to next start).
+//!
 //! Never on the per-tick, per-client path: allocation (buffers reuse their
 //! capacity), locks, hashing, string work. A slow or broken client only
 //! ever costs its own buffers.
