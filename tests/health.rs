@@ -87,8 +87,8 @@ fn one_live_feed_keeps_healthz_up_and_names_the_others() {
 
 #[test]
 fn outside_market_hours_healthz_says_market_closed() {
-    let dir = std::env::temp_dir().join(format!("tickcast-health-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let out = std::process::Command::new("mktemp").args(["-d", "-t", "tickcast-health.XXXXXX"]).output().unwrap();
+    let dir = std::path::PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
     let clock = dir.join("clock");
     let set_clock = |time: &str| {
         let tmp = clock.with_extension("tmp");

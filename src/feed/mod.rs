@@ -225,7 +225,7 @@ impl FeedHealth {
             (STATE_STALE, _) => "upstream link lost, reconnecting".into(),
             (STATE_DOWN, _) => "the source stopped".into(),
             (STATE_PAUSED, _) => "market closed".into(),
-            _ => "not connected yet".into(),
+            _ => "not up yet".into(),
         };
         format!("{state} ({detail})")
     }
@@ -495,7 +495,7 @@ mod tests {
         f.state.store(STATE_PAUSED, Ordering::Relaxed);
         assert_eq!(f.state_name(&judge(t + 7 * S, true)), "paused", "the simulator says so itself");
         f.state.store(STATE_CONNECTING, Ordering::Relaxed);
-        assert_eq!(f.why(&judge(t, true)), "connecting (not connected yet)");
+        assert_eq!(f.why(&judge(t, true)), "connecting (not up yet)");
     }
 
     #[test]
