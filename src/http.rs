@@ -1,9 +1,10 @@
 //! Plain HTTP on the main port: `/status` (JSON), `/metrics` (Prometheus
 //! text), `/healthz`, and the built-in page at `/`. Rendered on request from
-//! the shared counters and the merged worker histograms, on the control
-//! plane: a worker that parsed a plain request hands it to the `http`
-//! thread ([`serve`]) and goes on; the answer comes back on the worker's
-//! reply channel and wakes it. A scrape never runs on a worker's loop.
+//! the shared counters, the merged worker histograms and (`process_*`)
+//! `/proc/self`, on the control plane: a worker that parsed a plain request
+//! hands it to the `http` thread ([`serve`]) and goes on; the answer comes
+//! back on the worker's reply channel and wakes it. A scrape never runs on
+//! a worker's loop.
 
 use crate::encode::dialects::iso_json;
 use std::fmt::Write as _;
@@ -108,28 +109,21 @@ pub fn healthz(shared: &Shared) -> (u16, String) {
 /// help and value.
 type Counter = (&'static str, &'static str, &'static str, u64);
 
-/// Counters, gauges and latency, as named values.
+/// Counters and gauges, as named values.
 struct Snapshot {
     counters: Vec<Counter>,
     connections: u64,
     subscriptions: u64,
     overruns: u64,
-    /// HDR percentiles over the window, ns.
-    latency: [(&'static str, u64); 5],
-    latency_count: u64,
-    /// How far back `latency` reaches, ns.
-    latency_window_ns: u64,
 }
 
-fn snapshot(shared: &Shared, now: u64) -> Snapshot {
+fn snapshot(shared: &Shared) -> Snapshot {
     let c = &shared.counters;
     let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let mut hist = new_histogram();
     let (mut connections, mut subscriptions) = (0, 0);
     for g in &shared.gauges {
         connections += l(&g.connections);
         subscriptions += l(&g.subscriptions);
-        g.latency.lock().merge_into(&mut hist, now);
     }
     Snapshot {
         counters: vec![
@@ -202,17 +196,30 @@ fn snapshot(shared: &Shared, now: u64) -> Snapshot {
         connections,
         subscriptions,
         overruns: shared.feeds.iter().map(|f| l(&f.push.overruns)).sum(),
-        latency: percentiles(&hist),
-        latency_count: hist.len(),
-        latency_window_ns: LatencyWindow::span_ns(now),
     }
+}
+
+/// `/status` `latency_ns`: the HDR percentiles of every worker's window
+/// (the last 30–60 s, `window_s`) and how many ticks they count.
+fn latency_window(shared: &Shared, now: u64) -> serde_json::Map<String, Value> {
+    let mut hist = new_histogram();
+    for g in &shared.gauges {
+        g.latency.lock().merge_into(&mut hist, now);
+    }
+    let mut latency = serde_json::Map::new();
+    latency.insert("window_s".into(), json!(LatencyWindow::span_ns(now) / 1_000_000_000));
+    latency.insert("count".into(), json!(hist.len()));
+    for (k, v) in percentiles(&hist) {
+        latency.insert(k.into(), json!(v));
+    }
+    latency
 }
 
 /// The `/status` document.
 pub fn status(shared: &Shared) -> Value {
     let now = now_ns();
     let judge = shared.judge(now);
-    let s = snapshot(shared, now);
+    let s = snapshot(shared);
     let feeds: Vec<Value> = shared
         .feeds
         .iter()
@@ -239,12 +246,6 @@ pub fn status(shared: &Shared) -> Value {
         .enumerate()
         .map(|(i, g)| json!({"id": i, "connections": g.connections.load(Ordering::Relaxed), "subscriptions": g.subscriptions.load(Ordering::Relaxed)}))
         .collect();
-    let mut latency = serde_json::Map::new();
-    latency.insert("window_s".into(), json!(s.latency_window_ns / 1_000_000_000));
-    latency.insert("count".into(), json!(s.latency_count));
-    for (k, v) in s.latency {
-        latency.insert(k.into(), json!(v));
-    }
     let mut counters = serde_json::Map::new();
     for (k, _, _, v) in &s.counters {
         counters.insert((*k).into(), json!(v));
@@ -280,7 +281,7 @@ pub fn status(shared: &Shared) -> Value {
         "feeds": feeds,
         "workers": workers,
         "counters": counters,
-        "latency_ns": latency,
+        "latency_ns": latency_window(shared, now),
     })
 }
 
@@ -361,7 +362,7 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 pub fn metrics(shared: &Shared) -> String {
     let now = now_ns();
     let judge = shared.judge(now);
-    let s = snapshot(shared, now);
+    let s = snapshot(shared);
     let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let mut out = String::with_capacity(16 * 1024);
     let o = &mut out;
