@@ -414,7 +414,8 @@ mod tests {
         assert!(odd.iter().all(|(_, i)| i.kite_token == 0), "no segment, or past 32 bits: no Kite token");
         // A `segment` column says it outright: an equity without an ISIN,
         // an index, a derivative.
-        let csv = "token,exchange,symbol,segment\n5,NSE,NOISIN,NSE\n6,NSE,IDX,INDICES\n7,NFO,FUT,NFO-FUT\n8,NSE,PLAIN,\n";
+        let csv =
+            "token,exchange,symbol,segment\n5,NSE,NOISIN,NSE\n6,NSE,IDX,INDICES\n7,NFO,FUT,NFO-FUT\n8,NSE,PLAIN,\n";
         let reg = Registry::new(parse_master(csv.as_bytes()).unwrap()).unwrap();
         let kt: Vec<u32> = reg.iter().map(|(_, i)| i.kite_token).collect();
         assert_eq!(kt, [5 * 256 + 1, 6 * 256 + 9, 7 * 256 + 2, 8 * 256 + 9]);
