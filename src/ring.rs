@@ -73,6 +73,23 @@ pub struct WorkerSignal {
 }
 
 impl WorkerSignal {
+    /// The worker's half of the wake protocol: announce the sleep, then look
+    /// for work once more (`pending`: are any of its rings non-empty?).
+    /// Returns whether it may park; if not, the announcement is withdrawn.
+    /// A feed pushes, then [`WorkerSignal::notify`]s; the SeqCst store and
+    /// fence here and the fence there mean that either this check sees the
+    /// push or the feed sees `sleeping` and wakes the poll.
+    #[inline]
+    pub fn may_park(&self, pending: impl FnOnce() -> bool) -> bool {
+        self.sleeping.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if pending() {
+            self.sleeping.store(false, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
     /// Wake the worker if it is parked. Called after pushes are visible.
     #[inline]
     pub fn notify(&self) {
@@ -335,13 +352,12 @@ mod tests {
                     assert_eq!(t.seq, next);
                     next += 1;
                 }
-                signal.sleeping.store(true, Ordering::SeqCst);
-                fence(Ordering::SeqCst);
-                if rx.is_empty() && next <= N {
+                // The worker's own park check (`Worker::park_timeout`).
+                if next <= N && signal.may_park(|| !rx.is_empty()) {
                     poll.poll(&mut events, Some(Duration::from_secs(10))).unwrap();
                     assert!(!events.is_empty() || !rx.is_empty(), "lost wake-up: parked 10 s with ticks pending");
                 }
-                signal.sleeping.store(false, Ordering::SeqCst);
+                signal.sleeping.store(false, Ordering::Relaxed);
             }
         });
         let mut seq = 1;
