@@ -420,4 +420,48 @@ mod tests {
         assert!(out.len() - 2 <= 125);
         assert!(std::str::from_utf8(&out[4..]).is_ok());
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, failure_persistence: None, ..Default::default() })]
+
+        /// A valid stream of client frames, delivered in pieces split at
+        /// any points, parses to the same frames as when whole: a partial
+        /// frame waits for more, never errs or misparses.
+        #[test]
+        fn prop_any_split_of_a_valid_stream_parses_the_same(
+            frames in proptest::collection::vec(
+                (proptest::sample::select(vec![OP_TEXT, OP_BINARY, OP_PING, OP_PONG]), proptest::prelude::any::<bool>(),
+                 proptest::prelude::any::<[u8; 4]>(), proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)),
+                1..8),
+            cuts in proptest::collection::vec(proptest::prelude::any::<proptest::sample::Index>(), 0..10),
+        ) {
+            let mut wire = Vec::new();
+            let mut want = Vec::new();
+            for (op, long, mask, mut payload) in frames {
+                if matches!(op, OP_PING | OP_PONG) {
+                    payload.truncate(125); // control frames: at most 125 bytes
+                } else if long {
+                    payload = payload.repeat(250); // 16-bit and 64-bit lengths too
+                }
+                append_masked(&mut wire, op, true, mask, &payload);
+                let kind = match op { OP_TEXT => Kind::Text, OP_BINARY => Kind::Binary, OP_PING => Kind::Ping, _ => Kind::Pong };
+                want.push((kind, payload));
+            }
+            let mut at: Vec<usize> = cuts.iter().map(|c| c.index(wire.len() + 1)).collect();
+            at.push(wire.len());
+            at.sort_unstable();
+            let (mut buf, mut got, mut from) = (Vec::new(), Vec::new(), 0);
+            for to in at {
+                buf.extend_from_slice(&wire[from..to]);
+                from = to;
+                while let Some(p) = parse(&mut buf, 1 << 20).unwrap() {
+                    proptest::prop_assert!(p.fin);
+                    got.push((p.kind, buf[p.payload.clone()].to_vec()));
+                    buf.drain(..p.consumed);
+                }
+            }
+            proptest::prop_assert!(buf.is_empty(), "{} bytes left over", buf.len());
+            proptest::prop_assert_eq!(got, want);
+        }
+    }
 }
