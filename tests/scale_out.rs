@@ -98,9 +98,9 @@ fn a_redis_restart_is_survived_and_visible() {
     let mut cb = b.native();
     cb.request(json!({"action": "subscribe", "tokens": [2885]}), 1);
     let before = stream(&mut cb, 2885, 5);
-    drop(redis); // Redis goes away mid-run
-                 // Both ends see the outage before Redis comes back (what the reconnect
-                 // counters below count), instead of a fixed pause.
+    // Redis goes away mid-run; both ends see the outage before it comes
+    // back (what the reconnect counters below count), not a fixed pause.
+    drop(redis);
     b.status_until("B notices", |st| redis_feed(st)["state"] != "live");
     a.status_until("A notices", |st| st["publish"]["state"] != "live");
     redis = Redis::start_on(port);
