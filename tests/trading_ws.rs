@@ -228,7 +228,7 @@ fn seed_conversation_ping_subscribe_and_conflated_batches() {
 
 #[test]
 fn mvp_client_gets_every_instrument_until_it_subscribes() {
-    let s = sim(&[]);
+    let s = sim(&["--websocket-ping-interval", "0.3"]);
     let instruments = s.status()["instruments"].as_u64().unwrap() as usize;
     let (mut c, _) = trading(&s, "");
     let mut seen = BTreeSet::new();
@@ -260,16 +260,28 @@ fn mvp_client_gets_every_instrument_until_it_subscribes() {
     let ack = c.recv_type("unsubscribed");
     assert_eq!(keys(&ack), set(&["type", "channel", "timestamp"]));
     let stopped = iso_ms(&ack["timestamp"]);
-    std::thread::sleep(Duration::from_millis(600));
+    // No fixed sleep: the connection's housekeeping sends a due price batch
+    // before it pings an idle client, and the ping interval (0.3 s) is
+    // longer than the batch interval (0.2 s). So every message up to the
+    // first ping after the ack is checked, and that ping comes only once a
+    // batch would have been due.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(Instant::now() < deadline, "no ping to the idle client in 20 s (updates kept it busy?)");
+        match c.ws.read().unwrap() {
+            Message::Ping(_) => break,
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                assert!(
+                    v["type"] != "price_update" || iso_ms(&v["timestamp"]) <= stopped,
+                    "a price update after unsubscribing: {v}"
+                );
+            }
+            _ => {}
+        }
+    }
     c.send_json(json!({"type": "ping"}));
-    let next = c.recv_until("pong", |v| {
-        assert!(
-            v["type"] != "price_update" || iso_ms(&v["timestamp"]) <= stopped,
-            "a price update after unsubscribing: {v}"
-        );
-        v["type"] == "pong"
-    });
-    assert_eq!(next, json!({"type": "pong"}));
+    assert_eq!(c.recv_json(), json!({"type": "pong"}), "nothing but the pong");
 }
 
 #[test]
