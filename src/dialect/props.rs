@@ -163,6 +163,57 @@ proptest! {
         prop_assert!(p.slots.is_empty());
     }
 
+    /// Campus: Upstox-style instrument keys (`NSE_EQ|<ISIN>`,
+    /// `NSE_INDEX|<SYMBOL>`, any case); the canonical keys come back once
+    /// each, in order, and unsubscribing them leaves nothing.
+    #[test]
+    fn campus_instrument_keys_round_trip(picks in picks(), lower in any::<bool>()) {
+        let reg = Registry::bundled();
+        let all = bundled();
+        let key = |i: usize| {
+            let mut k = Vec::new();
+            crate::encode::dialects::campus_key(&mut k, reg.get(reg.slot_of_token(all[i].0).unwrap()));
+            String::from_utf8(k).unwrap()
+        };
+        let want: Vec<String> = known_once(&picks).into_iter().map(key).collect();
+        prop_assume!(!want.is_empty());
+        let sent: Vec<String> = picks.iter().filter_map(|p| p.ok()).map(key).map(|k| if lower { k.to_lowercase() } else { k }).collect();
+        let mut p = Pair::new();
+        p.open("/api/ws/prices", Dialect::Campus).unwrap();
+        p.take();
+        p.send(&json!({"action": "subscribe", "instruments": sent}).to_string());
+        let r = p.replies();
+        prop_assert_eq!(r.len(), 1, "{:?}", r);
+        prop_assert_eq!(&r[0], &json!({"type": "subscription", "action": "subscribe", "instruments": want, "failed": [], "total": want.len()}));
+        p.send(&json!({"action": "unsubscribe", "instruments": want}).to_string());
+        let r = &p.replies()[0];
+        prop_assert_eq!(&r["total"], &json!(0), "{}", r);
+        prop_assert!(p.slots.is_empty());
+    }
+
+    /// Trading WS: symbols (any case) on `price_updates`; the ack names
+    /// them canonically, once each, in order.
+    #[test]
+    fn trading_symbols_round_trip(picks in picks(), lower in any::<bool>()) {
+        let all = bundled();
+        let want: Vec<&str> = known_once(&picks).iter().map(|&i| all[i].1.as_str()).collect();
+        prop_assume!(!want.is_empty());
+        let sent: Vec<String> = picks.iter().filter_map(|p| p.ok()).map(|i| if lower { all[i].1.to_lowercase() } else { all[i].1.clone() }).collect();
+        let mut p = Pair::new();
+        p.open("/ws", Dialect::Trading).unwrap();
+        p.take();
+        p.send(&json!({"type": "subscribe", "channel": "price_updates", "symbols": sent}).to_string());
+        let r = p.replies();
+        prop_assert_eq!(r.len(), 1, "{:?}", r);
+        prop_assert_eq!(&r[0]["type"], "subscribed", "{}", r[0]);
+        prop_assert_eq!(&r[0]["symbols"], &json!(want), "{}", r[0]);
+        let mut held: Vec<u32> = p.slots.iter().map(|&s| Registry::bundled().get(s).token).collect();
+        let mut wanted: Vec<u32> = known_once(&picks).iter().map(|&i| all[i].0).collect();
+        held.sort_unstable();
+        wanted.sort_unstable();
+        prop_assert_eq!(held, wanted);
+    }
+
     /// Any JSON value, to any dialect: no panic, and the connection is
     /// either still open or closed with a reason (never silently dropped).
     #[test]
