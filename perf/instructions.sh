@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Instructions per delivered message, counted by callgrind (instruction
-# counts are repeatable whatever else the machine does; `perf stat` has no
-# hardware counters on this VM). The server runs under callgrind with one
+# Instructions per delivered message, counted by callgrind (`perf stat` has
+# no hardware counters on this VM). The counts are NOT repeatable: they move
+# with how many ticks each loop turn and each datagram carry, which depends
+# on timing (perf/RESULTS.md, "Instructions per delivered message", saw
+# 643-744 for the same command); compare only runs made back to back and
+# treat a single figure as +-10%. The server runs under callgrind with one
 # file per thread; load comes from `tickcast bench --url`. All server
 # instructions / frames queued = instructions per delivered message. With
 # `thread` the feed has its own thread, so the worker's and the feed's

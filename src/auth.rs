@@ -260,6 +260,22 @@ mod tests {
         )
     }
 
+    /// Known answers: FIPS 180-2 / NIST's SHA-256 examples ("abc", the
+    /// empty message, the two-block 448-bit message), and the module doc's
+    /// example line (the key `secret`).
+    #[test]
+    fn digests_are_sha256_known_answers() {
+        let hex = |key: &str| digest(key).iter().map(|b| format!("{b:02x}")).collect::<String>();
+        assert_eq!(hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        assert_eq!(
+            hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
+            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
+        );
+        assert_eq!(hash_line("abc"), "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(hash_line("secret"), "sha256:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b");
+    }
+
     #[test]
     fn keys_resolve_to_users_with_roles() {
         let a = Auth::parse(&file()).unwrap();

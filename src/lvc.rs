@@ -149,47 +149,66 @@ mod tests {
     }
 
     /// Stress: two writers race on one slot; every read is one whole tick
-    /// and the cached seq never goes back.
+    /// and the cached seq never goes back. The writers keep writing until
+    /// the reader has made its reads, so the reads overlap the writes (a
+    /// fixed count of writes could be over before the first read).
     #[test]
     fn two_writers_never_tear() {
+        /// Stops the writers however the reader's loop ends (a failed
+        /// assertion included).
+        struct StopOnDrop(Arc<AtomicBool>);
+        impl Drop for StopOnDrop {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
         let lv = Arc::new(LastValues::new(1));
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_guard = StopOnDrop(stop.clone());
         let writers: Vec<_> = (0..2u64)
             .map(|k| {
-                let lv = lv.clone();
+                let (lv, stop) = (lv.clone(), stop.clone());
                 std::thread::spawn(move || {
-                    for s in (1..=100_000u64).filter(|s| s % 2 == k) {
+                    let mut s = 2 + k;
+                    while !stop.load(Ordering::Relaxed) {
                         lv.store(Slot(0), &Tick { seq: s, ltp: s as i64, volume: s, oi: s, ..Tick::default() });
+                        s += 2;
+                        // Back-to-back writes would keep the version odd
+                        // nearly all the time and starve the reader.
+                        std::thread::yield_now();
                     }
+                    s - 2
                 })
             })
             .collect();
-        let mut last = 0;
-        while writers.iter().any(|w| !w.is_finished()) {
+        let (mut last, mut reads, mut changes) = (0, 0u64, 0u64);
+        while reads < 20_000 || changes < 500 {
             if let Some(t) = lv.load(Slot(0)) {
                 assert_eq!((t.ltp as u64, t.volume, t.oi), (t.seq, t.seq, t.seq), "torn");
-                assert!(t.seq >= last);
+                assert!(t.seq >= last, "seq went back: {} < {last}", t.seq);
+                changes += u64::from(t.seq != last);
                 last = t.seq;
+                reads += 1;
             }
         }
-        for w in writers {
-            w.join().unwrap();
-        }
-        assert_eq!(lv.load(Slot(0)).unwrap().seq, 100_000);
+        drop(stop_guard);
+        let newest = writers.into_iter().map(|w| w.join().unwrap()).max().unwrap();
+        assert_eq!(lv.load(Slot(0)).unwrap().seq, newest, "the newest store won");
     }
 
     /// Stress: one writer stores ticks whose every field equals `seq`;
-    /// readers must never see a mix of two writes, and `seq` never goes back.
+    /// readers must never see a mix of two writes, and `seq` never goes
+    /// back. The writer runs until every reader has seen many different
+    /// values, so the test cannot pass without reads racing writes.
     #[test]
     fn readers_never_see_torn_ticks() {
         let lv = Arc::new(LastValues::new(1));
-        let stop = Arc::new(AtomicBool::new(false));
         let readers: Vec<_> = (0..2)
             .map(|_| {
-                let (lv, stop) = (lv.clone(), stop.clone());
+                let lv = lv.clone();
                 std::thread::spawn(move || {
-                    let mut last = 0;
-                    let mut reads = 0u64;
-                    while !stop.load(Ordering::Relaxed) {
+                    let (mut last, mut reads, mut changes) = (0, 0u64, 0u64);
+                    while reads < 20_000 || changes < 500 {
                         if let Some(t) = lv.load(Slot(0)) {
                             let s = t.seq;
                             assert!(s >= last, "seq went back: {s} < {last}");
@@ -198,22 +217,26 @@ mod tests {
                                 (s, s, s, s),
                                 "torn read"
                             );
+                            changes += u64::from(s != last);
                             last = s;
                             reads += 1;
                         }
                     }
-                    reads
                 })
             })
             .collect();
-        for s in 1..=200_000u64 {
+        let mut s = 1u64;
+        // Until every reader is done (or has failed: join reports it).
+        while readers.iter().any(|r| !r.is_finished()) {
             let mut t = Tick { seq: s, ltp: s as i64, volume: s, oi: s, ..Tick::default() };
             t.depth.asks[4].price = s as i64;
             lv.store(Slot(0), &t);
+            s += 1;
+            std::thread::yield_now();
         }
-        stop.store(true, Ordering::Relaxed);
         for r in readers {
-            assert!(r.join().unwrap() > 0);
+            r.join().unwrap();
         }
+        assert_eq!(lv.load(Slot(0)).unwrap().seq, s - 1);
     }
 }

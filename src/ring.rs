@@ -73,15 +73,68 @@ pub struct WorkerSignal {
 }
 
 impl WorkerSignal {
+    /// The worker's half of the wake protocol: announce the sleep, then look
+    /// for work once more (`pending`: are any of its rings non-empty?).
+    /// Returns whether it may park; if not, the announcement is withdrawn.
+    /// A feed pushes, then [`WorkerSignal::notify`]s; the SeqCst store and
+    /// fence here and the fence there mean that either this check sees the
+    /// push or the feed sees `sleeping` and wakes the poll.
+    #[inline]
+    pub fn may_park(&self, pending: impl FnOnce() -> bool) -> bool {
+        may_park(&self.sleeping, fence, pending)
+    }
+
     /// Wake the worker if it is parked. Called after pushes are visible.
     #[inline]
     pub fn notify(&self) {
-        fence(Ordering::SeqCst);
-        if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::SeqCst) {
+        if must_wake(&self.sleeping, fence) {
             // A failed wake (eventfd full) means a wake is already pending.
             let _ = self.waker.wake();
         }
     }
+}
+
+/// The flag of the wake protocol, so that its two halves are written once
+/// and run both on std's atomics (the server) and on loom's (the model
+/// check: `RUSTFLAGS="--cfg loom" cargo test --release --lib loom`).
+pub(crate) trait WakeFlag {
+    fn store(&self, v: bool, order: Ordering);
+    fn load(&self, order: Ordering) -> bool;
+    fn swap(&self, v: bool, order: Ordering) -> bool;
+}
+
+impl WakeFlag for AtomicBool {
+    #[inline(always)]
+    fn store(&self, v: bool, order: Ordering) {
+        AtomicBool::store(self, v, order);
+    }
+    #[inline(always)]
+    fn load(&self, order: Ordering) -> bool {
+        AtomicBool::load(self, order)
+    }
+    #[inline(always)]
+    fn swap(&self, v: bool, order: Ordering) -> bool {
+        AtomicBool::swap(self, v, order)
+    }
+}
+
+/// The worker's half: `sleeping = true`; fence; re-check (see [`WorkerSignal::may_park`]).
+#[inline(always)]
+pub(crate) fn may_park<F: WakeFlag>(sleeping: &F, fence: fn(Ordering), pending: impl FnOnce() -> bool) -> bool {
+    sleeping.store(true, Ordering::SeqCst);
+    fence(Ordering::SeqCst);
+    if pending() {
+        sleeping.store(false, Ordering::Relaxed);
+        return false;
+    }
+    true
+}
+
+/// The feed's half, after its push: fence; must it wake the worker?
+#[inline(always)]
+pub(crate) fn must_wake<F: WakeFlag>(sleeping: &F, fence: fn(Ordering)) -> bool {
+    fence(Ordering::SeqCst);
+    sleeping.load(Ordering::Relaxed) && sleeping.swap(false, Ordering::SeqCst)
 }
 
 /// Wake every worker whose bit is set in `mask` (if it is parked).
@@ -335,13 +388,12 @@ mod tests {
                     assert_eq!(t.seq, next);
                     next += 1;
                 }
-                signal.sleeping.store(true, Ordering::SeqCst);
-                fence(Ordering::SeqCst);
-                if rx.is_empty() && next <= N {
+                // The worker's own park check (`Worker::park_timeout`).
+                if next <= N && signal.may_park(|| !rx.is_empty()) {
                     poll.poll(&mut events, Some(Duration::from_secs(10))).unwrap();
                     assert!(!events.is_empty() || !rx.is_empty(), "lost wake-up: parked 10 s with ticks pending");
                 }
-                signal.sleeping.store(false, Ordering::SeqCst);
+                signal.sleeping.store(false, Ordering::Relaxed);
             }
         });
         let mut seq = 1;
@@ -357,5 +409,79 @@ mod tests {
         }
         fanout.flush();
         worker.join().unwrap();
+    }
+}
+
+/// Model check of the wake protocol with loom: every interleaving (and
+/// every weak-memory outcome loom models) of a feed's push-then-notify
+/// against a worker's announce-then-recheck. The property: a worker that
+/// parks with a tick pending is always woken. Run with
+/// `RUSTFLAGS="--cfg loom" cargo test --release --lib loom`.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use loom::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+    use loom::sync::Arc;
+
+    use super::{may_park, must_wake, WakeFlag};
+
+    impl WakeFlag for AtomicBool {
+        fn store(&self, v: bool, order: Ordering) {
+            AtomicBool::store(self, v, order);
+        }
+        fn load(&self, order: Ordering) -> bool {
+            AtomicBool::load(self, order)
+        }
+        fn swap(&self, v: bool, order: Ordering) -> bool {
+            AtomicBool::swap(self, v, order)
+        }
+    }
+
+    /// `feeds` feeds each push one tick (a Release store of the ring's
+    /// tail, as rtrb does) and notify; the worker drains (Acquire), then
+    /// announces and re-checks. If it parks, some feed must have woken it.
+    fn no_lost_wake(feeds: usize) {
+        loom::model(move || {
+            let sleeping = Arc::new(AtomicBool::new(false));
+            let tails: Vec<_> = (0..feeds).map(|_| Arc::new(AtomicUsize::new(0))).collect();
+            let woken = Arc::new(AtomicBool::new(false)); // the eventfd
+            let handles: Vec<_> = tails
+                .iter()
+                .map(|tail| {
+                    let (sleeping, tail, woken) = (sleeping.clone(), tail.clone(), woken.clone());
+                    loom::thread::spawn(move || {
+                        tail.store(1, Ordering::Release);
+                        if must_wake(&*sleeping, fence) {
+                            woken.store(true, Ordering::Release);
+                        }
+                    })
+                })
+                .collect();
+            let mut seen = vec![0; feeds];
+            let drain = |seen: &mut Vec<usize>| {
+                for (i, t) in tails.iter().enumerate() {
+                    seen[i] = t.load(Ordering::Acquire);
+                }
+            };
+            drain(&mut seen);
+            let pending = || tails.iter().zip(&seen).any(|(t, s)| t.load(Ordering::Acquire) != *s);
+            let parked = may_park(&*sleeping, fence, pending);
+            for h in handles {
+                h.join().unwrap();
+            }
+            if parked {
+                let missed = tails.iter().zip(&seen).any(|(t, s)| t.load(Ordering::Acquire) != *s);
+                assert!(!missed || woken.load(Ordering::Acquire), "lost wake-up: parked with a tick pending");
+            }
+        });
+    }
+
+    #[test]
+    fn loom_one_feed_never_loses_a_wake() {
+        no_lost_wake(1);
+    }
+
+    #[test]
+    fn loom_two_feeds_never_lose_a_wake() {
+        no_lost_wake(2);
     }
 }

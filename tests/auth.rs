@@ -124,7 +124,8 @@ fn a_client_id_belongs_to_its_user() {
     let r = alice.request(json!({"action": "subscribe", "tokens": [2885, 11536]}), 1);
     assert_eq!(r["data"]["total_subscribed"], 2);
     drop(alice);
-    std::thread::sleep(Duration::from_millis(300));
+    // Alice's session is saved when the server drops her connection.
+    s.status_until("alice's disconnect", |st| st["connections"] == 0);
     // Bob guesses the id: he gets a fresh session, not alice's.
     let mut bob = s.connect("/stream?client_id=shared-name&api_key=bob-key");
     bob.recv_type("welcome");

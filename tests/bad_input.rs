@@ -4,7 +4,7 @@ mod util;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tungstenite::Message;
@@ -309,12 +309,29 @@ fn mutated_requests_are_all_answered_and_nothing_breaks() {
         }
         c.send(std::str::from_utf8(&b).unwrap());
     }
-    // Replies and data interleave; the final ping's pong proves the
-    // connection survived all of it, in order.
-    let p = c.request(json!({"action": "ping"}), 987654);
-    assert_eq!(p["type"], "pong");
-    let st = s.status_until("bad requests counted", |st| st["counters"]["bad_requests"].as_u64() > Some(100));
-    assert_eq!(st["counters"]["protocol_errors"], 0);
+    // Replies and data interleave. Every request gets exactly one reply
+    // (`error`, `subscription_response`, `snapshot` or `pong`), in order, so
+    // exactly 2000 replies come before the final ping's pong.
+    c.send_json(json!({"action": "ping", "id": 987654}));
+    let (mut replies, mut errors) = (0u64, 0u64);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "no final pong within 60 s ({replies} replies so far)");
+        let v = c.recv_json();
+        match v["type"].as_str() {
+            Some("pong") if v["id"] == 987654 => break,
+            Some("error") => errors += 1,
+            Some("subscription_response" | "snapshot" | "pong") => {}
+            Some("market_data" | "gap" | "heartbeat") => continue,
+            _ => panic!("not a reply nor data: {v}"),
+        }
+        replies += 1;
+    }
+    assert_eq!(replies, 2000, "one reply per request ({errors} of them errors)");
+    assert!(errors > 100, "the mutations made bad requests: {errors} errors");
+    // The server counted exactly the errors it answered, and no protocol error.
+    let st = s.status_until(&format!("bad_requests == {errors}"), |st| st["counters"]["bad_requests"] == errors);
+    assert_eq!(st["counters"]["protocol_errors"], 0, "{st}");
 }
 
 /// Regression: a 10 KB message nested 5000 deep used to overflow the

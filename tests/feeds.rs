@@ -300,9 +300,16 @@ fn feed_addresses_in_use_fail_at_start_with_a_clear_error() {
         ])
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen"), "{}", String::from_utf8_lossy(&out.stderr));
-    let out =
-        Command::new(env!("CARGO_BIN_EXE_tickcast")).args(["--feed", "replay:/nonexistent.tcf1"]).output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "a start-up failure exits 1: {stderr}");
+    assert!(stderr.contains("cannot listen"), "{stderr}");
+    // Ephemeral listeners: a busy 8080 or 8765 on this machine must not be
+    // what makes it fail.
+    let out = Command::new(env!("CARGO_BIN_EXE_tickcast"))
+        .args(["--listen", "127.0.0.1:0", "--openalgo-listen", "127.0.0.1:0", "--feed", "replay:/nonexistent.tcf1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "a start-up failure exits 1: {stderr}");
+    assert!(stderr.contains("feed replay:/nonexistent.tcf1: cannot read"), "{stderr}");
 }

@@ -185,13 +185,17 @@ fn snapshot_returns_last_values_without_subscribing() {
 fn ping_pong_echoes_id_and_carries_ts() {
     let s = Server::sim();
     let mut c = s.native();
-    let p = c.request(json!({"action": "ping"}), 42);
-    assert_eq!(p["type"], "pong");
-    assert!(p["ts"].as_u64().unwrap() > 0);
-    let p = c.request(json!({"action": "ping", "id": "abc"}), 0);
-    assert_eq!(p["id"], 0, "the helper's id wins; string ids are echoed too:");
-    c.send(r#"{"action":"ping","id":"abc"}"#);
-    assert_eq!(c.recv_type("pong")["id"], "abc");
+    // Sent as raw text: the ids in the pongs can only come from the requests.
+    for (req, id) in [(r#"{"action":"ping","id":42}"#, json!(42)), (r#"{"action":"ping","id":"abc"}"#, json!("abc"))] {
+        c.send(req);
+        let p = c.recv_until("the pong", |v| v["type"] != "heartbeat");
+        assert_eq!((&p["type"], &p["id"]), (&json!("pong"), &id), "{req}: {p}");
+        assert!(p["ts"].as_u64().unwrap() > 0, "{p}");
+    }
+    c.send(r#"{"action":"ping"}"#);
+    let p = c.recv_until("the pong", |v| v["type"] != "heartbeat");
+    assert_eq!(p["type"], "pong", "{p}");
+    assert!(p.get("id").is_none(), "no id asked, none echoed: {p}");
 }
 
 #[test]
@@ -214,7 +218,8 @@ fn same_client_id_gets_its_subscriptions_back() {
     let seen = collect_market_data(&mut c, 6);
     let last_seen = seen.iter().filter(|f| f["token"] == 2885).map(|f| f["seq"].as_u64().unwrap()).max().unwrap_or(0);
     drop(c);
-    std::thread::sleep(Duration::from_millis(300));
+    // The session is saved when the server drops the connection: wait for that.
+    s.status_until("the disconnect", |st| st["connections"] == 0);
     let mut again = s.connect("/stream?client_id=desk-7");
     assert_eq!(again.recv_json()["client_id"], "desk-7");
     let restored = again.recv_type("subscription_response");
@@ -249,10 +254,10 @@ fn rate_capped_subscription_delivers_the_newest_value_marked_conflated() {
     let s = Server::start(&["--feed", "sim:rate=20000"]);
     let mut c = s.native();
     c.request(json!({"action": "subscribe", "tokens": [2885], "max_rate": 5}), 1);
-    let started = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(30);
     let mut frames = Vec::new();
     while frames.len() < 6 {
-        assert!(started.elapsed() < Duration::from_secs(30), "capped stream stalled: {frames:?}");
+        assert!(Instant::now() < deadline, "capped stream stalled (6 frames not in 30 s): {frames:?}");
         let v = c.recv_json();
         if v["type"] == "market_data" {
             frames.push(v);
@@ -264,7 +269,7 @@ fn rate_capped_subscription_delivers_the_newest_value_marked_conflated() {
     // five capped updates must have skipped ticks and said so.
     assert!(frames[1..].iter().any(|f| f["conflated"] == true), "skips are flagged: {frames:?}");
     let span = seqs[5] - seqs[0];
-    assert!(span > 5, "capped: 6 frames spanned {span} seqs in {:?}", started.elapsed());
+    assert!(span > 5, "capped: 6 frames spanned only {span} seqs: {seqs:?}");
 }
 
 #[test]
@@ -333,39 +338,41 @@ fn status_counts_connections_subscriptions_and_latency() {
     s.status_until("the disconnect", |st| st["connections"] == 0 && st["subscriptions"] == 0);
 }
 
-/// `HH:MM:SS` (UTC) `secs` from now.
-fn utc_hms_in(secs: u64) -> String {
-    let t = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + secs) % 86_400;
-    format!("{:02}:{:02}:{:02}", t / 3600, t / 60 % 60, t % 60)
-}
-
 #[test]
 fn market_hours_announce_transitions_and_pause_the_simulator() {
-    // Opens 4 s from now (time to start the server and subscribe while
-    // closed) and closes 3 s later.
-    let session = format!("{}-{}@+00:00", utc_hms_in(4), utc_hms_in(7));
-    let s = Server::start(&["--market-hours", &session, "--heartbeat-ms", "300"]);
+    // Market hours run on the server's injected clock (`TICKCAST_CLOCK=@FILE`):
+    // the test opens and closes the session by moving the clock, so a slow
+    // start-up cannot miss the window.
+    let clock = util::FileClock::new("2026-01-05T08:59:00+00:00");
+    let s = Server::start_with_env(
+        &["--market-hours", "09:00:00-09:30:00@+00:00", "--heartbeat-ms", "300"],
+        &[("TICKCAST_CLOCK", &clock.env())],
+    );
     let mut c = s.native_with(|w| assert_eq!(w["market_open"], false, "{w}"));
     let r = c.request(json!({"action": "subscribe", "tokens": [2885, 11536]}), 1);
     assert_eq!(r["data"]["total_subscribed"], 2, "subscriptions are accepted while closed");
     let hb = c.recv_type("heartbeat");
     assert_eq!((hb["market_open"].as_bool(), hb["feeds"][0]["state"].as_str()), (Some(false), Some("paused")));
-    let mut seen_data = false;
+    clock.set("2026-01-05T09:00:00+00:00");
     let opened = c.recv_until("market open", |v| {
         assert!(v["type"] != "market_data", "no data while closed: {v}");
         v["type"] == "market_status"
     });
     assert_eq!(opened["market_open"], true);
-    let closed = c.recv_until("market close", |v| {
-        seen_data |= v["type"] == "market_data";
-        v["type"] == "market_status"
-    });
-    assert!(seen_data, "the subscription was live while open");
+    c.recv_until("data while open", |v| v["type"] == "market_data");
+    clock.set("2026-01-05T09:30:00+00:00");
+    let closed = c.recv_type("market_status");
     assert_eq!(closed["market_open"], false);
-    // Paused again: once the stream goes idle, only heartbeats come.
+    // Paused again: once the simulator has stopped (status says so) and a
+    // heartbeat stamped after that has gone out, only heartbeats come.
+    s.status_until("the simulator paused", |st| st["market_open"] == false && st["feeds"][0]["state"] == "paused");
+    let paused_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    c.recv_until("a heartbeat after the pause", |v| v["type"] == "heartbeat" && v["ts"].as_u64() > Some(paused_at));
     c.recv_type("heartbeat");
-    let next = c.recv_json();
-    assert_eq!(next["type"], "heartbeat", "nothing but heartbeats while closed: {next}");
+    for _ in 0..2 {
+        let next = c.recv_json();
+        assert_eq!(next["type"], "heartbeat", "nothing but heartbeats while closed: {next}");
+    }
     assert_eq!(
         c.request(json!({"action": "get_subscriptions"}), 2)["data"]["total_subscribed"],
         2,

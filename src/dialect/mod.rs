@@ -38,6 +38,8 @@ pub mod odin;
 pub mod openalgo;
 #[cfg(test)]
 pub(crate) mod pair;
+#[cfg(test)]
+mod props;
 pub mod trading;
 
 use std::sync::Arc;

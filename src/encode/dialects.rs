@@ -565,6 +565,85 @@ mod tests {
         assert_eq!(out.len(), before, "nothing written");
     }
 
+    /// Every field of `got`, depth first, in order: `(path, value)` for the
+    /// leaves, so two messages compare field by field, order included.
+    fn fields(v: &serde_json::Value, path: &str, out: &mut Vec<(String, serde_json::Value)>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    fields(v, &format!("{path}.{k}"), out);
+                }
+            }
+            leaf => out.push((path.to_string(), leaf.clone())),
+        }
+    }
+
+    fn assert_same_fields(got: &str, want: &str) {
+        let parse = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap_or_else(|e| panic!("{e}: {s}"));
+        let (mut g, mut w) = (Vec::new(), Vec::new());
+        fields(&parse(got), "", &mut g);
+        fields(&parse(want), "", &mut w);
+        for (i, want) in w.iter().enumerate() {
+            assert_eq!(g.get(i), Some(want), "field {} of the fixture, in {got}", i + 1);
+        }
+        assert_eq!(g.len(), w.len(), "no field beyond the fixture's: {got}");
+    }
+
+    /// The seed's Campus `price_update`, verbatim from
+    /// `seeds/002_ef8c0bde75f42649.txt` ("Server → Client", "Price Update").
+    const CAMPUS_SEED_PRICE_UPDATE: &str = r#"{
+  "type": "price_update",
+  "instrument_key": "NSE_EQ|INE002A01018",
+  "data": {
+    "last_price": 2451.50,
+    "timestamp": "2026-01-19T10:30:00Z",
+    "change_percent": 0.03,
+    "volume": 15000
+  }
+}"#;
+
+    #[test]
+    fn campus_price_update_is_the_seeds_example() {
+        // 2451.50 last, +0.03 % on a 2450.76 close, at 2026-01-19T10:30:00Z.
+        let t =
+            Tick { ltp: 245_150, close: 245_076, volume: 15_000, ts_ns: 1_768_818_600_000_000_000, ..Tick::default() };
+        let mut out = vec![0xEE; 3];
+        let r = campus(&mut out, &t, &ins("RELIANCE", "INE002A01018"));
+        assert_eq!(r.end, out.len());
+        let got = payloads(&out[r]);
+        assert_eq!(got.len(), 1, "one frame");
+        assert_same_fields(&got[0], CAMPUS_SEED_PRICE_UPDATE);
+    }
+
+    /// The seed's Odin clients (`seeds/000_f0bd5239ca6d871f.txt`, the
+    /// JavaScript and Python examples) are the contract for `market_data`:
+    /// the seed shows no whole message, only what its clients read:
+    ///
+    /// ```text
+    /// case 'market_data':
+    ///     console.log(`📈 ${data.symbol}: ₹${data.data.ltp}`);
+    /// if data['type'] == 'market_data':
+    ///     print(f"📈 {data['symbol']}: ₹{data['data']['ltp']}")
+    /// ```
+    ///
+    /// Those fields are checked as the seed uses them; the whole message
+    /// (this server's additions documented in `dialect::odin`) is fixed too.
+    #[test]
+    fn odin_market_data_has_what_the_seeds_clients_read() {
+        let mut out = Vec::new();
+        let r = odin(&mut out, Mode::Quote, &Tick { token: 2885, ..seed_tick() }, &ins("RELIANCE", "INE002A01018"));
+        let got = payloads(&out[r]);
+        assert_eq!(got.len(), 1, "one frame");
+        let v: serde_json::Value = serde_json::from_str(&got[0]).unwrap();
+        assert_eq!(v["type"], "market_data");
+        assert_eq!(v["symbol"], "RELIANCE");
+        assert_eq!(v["data"]["ltp"].as_f64(), Some(2850.5), "data.ltp is a number: {v}");
+        assert_same_fields(
+            &got[0],
+            r#"{"type":"market_data","symbol":"RELIANCE","token":"2885","exchange":"NSE","timestamp":"2024-12-04T05:00:00.000Z","data":{"ltp":2850.5,"change":2.25,"change_percent":0.08,"volume":1500000,"open":2820.0,"high":2860.0,"low":2815.0,"close":2848.25,"bid":2850.45,"ask":2850.55}}"#,
+        );
+    }
+
     const QUOTE: &str = r#""ltp":2850.5,"open":2820.0,"high":2860.0,"low":2815.0,"close":2848.25,"volume":1500000,"bid":2850.45,"ask":2850.55,"bid_qty":500,"ask_qty":750,"oi":0,"prev_oi":0,"last_trade_quantity":10,"change":2.25,"change_percent":0.08"#;
 
     #[test]

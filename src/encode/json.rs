@@ -186,12 +186,32 @@ pub(crate) mod tests {
         String::from_utf8(f[hl..].to_vec()).unwrap()
     }
 
+    /// The protocol document's `market_data` example, copied verbatim from
+    /// `spec/protocol.md` ("Native protocol — `GET /stream`", Server →
+    /// client). [`sample`] is that tick.
+    const SPEC_QUOTE: &str = r#"{"type":"market_data","token":2885,"symbol":"RELIANCE","exchange":"NSE","mode":2,"seq":1042,"ts":1763712000123456789,"data":{"ltp":2850.5,"ltq":10,"volume":1500000,"open":2820.0,"high":2860.0,"low":2815.0,"close":2848.25,"bid":2850.45,"ask":2850.55,"bid_qty":500,"ask_qty":750,"oi":0}}"#;
+
     #[test]
     fn quote_matches_the_spec_example() {
-        assert_eq!(
-            payload(Mode::Quote, Marks::default()),
-            r#"{"type":"market_data","token":2885,"symbol":"RELIANCE","exchange":"NSE","mode":2,"seq":1042,"ts":1763712000123456789,"data":{"ltp":2850.5,"ltq":10,"volume":1500000,"open":2820.0,"high":2860.0,"low":2815.0,"close":2848.25,"bid":2850.45,"ask":2850.55,"bid_qty":500,"ask_qty":750,"oi":0}}"#
-        );
+        let got = payload(Mode::Quote, Marks::default());
+        // Field by field first (a clearer failure), then byte for byte.
+        let (g, w): (serde_json::Value, serde_json::Value) =
+            (serde_json::from_str(&got).unwrap(), serde_json::from_str(SPEC_QUOTE).unwrap());
+        let keys = |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys(&g), keys(&w), "top-level fields, in order");
+        assert_eq!(keys(&g["data"]), keys(&w["data"]), "data fields, in order");
+        for k in keys(&w) {
+            assert_eq!(g[&k], w[&k], "field {k}");
+        }
+        assert_eq!(got, SPEC_QUOTE);
+    }
+
+    /// The module's doc comment shows the same example as the protocol
+    /// document (the test above holds the encoder to the document).
+    #[test]
+    fn the_doc_comment_shows_the_spec_example() {
+        let doc: Vec<&str> = include_str!("json.rs").lines().take_while(|l| l.starts_with("//!")).collect();
+        assert!(doc.contains(&format!("//! {SPEC_QUOTE}").as_str()), "src/encode/json.rs's doc example differs");
     }
 
     #[test]

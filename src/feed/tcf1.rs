@@ -465,4 +465,96 @@ mod tests {
             }
         }
     }
+
+    /// Any tick: every field the wire carries, any flags, 0..=5 depth levels.
+    fn any_tick() -> impl proptest::strategy::Strategy<Value = Tick> {
+        use proptest::prelude::*;
+        let level =
+            (any::<i64>(), any::<u32>(), any::<u32>()).prop_map(|(price, qty, orders)| Level { price, qty, orders });
+        (
+            (
+                any::<u32>(),
+                any::<u64>(),
+                any::<u64>(),
+                any::<i64>(),
+                any::<u32>(),
+                any::<u64>(),
+                any::<i64>(),
+                any::<i64>(),
+            ),
+            (any::<u32>(), any::<u32>(), [any::<i64>(); 4], any::<u64>(), any::<u64>(), 0u8..16, 0u8..=5),
+            (
+                [level.clone(), level.clone(), level.clone(), level.clone(), level.clone()],
+                [level.clone(), level.clone(), level.clone(), level.clone(), level],
+            ),
+        )
+            .prop_map(
+                |(
+                    (token, seq, ts_ns, ltp, ltq, volume, bid, ask),
+                    (bid_qty, ask_qty, ohlc, oi, prev_oi, flags, levels),
+                    (bids, asks),
+                )| {
+                    let mut t = Tick {
+                        token,
+                        seq,
+                        ts_ns,
+                        ltp,
+                        ltq,
+                        volume,
+                        bid,
+                        ask,
+                        bid_qty,
+                        ask_qty,
+                        oi,
+                        prev_oi,
+                        flags,
+                        depth_levels: levels,
+                        ..Tick::default()
+                    };
+                    [t.open, t.high, t.low, t.close] = ohlc;
+                    t.depth.bids = bids;
+                    t.depth.asks = asks;
+                    t
+                },
+            )
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, failure_persistence: None, ..Default::default() })]
+
+        /// Encode then decode: every tick's wire fields come back exactly,
+        /// as a tick record and, with `FLAG_DEPTH`, a depth record; the
+        /// packet's sequence and record count too.
+        #[test]
+        fn prop_packets_round_trip(ticks in proptest::collection::vec(any_tick(), 0..6), packet_seq in proptest::prelude::any::<u64>()) {
+            let bytes = packet(packet_seq, &ticks);
+            let p = parse(&bytes).unwrap();
+            let want_count: u16 = ticks.iter().map(records_for).sum();
+            proptest::prop_assert_eq!((p.packet_seq, p.count), (packet_seq, want_count));
+            let mut want = Vec::new();
+            for t in &ticks {
+                let head = Tick { token: t.token, seq: t.seq, ts_ns: t.ts_ns, ..Tick::default() };
+                want.push(Record::Tick(Tick {
+                    flags: t.flags & (FLAG_QUOTE | FLAG_OHLC | FLAG_OI),
+                    ltp: t.ltp, ltq: t.ltq, volume: t.volume, bid: t.bid, ask: t.ask, bid_qty: t.bid_qty, ask_qty: t.ask_qty,
+                    open: t.open, high: t.high, low: t.low, close: t.close, oi: t.oi, prev_oi: t.prev_oi,
+                    ..head
+                }));
+                if t.flags & FLAG_DEPTH != 0 {
+                    want.push(Record::Depth(Tick { depth_levels: t.depth_levels, depth: t.depth, ..head }));
+                }
+            }
+            proptest::prop_assert_eq!(p.records().collect::<Vec<_>>(), want);
+            // As a stream: the packet's length is known exactly when it is
+            // whole, never before.
+            proptest::prop_assert_eq!(packet_len(&bytes), Some(Ok(bytes.len())));
+            let stream = [bytes.clone(), bytes.clone()].concat();
+            proptest::prop_assert_eq!(packet_len(&stream), Some(Ok(bytes.len())));
+            for cut in [0, 3, 4, HEADER_LEN - 1, HEADER_LEN, bytes.len() - 1] {
+                if cut < bytes.len() {
+                    proptest::prop_assert_eq!(packet_len(&bytes[..cut]), None, "cut {}", cut);
+                }
+            }
+        }
+    }
 }

@@ -40,7 +40,7 @@ mod upgrade;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -340,10 +340,10 @@ impl Worker {
     /// (`now`: the last turn's clock; the sleep errs long by that turn's
     /// few microseconds).
     fn park_timeout(&mut self, now: u64) -> Option<Duration> {
-        self.signal.sleeping.store(true, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
-        if self.rings.iter().any(|r| !r.is_empty()) || self.chan_rings.iter().any(|r| !r.is_empty()) {
-            self.signal.sleeping.store(false, Ordering::Relaxed);
+        if !self
+            .signal
+            .may_park(|| self.rings.iter().any(|r| !r.is_empty()) || self.chan_rings.iter().any(|r| !r.is_empty()))
+        {
             return Some(Duration::ZERO);
         }
         let mut due = self.next_housekeeping_ns.min(now + MAX_PARK_NS);

@@ -255,6 +255,79 @@ mod tests {
         assert_eq!(&buf[p.payload], b"Hello");
     }
 
+    /// RFC 6455 §5.7's examples, written by hand from the RFC, against what
+    /// this module writes (server frames unmasked, client frames masked).
+    #[test]
+    fn writes_the_rfc_6455_examples_byte_for_byte() {
+        let hello = [0x48, 0x65, 0x6c, 0x6c, 0x6f];
+        let mut out = Vec::new();
+        append(&mut out, OP_TEXT, b"Hello");
+        assert_eq!(out, [&[0x81, 0x05][..], &hello].concat(), "single-frame unmasked text");
+        out.clear();
+        append_masked(&mut out, OP_TEXT, true, [0x37, 0xfa, 0x21, 0x3d], b"Hello");
+        assert_eq!(out, [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58], "single-frame masked text");
+        out.clear();
+        append_masked(&mut out, OP_TEXT, false, [0; 4], b"Hel");
+        append_masked(&mut out, 0x0, true, [0; 4], b"lo");
+        // The RFC's fragmented example is unmasked; with a zero mask the
+        // payload bytes are the same and only the mask bit and key differ.
+        assert_eq!(out, [0x01, 0x83, 0, 0, 0, 0, 0x48, 0x65, 0x6c, 0x80, 0x82, 0, 0, 0, 0, 0x6c, 0x6f], "fragmented");
+        out.clear();
+        append(&mut out, OP_PING, b"Hello");
+        assert_eq!(out, [&[0x89, 0x05][..], &hello].concat(), "unmasked ping");
+        out.clear();
+        append(&mut out, OP_BINARY, &[0xAB; 256]);
+        assert_eq!(out[..4], [0x82, 0x7E, 0x01, 0x00], "256 bytes binary: 16-bit length");
+        assert_eq!(out.len(), 4 + 256);
+        out.clear();
+        append(&mut out, OP_BINARY, &[0xCD; 65536]);
+        assert_eq!(out[..10], [0x82, 0x7F, 0, 0, 0, 0, 0, 0x01, 0x00, 0x00], "64 KiB binary: 64-bit length");
+        assert_eq!(out.len(), 10 + 65536);
+    }
+
+    /// Server frames read by an independent decoder (the tungstenite
+    /// client), and tungstenite's client frames (masked with its own random
+    /// keys) parsed here.
+    #[test]
+    fn frames_agree_with_tungstenite_both_ways() {
+        use tungstenite::protocol::{CloseFrame, Role, WebSocket};
+        use tungstenite::Message;
+        let big = "x".repeat(70_000);
+        let mut wire = Vec::new();
+        append(&mut wire, OP_TEXT, b"Hello");
+        append(&mut wire, OP_BINARY, &[7u8; 300]);
+        let start = begin(&mut wire);
+        wire.extend_from_slice(big.as_bytes());
+        finish(&mut wire, start, OP_TEXT);
+        append(&mut wire, OP_PING, b"hb");
+        append_close(&mut wire, 1013, "slow consumer");
+        let mut client = WebSocket::from_raw_socket(std::io::Cursor::new(wire), Role::Client, None);
+        assert_eq!(client.read().unwrap(), Message::text("Hello"));
+        assert_eq!(client.read().unwrap(), Message::binary(vec![7u8; 300]));
+        assert_eq!(client.read().unwrap(), Message::text(big.clone()));
+        assert_eq!(client.read().unwrap(), Message::Ping(b"hb".to_vec()));
+        let close = client.read().unwrap();
+        assert_eq!(close, Message::Close(Some(CloseFrame { code: 1013.into(), reason: "slow consumer".into() })));
+
+        let mut sender = WebSocket::from_raw_socket(std::io::Cursor::new(Vec::new()), Role::Client, None);
+        for m in [Message::text("Hello"), Message::binary(vec![9u8; 200]), Message::text(big.clone())] {
+            sender.send(m).unwrap();
+        }
+        let mut bytes = sender.get_ref().get_ref().clone();
+        let mut buf = &mut bytes[..];
+        let mut got = Vec::new();
+        while !buf.is_empty() {
+            let p = parse(buf, 1 << 20).unwrap().expect("a whole frame");
+            assert!(p.fin);
+            got.push((p.kind, buf[p.payload.clone()].to_vec()));
+            buf = &mut buf[p.consumed..];
+        }
+        assert_eq!(
+            got,
+            [(Kind::Text, b"Hello".to_vec()), (Kind::Binary, vec![9u8; 200]), (Kind::Text, big.into_bytes())]
+        );
+    }
+
     #[test]
     fn refusals_map_to_close_codes() {
         let cases: Vec<(&str, Vec<u8>, usize, FrameError)> = vec![
@@ -346,5 +419,49 @@ mod tests {
         assert_eq!(out[1] as usize, out.len() - 2);
         assert!(out.len() - 2 <= 125);
         assert!(std::str::from_utf8(&out[4..]).is_ok());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, failure_persistence: None, ..Default::default() })]
+
+        /// A valid stream of client frames, delivered in pieces split at
+        /// any points, parses to the same frames as when whole: a partial
+        /// frame waits for more, never errs or misparses.
+        #[test]
+        fn prop_any_split_of_a_valid_stream_parses_the_same(
+            frames in proptest::collection::vec(
+                (proptest::sample::select(vec![OP_TEXT, OP_BINARY, OP_PING, OP_PONG]), proptest::prelude::any::<bool>(),
+                 proptest::prelude::any::<[u8; 4]>(), proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)),
+                1..8),
+            cuts in proptest::collection::vec(proptest::prelude::any::<proptest::sample::Index>(), 0..10),
+        ) {
+            let mut wire = Vec::new();
+            let mut want = Vec::new();
+            for (op, long, mask, mut payload) in frames {
+                if matches!(op, OP_PING | OP_PONG) {
+                    payload.truncate(125); // control frames: at most 125 bytes
+                } else if long {
+                    payload = payload.repeat(250); // 16-bit and 64-bit lengths too
+                }
+                append_masked(&mut wire, op, true, mask, &payload);
+                let kind = match op { OP_TEXT => Kind::Text, OP_BINARY => Kind::Binary, OP_PING => Kind::Ping, _ => Kind::Pong };
+                want.push((kind, payload));
+            }
+            let mut at: Vec<usize> = cuts.iter().map(|c| c.index(wire.len() + 1)).collect();
+            at.push(wire.len());
+            at.sort_unstable();
+            let (mut buf, mut got, mut from) = (Vec::new(), Vec::new(), 0);
+            for to in at {
+                buf.extend_from_slice(&wire[from..to]);
+                from = to;
+                while let Some(p) = parse(&mut buf, 1 << 20).unwrap() {
+                    proptest::prop_assert!(p.fin);
+                    got.push((p.kind, buf[p.payload.clone()].to_vec()));
+                    buf.drain(..p.consumed);
+                }
+            }
+            proptest::prop_assert!(buf.is_empty(), "{} bytes left over", buf.len());
+            proptest::prop_assert_eq!(got, want);
+        }
     }
 }

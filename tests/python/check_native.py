@@ -15,6 +15,7 @@ import json
 import struct
 import sys
 import time
+import urllib.request
 
 import websocket
 
@@ -35,6 +36,20 @@ OP_TEXT, OP_BINARY = websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY
 
 class CheckFailed(Exception):
     pass
+
+
+def wait_warm(base):
+    """Poll /status until the simulator has published enough ticks to have
+    touched every instrument (what a snapshot needs), instead of a fixed pause."""
+    url = "http://" + base.split("://", 1)[1].rstrip("/") + "/status"
+    deadline = time.monotonic() + TIMEOUT_S
+    while True:
+        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as r:
+            ticks = json.load(r)["feeds"][0]["ticks"]
+        if ticks > 2000:
+            return
+        check(time.monotonic() < deadline, f"the simulator published only {ticks} ticks in {TIMEOUT_S}s")
+        time.sleep(0.05)
 
 
 def check(cond, msg):
@@ -146,9 +161,8 @@ def check_json(base):
     ws = connect(url)
     try:
         check_welcome(recv_json(ws, "welcome"), "json")
-        # Give the simulator a moment so every instrument has a cached value
-        # to send as the snapshot.
-        time.sleep(0.3)
+        # Every instrument has a cached value to send as the snapshot.
+        wait_warm(base)
 
         stream = JsonStream()
         tokens = [RELIANCE, TCS]
@@ -273,7 +287,7 @@ def check_rkyv(base):
     ws = connect(url)
     try:
         check_welcome(recv_json(ws, "welcome"), "rkyv")
-        time.sleep(0.3)
+        wait_warm(base)
         ws.send(json.dumps({"action": "subscribe", "tokens": [RELIANCE], "mode": "depth", "id": 1}))
         frames, last_seq, got_reply = [], None, False
         deadline = time.monotonic() + TIMEOUT_S

@@ -429,3 +429,58 @@ pub fn read_close(s: &mut TcpStream) -> (u16, String) {
         }
     }
 }
+
+/// A directory of this test's own under the system temp dir (process id,
+/// a per-process counter and the time in the name, so concurrent test
+/// binaries and copies of the suite never share one); removed on drop.
+pub struct Scratch {
+    pub dir: std::path::PathBuf,
+}
+
+impl Scratch {
+    pub fn new(label: &str) -> Scratch {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+        let dir = std::env::temp_dir().join(format!("tickcast-{label}-{}-{n}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch { dir }
+    }
+
+    pub fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A file clock for `TICKCAST_CLOCK=@FILE`: the server's market hours read
+/// the time written here, which stands still between [`FileClock::set`]s.
+pub struct FileClock {
+    scratch: Scratch,
+}
+
+impl FileClock {
+    /// A clock file reading `time` (RFC 3339 or Unix seconds).
+    pub fn new(time: &str) -> FileClock {
+        let c = FileClock { scratch: Scratch::new("clock") };
+        c.set(time);
+        c
+    }
+
+    /// The value for `TICKCAST_CLOCK`.
+    pub fn env(&self) -> String {
+        format!("@{}", self.scratch.path("clock").display())
+    }
+
+    /// Move the clock to `time` (atomically: the server may read it any time).
+    pub fn set(&self, time: &str) {
+        let tmp = self.scratch.path("clock.tmp");
+        std::fs::write(&tmp, time).unwrap();
+        std::fs::rename(&tmp, self.scratch.path("clock")).unwrap();
+    }
+}
