@@ -117,61 +117,82 @@ pub fn write_packet(out: &mut Vec<u8>, mode: Mode, tick: &Tick, ins: &Instrument
     let secs = |ns: u64| int(ns / 1_000_000_000);
     let index = seg == segment::INDICES;
     let len = packet_len(mode, index);
-    out.reserve(2 + len);
-    out.extend_from_slice(&(len as u16).to_be_bytes());
-    out.extend_from_slice(&ins.kite_token.to_be_bytes());
-    out.extend_from_slice(&price(tick.ltp));
+    // Built on the stack, then one copy: no capacity check per field.
+    let mut head = [0u8; 2 + LTP_LEN]; // length, token, last price: every packet starts so
+    head[..2].copy_from_slice(&(len as u16).to_be_bytes());
+    head[2..6].copy_from_slice(&ins.kite_token.to_be_bytes());
+    head[6..].copy_from_slice(&price(tick.ltp));
     match (mode, index) {
-        (Mode::Ltp, _) => {}
+        (Mode::Ltp, _) => out.extend_from_slice(&head),
         (_, true) => {
-            for p in [tick.high, tick.low, tick.open, tick.close] {
-                out.extend_from_slice(&price(p));
+            let mut p = Packet { buf: [0; 2 + INDEX_FULL_LEN], at: 0 };
+            p.put(&head);
+            for v in [tick.high, tick.low, tick.open, tick.close] {
+                p.put(&price(v));
             }
             let change = if tick.close == 0 { 0 } else { tick.ltp - tick.close };
-            out.extend_from_slice(&price(change));
+            p.put(&price(change));
             if mode == Mode::Depth {
-                out.extend_from_slice(&secs(tick.ts_ns));
+                p.put(&secs(tick.ts_ns));
             }
+            out.extend_from_slice(&p.buf[..p.at]);
         }
         (_, false) => {
-            let levels = usize::from(tick.depth_levels).min(DEPTH_LEVELS);
+            let mut p = Packet { buf: [0; 2 + FULL_LEN], at: 0 };
+            p.put(&head);
+            let levels =
+                if tick.flags & FLAG_DEPTH != 0 { usize::from(tick.depth_levels).min(DEPTH_LEVELS) } else { 0 };
             let shown = |side: &[Level; DEPTH_LEVELS], best: u32| -> u64 {
-                if tick.flags & FLAG_DEPTH != 0 {
+                if levels > 0 {
                     side[..levels].iter().map(|l| u64::from(l.qty)).sum()
                 } else {
                     u64::from(best)
                 }
             };
-            out.extend_from_slice(&int(u64::from(tick.ltq)));
-            out.extend_from_slice(&price(0)); // average traded price: not carried
-            out.extend_from_slice(&int(tick.volume));
-            out.extend_from_slice(&int(shown(&tick.depth.bids, tick.bid_qty)));
-            out.extend_from_slice(&int(shown(&tick.depth.asks, tick.ask_qty)));
-            for p in [tick.open, tick.high, tick.low, tick.close] {
-                out.extend_from_slice(&price(p));
+            p.put(&int(u64::from(tick.ltq)));
+            p.put(&price(0)); // average traded price: not carried
+            p.put(&int(tick.volume));
+            p.put(&int(shown(&tick.depth.bids, tick.bid_qty)));
+            p.put(&int(shown(&tick.depth.asks, tick.ask_qty)));
+            for v in [tick.open, tick.high, tick.low, tick.close] {
+                p.put(&price(v));
             }
             if mode == Mode::Depth {
-                out.extend_from_slice(&secs(tick.ts_ns)); // last trade time
-                out.extend_from_slice(&int(tick.oi));
-                out.extend_from_slice(&[0; 8]); // OI day high and low: not carried
-                out.extend_from_slice(&secs(tick.ts_ns));
+                p.put(&secs(tick.ts_ns)); // last trade time
+                p.put(&int(tick.oi));
+                p.at += 8; // OI day high and low: not carried (zero)
+                p.put(&secs(tick.ts_ns));
                 for side in [&tick.depth.bids, &tick.depth.asks] {
-                    for (i, l) in side.iter().enumerate() {
-                        if i < levels && tick.flags & FLAG_DEPTH != 0 {
-                            out.extend_from_slice(&l.qty.to_be_bytes());
-                            out.extend_from_slice(&price(l.price));
-                            out.extend_from_slice(&(l.orders.min(u32::from(u16::MAX)) as u16).to_be_bytes());
-                            out.extend_from_slice(&[0, 0]);
-                        } else {
-                            out.extend_from_slice(&[0; 12]);
-                        }
+                    for l in &side[..levels] {
+                        p.put(&l.qty.to_be_bytes());
+                        p.put(&price(l.price));
+                        p.put(&(l.orders.min(u32::from(u16::MAX)) as u16).to_be_bytes());
+                        p.at += 2;
                     }
+                    p.at += 12 * (DEPTH_LEVELS - levels); // empty levels: zero
                 }
             }
+            out.extend_from_slice(&p.buf[..p.at]);
         }
     }
     debug_assert_eq!(out.len() - start, 2 + len);
     start..out.len()
+}
+
+/// A packet being written, at most `N` bytes with its length prefix
+/// (zeroed: skipped fields stay 0).
+struct Packet<const N: usize> {
+    buf: [u8; N],
+    at: usize,
+}
+
+impl<const N: usize> Packet<N> {
+    /// Append `bytes`.
+    #[inline(always)]
+    fn put(&mut self, bytes: &[u8]) {
+        self.buf[self.at..self.at + bytes.len()].copy_from_slice(bytes);
+        self.at += bytes.len();
+    }
 }
 
 /// Why a frame or packet from upstream was dropped.
