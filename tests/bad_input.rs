@@ -147,6 +147,12 @@ fn protocol_violations_close_with_1002_or_1007() {
         ),
         ("orphan continuation", client_frame(0x0, true, b"x"), 1002),
         ("invalid UTF-8", client_frame(0x1, true, &[0xff, 0xfe]), 1007),
+        // RFC 6455 §5.5.1: a close body starts with a 2-byte code.
+        ("a one-byte close body", client_frame(0x8, true, &[0x03]), 1002),
+        // §8.1: a close reason must be UTF-8.
+        ("a close reason that is not UTF-8", client_frame(0x8, true, &[0x03, 0xe8, 0xff, 0xfe]), 1007),
+        ("a close code never sent on the wire", client_frame(0x8, true, &1005u16.to_be_bytes()), 1002),
+        ("a valid close is echoed", client_frame(0x8, true, &[0x03, 0xe8, b'b', b'y', b'e']), 1000),
     ];
     for (label, bytes, want) in cases {
         let mut raw = raw_upgrade(s.addr, "/stream");
@@ -200,7 +206,8 @@ fn bad_handshakes_get_http_errors_and_others_are_served() {
         ("garbage", "\x16\x03\x01\x02\x00hello\r\n\r\n", "400"),
         ("wrong path", "GET /nowhere HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: a2V5a2V5a2V5a2V5a2V5aw==\r\nSec-WebSocket-Version: 13\r\n\r\n", "404"),
         ("no key", "GET /stream HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n", "400"),
-        ("old version", "GET /stream HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: a2V5a2V5a2V5a2V5a2V5aw==\r\nSec-WebSocket-Version: 8\r\n\r\n", "400"),
+        ("old version", "GET /stream HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: a2V5a2V5a2V5a2V5a2V5aw==\r\nSec-WebSocket-Version: 12\r\n\r\n", "426"),
+        ("HTTP/1.0", "GET /stream HTTP/1.0\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: a2V5a2V5a2V5a2V5a2V5aw==\r\nSec-WebSocket-Version: 13\r\n\r\n", "400"),
         ("bad format", "GET /stream?format=xml HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: a2V5a2V5a2V5a2V5a2V5aw==\r\nSec-WebSocket-Version: 13\r\n\r\n", "400"),
         ("huge head", &format!("GET / HTTP/1.1\r\nX-Pad: {}\r\n\r\n", "a".repeat(20_000)), "431"),
         ("POST", "POST /status HTTP/1.1\r\nContent-Length: 0\r\n\r\n", "405"),
@@ -208,6 +215,8 @@ fn bad_handshakes_get_http_errors_and_others_are_served() {
     for (label, req, status) in cases {
         let out = answer(req);
         assert!(out.starts_with(&format!("HTTP/1.1 {status}")), "{label}: {out:?}");
+        // RFC 6455 §4.4: a refused version is told the one this server speaks.
+        assert_eq!(out.contains("\r\nSec-WebSocket-Version: 13\r\n"), status == "426", "{label}: {out:?}");
     }
     // The stuck client did not block anyone.
     let mut c = s.native();

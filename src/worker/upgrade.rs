@@ -55,9 +55,9 @@ impl Worker {
             }
             return;
         }
-        if let Some(why) = req.upgrade_error() {
+        if let Some((status, why)) = req.upgrade_error() {
             Counters::inc(&self.shared.counters.handshake_failures);
-            self.http_reply(id, 400, "text/plain", format!("{why}\n").as_bytes());
+            self.http_reply(id, status, "text/plain", format!("{why}\n").as_bytes());
             return;
         }
         let dialect = match (c.dialect, Dialect::for_path(&req.path)) {

@@ -21,6 +21,8 @@ pub struct Request {
     pub ws_version: Option<String>,
     /// Bearer token from `Authorization`.
     pub bearer: Option<String>,
+    /// HTTP/1.0 (an upgrade needs HTTP/1.1 or later, RFC 6455 §4.1).
+    pub http10: bool,
 }
 
 /// Outcome of feeding bytes to [`parse`].
@@ -52,6 +54,7 @@ pub fn parse(buf: &[u8]) -> Head {
         method: req.method.unwrap_or("").to_string(),
         path: path.to_string(),
         query: query.to_string(),
+        http10: req.version == Some(0),
         ..Request::default()
     };
     let (mut up, mut conn_up) = (false, false);
@@ -75,13 +78,16 @@ pub fn parse(buf: &[u8]) -> Head {
 
 impl Request {
     /// Why this upgrade request cannot be accepted, if it cannot.
-    pub fn upgrade_error(&self) -> Option<&'static str> {
+    pub fn upgrade_error(&self) -> Option<(u16, &'static str)> {
         if self.method != "GET" {
-            Some("WebSocket upgrade requires GET")
+            Some((400, "WebSocket upgrade requires GET"))
+        } else if self.http10 {
+            Some((400, "WebSocket upgrade requires HTTP/1.1"))
         } else if self.ws_key.as_deref().is_none_or(str::is_empty) {
-            Some("missing Sec-WebSocket-Key")
+            Some((400, "missing Sec-WebSocket-Key"))
         } else if self.ws_version.as_deref() != Some("13") {
-            Some("unsupported Sec-WebSocket-Version (need 13)")
+            // §4.4: 426 with the version this server speaks (see `http_response`).
+            Some((426, "unsupported Sec-WebSocket-Version (need 13)"))
         } else {
             None
         }
@@ -133,16 +139,20 @@ pub fn http_response(status: u16, content_type: &str, body: &[u8]) -> Vec<u8> {
         200 => "OK",
         400 => "Bad Request",
         401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         426 => "Upgrade Required",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",
         _ => "Error",
     };
     let mut out = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n",
-        body.len()
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\n{}\r\n",
+        body.len(),
+        // RFC 6455 §4.4: a refused version is answered with the one spoken.
+        if status == 426 { "Sec-WebSocket-Version: 13\r\n" } else { "" }
     )
     .into_bytes();
     out.extend_from_slice(body);
@@ -190,7 +200,20 @@ mod tests {
         ) else {
             panic!()
         };
-        assert_eq!(req.upgrade_error(), Some("missing Sec-WebSocket-Key"));
+        assert_eq!(req.upgrade_error(), Some((400, "missing Sec-WebSocket-Key")));
+        let old = UPGRADE.replace("Version: 13", "Version: 12");
+        let Head::Complete(req, _) = parse(old.as_bytes()) else { panic!() };
+        assert_eq!(req.upgrade_error().map(|e| e.0), Some(426));
+        let http10 = UPGRADE.replace("HTTP/1.1", "HTTP/1.0");
+        let Head::Complete(req, _) = parse(http10.as_bytes()) else { panic!() };
+        assert_eq!(req.upgrade_error(), Some((400, "WebSocket upgrade requires HTTP/1.1")));
+        let r = String::from_utf8(http_response(426, "text/plain", b"x")).unwrap();
+        assert!(
+            r.starts_with("HTTP/1.1 426 Upgrade Required\r\n") && r.contains("\r\nSec-WebSocket-Version: 13\r\n"),
+            "{r}"
+        );
+        let r = String::from_utf8(http_response(403, "text/plain", b"x")).unwrap();
+        assert!(r.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{r}");
     }
 
     /// Fuzz-style: mutated requests never panic the head parser or the

@@ -102,6 +102,16 @@ impl Reassembler {
             Kind::Ping => Ok(on(Event::Ping(payload))),
             Kind::Pong => Ok(on(Event::Pong)),
             Kind::Close => {
+                // §5.5.1: a body starts with a 2-byte code; §8.1: the reason is UTF-8.
+                if payload.len() == 1 {
+                    return Err(CloseReason {
+                        code: close::PROTOCOL,
+                        reason: "a close body starts with a 2-byte code",
+                    });
+                }
+                if payload.len() > 2 && std::str::from_utf8(&payload[2..]).is_err() {
+                    return Err(CloseReason { code: close::INVALID_DATA, reason: "close reason is not valid UTF-8" });
+                }
                 let code =
                     if payload.len() >= 2 { u16::from_be_bytes([payload[0], payload[1]]) } else { close::NORMAL };
                 let code = if matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) { code } else { close::PROTOCOL };
@@ -239,6 +249,8 @@ mod tests {
             ),
             ("a frame over the limit", frame(OP_TEXT, true, &[b'a'; 11]), close::TOO_BIG),
             ("an unmasked frame", vec![0x81, 0x01, b'a'], close::PROTOCOL),
+            ("a close body of one byte", frame(OP_CLOSE, true, &[0x03]), close::PROTOCOL),
+            ("a close reason that is not UTF-8", frame(OP_CLOSE, true, &[0x03, 0xe8, 0xff, 0xfe]), close::INVALID_DATA),
         ];
         for (label, bytes, code) in cases {
             let (_, _, res) = run(&mut Reassembler::default(), bytes, 10);
