@@ -300,6 +300,10 @@ pub struct Config {
     pub allow_anonymous: bool,
     /// OpenAlgo listener (`None`: off).
     pub openalgo_listen: Option<SocketAddr>,
+    /// `openalgo_listen` is the default, not asked for: a port already in
+    /// use leaves it off with a warning instead of failing the start (a
+    /// second instance on one host starts with only `--listen` changed).
+    pub openalgo_listen_default: bool,
     /// OpenAlgo dialect settings.
     pub openalgo: OpenAlgoConfig,
     /// The Kite listener (`None`: off; `/kite` on the main port either way).
@@ -512,6 +516,7 @@ impl Config {
             auth_file: a.auth_file,
             allow_anonymous,
             openalgo_listen,
+            openalgo_listen_default: a.openalgo_listen.is_none(),
             kite_listen,
             kite_max_instruments: positive("kite-max-instruments", a.kite_max_instruments, 3000)?,
             openalgo: OpenAlgoConfig {

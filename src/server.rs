@@ -114,11 +114,16 @@ impl Server {
             }
             Ok(Some(a))
         };
-        let openalgo_addr = port_addr(
-            config.openalgo_listen,
-            Dialect::OpenAlgo,
-            "the OpenAlgo listener (--openalgo-listen ADDR, or off to disable it)",
-        )?;
+        let what = "the OpenAlgo listener (--openalgo-listen ADDR, or off to disable it)";
+        let openalgo_addr = match port_addr(config.openalgo_listen, Dialect::OpenAlgo, what) {
+            Err(e) if config.openalgo_listen_default => {
+                log::warn!(
+                    "{e:#}; the default OpenAlgo listener stays off (give --openalgo-listen ADDR to require it)"
+                );
+                None
+            }
+            other => other?,
+        };
         let kite_addr = port_addr(config.kite_listen, Dialect::Kite, "the Kite listener (--kite-listen ADDR)")?;
         let (listeners, local_addr) = listeners(config.listen, config.workers)?;
         let mut polls = Vec::new();

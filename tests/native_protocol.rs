@@ -379,3 +379,39 @@ fn market_hours_announce_transitions_and_pause_the_simulator() {
         "kept through the close"
     );
 }
+
+/// Two instances on one host with only `--listen` changed both start: a
+/// default-on OpenAlgo listener whose port is taken stays off with a
+/// warning; one asked for explicitly still fails the start.
+#[test]
+fn a_taken_default_openalgo_port_leaves_it_off_but_an_explicit_one_fails() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    // Whoever holds 127.0.0.1:8765 (us, or another server on this host),
+    // it is taken while this test runs.
+    let _held = std::net::TcpListener::bind("127.0.0.1:8765");
+    assert!(std::net::TcpListener::bind("127.0.0.1:8765").is_err(), "8765 is taken");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tickcast"))
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut banner = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut banner).unwrap();
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(banner.contains("listening on ws://127.0.0.1:") && !banner.contains("OpenAlgo:"), "{banner}");
+    assert!(stderr.contains("the default OpenAlgo listener stays off"), "warned: {stderr}");
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_tickcast"))
+        .args(["--listen", "127.0.0.1:0", "--openalgo-listen", &addr])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "an explicit listener that cannot bind fails the start");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the OpenAlgo listener") && stderr.contains(&addr), "{stderr}");
+}
