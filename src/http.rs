@@ -192,6 +192,12 @@ fn snapshot(shared: &Shared) -> Snapshot {
                 "Connections refused at a per-user or per-dialect limit",
                 l(&c.limit_rejections),
             ),
+            (
+                "accept_failures",
+                "accept_failures_total",
+                "Episodes of accept failing (out of file descriptors; connections wait in the backlog)",
+                l(&c.accept_failures),
+            ),
         ],
         connections,
         subscriptions,

@@ -48,6 +48,9 @@ pub struct Counters {
     pub auth_failures: AtomicU64,
     /// Connections refused at a user's or dialect's connection limit.
     pub limit_rejections: AtomicU64,
+    /// Episodes of `accept` failing (out of file descriptors): connections
+    /// waited in the backlog until descriptors freed up.
+    pub accept_failures: AtomicU64,
 }
 
 impl Counters {

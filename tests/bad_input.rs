@@ -386,3 +386,64 @@ fn duplicate_targets_fold_and_too_many_are_refused() {
     let e = c.request(json!({"action": "snapshot", "tokens": many}), 3);
     assert_eq!((e["type"].as_str(), e["code"].as_str()), (Some("error"), Some("limit_exceeded")), "{e}");
 }
+
+/// Out of file descriptors (`prlimit --nofile=64`), accept fails and
+/// connections wait in the backlog; as accepted ones close, the waiting
+/// ones are accepted without any new connection arriving to wake the
+/// listener, and the episode is counted once.
+#[test]
+fn out_of_descriptors_the_backlog_drains_as_connections_close() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("prlimit")
+        .args(["--nofile=64:64", env!("CARGO_BIN_EXE_tickcast"), "--listen", "127.0.0.1:0", "--openalgo-listen", "off"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prlimit (util-linux) runs the server with few descriptors");
+    let mut banner = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut banner).unwrap();
+    let addr: std::net::SocketAddr =
+        banner.split("ws://").nth(1).and_then(|r| r.split('/').next()).unwrap().parse().unwrap();
+    let upgrade = "GET /stream HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    let mut socks: Vec<Option<TcpStream>> = (0..100)
+        .map(|_| {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(upgrade.as_bytes()).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+            Some(s)
+        })
+        .collect();
+    let mut upgraded = [false; 100];
+    // Read 101s until `want` sockets in `among` have one, or the deadline.
+    let mut settle = |socks: &mut [Option<TcpStream>], upgraded: &mut [bool; 100], secs: u64, want: usize| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        let mut buf = [0u8; 4096];
+        while std::time::Instant::now() < deadline && upgraded.iter().filter(|&&u| u).count() < want {
+            for (i, s) in socks.iter_mut().enumerate() {
+                let Some(s) = s.as_mut().filter(|_| !upgraded[i]) else { continue };
+                if let Ok(n) = s.read(&mut buf) {
+                    upgraded[i] |= buf[..n].starts_with(b"HTTP/1.1 101");
+                }
+            }
+        }
+    };
+    settle(&mut socks, &mut upgraded, 3, 100);
+    let first = upgraded.iter().filter(|&&u| u).count();
+    assert!(first > 10 && first < 100, "the descriptor limit stops accepting part way: {first} upgraded");
+    // Close 50 upgraded connections: 50 descriptors free up.
+    let mut closed = 0;
+    for (s, up) in socks.iter_mut().zip(&upgraded) {
+        if *up && closed < 50.min(first) {
+            *s = None;
+            closed += 1;
+        }
+    }
+    let waiting = 100 - first;
+    let want = first + waiting.min(closed).saturating_sub(5);
+    settle(&mut socks, &mut upgraded, 15, want);
+    let now = upgraded.iter().filter(|&&u| u).count();
+    assert!(now >= want, "the backlog drained as descriptors freed up: {first} then {now} upgraded, wanted {want}");
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -114,6 +114,13 @@ pub struct Worker {
     listener: TcpListener,
     /// Its share of each dialect's own port, with that dialect.
     ports: Vec<(Dialect, TcpListener)>,
+    /// Listeners whose `accept` failed (EMFILE and friends) with
+    /// connections left in the backlog, which no new readiness event will
+    /// report: bit 0 the main port, bit `i + 1` port `i`. Retried when a
+    /// connection closes and at every housekeeping pass.
+    accept_stalled: u8,
+    /// A connection closed since the last retry of a stalled accept.
+    fd_freed: bool,
     /// How feeds wake it when it parks (see `ring`).
     signal: Arc<WorkerSignal>,
     /// Tick rings, one per feed thread (SPSC: that feed → this worker).
@@ -263,6 +270,8 @@ impl Worker {
             poll: setup.poll,
             listener,
             ports,
+            accept_stalled: 0,
+            fd_freed: false,
             signal: setup.signal,
             rings: setup.rings,
             chan_rings: setup.chan_rings,
@@ -414,7 +423,11 @@ impl Worker {
         if self.timers.peek().is_some_and(|Reverse((t, _, _))| *t <= now) {
             self.fire_timers(now);
         }
+        if self.accept_stalled != 0 && std::mem::take(&mut self.fd_freed) {
+            self.retry_accepts(now);
+        }
         if now >= self.next_housekeeping_ns {
+            self.retry_accepts(now);
             self.housekeeping(now);
             self.next_housekeeping_ns = now + HOUSEKEEPING_NS;
         }

@@ -20,6 +20,7 @@ impl Worker {
     /// Accept what is waiting on the main port (`None`: the dialect is
     /// decided per path at the upgrade) or dialect port `port` (its dialect).
     pub(super) fn accept(&mut self, now: u64, port: Option<usize>) {
+        let bit = 1u8 << port.map_or(0, |i| i + 1);
         loop {
             let (listener, dialect) = match port {
                 Some(i) => (&self.ports[i].1, self.ports[i].0),
@@ -27,13 +28,39 @@ impl Worker {
             };
             match listener.accept() {
                 Ok((sock, _)) => self.admit(sock, now, dialect),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    // EMFILE and friends: leave the rest in the backlog.
-                    log::warn!("worker {}: accept failed: {e}", self.id);
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if self.accept_stalled & bit != 0 {
+                        self.accept_stalled &= !bit;
+                        log::info!("worker {}: accepting connections again", self.id);
+                    }
                     return;
                 }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // EMFILE and friends: the rest wait in the backlog, and
+                    // no new event will say so; retried as fds free up.
+                    if self.accept_stalled & bit == 0 {
+                        self.accept_stalled |= bit;
+                        Counters::inc(&self.shared.counters.accept_failures);
+                        log::warn!(
+                            "worker {}: accept failed ({e}); connections wait in the backlog until descriptors free up",
+                            self.id
+                        );
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Accept again on every listener whose accept failed.
+    pub(super) fn retry_accepts(&mut self, now: u64) {
+        if self.accept_stalled & 1 != 0 {
+            self.accept(now, None);
+        }
+        for i in 0..self.ports.len() {
+            if self.accept_stalled & (1 << (i + 1)) != 0 {
+                self.accept(now, Some(i));
             }
         }
     }
@@ -91,6 +118,7 @@ impl Worker {
         let Some(mut c) = self.conns.get_mut(id.0 as usize).and_then(Option::take) else {
             return;
         };
+        self.fd_freed = true;
         if c.upgraded {
             self.shared.dialect_connections[c.dialect as usize].fetch_sub(1, Ordering::Relaxed);
         }
