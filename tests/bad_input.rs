@@ -416,7 +416,7 @@ fn out_of_descriptors_the_backlog_drains_as_connections_close() {
         .collect();
     let mut upgraded = [false; 100];
     // Read 101s until `want` sockets in `among` have one, or the deadline.
-    let mut settle = |socks: &mut [Option<TcpStream>], upgraded: &mut [bool; 100], secs: u64, want: usize| {
+    let settle = |socks: &mut [Option<TcpStream>], upgraded: &mut [bool; 100], secs: u64, want: usize| {
         let deadline = std::time::Instant::now() + Duration::from_secs(secs);
         let mut buf = [0u8; 4096];
         while std::time::Instant::now() < deadline && upgraded.iter().filter(|&&u| u).count() < want {
