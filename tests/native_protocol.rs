@@ -236,6 +236,23 @@ fn same_client_id_gets_its_subscriptions_back() {
     assert_eq!(subs["data"]["total_subscribed"], 0);
 }
 
+/// Sessions are for clients that asked to be resumed: a client without a
+/// `client_id` leaves none behind, even under the id it was given.
+#[test]
+fn a_generated_client_id_keeps_no_session() {
+    let s = Server::sim();
+    let mut c = s.connect("/stream");
+    let given = c.recv_json()["client_id"].as_str().unwrap().to_string();
+    c.request(json!({"action": "subscribe", "tokens": [2885], "mode": "ltp"}), 1);
+    drop(c);
+    s.status_until("the disconnect", |st| st["connections"] == 0);
+    let mut again = s.connect(&format!("/stream?client_id={given}"));
+    assert_eq!(again.recv_json()["client_id"], given.as_str());
+    let subs = again.request(json!({"action": "get_subscriptions"}), 2);
+    assert_eq!(subs["data"]["action"], "get_subscriptions", "no restore came first: {subs}");
+    assert_eq!(subs["data"]["total_subscribed"], 0, "{subs}");
+}
+
 #[test]
 fn idle_clients_get_heartbeats_with_feed_health() {
     let s = Server::start(&["--heartbeat-ms", "200"]);

@@ -211,8 +211,10 @@ pub trait Host {
     // ── this connection ─────────────────────────────────────────────────
     /// Its client id (given or generated at the upgrade).
     fn client_id(&self) -> &str;
-    /// Set its client id (sessions are kept by user and client id).
-    fn set_client_id(&mut self, id: String);
+    /// Set its client id; `resumable` (the client chose it) keeps its
+    /// subscriptions after a disconnect for a reconnect with the same id
+    /// (sessions are kept by user and client id; a generated id keeps none).
+    fn set_client_id(&mut self, id: String, resumable: bool);
     /// The data frame format of native subscriptions.
     fn format(&self) -> Format;
     /// Set it (native `format=`).

@@ -45,7 +45,7 @@ pub(crate) fn open(host: &mut dyn Host, req: &Request, now: u64) -> Result<(), S
     let client_id = super::client_id(req)?;
     host.accept(req, super::Dialect::Native)?;
     host.set_format(format);
-    host.set_client_id(client_id.clone());
+    host.set_client_id(client_id.clone(), req.param("client_id").is_some());
     let welcome = json!({"type": "welcome", "client_id": client_id, "server": SERVER_NAME, "format": format.name(), "market_open": host.market_open()});
     reply_json(host, &welcome, now);
 

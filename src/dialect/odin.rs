@@ -44,7 +44,7 @@ pub(crate) fn open(host: &mut dyn Host, req: &Request, now: u64) -> Result<(), S
     let market_open = host.market_open();
     host.accept(req, Dialect::Odin)?;
     if enhanced {
-        host.set_client_id(client_id.clone());
+        host.set_client_id(client_id.clone(), req.param("client_id").is_some());
     }
     let (name, features) = if enhanced {
         (

@@ -114,6 +114,8 @@ pub(crate) struct Pair {
     /// The test's clock, ns.
     pub now: u64,
     pub client_id: String,
+    /// The client chose its id: its session is kept after a disconnect.
+    pub resumable: bool,
     pub format: Format,
     pub slots: Vec<Slot>,
     pub subs: HashMap<Slot, (Encoding, Delivery)>,
@@ -148,6 +150,7 @@ impl Pair {
             user_limit: usize::MAX,
             now: 1_767_584_700_000_000_000,
             client_id: String::new(),
+            resumable: false,
             format: Format::Json,
             slots: Vec::new(),
             subs: HashMap::new(),
@@ -337,8 +340,9 @@ impl Host for Pair {
     fn client_id(&self) -> &str {
         &self.client_id
     }
-    fn set_client_id(&mut self, id: String) {
+    fn set_client_id(&mut self, id: String, resumable: bool) {
         self.client_id = id;
+        self.resumable = resumable;
     }
     fn format(&self) -> Format {
         self.format

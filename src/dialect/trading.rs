@@ -141,7 +141,7 @@ pub(crate) fn open(host: &mut dyn Host, req: &Request, now: u64) -> Result<State
         None => uuid_v4(),
     };
     host.accept(req, Dialect::Trading)?;
-    host.set_client_id(client_id.clone());
+    host.set_client_id(client_id.clone(), req.param("client_id").is_some());
     let mut st = State::default();
     let hello = json!({"type": "connected", "client_id": client_id, "market_open": host.market_open(), "timestamp": iso_json(now)});
     super::reply_json(host, &hello, now);

@@ -101,6 +101,8 @@ pub struct Conn {
     pub format: Format,
     /// Client id (given or generated).
     pub client_id: String,
+    /// The client chose its id: its subscriptions are saved when it goes.
+    pub resumable: bool,
     /// Subscribed slots, in subscription order.
     pub slots: Vec<Slot>,
     /// Subscribed named channels, in subscription order.
@@ -153,6 +155,7 @@ impl Conn {
             packets: 0,
             format: Format::Json,
             client_id: String::new(),
+            resumable: false,
             slots: Vec::new(),
             channels: Vec::new(),
             dirty: false,

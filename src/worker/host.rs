@@ -76,8 +76,9 @@ impl Host for Ctx<'_> {
         &self.conn().client_id
     }
 
-    fn set_client_id(&mut self, id: String) {
-        self.conn_mut().client_id = id;
+    fn set_client_id(&mut self, id: String, resumable: bool) {
+        let c = self.conn_mut();
+        (c.client_id, c.resumable) = (id, resumable);
     }
 
     fn format(&self) -> Format {

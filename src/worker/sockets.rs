@@ -143,7 +143,7 @@ impl Worker {
         for &ch in &c.channels {
             self.remove_channel_sub(id, ch);
         }
-        if !c.client_id.is_empty() {
+        if c.resumable {
             self.shared.sessions.save(&c.session_key(), saved, std::time::Instant::now());
         }
         self.subs.forget_conn(id);
