@@ -69,13 +69,7 @@ pub(crate) fn open(host: &mut dyn Host, req: &Request) -> Result<(), Refusal> {
 
 /// One request.
 pub(crate) fn handle(host: &mut dyn Host, payload: &mut [u8], now: u64) {
-    let v = match super::parse_json(payload) {
-        Ok(v) => v,
-        Err(msg) => return reply_error(host, &msg, now),
-    };
-    if let Err(msg) = dispatch(host, &v, now) {
-        reply_error(host, &msg, now);
-    }
+    super::handle_json(host, payload, now, dispatch, reply_error);
 }
 
 fn dispatch(host: &mut dyn Host, v: &BorrowedValue, now: u64) -> Result<(), String> {

@@ -462,6 +462,26 @@ pub(crate) fn parse_json(payload: &mut [u8]) -> Result<simd_json::BorrowedValue<
     simd_json::to_borrowed_value(payload).map_err(|e| format!("malformed JSON: {e}"))
 }
 
+/// The request loop of a dialect whose every failure is one error reply:
+/// parse `payload`, run `dispatch`, answer a parse error or what
+/// `dispatch` refused with `reply_error` (Odin, Kite).
+pub(crate) fn handle_json(
+    host: &mut dyn Host,
+    payload: &mut [u8],
+    now: u64,
+    dispatch: fn(&mut dyn Host, &simd_json::BorrowedValue, u64) -> Result<(), String>,
+    reply_error: fn(&mut dyn Host, &str, u64),
+) {
+    match parse_json(payload) {
+        Ok(v) => {
+            if let Err(msg) = dispatch(host, &v, now) {
+                reply_error(host, &msg, now);
+            }
+        }
+        Err(msg) => reply_error(host, &msg, now),
+    }
+}
+
 /// A client's JSON value (simd-json, borrowed) as a serde_json one, to echo
 /// it (a request `id`, a timestamp).
 pub(crate) fn owned(v: &simd_json::BorrowedValue) -> serde_json::Value {
