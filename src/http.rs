@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde_json::{json, Value};
 
 use crate::feed::FeedHealth;
-use crate::metrics::{new_histogram, percentiles, LatencyWindow, LATENCY_BUCKETS_NS};
+use crate::metrics::{family, new_histogram, percentiles, LatencyWindow, LATENCY_BUCKETS_NS};
 use crate::shared::Shared;
 use crate::tick::now_ns;
 use crate::ws::handshake::Request;
@@ -355,11 +355,6 @@ pub fn websocket_status(shared: &Shared) -> Value {
             },
         },
     })
-}
-
-/// One metric family's `# HELP` and `# TYPE` lines.
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP tickcast_{name} {help}\n# TYPE tickcast_{name} {kind}");
 }
 
 /// The `/metrics` Prometheus exposition (text format 0.0.4; `promtool

@@ -69,6 +69,12 @@ impl Counters {
     }
 }
 
+/// One `/metrics` family's `# HELP` and `# TYPE` lines (`tickcast_` + `name`).
+pub fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    use std::fmt::Write as _;
+    let _ = writeln!(out, "# HELP tickcast_{name} {help}\n# TYPE tickcast_{name} {kind}");
+}
+
 /// Latency histogram range: 1 ns .. 60 s, 3 significant digits.
 pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("static histogram bounds are valid")

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use crate::feed::FeedHealth;
 use crate::kite::DecodeError;
+use crate::metrics::family;
 
 /// What a `kite` source reports beyond [`FeedHealth`] (`/status` `kite`,
 /// `/metrics` `tickcast_kite_*`). Its state and `reconnects` (links lost)
@@ -104,12 +105,12 @@ pub fn metrics(out: &mut String, feeds: &[Arc<FeedHealth>]) {
             ("upstream_errors_total", "counter", "Error messages from upstream", |k, _| l(&k.upstream_errors)),
         ];
     for (name, kind, help, get) in families {
-        let _ = writeln!(out, "# HELP tickcast_kite_{name} {help}\n# TYPE tickcast_kite_{name} {kind}");
+        family(out, &format!("kite_{name}"), kind, help);
         for (feed, k, f) in &kites {
             let _ = writeln!(out, "tickcast_kite_{name}{{feed=\"{feed}\"}} {}", get(k, f));
         }
     }
-    let _ = writeln!(out, "# HELP tickcast_kite_decode_errors_total Frames or packets from upstream dropped, by kind\n# TYPE tickcast_kite_decode_errors_total counter");
+    family(out, "kite_decode_errors_total", "counter", "Frames or packets from upstream dropped, by kind");
     for (feed, k, _) in &kites {
         for (kind, c) in DecodeError::NAMES.iter().zip(&k.decode_errors) {
             let _ = writeln!(out, "tickcast_kite_decode_errors_total{{feed=\"{feed}\",kind=\"{kind}\"}} {}", l(c));
