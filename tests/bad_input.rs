@@ -403,8 +403,7 @@ fn out_of_descriptors_the_backlog_drains_as_connections_close() {
         .expect("prlimit (util-linux) runs the server with few descriptors");
     let mut banner = String::new();
     std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut banner).unwrap();
-    let addr: std::net::SocketAddr =
-        banner.split("ws://").nth(1).and_then(|r| r.split('/').next()).unwrap().parse().unwrap();
+    let addr = util::banner_addr(&banner);
     let upgrade = "GET /stream HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
     let mut socks: Vec<Option<TcpStream>> = (0..100)
         .map(|_| {

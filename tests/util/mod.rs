@@ -50,13 +50,7 @@ impl Server {
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).expect("read banner");
-        let addr = line
-            .split("ws://")
-            .nth(1)
-            .and_then(|r| r.split('/').next())
-            .unwrap_or_else(|| panic!("no address in banner {line:?}"))
-            .parse()
-            .unwrap();
+        let addr = banner_addr(&line);
         let port = |label: &str| -> Option<SocketAddr> {
             let a = line.split(&format!("{label}: ws://")).nth(1)?.split([';', ')']).next()?;
             Some(a.parse().unwrap_or_else(|e| panic!("{label} address in banner {line:?}: {e}")))
@@ -205,6 +199,16 @@ pub fn run_client(program: &str, script: &str, args: &[&str]) -> String {
         out.status
     );
     stdout
+}
+
+/// The main port's address in the server's first stdout line (its banner).
+pub fn banner_addr(line: &str) -> SocketAddr {
+    line.split("ws://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_else(|| panic!("no address in banner {line:?}"))
+        .parse()
+        .unwrap()
 }
 
 /// A free TCP port on loopback (bound then released).
