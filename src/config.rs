@@ -142,6 +142,38 @@ pub struct Flags {
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub allow_anonymous: Option<bool>,
 
+    /// TLS certificate chain (PEM) for the main listener: it serves `https://` and `wss://`; needs --tls-key. The OpenAlgo and Kite listeners share it unless given their own pair or `--*-plain`. Reloaded on SIGHUP [default: plain].
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM: PKCS#8, PKCS#1 or SEC1) for --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// TLS certificate chain (PEM) for the OpenAlgo listener, when it should not share --tls-cert; needs --openalgo-tls-key.
+    #[arg(long, value_name = "PEM", requires = "openalgo_tls_key")]
+    pub openalgo_tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM) for --openalgo-tls-cert.
+    #[arg(long, value_name = "PEM", requires = "openalgo_tls_cert")]
+    pub openalgo_tls_key: Option<PathBuf>,
+
+    /// Keep the OpenAlgo listener plain even when the main listener has TLS [default: false].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub openalgo_plain: Option<bool>,
+
+    /// TLS certificate chain (PEM) for the Kite listener, when it should not share --tls-cert; needs --kite-tls-key.
+    #[arg(long, value_name = "PEM", requires = "kite_tls_key")]
+    pub kite_tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM) for --kite-tls-cert.
+    #[arg(long, value_name = "PEM", requires = "kite_tls_cert")]
+    pub kite_tls_key: Option<PathBuf>,
+
+    /// Keep the Kite listener plain even when the main listener has TLS [default: false].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub kite_plain: Option<bool>,
+
     /// The OpenAlgo-compatible listener (any path, `authenticate` first), or `off` [default: 127.0.0.1:8765].
     #[arg(long, value_name = "ADDR|off")]
     pub openalgo_listen: Option<String>,
@@ -218,6 +250,48 @@ pub struct Flags {
     #[arg(long, value_name = "SPEC")]
     pub market_hours: Option<crate::market::HoursSpec>,
 }
+}
+
+/// A certificate chain and its key, as PEM files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsPair {
+    /// Certificate chain.
+    pub cert: PathBuf,
+    /// Private key.
+    pub key: PathBuf,
+}
+
+/// Which listeners speak TLS, with which pair (`None`: plain).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// The main listener.
+    pub main: Option<TlsPair>,
+    /// The OpenAlgo listener.
+    pub openalgo: Option<TlsPair>,
+    /// The Kite listener.
+    pub kite: Option<TlsPair>,
+}
+
+/// One listener's pair from its flags: its own, else the main one unless
+/// asked to stay plain.
+///
+/// # Errors
+/// Half a pair, or a pair given with `--NAME-plain`.
+fn listener_tls(
+    name: &str,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    plain: Option<bool>,
+    main: &Option<TlsPair>,
+) -> Result<Option<TlsPair>> {
+    match (cert, key, plain.unwrap_or(false)) {
+        (Some(_), Some(_), true) => bail!("--{name}-tls-cert and --{name}-plain: choose one"),
+        (Some(cert), Some(key), false) => Ok(Some(TlsPair { cert, key })),
+        (None, None, true) => Ok(None),
+        (None, None, false) => Ok(main.clone()),
+        (Some(_), None, _) => bail!("--{name}-tls-cert needs --{name}-tls-key"),
+        (None, Some(_), _) => bail!("--{name}-tls-key needs --{name}-tls-cert"),
+    }
 }
 
 /// How an idle worker waits for work.
@@ -308,6 +382,8 @@ pub struct Config {
     pub openalgo: OpenAlgoConfig,
     /// The Kite listener (`None`: off; `/kite` on the main port either way).
     pub kite_listen: Option<SocketAddr>,
+    /// TLS certificate pairs per listener (`None`: plain).
+    pub tls: TlsConfig,
     /// Most instruments per Kite connection.
     pub kite_max_instruments: usize,
     /// Trading WS (`/ws`) settings.
@@ -462,6 +538,17 @@ impl Config {
             "off" => None,
             addr => Some(addr.parse().with_context(|| format!("--kite-listen `{addr}`: expected HOST:PORT or off"))?),
         };
+        let main_tls = match (a.tls_cert, a.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsPair { cert, key }),
+            (None, None) => None,
+            (Some(_), None) => bail!("--tls-cert needs --tls-key"),
+            (None, Some(_)) => bail!("--tls-key needs --tls-cert"),
+        };
+        let tls = TlsConfig {
+            openalgo: listener_tls("openalgo", a.openalgo_tls_cert, a.openalgo_tls_key, a.openalgo_plain, &main_tls)?,
+            kite: listener_tls("kite", a.kite_tls_cert, a.kite_tls_key, a.kite_plain, &main_tls)?,
+            main: main_tls,
+        };
         let allow_anonymous = a.allow_anonymous.unwrap_or(false);
         let exposed = std::iter::once(listen)
             .chain(openalgo_listen)
@@ -518,6 +605,7 @@ impl Config {
             openalgo_listen,
             openalgo_listen_default: a.openalgo_listen.is_none(),
             kite_listen,
+            tls,
             kite_max_instruments: positive("kite-max-instruments", a.kite_max_instruments, 3000)?,
             openalgo: OpenAlgoConfig {
                 ping_interval: seconds("openalgo-ping-interval", a.openalgo_ping_interval, 5.0)?,

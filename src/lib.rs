@@ -85,5 +85,6 @@ pub mod subs;
 pub mod sys;
 pub mod tail;
 pub mod tick;
+pub mod tls;
 pub mod worker;
 pub mod ws;

@@ -100,6 +100,7 @@ impl Server {
             Some(p) => Registry::load(p)?,
             None => Registry::bundled(),
         });
+        let tls = crate::tls::Tls::open(&config.tls)?;
         let auth = match &config.auth_file {
             Some(path) => crate::auth::Auth::load(path)?,
             None => crate::auth::Auth::open(),
@@ -211,6 +212,7 @@ impl Server {
             dialect_connections: Default::default(),
             openalgo_addr,
             kite_addr,
+            tls,
             config: config.clone(),
         });
 
@@ -374,6 +376,8 @@ pub fn run(config: Config) -> Result<()> {
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
     }
+    let reload = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone()).context("installing signal handlers")?;
     let clock = crate::market::Clock::from_env()?;
     let server = Server::start(config)?;
     let addr = server.local_addr();
@@ -382,9 +386,20 @@ pub fn run(config: Config) -> Result<()> {
     let mut market = crate::market::Watch::new(s.config.market_hours.clone(), clock);
     market.update(&s.market_open);
     let shm = s.hub.shm.as_ref().map_or(String::new(), |r| format!("; shm: {}", r.path().display()));
-    let oa = s.openalgo_addr.map_or(String::new(), |a| format!("; OpenAlgo: ws://{a}"));
-    let kite = s.kite_addr.map_or(String::new(), |a| format!("; Kite: ws://{a}"));
-    println!("{SERVER_NAME} listening on ws://{addr}/stream (status: http://{addr}/status{shm}{oa}{kite})");
+    let ws = |d: Option<Dialect>| if s.tls.acceptor(d).is_some() { "wss" } else { "ws" };
+    let oa = s.openalgo_addr.map_or(String::new(), |a| format!("; OpenAlgo: {}://{a}", ws(Some(Dialect::OpenAlgo))));
+    let kite = s.kite_addr.map_or(String::new(), |a| format!("; Kite: {}://{a}", ws(Some(Dialect::Kite))));
+    let (main, http) = if s.tls.acceptor(None).is_some() { ("wss", "https") } else { ("ws", "http") };
+    println!("{SERVER_NAME} listening on {main}://{addr}/stream (status: {http}://{addr}/status{shm}{oa}{kite})");
+    for (what, a, d) in [
+        ("main", Some(addr), None),
+        ("OpenAlgo", s.openalgo_addr, Some(Dialect::OpenAlgo)),
+        ("Kite", s.kite_addr, Some(Dialect::Kite)),
+    ] {
+        if let Some(a) = a.filter(|a| !a.ip().is_loopback() && s.tls.acceptor(d).is_none()) {
+            log::warn!("the {what} listener on {a} is plain (no TLS): fine behind a TLS proxy, otherwise give --tls-cert and --tls-key");
+        }
+    }
     let feeds: Vec<String> = s.config.feeds.iter().map(|f| format!("{f:?}")).collect();
     log::info!("{} instruments, {} worker(s), feeds: {}", s.registry.len(), s.config.workers, feeds.join(", "));
     let mut last_sweep = Instant::now();
@@ -401,6 +416,12 @@ pub fn run(config: Config) -> Result<()> {
                 }
                 last_reap = Instant::now();
             }
+        }
+        if reload.swap(false, Ordering::Relaxed) {
+            if s.tls.stats.certs.is_empty() {
+                log::info!("SIGHUP: no TLS certificates to reload");
+            }
+            s.tls.stats.reload();
         }
         if last_sweep.elapsed() > Duration::from_secs(10) {
             server.shared().sessions.sweep(Instant::now());

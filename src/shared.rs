@@ -53,6 +53,8 @@ pub struct Shared {
     pub openalgo_addr: Option<SocketAddr>,
     /// The Kite listener's address (`--kite-listen`), once bound.
     pub kite_addr: Option<SocketAddr>,
+    /// TLS per listener, and its counters.
+    pub tls: crate::tls::Tls,
 }
 
 impl Shared {

@@ -136,6 +136,9 @@ pub struct Conn {
     pub batch: Batch,
     /// The newest message of a held channel, until the dialect takes it.
     pub held: Option<std::sync::Arc<[u8]>>,
+    /// TLS, on a listener that has it: the lanes are sealed into its
+    /// records and the records written instead.
+    pub tls: Option<Box<crate::tls::Session>>,
 }
 
 impl Conn {
@@ -172,6 +175,7 @@ impl Conn {
             proto: crate::dialect::Protocol::None,
             batch: Batch::default(),
             held: None,
+            tls: None,
         }
     }
 
@@ -277,7 +281,7 @@ impl Conn {
 
     /// Nothing left to send.
     pub fn is_drained(&self) -> bool {
-        self.data_pending() == 0 && self.ctrl_pending() == 0
+        self.data_pending() == 0 && self.ctrl_pending() == 0 && self.tls.as_ref().is_none_or(|t| t.unsent().is_empty())
     }
 
     /// Queue a close frame and stop sending data: the unsent data lane is cut
@@ -307,7 +311,9 @@ impl Conn {
     }
 
     /// Write as much as the socket takes in one `writev`: the rest of a
-    /// half-sent data frame, then the control lane, then data.
+    /// half-sent data frame, then the control lane, then data. Under TLS
+    /// the same three parts are sealed into records (as few as fit) and
+    /// those are written; sealed counts as sent for the lanes.
     ///
     /// Returns `Ok(true)` when everything was written, `Ok(false)` on
     /// WouldBlock (wait for a writable event).
@@ -317,6 +323,23 @@ impl Conn {
     pub fn flush(&mut self, bytes_written: &mut u64) -> io::Result<bool> {
         self.seal();
         loop {
+            if let Some(tls) = &mut self.tls {
+                while !tls.unsent().is_empty() {
+                    match self.sock.write(tls.unsent()) {
+                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                        Ok(n) => {
+                            *bytes_written += n as u64;
+                            tls.sent(n);
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            self.compact();
+                            return Ok(false);
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
             if self.is_drained() {
                 self.compact();
                 return Ok(true);
@@ -324,30 +347,43 @@ impl Conn {
             let split = if self.ctrl_pending() > 0 { self.frame_end() } else { self.data_pos };
             let (a, c) = (&self.data[self.data_pos..split], &self.data[split..]);
             let b = &self.ctrl[self.ctrl_pos..];
-            let bufs = [IoSlice::new(a), IoSlice::new(b), IoSlice::new(c)];
-            match self.sock.write_vectored(&bufs) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(mut n) => {
-                    *bytes_written += n as u64;
-                    let (la, lb) = (a.len(), b.len());
-                    let take_a = n.min(la);
-                    self.data_pos += take_a;
-                    n -= take_a;
-                    let take_b = n.min(lb);
-                    self.ctrl_pos += take_b;
-                    n -= take_b;
-                    if take_a == la && n > 0 {
-                        // Data written after the control lane: past `split`.
-                        self.data_pos = split + n;
+            let (la, lb) = (a.len(), b.len());
+            let n = match &mut self.tls {
+                Some(tls) => match tls.seal([a, b, c]) {
+                    // Before the handshake is done the lanes wait.
+                    Ok(0) => return Ok(true),
+                    Ok(n) => n,
+                    Err(e) => return Err(io::Error::other(e.to_string())),
+                },
+                None => match self.sock.write_vectored(&[IoSlice::new(a), IoSlice::new(b), IoSlice::new(c)]) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => {
+                        *bytes_written += n as u64;
+                        n
                     }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.compact();
-                    return Ok(false);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        self.compact();
+                        return Ok(false);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                },
+            };
+            self.advance(n, la, lb, split);
+        }
+    }
+
+    /// `n` bytes of `[data_pos..split][ctrl][split..]` went out.
+    fn advance(&mut self, mut n: usize, la: usize, lb: usize, split: usize) {
+        let take_a = n.min(la);
+        self.data_pos += take_a;
+        n -= take_a;
+        let take_b = n.min(lb);
+        self.ctrl_pos += take_b;
+        n -= take_b;
+        if take_a == la && n > 0 {
+            // Data written after the control lane: past `split`.
+            self.data_pos = split + n;
         }
     }
 

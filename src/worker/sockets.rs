@@ -27,7 +27,7 @@ impl Worker {
                 None => (&self.listener, Dialect::Native),
             };
             match listener.accept() {
-                Ok((sock, _)) => self.admit(sock, now, dialect),
+                Ok((sock, _)) => self.admit(sock, now, dialect, port.is_some()),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if self.accept_stalled & bit != 0 {
                         self.accept_stalled &= !bit;
@@ -65,17 +65,31 @@ impl Worker {
         }
     }
 
-    pub(super) fn admit(&mut self, mut sock: TcpStream, now: u64, dialect: Dialect) {
+    /// Take a new connection from the main port or (`own_port`) its
+    /// dialect's port, starting TLS when that listener has it.
+    pub(super) fn admit(&mut self, mut sock: TcpStream, now: u64, dialect: Dialect, own_port: bool) {
         let c = &self.shared.counters;
         let max = self.shared.config.max_connections as u64;
+        let acceptor = self.shared.tls.acceptor(own_port.then_some(dialect));
         if self.shared.open_connections.fetch_add(1, Ordering::Relaxed) >= max {
             self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
             Counters::inc(&c.connections_rejected);
-            let body = format!("connection limit reached ({max}); try again later\n");
-            // Best effort: the socket is fresh, so a short response fits its buffer.
-            let _ = io::Write::write(&mut sock, &handshake::http_response(503, "text/plain", body.as_bytes()));
+            if acceptor.is_none() {
+                let body = format!("connection limit reached ({max}); try again later\n");
+                // Best effort: the socket is fresh, so a short response fits its buffer.
+                let _ = io::Write::write(&mut sock, &handshake::http_response(503, "text/plain", body.as_bytes()));
+            }
             return;
         }
+        let tls = match acceptor.map(|a| a.session()) {
+            None => None,
+            Some(Ok(s)) => Some(Box::new(s)),
+            Some(Err(e)) => {
+                log::warn!("worker {}: cannot start TLS: {e}", self.id);
+                self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
+                return;
+            }
+        };
         Counters::inc(&c.connections_total);
         let _ = sock.set_nodelay(true);
         let id = match self.free.pop() {
@@ -95,6 +109,7 @@ impl Worker {
         self.next_gen += 1;
         let mut c = Conn::new(sock, now, self.next_gen);
         c.dialect = dialect;
+        c.tls = tls;
         self.conns[id as usize] = Some(c);
         self.open += 1;
     }
@@ -181,21 +196,40 @@ impl Worker {
             };
             match c.sock.read(&mut self.rbuf) {
                 Ok(0) => {
-                    // Peer closed (or half-closed): nothing more will come.
-                    // An HTTP answer still being rendered by the `http`
-                    // thread is written when it arrives (`write` drops the
-                    // connection once it is out, or on a write error).
-                    if c.awaiting_http {
-                        return;
+                    if c.tls.as_ref().is_some_and(|t| !t.established()) {
+                        self.tls_failed(id, &crate::tls::Failure::Closed);
+                    } else {
+                        self.peer_closed(id);
                     }
-                    // Give queued replies (an HTTP answer) one try first.
-                    let mut bytes = 0;
-                    let _ = c.flush(&mut bytes);
-                    self.drop_conn(id);
                     return;
                 }
                 Ok(n) => {
-                    if c.phase != Phase::Closing {
+                    if let Some(tls) = &mut c.tls {
+                        let before = c.inbuf.len();
+                        match tls.receive(&self.rbuf[..n], &mut c.inbuf) {
+                            Ok(got) => {
+                                if got.established {
+                                    self.shared.tls.stats.handshake(tls.version());
+                                }
+                                if !tls.unsent().is_empty() {
+                                    self.mark_dirty(id);
+                                }
+                                if got.peer_closed {
+                                    self.process_input(id, now);
+                                    self.peer_closed(id);
+                                    return;
+                                }
+                            }
+                            Err(f) => {
+                                self.tls_failed(id, &f);
+                                return;
+                            }
+                        }
+                        let c = self.conns[id.0 as usize].as_mut().expect("present above");
+                        if c.phase == Phase::Closing {
+                            c.inbuf.truncate(before);
+                        }
+                    } else if c.phase != Phase::Closing {
                         c.inbuf.extend_from_slice(&self.rbuf[..n]);
                     }
                     self.process_input(id, now);
@@ -215,6 +249,31 @@ impl Worker {
         }
     }
 
+    /// The peer closed (or half-closed): nothing more will come. An HTTP
+    /// answer still being rendered by the `http` thread is written when it
+    /// arrives (`write` drops the connection once it is out, or on a write
+    /// error); queued replies get one try first.
+    fn peer_closed(&mut self, id: ConnId) {
+        let Some(c) = self.conn(id) else { return };
+        if c.awaiting_http {
+            return;
+        }
+        let mut bytes = 0;
+        let _ = c.flush(&mut bytes);
+        self.drop_conn(id);
+    }
+
+    /// Drop a connection whose TLS failed, counted by reason and logged at
+    /// most once a minute per reason.
+    pub(super) fn tls_failed(&mut self, id: ConnId, f: &crate::tls::Failure) {
+        let stats = &self.shared.tls.stats;
+        stats.failure(f.reason());
+        if stats.log_due(f.reason()) {
+            log::info!("TLS connection dropped: {f} (logged once a minute per reason; counts in /status)");
+        }
+        self.drop_conn(id);
+    }
+
     pub(super) fn on_writable(&mut self, id: ConnId, now: u64) {
         if self.conn(id).is_some_and(|c| !c.is_drained()) {
             self.write(id, now);
@@ -231,6 +290,12 @@ impl Worker {
             Ok(true) => {
                 let c = self.conn(id).expect("present above");
                 if c.phase == Phase::Closing && !c.awaiting_http {
+                    // TLS ends with close_notify, given one chance to go.
+                    if let Some(tls) = c.tls.as_mut() {
+                        if tls.close_notify() {
+                            let _ = io::Write::write(&mut c.sock, tls.unsent());
+                        }
+                    }
                     self.drop_conn(id);
                 } else if c.congested {
                     self.relieve(id, now);

@@ -56,6 +56,9 @@ impl Worker {
             match c.phase {
                 Phase::Handshake if now.saturating_sub(c.opened_ns) > HANDSHAKE_TIMEOUT_NS => {
                     Counters::inc(&self.shared.counters.handshake_failures);
+                    if c.tls.as_ref().is_some_and(|t| !t.established()) {
+                        self.shared.tls.stats.failure(crate::tls::Reason::Timeout);
+                    }
                     self.drop_conn(id);
                 }
                 Phase::Open => {
