@@ -275,6 +275,7 @@ pub fn status(shared: &Shared) -> Value {
         "auth": if shared.auth.required() { "api_keys" } else { "anonymous" },
         "openalgo_listen": shared.openalgo_addr.map(|a| a.to_string()),
         "kite_listen": shared.kite_addr.map(|a| a.to_string()),
+        "tls": shared.tls.status(),
         "connections_by_dialect": dialects,
         "publish": publish,
         "uptime_s": shared.started.elapsed().as_secs(),
@@ -406,6 +407,7 @@ pub fn metrics(shared: &Shared) -> String {
     }
     feed_metrics(o, shared, &judge);
     crate::feed::kite::metrics(o, &shared.feeds);
+    shared.tls.metrics(o);
     if let Some(r) = &shared.hub.shm {
         family(o, "shm_records_total", "counter", "Records published into the shared-memory ring of each feed");
         for (feed, n) in r.written() {

@@ -100,7 +100,7 @@ impl Server {
             Some(p) => Registry::load(p)?,
             None => Registry::bundled(),
         });
-        let tls = crate::tls::Tls::open(&config.tls)?;
+        let tls = crate::tls::Tls::open(&config)?;
         let auth = match &config.auth_file {
             Some(path) => crate::auth::Auth::load(path)?,
             None => crate::auth::Auth::open(),

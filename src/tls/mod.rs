@@ -147,7 +147,7 @@ impl Stats {
 
     /// Whether a failure for `r` should be logged now (once a minute).
     pub fn log_due(&self, r: Reason) -> bool {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let now = unix_now() as u64;
         let last = self.logged[r as usize].load(Ordering::Relaxed);
         now >= last + 60
             && self.logged[r as usize].compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
@@ -193,14 +193,20 @@ pub struct Tls {
 }
 
 impl Tls {
-    /// Load every pair the configuration names (a pair named twice is
+    /// Load the pair of every listener that is on (a pair named twice is
     /// loaded once and shared).
     ///
     /// # Errors
     /// A pair that does not load (the message says which and why).
-    pub fn open(config: &crate::config::TlsConfig) -> anyhow::Result<Tls> {
+    pub fn open(config: &crate::config::Config) -> anyhow::Result<Tls> {
         let mut tls = Tls::default();
-        let pairs = [("main", &config.main), ("openalgo", &config.openalgo), ("kite", &config.kite)];
+        let t = &config.tls;
+        let on = |l: &Option<std::net::SocketAddr>, p| if l.is_some() { p } else { &None };
+        let pairs = [
+            ("main", &t.main),
+            ("openalgo", on(&config.openalgo_listen, &t.openalgo)),
+            ("kite", on(&config.kite_listen, &t.kite)),
+        ];
         let mut loaded: Vec<(&crate::config::TlsPair, Acceptor)> = Vec::new();
         for (i, (listener, pair)) in pairs.into_iter().enumerate() {
             let Some(pair) = pair else { continue };
@@ -228,6 +234,91 @@ impl Tls {
         };
         self.acceptors[i].as_ref()
     }
+}
+
+impl Tls {
+    /// Whether any listener has TLS.
+    pub fn enabled(&self) -> bool {
+        self.acceptors.iter().any(Option::is_some)
+    }
+
+    /// `/status`'s `tls`: the listeners' certificates (expiry in seconds
+    /// left) and the counters; `null` without TLS.
+    pub fn status(&self) -> serde_json::Value {
+        if !self.enabled() {
+            return serde_json::Value::Null;
+        }
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let now = unix_now();
+        let listeners: Vec<&str> = ["main", "openalgo", "kite"]
+            .iter()
+            .zip(&self.acceptors)
+            .filter_map(|(n, a)| a.as_ref().map(|_| *n))
+            .collect();
+        let certs: Vec<serde_json::Value> = self
+            .stats
+            .certs
+            .iter()
+            .map(|c| {
+                serde_json::json!({"listener": c.listener, "cert": c.paths.0.display().to_string(),
+                    "not_after": c.not_after(), "expires_in_s": c.not_after() - now})
+            })
+            .collect();
+        let failures: serde_json::Map<String, serde_json::Value> =
+            Reason::ALL.iter().map(|r| (r.name().to_string(), l(&self.stats.failures[*r as usize]).into())).collect();
+        serde_json::json!({"listeners": listeners, "certificates": certs,
+            "handshakes": {"TLSv1.2": l(&self.stats.handshakes[0]), "TLSv1.3": l(&self.stats.handshakes[1])},
+            "failures": failures, "reloads": l(&self.stats.reloads), "reload_failures": l(&self.stats.reload_failures)})
+    }
+
+    /// The `tickcast_tls_*` families (none without TLS).
+    pub fn metrics(&self, o: &mut String) {
+        use std::fmt::Write as _;
+        if !self.enabled() {
+            return;
+        }
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let family = crate::metrics::family;
+        family(o, "tls_handshakes_total", "counter", "Completed TLS handshakes, by protocol version");
+        for (v, n) in ["1.2", "1.3"].iter().zip(&self.stats.handshakes) {
+            let _ = writeln!(o, "tickcast_tls_handshakes_total{{version=\"{v}\"}} {}", l(n));
+        }
+        family(o, "tls_handshake_failures_total", "counter", "TLS connections dropped, by reason");
+        for r in Reason::ALL {
+            let _ = writeln!(
+                o,
+                "tickcast_tls_handshake_failures_total{{reason=\"{}\"}} {}",
+                r.name(),
+                l(&self.stats.failures[r as usize])
+            );
+        }
+        family(o, "tls_certificate_reloads_total", "counter", "Certificate reloads (SIGHUP), by result");
+        let _ = writeln!(o, "tickcast_tls_certificate_reloads_total{{result=\"ok\"}} {}", l(&self.stats.reloads));
+        let _ = writeln!(
+            o,
+            "tickcast_tls_certificate_reloads_total{{result=\"failed\"}} {}",
+            l(&self.stats.reload_failures)
+        );
+        family(
+            o,
+            "tls_certificate_expiry_seconds",
+            "gauge",
+            "Seconds until the served certificate expires (negative: expired)",
+        );
+        let now = unix_now();
+        for c in &self.stats.certs {
+            let _ = writeln!(
+                o,
+                "tickcast_tls_certificate_expiry_seconds{{listener=\"{}\"}} {}",
+                c.listener,
+                c.not_after() - now
+            );
+        }
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 /// A listener's TLS: the rustls configuration its handshakes start from.

@@ -2,6 +2,8 @@
 """A non-Rust client for the tickcast native protocol.
 
 Usage: python3 tests/python/check_native.py ws://127.0.0.1:PORT
+       python3 tests/python/check_native.py wss://localhost:PORT   (trusts
+       SSL_CERT_FILE's CA, as Python's ssl module does)
 
 Speaks the JSON protocol on /stream and decodes the binary frames of
 /stream?format=rkyv with nothing but `struct`, following
@@ -41,7 +43,8 @@ class CheckFailed(Exception):
 def wait_warm(base):
     """Poll /status until the simulator has published enough ticks to have
     touched every instrument (what a snapshot needs), instead of a fixed pause."""
-    url = "http://" + base.split("://", 1)[1].rstrip("/") + "/status"
+    scheme = "https://" if base.startswith("wss://") else "http://"
+    url = scheme + base.split("://", 1)[1].rstrip("/") + "/status"
     deadline = time.monotonic() + TIMEOUT_S
     while True:
         with urllib.request.urlopen(url, timeout=TIMEOUT_S) as r:
@@ -356,8 +359,8 @@ def check_rkyv(base):
 
 
 def main(argv):
-    if len(argv) != 2 or not argv[1].startswith("ws://"):
-        print(f"usage: {argv[0]} ws://HOST:PORT", file=sys.stderr)
+    if len(argv) != 2 or not argv[1].startswith(("ws://", "wss://")):
+        print(f"usage: {argv[0]} ws://HOST:PORT | wss://HOST:PORT", file=sys.stderr)
         return 2
     base = argv[1].rstrip("/")
     try:

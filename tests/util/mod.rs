@@ -52,7 +52,7 @@ impl Server {
         BufReader::new(stdout).read_line(&mut line).expect("read banner");
         let addr = banner_addr(&line);
         let port = |label: &str| -> Option<SocketAddr> {
-            let a = line.split(&format!("{label}: ws://")).nth(1)?.split([';', ')']).next()?;
+            let a = line.split(&format!("{label}: ")).nth(1)?.split("://").nth(1)?.split([';', ')']).next()?;
             Some(a.parse().unwrap_or_else(|e| panic!("{label} address in banner {line:?}: {e}")))
         };
         let (openalgo_addr, kite_addr) = (port("OpenAlgo"), port("Kite"));
@@ -176,6 +176,11 @@ impl Drop for Server {
 /// Returns its stdout. Node scripts need `tests/node/node_modules`, which
 /// `scripts/test` installs.
 pub fn run_client(program: &str, script: &str, args: &[&str]) -> String {
+    run_client_env(program, script, args, &[])
+}
+
+/// [`run_client`] with environment variables.
+pub fn run_client_env(program: &str, script: &str, args: &[&str], env: &[(&str, &str)]) -> String {
     let tests = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
     let path = tests.join(script);
     assert!(path.is_file(), "missing {}", path.display());
@@ -189,6 +194,7 @@ pub fn run_client(program: &str, script: &str, args: &[&str]) -> String {
         .arg(&path)
         .args(args)
         .env("PYTHONUNBUFFERED", "1")
+        .envs(env.iter().copied())
         .output()
         .unwrap_or_else(|e| panic!("{program} is required for this test and could not be run: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
@@ -203,8 +209,9 @@ pub fn run_client(program: &str, script: &str, args: &[&str]) -> String {
 
 /// The main port's address in the server's first stdout line (its banner).
 pub fn banner_addr(line: &str) -> SocketAddr {
-    line.split("ws://")
+    line.split("listening on ")
         .nth(1)
+        .and_then(|r| r.split("://").nth(1))
         .and_then(|r| r.split('/').next())
         .unwrap_or_else(|| panic!("no address in banner {line:?}"))
         .parse()
