@@ -382,3 +382,42 @@ fn a_plain_listener_off_loopback_says_so_at_start() {
     let _ = child.wait();
     assert!(found, "no warning; last line {line:?}");
 }
+
+/// `tickcast bench` over `wss://`: (succeeded, stdout, stderr).
+fn bench_tls(tls: &[&str]) -> (bool, String, String) {
+    let small = ["--spawn", "--secs", "1", "--warmup", "0.5", "--clients", "3", "--subs", "3", "--tokens", "10"];
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tickcast"))
+        .arg("bench")
+        .args(small)
+        .args(["--rate", "1000", "--json"])
+        .args(tls)
+        .output()
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+#[test]
+fn bench_measures_a_server_over_wss() {
+    let pki = Pki::new();
+    pki.leaf("leaf");
+    let (cert, key, ca) = (pki.path("leaf.pem"), pki.path("leaf.key"), pki.ca_path());
+    let (ok, stdout, stderr) = bench_tls(&["--tls-cert", &cert, "--tls-key", &key, "--ca", &ca]);
+    assert!(ok, "{stderr}");
+    let r: Value = serde_json::from_str(&stdout).unwrap();
+    assert!(r["url"].as_str().unwrap().starts_with("wss://"), "{r}");
+    let (expected, delivered) = (r["expected"].as_u64().unwrap(), r["delivered"].as_u64().unwrap());
+    assert!(expected > 0 && delivered == expected, "every tick over TLS: {r}");
+    // A self-signed certificate: refused unless --insecure, with a hint.
+    let self_key = rcgen::KeyPair::generate().unwrap();
+    let own = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap().self_signed(&self_key).unwrap();
+    std::fs::write(pki.dir.path("own.pem"), own.pem()).unwrap();
+    std::fs::write(pki.dir.path("own.key"), self_key.serialize_pem()).unwrap();
+    let (own_cert, own_key) = (pki.path("own.pem"), pki.path("own.key"));
+    let (ok, _, stderr) = bench_tls(&["--tls-cert", &own_cert, "--tls-key", &own_key, "--ca", &ca]);
+    assert!(!ok && stderr.contains("--insecure"), "{stderr}");
+    let (ok, stdout, stderr) = bench_tls(&["--tls-cert", &own_cert, "--tls-key", &own_key, "--insecure"]);
+    assert!(ok, "{stderr}");
+    let r: Value = serde_json::from_str(&stdout).unwrap();
+    assert!(r["delivered"].as_u64().unwrap() > 0, "{r}");
+}

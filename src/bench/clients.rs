@@ -34,6 +34,8 @@ pub struct ClientSpec {
     /// Kite ticker frames (no subscription acknowledgement; packets, not
     /// one tick a frame).
     pub kite: bool,
+    /// `wss://`: the TLS settings to connect with.
+    pub tls: Option<super::tls::ClientTls>,
 }
 
 /// What one client thread measured.
@@ -64,6 +66,8 @@ enum State {
 
 struct Conn {
     sock: TcpStream,
+    /// Its TLS connection, for `wss://`.
+    tls: Option<Box<rustls::ClientConnection>>,
     state: State,
     /// Its subscription was acknowledged.
     ready: bool,
@@ -211,7 +215,7 @@ fn consume(c: &mut Conn, bytes: &[u8], now_ns: u64, t: &mut Tally) -> usize {
     let mut at = 0;
     if c.state == State::Upgrading {
         let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else { return 0 };
-        if !bytes.starts_with(b"HTTP/1.1 101") || c.sock.write_all(&text_frame(c.spec.subscribe.as_bytes())).is_err() {
+        if !bytes.starts_with(b"HTTP/1.1 101") || send(c, &text_frame(c.spec.subscribe.as_bytes())).is_err() {
             gone(c, &mut t.failed, t.settled);
             return bytes.len();
         }
@@ -256,6 +260,48 @@ fn consume(c: &mut Conn, bytes: &[u8], now_ns: u64, t: &mut Tally) -> usize {
     at
 }
 
+/// Send `bytes` (small: a request or a subscribe frame) on `c`, through
+/// its TLS when it has one.
+fn send(c: &mut Conn, bytes: &[u8]) -> io::Result<()> {
+    match &mut c.tls {
+        None => c.sock.write_all(bytes),
+        Some(tls) => {
+            tls.writer().write_all(bytes)?;
+            flush_tls(tls, &mut c.sock)
+        }
+    }
+}
+
+/// Write what TLS has to send, as far as the socket takes it now (the rest
+/// on the next writable event).
+fn flush_tls(tls: &mut rustls::ClientConnection, sock: &mut TcpStream) -> io::Result<()> {
+    while tls.wants_write() {
+        match tls.write_tls(sock) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Ciphertext of one read: decrypt it into `plain` (replaced), answer
+/// what the handshake needs.
+fn decrypt(c: &mut Conn, bytes: &[u8], plain: &mut Vec<u8>) -> io::Result<()> {
+    let tls = c.tls.as_mut().expect("a TLS connection");
+    plain.clear();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        tls.read_tls(&mut rest)?;
+        let state = tls.process_new_packets().map_err(io::Error::other)?;
+        let n = state.plaintext_bytes_to_read();
+        let at = plain.len();
+        plain.resize(at + n, 0);
+        tls.reader().read_exact(&mut plain[at..])?;
+    }
+    flush_tls(tls, &mut c.sock)
+}
+
 /// Take the bytes of one read, received at `now_ns`.
 fn received(c: &mut Conn, bytes: &[u8], now_ns: u64, t: &mut Tally) {
     if c.partial.is_empty() {
@@ -288,8 +334,21 @@ pub fn run(
             io::Error::new(e.kind(), format!("connecting to {}{from}: {e}", spec.addr))
         })?;
         poll.registry().register(&mut sock, Token(i), Interest::READABLE | Interest::WRITABLE)?;
-        conns.push(Conn { sock, state: State::Connecting, ready: false, settled: false, partial: Vec::new(), spec });
+        let tls = match &spec.tls {
+            Some(t) => Some(Box::new(t.connection().map_err(io::Error::other)?)),
+            None => None,
+        };
+        conns.push(Conn {
+            sock,
+            tls,
+            state: State::Connecting,
+            ready: false,
+            settled: false,
+            partial: Vec::new(),
+            spec,
+        });
     }
+    let mut plain = Vec::new();
     let mut t = Tally { window: (0, 0), per_second: Vec::new(), delivered: 0, bytes: 0, failed: 0, settled: &ready };
     let mut events = Events::with_capacity(1024);
     let mut chunk = vec![0u8; 256 * 1024];
@@ -303,11 +362,18 @@ pub fn run(
                     "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
                     c.spec.path, c.spec.addr
                 );
-                if c.sock.write_all(req.as_bytes()).is_err() {
+                if send(c, req.as_bytes()).is_err() {
                     gone(c, &mut t.failed, t.settled);
                     continue;
                 }
                 c.state = State::Upgrading;
+            } else if ev.is_writable() {
+                if let Some(tls) = &mut c.tls {
+                    if flush_tls(tls, &mut c.sock).is_err() {
+                        gone(c, &mut t.failed, t.settled);
+                        continue;
+                    }
+                }
             }
             if !ev.is_readable() {
                 continue;
@@ -332,7 +398,15 @@ pub fn run(
                     }
                 };
                 // Everything one read returns was received by now.
-                received(c, &chunk[..n], now_ns(), &mut t);
+                let now = now_ns();
+                if c.tls.is_none() {
+                    received(c, &chunk[..n], now, &mut t);
+                } else if decrypt(c, &chunk[..n], &mut plain).is_ok() {
+                    received(c, &plain, now, &mut t);
+                } else {
+                    gone(c, &mut t.failed, t.settled);
+                    break;
+                }
                 if n < chunk.len() && !to_the_end {
                     break;
                 }
@@ -405,8 +479,11 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let sock = TcpStream::from_std(std::net::TcpStream::connect(addr).unwrap());
         let (peer, _) = listener.accept().unwrap();
-        let spec = ClientSpec { addr, source: None, path: "/".into(), subscribe: "{}".into(), kite: false };
-        (Conn { sock, state: State::Upgrading, ready: false, settled: false, partial: Vec::new(), spec }, peer)
+        let spec = ClientSpec { addr, source: None, path: "/".into(), subscribe: "{}".into(), kite: false, tls: None };
+        (
+            Conn { sock, tls: None, state: State::Upgrading, ready: false, settled: false, partial: Vec::new(), spec },
+            peer,
+        )
     }
 
     /// Counts for ticks scheduled in [1 s, 3 s).
@@ -475,8 +552,14 @@ mod tests {
         assert_eq!(source_addr(254, 253).unwrap().ip().to_string(), "127.0.0.254");
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let spec =
-            ClientSpec { addr, source: source_addr(3, 2), path: "/".into(), subscribe: String::new(), kite: false };
+        let spec = ClientSpec {
+            addr,
+            source: source_addr(3, 2),
+            path: "/".into(),
+            subscribe: String::new(),
+            kite: false,
+            tls: None,
+        };
         let _sock = connect(&spec).unwrap();
         let (_peer, from) = listener.accept().unwrap();
         assert_eq!(from.ip().to_string(), "127.0.0.3", "the connection comes from its source address");

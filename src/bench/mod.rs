@@ -18,6 +18,7 @@ pub mod plot;
 pub mod report;
 pub mod shm;
 mod spawn;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -73,9 +74,21 @@ pub struct BenchArgs {
     /// Start a tickcast server for the run (pinned by --server-cpus) and stop it after.
     #[arg(long)]
     pub spawn: bool,
-    /// WebSocket URL of the server under test (without --spawn), e.g. ws://127.0.0.1:8080/stream.
+    /// WebSocket URL of the server under test (without --spawn), e.g. ws://127.0.0.1:8080/stream or wss://localhost:8443/stream.
     #[arg(long)]
     pub url: Option<String>,
+    /// With --spawn: the server's TLS certificate and key (PEM); its clients connect over wss:// (trusting --ca, or --insecure).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// With --spawn: the key for --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// For wss://: trust this CA (PEM) [default: the web PKI roots].
+    #[arg(long, value_name = "PEM")]
+    pub ca: Option<PathBuf>,
+    /// For wss://: accept any certificate (self-signed test certificates; signatures are still checked).
+    #[arg(long)]
+    pub insecure: bool,
     /// Where the server under test listens for TCF1 over UDP (without --spawn).
     #[arg(long, value_name = "HOST:PORT")]
     pub feed_addr: Option<SocketAddr>,
@@ -245,6 +258,8 @@ struct Target {
     /// The tokens clients subscribe by, index for index with the feed's
     /// (Kite tokens with `--format kite`).
     sub_tokens: Vec<u32>,
+    /// `wss://`: how clients connect.
+    tls: Option<tls::ClientTls>,
 }
 
 impl BenchArgs {
@@ -283,7 +298,15 @@ fn run_once(a: &BenchArgs, shape: &Shape, server: &Target, tokens: &[u32]) -> Re
         let subscribe = a.sub_template().replace("%TOKENS%", &format!("[{}]", list.join(",")));
         let source = clients::source_addr(sources, c);
         let kite = a.format == "kite";
-        groups[c % threads].push(clients::ClientSpec { addr: ws, source, path: path.to_string(), subscribe, kite });
+        let tls = server.tls.clone();
+        groups[c % threads].push(clients::ClientSpec {
+            addr: ws,
+            source,
+            path: path.to_string(),
+            subscribe,
+            kite,
+            tls,
+        });
         group_tokens[c % threads].push(idx);
     }
     let mut readers = match (a.shm_readers, &server.shm) {
@@ -414,7 +437,7 @@ fn run_once(a: &BenchArgs, shape: &Shape, server: &Target, tokens: &[u32]) -> Re
             None => format!("{} {} {}/s", shape.scenario, a.format, shape.rate),
         },
         scenario: shape.scenario.clone(),
-        url: format!("ws://{ws}{path}"),
+        url: format!("{}://{ws}{path}", if server.tls.is_some() { "wss" } else { "ws" }),
         format: a.format.clone(),
         rate: shape.rate,
         secs: a.secs,
@@ -464,27 +487,36 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let slo = parse_duration_ns(&a.slo)?;
     let kite = a.format == "kite";
     #[allow(clippy::type_complexity)] // one tuple, unpacked on the next lines
-    let (spawned, ws, path, udp, tokens, sub_tokens): (
+    let (spawned, ws, path, udp, tokens, sub_tokens, tls): (
         Option<Spawned>,
         SocketAddr,
         String,
         SocketAddr,
         Vec<u32>,
         Vec<u32>,
+        Option<tls::ClientTls>,
     ) = if a.spawn {
-        let s = spawn_server(&a, &shape)?;
+        let tls =
+            a.tls_cert.is_some().then(|| tls::ClientTls::new("localhost", a.ca.as_deref(), a.insecure)).transpose()?;
+        let s = spawn_server(&a, &shape, tls.as_ref())?;
         let (ws, udp) = (s.ws, s.udp);
         let tokens: Vec<u32> = (1..=shape.tokens as u32).collect();
         // The generated master's instruments are NSE equities: Kite segment 1.
         let sub_tokens = if kite { tokens.iter().map(|t| t * 256 + 1).collect() } else { tokens.clone() };
         let path =
             if kite { "/kite?api_key=bench&access_token=bench".into() } else { format!("/stream?format={}", a.format) };
-        (Some(s), ws, path, udp, tokens, sub_tokens)
+        (Some(s), ws, path, udp, tokens, sub_tokens, tls)
     } else {
         let url = a.url.as_deref().context("give --spawn, or --url (and --feed-addr) for a running server")?;
-        let rest = url.strip_prefix("ws://").context("--url must start with ws://")?;
+        let (secure, rest) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
+            (Some(r), _) => (false, r),
+            (_, Some(r)) => (true, r),
+            _ => bail!("--url must start with ws:// or wss://"),
+        };
         let (host, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
         let ws: SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(host)?.next().context("--url host")?;
+        let name = host.rsplit_once(':').map_or(host, |(n, _)| n).trim_matches(['[', ']']);
+        let tls = secure.then(|| tls::ClientTls::new(name, a.ca.as_deref(), a.insecure)).transpose()?;
         let udp = a.feed_addr.context("--feed-addr: where the server listens for TCF1 over UDP")?;
         let reg = match &a.master {
             Some(p) => Registry::load(p)?,
@@ -501,13 +533,13 @@ pub fn run(a: BenchArgs) -> Result<()> {
             (false, true) => format!("{path}&format={}", a.format),
             (false, false) => format!("{path}?format={}", a.format),
         };
-        (None, ws, path, udp, tokens, sub_tokens)
+        (None, ws, path, udp, tokens, sub_tokens, tls)
     };
     let shm = match &spawned {
         Some(s) => s.shm.clone(),
         None => a.shm.as_deref().map(crate::shm::region_path).transpose()?.map(|p| p.display().to_string()),
     };
-    let target = Target { ws, path, udp, pid: spawned.as_ref().map(|s| s.child.id()), shm, sub_tokens };
+    let target = Target { ws, path, udp, pid: spawned.as_ref().map(|s| s.child.id()), shm, sub_tokens, tls };
     let mut reports = Vec::new();
     let mut intervals = Vec::new();
     loop {

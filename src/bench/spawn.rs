@@ -47,17 +47,25 @@ impl Drop for Spawned {
 }
 
 /// `GET /status` of a server, as JSON.
-fn status(addr: SocketAddr) -> Result<serde_json::Value> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET /status HTTP/1.1\r\nHost: bench\r\n\r\n")?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
+fn status(addr: SocketAddr, tls: Option<&super::tls::ClientTls>) -> Result<serde_json::Value> {
+    let out = match tls {
+        Some(t) => t.get(addr, "/status").context(
+            "over TLS (a self-signed certificate needs --insecure; one signed by a private CA, --ca CA.pem)",
+        )?,
+        None => {
+            let mut s = TcpStream::connect(addr)?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            write!(s, "GET /status HTTP/1.1\r\nHost: bench\r\n\r\n")?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)?;
+            out
+        }
+    };
     let body = out.split_once("\r\n\r\n").map(|(_, b)| b).context("no HTTP body")?;
     Ok(serde_json::from_str(body)?)
 }
 
-pub(super) fn spawn_server(a: &BenchArgs, shape: &Shape) -> Result<Spawned> {
+pub(super) fn spawn_server(a: &BenchArgs, shape: &Shape, tls: Option<&super::tls::ClientTls>) -> Result<Spawned> {
     let path = std::env::temp_dir().join(format!("tickcast-bench-master-{}.csv", std::process::id()));
     let mut csv = String::from("token,exchange,symbol,name,isin,tick_size,lot_size,price_decimals\n");
     for t in 1..=shape.tokens {
@@ -82,25 +90,33 @@ pub(super) fn spawn_server(a: &BenchArgs, shape: &Shape) -> Result<Spawned> {
     if let Some(cpus) = &a.server_cpus {
         cmd.args(["--cpus", cpus]);
     }
+    if let (Some(cert), Some(key)) = (&a.tls_cert, &a.tls_key) {
+        cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
+    }
     let shm = (a.shm_readers > 0).then(|| format!("/dev/shm/tickcast-bench-{}", std::process::id()));
     if let Some(path) = &shm {
         cmd.args(["--shm", path]);
     }
     let mut child = cmd.spawn().context("starting the server")?;
+    let stdout = child.stdout.take().context("server stdout")?;
+    // Owned from here: a server that fails the checks below is stopped.
+    let unset: SocketAddr = "0.0.0.0:0".parse()?;
+    let mut s = Spawned { child, ws: unset, udp: unset, shm, _master: master };
     let mut line = String::new();
-    BufReader::new(child.stdout.take().context("server stdout")?).read_line(&mut line)?;
-    let ws: SocketAddr = line
-        .split("ws://")
+    BufReader::new(stdout).read_line(&mut line)?;
+    s.ws = line
+        .split("listening on ")
         .nth(1)
+        .and_then(|r| r.split("://").nth(1))
         .and_then(|r| r.split('/').next())
         .and_then(|a| a.parse().ok())
         .with_context(|| format!("unexpected server banner {line:?}"))?;
-    let st = status(ws)?;
-    let udp = match a.source.as_str() {
+    let st = status(s.ws, tls).context("reading the spawned server's /status")?;
+    s.udp = match a.source.as_str() {
         "sim" => "127.0.0.1:9".parse()?, // unused: no feeder
         _ => {
             st["feeds"][0]["address"].as_str().and_then(|a| a.parse().ok()).context("the server's UDP feed address")?
         }
     };
-    Ok(Spawned { child, ws, udp, shm, _master: master })
+    Ok(s)
 }
