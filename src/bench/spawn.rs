@@ -47,6 +47,11 @@ impl Drop for Spawned {
 }
 
 /// `GET /status` of a server, as JSON.
+/// How long the spawned server's `/status` may take: generous, since a
+/// loaded machine (a build beside the run) can delay its first answer by
+/// seconds.
+pub(super) const STATUS_TIMEOUT: Duration = Duration::from_secs(30);
+
 fn status(addr: SocketAddr, tls: Option<&super::tls::ClientTls>) -> Result<serde_json::Value> {
     let out = match tls {
         Some(t) => t.get(addr, "/status").context(
@@ -54,7 +59,7 @@ fn status(addr: SocketAddr, tls: Option<&super::tls::ClientTls>) -> Result<serde
         )?,
         None => {
             let mut s = TcpStream::connect(addr)?;
-            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.set_read_timeout(Some(STATUS_TIMEOUT))?;
             write!(s, "GET /status HTTP/1.1\r\nHost: bench\r\n\r\n")?;
             let mut out = String::new();
             s.read_to_string(&mut out)?;

@@ -6,7 +6,6 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -66,7 +65,7 @@ impl ClientTls {
     /// Connection, handshake or read failures.
     pub fn get(&self, addr: SocketAddr, path: &str) -> Result<String> {
         let sock = TcpStream::connect(addr)?;
-        sock.set_read_timeout(Some(Duration::from_secs(5)))?;
+        sock.set_read_timeout(Some(super::spawn::STATUS_TIMEOUT))?;
         let mut s = rustls::StreamOwned::new(self.connection()?, sock);
         write!(s, "GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n")?;
         let mut out = Vec::new();
