@@ -1,5 +1,6 @@
 //! Plain HTTP on the main port: `/status` (JSON), `/metrics` (Prometheus
-//! text), `/healthz`, and the built-in page at `/`. Rendered on request from
+//! text), `/healthz`, and the built-in page at `/` (`src/page/index.html`,
+//! with the instrument master's names written in). Rendered on request from
 //! the shared counters, the merged worker histograms and (`process_*`)
 //! `/proc/self`, on the control plane: a worker that parsed a plain request
 //! hands it to the `http` thread ([`serve`]) and goes on; the answer comes
@@ -500,10 +501,10 @@ const PAGE_DEFAULTS: usize = 8;
 /// Kite dump) is not sent to every browser that opens the page.
 const PAGE_SUGGESTIONS: usize = 2000;
 
-/// The page with the master's names in it: `{"defaults":[…],"symbols":[…],
-/// "instruments":N}`, each name as a client subscribes by it (`RELIANCE`,
-/// `BSE:RELIANCE` off the default exchange). `<` is written `\u003c`, so no
-/// name in a master can end the script element.
+/// The page with the master's names in it: `{"defaults":[…],"symbols":[…]}`,
+/// each name as a client subscribes by it (`RELIANCE`, `BSE:RELIANCE` off
+/// the default exchange). `<` is written `\u003c`, so no name in a master
+/// can end the script element.
 fn page(registry: &Registry) -> String {
     let names: Vec<String> = registry
         .iter()
@@ -513,8 +514,7 @@ fn page(registry: &Registry) -> String {
             exchange => format!("{exchange}:{}", ins.symbol),
         })
         .collect();
-    let master =
-        json!({"defaults": &names[..names.len().min(PAGE_DEFAULTS)], "symbols": names, "instruments": registry.len()});
+    let master = json!({"defaults": &names[..names.len().min(PAGE_DEFAULTS)], "symbols": names});
     PAGE.replacen(MASTER_MARK, &master.to_string().replace('<', "\\u003c"), 1)
 }
 
@@ -542,13 +542,25 @@ mod tests {
         let m = given(&p);
         assert_eq!(m["defaults"].as_array().unwrap().len(), PAGE_DEFAULTS);
         assert_eq!(m["defaults"][0], "ADANIENT", "NSE names go bare");
-        assert_eq!(m["instruments"], Registry::bundled().len());
+        assert_eq!(
+            m["symbols"].as_array().unwrap().len(),
+            Registry::bundled().len(),
+            "a small master is offered whole"
+        );
     }
 
     #[test]
     fn a_name_off_the_default_exchange_carries_it() {
         let m = given(&page(&master("1,BSE,ABC,Abc,,0.01,1,2\n2,NSE,XYZ,Xyz,,0.01,1,2\n")));
         assert_eq!(m["symbols"], json!(["BSE:ABC", "XYZ"]));
+    }
+
+    #[test]
+    fn a_large_master_is_offered_in_part() {
+        let csv: String = (1..=PAGE_SUGGESTIONS + 1).map(|i| format!("{i},NSE,S{i},S,,0.01,1,2\n")).collect();
+        let m = given(&page(&master(&csv)));
+        assert_eq!(m["symbols"].as_array().unwrap().len(), PAGE_SUGGESTIONS);
+        assert_eq!(m["defaults"], json!(["S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8"]));
     }
 
     #[test]

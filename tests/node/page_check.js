@@ -136,11 +136,15 @@ async function watch(page, base) {
 }
 
 async function keys(page, base, key, adminKey) {
-  await page.goto(base + "/?symbols=RELIANCE,TCS&api_key=" + key);
+  await page.goto(base + "/?symbols=RELIANCE,tcs&mode=bogus&api_key=" + key);
   step("with API keys the stream works with the key from the URL, which leaves the address bar");
+  step("(a lower-case name is taken, an unknown mode is quote)");
   await until(page, "two rows with prices", () =>
     [...document.querySelectorAll("#rows tr td.ltp")].filter((t) => /\d/.test(t.textContent)).length === 2);
   if (page.url().includes("api_key")) throw new Error("the key stays in the address bar: " + page.url());
+  if (await page.inputValue("#mode") !== "quote" || !page.url().includes("symbols=RELIANCE,TCS&mode=quote")) {
+    throw new Error("the URL's list and mode were not normalised: " + page.url());
+  }
   step("/status refuses that key: the page says an admin key is needed and keeps working");
   await until(page, "status needs an admin key", () =>
     /status needs an admin key/.test(document.getElementById("status-note").textContent) && !document.getElementById("key-form").hidden);
