@@ -1,5 +1,6 @@
 //! Plain HTTP on the main port: `/status` (JSON), `/metrics` (Prometheus
-//! text), `/healthz`, and the built-in page at `/`. Rendered on request from
+//! text), `/healthz`, and the built-in page at `/` (`src/page/index.html`,
+//! with the instrument master's names written in). Rendered on request from
 //! the shared counters, the merged worker histograms and (`process_*`)
 //! `/proc/self`, on the control plane: a worker that parsed a plain request
 //! hands it to the `http` thread ([`serve`]) and goes on; the answer comes
@@ -13,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde_json::{json, Value};
 
 use crate::feed::FeedHealth;
+use crate::instrument::{Registry, DEFAULT_EXCHANGE};
 use crate::metrics::{family, new_histogram, percentiles, LatencyWindow, LATENCY_BUCKETS_NS};
 use crate::shared::Shared;
 use crate::tick::now_ns;
@@ -76,7 +78,7 @@ pub fn respond(shared: &Shared, req: &Request) -> (u16, &'static str, Vec<u8>) {
             let (status, body) = healthz(shared);
             (status, "text/plain", body.into_bytes())
         }
-        "/" => (200, "text/html; charset=utf-8", PAGE.as_bytes().to_vec()),
+        "/" => (200, "text/html; charset=utf-8", page(&shared.registry).into_bytes()),
         _ => (
             404,
             "text/plain",
@@ -485,30 +487,88 @@ fn feed_metrics(o: &mut String, shared: &Shared, judge: &crate::feed::Judge) {
     }
 }
 
-/// The built-in page: subscribe by symbol and watch ticks.
-const PAGE: &str = r#"<!doctype html>
-<html><head><meta charset="utf-8"><title>tickcast</title>
-<style>body{font:14px system-ui,sans-serif;margin:2em}table{border-collapse:collapse}td,th{padding:2px 10px;text-align:right}th{text-align:left}</style>
-</head><body>
-<h1>tickcast</h1>
-<p>WebSocket at <code>/stream</code>; status at <a href="/status">/status</a>, metrics at <a href="/metrics">/metrics</a>.</p>
-<form id="f"><input id="s" value="RELIANCE,TCS,INFY" size="40"> <button>subscribe (quote)</button></form>
-<table><thead><tr><th>symbol</th><td>ltp</td><td>bid</td><td>ask</td><td>volume</td><td>seq</td></tr></thead><tbody id="t"></tbody></table>
-<script>
-const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/stream");
-const rows = {};
-ws.onmessage = (e) => {
-  const m = JSON.parse(e.data);
-  if (m.type !== "market_data") return;
-  let r = rows[m.token];
-  if (!r) { r = rows[m.token] = document.getElementById("t").insertRow(); for (let i = 0; i < 6; i++) r.insertCell(); }
-  const d = m.data;
-  [m.symbol, d.ltp, d.bid, d.ask, d.volume, m.seq].forEach((v, i) => r.cells[i].textContent = v ?? "");
-};
-document.getElementById("f").onsubmit = (e) => {
-  e.preventDefault();
-  const symbols = document.getElementById("s").value.split(",").map(s => s.trim()).filter(Boolean);
-  ws.send(JSON.stringify({action: "subscribe", symbols, mode: "quote"}));
-};
-</script></body></html>
-"#;
+/// The built-in page (`src/page/index.html`): a watchlist and the
+/// server's health, plain HTML and JavaScript speaking the native protocol.
+/// It holds [`MASTER_MARK`] where [`page`] writes the instrument master's
+/// names.
+const PAGE: &str = include_str!("page/index.html");
+
+/// Where the page takes the master's names (inside a JSON script element).
+const MASTER_MARK: &str = "{\"master\":\"here\"}";
+
+/// How many of the master's instruments make the page's default watchlist.
+const PAGE_DEFAULTS: usize = 8;
+
+/// How many names the page offers as completions; a large master (a whole
+/// Kite dump) is not sent to every browser that opens the page.
+const PAGE_SUGGESTIONS: usize = 2000;
+
+/// The page with the master's names in it: `{"defaults":[…],"symbols":[…]}`,
+/// each name as a client subscribes by it (`RELIANCE`, `BSE:RELIANCE` off
+/// the default exchange). `<` is written `\u003c`, so no name in a master
+/// can end the script element.
+fn page(registry: &Registry) -> String {
+    let names: Vec<String> = registry
+        .iter()
+        .take(PAGE_SUGGESTIONS)
+        .map(|(_, ins)| match &*ins.exchange {
+            DEFAULT_EXCHANGE => ins.symbol.to_string(),
+            exchange => format!("{exchange}:{}", ins.symbol),
+        })
+        .collect();
+    let master = json!({"defaults": &names[..names.len().min(PAGE_DEFAULTS)], "symbols": names});
+    PAGE.replacen(MASTER_MARK, &master.to_string().replace('<', "\\u003c"), 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::instrument::{parse_master, Registry};
+
+    fn master(csv: &str) -> Registry {
+        let head = "token,exchange,symbol,name,isin,tick_size,lot_size,price_decimals\n";
+        Registry::new(parse_master(format!("{head}{csv}").as_bytes()).unwrap()).unwrap()
+    }
+
+    /// The JSON the page was given.
+    fn given(page: &str) -> Value {
+        let start = page.find(r#"<script id="master" type="application/json">"#).expect("the master element") + 44;
+        let len = page[start..].find("</script>").expect("its end");
+        serde_json::from_str(&page[start..start + len]).expect("valid JSON")
+    }
+
+    #[test]
+    fn the_page_names_the_first_instruments_of_the_master_as_its_default_watchlist() {
+        let p = page(&Registry::bundled());
+        assert!(!p.contains(MASTER_MARK), "the mark is replaced");
+        let m = given(&p);
+        assert_eq!(m["defaults"].as_array().unwrap().len(), PAGE_DEFAULTS);
+        assert_eq!(m["defaults"][0], "ADANIENT", "NSE names go bare");
+        assert_eq!(
+            m["symbols"].as_array().unwrap().len(),
+            Registry::bundled().len(),
+            "a small master is offered whole"
+        );
+    }
+
+    #[test]
+    fn a_name_off_the_default_exchange_carries_it() {
+        let m = given(&page(&master("1,BSE,ABC,Abc,,0.01,1,2\n2,NSE,XYZ,Xyz,,0.01,1,2\n")));
+        assert_eq!(m["symbols"], json!(["BSE:ABC", "XYZ"]));
+    }
+
+    #[test]
+    fn a_large_master_is_offered_in_part() {
+        let csv: String = (1..=PAGE_SUGGESTIONS + 1).map(|i| format!("{i},NSE,S{i},S,,0.01,1,2\n")).collect();
+        let m = given(&page(&master(&csv)));
+        assert_eq!(m["symbols"].as_array().unwrap().len(), PAGE_SUGGESTIONS);
+        assert_eq!(m["defaults"], json!(["S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8"]));
+    }
+
+    #[test]
+    fn a_master_name_cannot_end_the_script_element() {
+        let p = page(&master("1,NSE,</SCRIPT><B>X,Evil,,0.01,1,2\n"));
+        assert!(!p.to_ascii_lowercase().contains("</script><b>"), "the name is escaped");
+        assert_eq!(given(&p)["symbols"][0], "</SCRIPT><B>X", "and reads back as it was");
+    }
+}
