@@ -28,6 +28,11 @@ fn the_page_is_served_with_the_masters_names() {
 
 /// Start `page_check.js SCENARIO URL ARGS…` with its stdout piped.
 fn browser(scenario: &str, s: &Server, args: &[&str]) -> Child {
+    browser_at(scenario, &format!("http://{}", s.addr), args)
+}
+
+/// [`browser`] at `base`.
+fn browser_at(scenario: &str, base: &str, args: &[&str]) -> Child {
     let node = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node");
     assert!(
         node.join("node_modules/playwright-core").is_dir(),
@@ -36,7 +41,7 @@ fn browser(scenario: &str, s: &Server, args: &[&str]) -> Child {
     Command::new("node")
         .arg(node.join("page_check.js"))
         .arg(scenario)
-        .arg(format!("http://{}", s.addr))
+        .arg(base)
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -104,4 +109,27 @@ fn with_api_keys_the_page_says_status_needs_an_admin_key() {
     child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
     finish(child, &stdout);
     let _ = std::fs::remove_file(&file);
+}
+
+/// Over TLS: the page at `https://`, its socket at `wss://` (issue 15).
+#[test]
+fn the_page_works_over_https_and_wss() {
+    let scratch = util::Scratch::new("page-tls");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap().self_signed(&key).unwrap();
+    let (c, k) = (scratch.path("cert.pem"), scratch.path("key.pem"));
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    let s = Server::start(&[
+        "--feed",
+        "sim:rate=2000",
+        "--tls-cert",
+        c.to_str().unwrap(),
+        "--tls-key",
+        k.to_str().unwrap(),
+    ]);
+    let mut child = browser_at("tls", &format!("https://localhost:{}", s.addr.port()), &[]);
+    let mut stdout = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+    finish(child, &stdout);
 }

@@ -4,6 +4,8 @@
 //
 //   node page_check.js watch http://ADDR      the trader's and operator's views, then a restart
 //   node page_check.js keys  http://ADDR KEY ADMIN_KEY  a server with API keys: /status needs an admin key
+//   node page_check.js tls   https://localhost:PORT     the page over https, its socket over wss (the
+//                                                       test certificate's errors ignored)
 //
 // `watch` prints `STOP` when the server should go away and `START` when it
 // should come back on the same port; tests/page.rs reads those lines.
@@ -159,18 +161,37 @@ async function keys(page, base, key, adminKey) {
     document.getElementById("key-form").hidden && document.querySelector("dd.fig-subscriptions")?.textContent === "2");
 }
 
+/// Over https: the page loads, its WebSocket (wss, from the page's own
+/// scheme) streams, and /status answers over the same TLS listener.
+async function tls(page, base) {
+  await page.goto(base + "/");
+  if (new URL(page.url()).protocol !== "https:") throw new Error("not served over https: " + page.url());
+  step("over https the watchlist streams through wss");
+  await until(page, "eight rows with prices", () => {
+    const ltps = [...document.querySelectorAll("#rows tr td.ltp")].map((t) => t.textContent);
+    return ltps.length === 8 && ltps.every((p) => /\d/.test(p));
+  });
+  await until(page, "the connection live", () => document.getElementById("conn").textContent === "live");
+  await pricesMove(page, "a price changing over wss");
+  const st = await status(page);
+  if (!st.tls || !(st.tls.handshakes["TLSv1.3"] > 0)) throw new Error("/status shows no TLS handshakes: " + JSON.stringify(st.tls));
+}
+
 (async () => {
   const [scenario, base, key, adminKey] = process.argv.slice(2);
   // Chromium's sandbox cannot start as root (a container's usual user).
   const args = process.getuid && process.getuid() === 0 ? ["--no-sandbox"] : [];
+  // The TLS test's certificate comes from a CA the browser does not know.
+  if (scenario === "tls") args.push("--ignore-certificate-errors");
   const browser = await chromium.launch({ executablePath: browserPath(), args });
   try {
-    const page = await browser.newPage({ viewport: { width: 1200, height: 640 } });
+    const page = await browser.newPage({ viewport: { width: 1200, height: 640 }, ignoreHTTPSErrors: scenario === "tls" });
     const errors = [];
     page.on("pageerror", (e) => errors.push(String(e)));
     if (scenario === "watch") await watch(page, base);
     else if (scenario === "keys") await keys(page, base, key, adminKey);
-    else throw new Error("usage: page_check.js watch http://ADDR | keys http://ADDR KEY ADMIN_KEY");
+    else if (scenario === "tls") await tls(page, base);
+    else throw new Error("usage: page_check.js watch http://ADDR | keys http://ADDR KEY ADMIN_KEY | tls https://HOST:PORT");
     if (errors.length) throw new Error("script errors in the page:\n" + errors.join("\n"));
     console.log("OK");
   } finally {
