@@ -265,7 +265,7 @@ type Run = (Report, Vec<hdrhistogram::Histogram<u64>>);
 fn run_once(a: &BenchArgs, shape: &Shape, server: &Target, tokens: &[u32]) -> Result<Run> {
     let (ws, path, udp) = (server.ws, server.path.as_str(), server.udp);
     let load_cpus = match &a.load_cpus {
-        Some(l) => parse_cpus(l)?,
+        Some(l) => parse_cpus(l).with_context(|| format!("--load-cpus `{l}`"))?,
         None => Vec::new(),
     };
     let sources = source_addrs(a, shape, ws)?;
@@ -289,7 +289,10 @@ fn run_once(a: &BenchArgs, shape: &Shape, server: &Target, tokens: &[u32]) -> Re
     let mut readers = match (a.shm_readers, &server.shm) {
         (0, _) => None,
         (n, Some(path)) => {
-            let cpus = a.shm_cpus.as_deref().map(parse_cpus).transpose()?.unwrap_or_default();
+            let cpus = match a.shm_cpus.as_deref() {
+                Some(l) => parse_cpus(l).with_context(|| format!("--shm-cpus `{l}`"))?,
+                None => Vec::new(),
+            };
             Some(shm::Readers::start(n, path, &a.shm_wait, &cpus)?)
         }
         (_, None) => bail!("--shm-readers needs the server's region: --spawn, or --shm NAME"),
