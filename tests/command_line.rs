@@ -1,7 +1,9 @@
-//! Configuration errors name their source: the real binary, started with a
-//! bad flag, environment variable or config-file key, exits 2 and says
-//! which flag, which variable, or which file and key to fix. Precedence
-//! (flag > environment > file > default) is checked on a running server.
+//! The command line as an operator meets it. Configuration errors name
+//! their source: the real binary, started with a bad flag, environment
+//! variable or config-file key, exits 2 and says which flag, which
+//! variable, or which file and key to fix. Precedence (flag > environment >
+//! file > default) is checked on a running server. `--help` lists every
+//! feed kind the server accepts.
 
 mod util;
 
@@ -155,5 +157,17 @@ fn precedence_is_flag_then_environment_then_file_then_default() {
         assert_eq!(status, 200, "{name}: {body}");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["max_connections"].as_u64(), Some(want), "{name}: {v}");
+    }
+}
+
+/// Every kind `--feed` accepts (`tickcast::feed::spec::KINDS`) is in `--help`.
+#[test]
+fn help_lists_every_feed_kind() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tickcast")).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    let feed = help.split("--feed <SPEC>").nth(1).expect("--feed in --help").split("\n      --").next().unwrap();
+    for (prefix, _) in tickcast::feed::spec::KINDS {
+        assert!(feed.contains(&format!("`{prefix}")), "`{prefix}` missing from --feed's help: {feed}");
     }
 }
