@@ -546,10 +546,9 @@ impl Config {
     /// the accepted values.
     pub fn from_flags(a: Flags, src: &Sources) -> Result<Config> {
         let feeds = match &a.feed {
-            Some(list) if !list.is_empty() => list
-                .iter()
-                .map(|s| FeedSpec::parse(s).with_context(|| src.name("feed")))
-                .collect::<Result<_>>()?,
+            Some(list) if !list.is_empty() => {
+                list.iter().map(|s| FeedSpec::parse(s).with_context(|| src.name("feed"))).collect::<Result<_>>()?
+            }
             _ => vec![FeedSpec::Sim { rate: DEFAULT_SIM_RATE, seed: None }],
         };
         let idle = match a.idle.as_deref() {
@@ -633,7 +632,8 @@ impl Config {
                 },
                 group: match a.shm_group.as_deref() {
                     Some(g) => Some(
-                        crate::shm::writer::parse_group(g).with_context(|| format!("{} `{g}`", src.name("shm-group")))?,
+                        crate::shm::writer::parse_group(g)
+                            .with_context(|| format!("{} `{g}`", src.name("shm-group")))?,
                     ),
                     None => None,
                 },
@@ -761,10 +761,7 @@ fn kite_credentials(
         if k.user.is_none() {
             if let Some(u) = &a.kite_order_user {
                 if !crate::feed::spec::KiteSpec::valid_user(u) {
-                    bail!(
-                        "{} `{u}`: cannot name a channel (letters, digits, _ @ . | -)",
-                        src.name("kite-order-user")
-                    );
+                    bail!("{} `{u}`: cannot name a channel (letters, digits, _ @ . | -)", src.name("kite-order-user"));
                 }
                 k.user = Some(u.clone());
             }

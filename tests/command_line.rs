@@ -145,7 +145,9 @@ fn precedence_is_flag_then_environment_then_file_then_default() {
     std::fs::write(&file, "websocket-max-connections = 7\n").unwrap();
     let config = ["--config", file.to_str().unwrap()];
     let env = [("WEBSOCKET_MAX_CONNECTIONS", "8")];
-    let cases: [(&str, &[&str], &[(&str, &str)], u64); 4] = [
+    /// (case, flags, environment, the max_connections it runs with)
+    type Case<'a> = (&'a str, &'a [&'a str], &'a [(&'a str, &'a str)], u64);
+    let cases: [Case; 4] = [
         ("default", &[], &[], 100),
         ("file", &config, &[], 7),
         ("environment over file", &config, &env, 8),

@@ -59,7 +59,9 @@ fn blocks(readme: &str) -> Vec<Block> {
     let mut open: Option<Block> = None;
     for (i, line) in readme.lines().enumerate() {
         match (open.take(), line.strip_prefix("```")) {
-            (None, Some(lang)) => open = Some(Block { lang: lang.trim().to_string(), text: String::new(), line: i + 1 }),
+            (None, Some(lang)) => {
+                open = Some(Block { lang: lang.trim().to_string(), text: String::new(), line: i + 1 })
+            }
             (Some(b), Some(_)) => out.push(b),
             (Some(mut b), None) => {
                 b.text.push_str(line);
@@ -294,16 +296,9 @@ impl Running {
         err
     }
 
+    /// Stop it as an operator would (SIGTERM: a server removes its region) and reap it.
     fn stop(mut self) {
         util::unsafe_free_kill(self.child.id(), "-TERM");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
@@ -338,7 +333,8 @@ fn serve(shell: &Shell, words: Vec<String>, what: &str) -> Running {
 fn config_has(shell: &Shell, words: &[String], key: &str) -> bool {
     flag_value(words, "--config").is_some_and(|f| {
         let text = std::fs::read_to_string(shell.scratch.dir.join(f)).unwrap_or_default();
-        text.lines().any(|l| l.trim_start().starts_with(&format!("{key} ")) || l.trim_start().starts_with(&format!("{key}=")))
+        text.lines()
+            .any(|l| l.trim_start().starts_with(&format!("{key} ")) || l.trim_start().starts_with(&format!("{key}=")))
     })
 }
 
@@ -409,7 +405,8 @@ fn every_readme_command_runs_as_printed() {
         }
         let place = Place::new(&block.text);
         if block.lang == "toml" {
-            std::fs::write(shell.scratch.path(&format!("readme-{}.toml", block.line)), place.apply(&block.text)).unwrap();
+            std::fs::write(shell.scratch.path(&format!("readme-{}.toml", block.line)), place.apply(&block.text))
+                .unwrap();
         }
         // Servers started with `&`, and the last one started in the
         // foreground ("serve, then in another terminal…"): it runs until
@@ -437,7 +434,9 @@ fn every_readme_command_runs_as_printed() {
                 shorten(&mut w);
                 if w.get(1).is_none_or(|a| a.starts_with('-')) {
                     if !in_background {
-                        foreground.take().map(Running::stop);
+                        if let Some(previous) = foreground.take() {
+                            previous.stop();
+                        }
                     }
                     let server = serve(&shell, w, &what);
                     match in_background {

@@ -1,6 +1,8 @@
 //! `tickcast bench --spawn`: start this binary as the server under test
 //! (a generated master with the run's tokens, a UDP or simulated feed, one
 //! worker, pinned with `--server-cpus`), find its addresses, stop it after.
+//! Its log goes to a file of its own (kept after the run), so that it never
+//! interleaves with the report.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -18,6 +20,8 @@ pub(super) struct Spawned {
     pub(super) udp: SocketAddr,
     /// Its shared-memory region, with `--shm-readers`.
     pub(super) shm: Option<String>,
+    /// Its log (stderr), kept after the run.
+    pub(super) log: std::path::PathBuf,
     pub(super) _master: tempfile_path::TempPath,
 }
 
@@ -79,6 +83,9 @@ pub(super) fn spawn_server(a: &BenchArgs, shape: &Shape) -> Result<Spawned> {
         .args(&a.server_arg)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped());
+    let log = std::env::temp_dir().join(format!("tickcast-bench-server-{}.log", std::process::id()));
+    let log_file = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+    cmd.stderr(log_file);
     if let Some(cpus) = &a.server_cpus {
         cmd.args(["--cpus", cpus]);
     }
@@ -89,12 +96,13 @@ pub(super) fn spawn_server(a: &BenchArgs, shape: &Shape) -> Result<Spawned> {
     let mut child = cmd.spawn().context("starting the server")?;
     let mut line = String::new();
     BufReader::new(child.stdout.take().context("server stdout")?).read_line(&mut line)?;
-    let ws: SocketAddr = line
-        .split("ws://")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .and_then(|a| a.parse().ok())
-        .with_context(|| format!("unexpected server banner {line:?}"))?;
+    let ws: SocketAddr =
+        line.split("ws://").nth(1).and_then(|r| r.split('/').next()).and_then(|a| a.parse().ok()).with_context(
+            || {
+                let said = std::fs::read_to_string(&log).unwrap_or_default();
+                format!("the server did not start (banner {line:?}); its log, {}:\n{}", log.display(), said.trim_end())
+            },
+        )?;
     let st = status(ws)?;
     let udp = match a.source.as_str() {
         "sim" => "127.0.0.1:9".parse()?, // unused: no feeder
@@ -102,5 +110,5 @@ pub(super) fn spawn_server(a: &BenchArgs, shape: &Shape) -> Result<Spawned> {
             st["feeds"][0]["address"].as_str().and_then(|a| a.parse().ok()).context("the server's UDP feed address")?
         }
     };
-    Ok(Spawned { child, ws, udp, shm, _master: master })
+    Ok(Spawned { child, ws, udp, shm, log, _master: master })
 }

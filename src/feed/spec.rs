@@ -278,9 +278,13 @@ impl FeedSpec {
                     match kv.split_once('=') {
                         Some(("rate", v)) => {
                             let r = v.parse().ok().filter(|&r| r > 0);
-                            rate = r.with_context(|| format!("feed `{spec}`: rate must be a positive integer, got `{v}`"))?;
+                            rate = r.with_context(|| {
+                                format!("feed `{spec}`: rate must be a positive integer, got `{v}`")
+                            })?;
                         }
-                        Some(("seed", v)) => seed = Some(v.parse().with_context(|| format!("feed `{spec}`: seed must be an integer"))?),
+                        Some(("seed", v)) => {
+                            seed = Some(v.parse().with_context(|| format!("feed `{spec}`: seed must be an integer"))?)
+                        }
                         _ => bail!("feed `{spec}`: unknown option `{kv}` (sim takes `rate=N,seed=S`)"),
                     }
                 }
