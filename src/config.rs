@@ -273,11 +273,6 @@ impl Sources {
         }
     }
 
-    /// Where `key`'s value came from, if it was given.
-    pub fn get(&self, key: &str) -> Option<&Source> {
-        self.0.get(key)
-    }
-
     /// How an error names `key`: `--idle` (a flag, or not given),
     /// `environment variable WEBSOCKET_MAX_CONNECTIONS`, or
     /// `config file /etc/tickcast.toml, key idle`.

@@ -53,7 +53,9 @@ impl Drop for Spawned {
 /// `GET /status` of a server, as JSON.
 fn status(addr: SocketAddr) -> Result<serde_json::Value> {
     let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    // Generous: a machine loaded by other work (or a test suite) may take
+    // seconds to schedule the server's http thread.
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
     write!(s, "GET /status HTTP/1.1\r\nHost: bench\r\n\r\n")?;
     let mut out = String::new();
     s.read_to_string(&mut out)?;
@@ -103,7 +105,8 @@ pub(super) fn spawn_server(a: &BenchArgs, shape: &Shape) -> Result<Spawned> {
                 format!("the server did not start (banner {line:?}); its log, {}:\n{}", log.display(), said.trim_end())
             },
         )?;
-    let st = status(ws)?;
+    let st =
+        status(ws).with_context(|| format!("asking the spawned server for /status (its log: {})", log.display()))?;
     let udp = match a.source.as_str() {
         "sim" => "127.0.0.1:9".parse()?, // unused: no feeder
         _ => {
