@@ -46,7 +46,7 @@ flags! {
 #[derive(clap::Args, Deserialize, Debug, Default, Clone)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Flags {
-    /// TOML file whose keys are these flags' names (`listen = "0.0.0.0:8080"`).
+    /// TOML file whose keys are these flags' names (`listen = "0.0.0.0:8080"`); a flag, then its environment variable, wins over the file.
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
