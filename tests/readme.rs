@@ -15,10 +15,10 @@
 //! A server (`tickcast` without a subcommand) must print its banner and
 //! answer `/status`; it keeps running for the commands after it ("in
 //! another terminal") until the next server starts or, with a trailing
-//! `&`, until its block ends. Any other command must exit 0, or, if it streams
-//! (a reader), print a line and keep running. Commands that need what
-//! cannot exist here are in [`SKIPPED`] with the reason; a new command runs
-//! by default.
+//! `&`, until its block ends. Any other command must exit 0, or, if it
+//! streams (a reader: `tickcast tail` or another program), print a line and
+//! keep running. Commands that need what cannot exist here are in
+//! [`SKIPPED`] with the reason; a new command runs by default.
 
 mod util;
 
@@ -338,9 +338,9 @@ fn config_has(shell: &Shell, words: &[String], key: &str) -> bool {
     })
 }
 
-/// Run a command that is not a server: it exits 0, or streams (prints a
-/// line and keeps running, as a reader does) and is stopped.
-fn run(shell: &Shell, script: &str, what: &str) {
+/// Run a command that is not a server: it exits 0, or, if it `may_stream`
+/// (a reader), prints a line and keeps running and is stopped.
+fn run(shell: &Shell, script: &str, what: &str, may_stream: bool) {
     eprintln!("{what}\n  running: {script}");
     let mut cmd = Running::start(shell, script);
     let deadline = Instant::now() + COMMAND_LIMIT;
@@ -354,7 +354,7 @@ fn run(shell: &Shell, script: &str, what: &str) {
         while let Ok(_line) = cmd.lines.try_recv() {
             first_line.get_or_insert_with(Instant::now);
         }
-        if first_line.is_some_and(|t| t.elapsed() > Duration::from_secs(3)) {
+        if may_stream && first_line.is_some_and(|t| t.elapsed() > Duration::from_secs(3)) {
             cmd.stop(); // a stream, printing and still running
             return;
         }
@@ -446,9 +446,13 @@ fn every_readme_command_runs_as_printed() {
                     ran += 1;
                     continue;
                 }
-                run(&shell, &quoted(&w), &what);
+                // Of tickcast's tools only `tail` streams; `bench` (whose
+                // --find-max prints as it goes) and the others must finish,
+                // or a spawned server would be left behind.
+                let may_stream = w.get(1).map(String::as_str) == Some("tail");
+                run(&shell, &quoted(&w), &what, may_stream);
             } else {
-                run(&shell, &resolved, &what);
+                run(&shell, &resolved, &what, true);
             }
             ran += 1;
         }
@@ -468,7 +472,7 @@ fn every_readme_command_runs_as_printed() {
 fn a_readme_command_with_a_bad_flag_is_caught() {
     let shell = Shell::new();
     let bad = std::panic::catch_unwind(|| {
-        run(&shell, &quoted(&words("tickcast bench --spawn --scenario hft --no-such-flag")), "bad bench flag")
+        run(&shell, &quoted(&words("tickcast bench --spawn --scenario hft --no-such-flag")), "bad bench flag", false)
     });
     assert!(bad.is_err(), "a rejected flag fails the command");
     let bad = std::panic::catch_unwind(|| serve(&shell, words("tickcast --idle sometimes"), "bad server flag"));

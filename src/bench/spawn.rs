@@ -96,12 +96,29 @@ pub(super) fn spawn_server(a: &BenchArgs, shape: &Shape) -> Result<Spawned> {
         cmd.args(["--shm", path]);
     }
     let mut child = cmd.spawn().context("starting the server")?;
+    match addresses(&mut child, a, &log) {
+        Ok((ws, udp)) => Ok(Spawned { child, ws, udp, shm, log, _master: master }),
+        Err(e) => {
+            // Not left running behind a failed run (it may be up but slow).
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(e)
+        }
+    }
+}
+
+/// The spawned server's WebSocket and UDP feed addresses, from its banner
+/// and `/status`.
+///
+/// # Errors
+/// No banner (it did not start: the error quotes its `log`), or no answer.
+fn addresses(child: &mut Child, a: &BenchArgs, log: &std::path::Path) -> Result<(SocketAddr, SocketAddr)> {
     let mut line = String::new();
     BufReader::new(child.stdout.take().context("server stdout")?).read_line(&mut line)?;
     let ws: SocketAddr =
         line.split("ws://").nth(1).and_then(|r| r.split('/').next()).and_then(|a| a.parse().ok()).with_context(
             || {
-                let said = std::fs::read_to_string(&log).unwrap_or_default();
+                let said = std::fs::read_to_string(log).unwrap_or_default();
                 format!("the server did not start (banner {line:?}); its log, {}:\n{}", log.display(), said.trim_end())
             },
         )?;
@@ -113,5 +130,5 @@ pub(super) fn spawn_server(a: &BenchArgs, shape: &Shape) -> Result<Spawned> {
             st["feeds"][0]["address"].as_str().and_then(|a| a.parse().ok()).context("the server's UDP feed address")?
         }
     };
-    Ok(Spawned { child, ws, udp, shm, log, _master: master })
+    Ok((ws, udp))
 }
