@@ -5,7 +5,14 @@
 
 use clap::Parser;
 
-use crate::config::Flags;
+use crate::config::{Flags, Sources};
+
+/// The process's command line, and where each server setting came from
+/// (for errors that name it). Exits as clap does on `--help`, `--version`
+/// and bad arguments.
+pub fn parse() -> (Cli, Sources) {
+    crate::config::parse_args(std::env::args_os().collect()).unwrap_or_else(|e| e.exit())
+}
 
 /// `tickcast`'s command line.
 #[derive(Parser, Debug)]

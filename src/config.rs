@@ -3,16 +3,25 @@
 //! `cli`, next to `main.rs`.
 //!
 //! Every flag is also a key of the optional TOML file given by `--config`
-//! (same name, kebab-case: `max-connections = 5000`). A flag on the command
-//! line wins over the file; the file wins over the built-in default.
+//! (same name, kebab-case: `max-connections = 5000`), and a few also read an
+//! environment variable (clap's `env`, shown in `--help`). Precedence: a
+//! flag on the command line, then its environment variable, then the file,
+//! then the built-in default.
+//!
+//! Errors name where the bad value came from ([`Sources`]): `--idle`, the
+//! environment variable `WEBSOCKET_MAX_CONNECTIONS`, or the file and key
+//! (`config file /etc/tickcast.toml, key idle`); an operator fixes the
+//! place named, not a flag they never typed.
 
+use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use crate::feed::spec::{FeedSpec, Secret, DEFAULT_KITE_CONNECTIONS, DEFAULT_KITE_INSTRUMENTS, DEFAULT_SIM_RATE};
 
@@ -37,13 +46,14 @@ flags! {
 #[derive(clap::Args, Deserialize, Debug, Default, Clone)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Flags {
-    /// TOML file whose keys are these flags' names (`listen = "0.0.0.0:8080"`).
+    /// TOML file whose keys are these flags' names (`listen = "0.0.0.0:8080"`); a flag, then its environment variable, wins over the file.
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
 
     /// Address for WebSocket and HTTP [default: 127.0.0.1:8080]. Port 0 picks a free port (printed at start).
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
+    #[serde(default, deserialize_with = "deserialize_addr")]
     pub listen: Option<SocketAddr>,
 
     /// Instrument master CSV: the native layout or a Kite `instruments.csv` dump [default: bundled NIFTY 50 + indices].
@@ -107,7 +117,8 @@ pub struct Flags {
     pub ring_capacity: Option<usize>,
 
     /// Where co-located processes publish newline-delimited JSON: `{"channel":"signals","data":{…}}` and `{"tick":{"token":2885,"ltp":2850.5,…}}` [default: off].
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
+    #[serde(default, deserialize_with = "deserialize_addr")]
     pub publish_listen: Option<SocketAddr>,
 
     /// Mirror every ingested tick (TCF1 on `tcf1:<token>`) and channel message to Redis pub/sub, for edge instances running `--feed redis://…` [default: off].
@@ -279,19 +290,142 @@ pub struct TlsConfig {
 /// Half a pair, or a pair given with `--NAME-plain`.
 fn listener_tls(
     name: &str,
-    cert: Option<PathBuf>,
-    key: Option<PathBuf>,
-    plain: Option<bool>,
+    (cert, key, plain): (Option<PathBuf>, Option<PathBuf>, Option<bool>),
     main: &Option<TlsPair>,
+    src: &Sources,
 ) -> Result<Option<TlsPair>> {
+    let key_name = |k: &str| src.name(&format!("{name}-{k}"));
     match (cert, key, plain.unwrap_or(false)) {
-        (Some(_), Some(_), true) => bail!("--{name}-tls-cert and --{name}-plain: choose one"),
+        (Some(_), Some(_), true) => bail!("{} and {}: choose one", key_name("tls-cert"), key_name("plain")),
         (Some(cert), Some(key), false) => Ok(Some(TlsPair { cert, key })),
         (None, None, true) => Ok(None),
         (None, None, false) => Ok(main.clone()),
-        (Some(_), None, _) => bail!("--{name}-tls-cert needs --{name}-tls-key"),
-        (None, Some(_), _) => bail!("--{name}-tls-key needs --{name}-tls-cert"),
+        (Some(_), None, _) => bail!("{} needs --{name}-tls-key", key_name("tls-cert")),
+        (None, Some(_), _) => bail!("{} needs --{name}-tls-cert", key_name("tls-key")),
     }
+}
+
+/// Where one setting's value came from, so that an error names what to fix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// `--KEY` on the command line.
+    Flag,
+    /// This environment variable (the flag's clap `env`).
+    Env(String),
+    /// A key of this `--config` file.
+    File(PathBuf),
+}
+
+/// Each given setting's [`Source`], by key (the flag's long name, which is
+/// also its TOML key). A key not listed was not given: its default applies.
+#[derive(Clone, Debug, Default)]
+pub struct Sources(BTreeMap<String, Source>);
+
+impl Sources {
+    /// Where clap found each argument of `cmd` in `matches`: on the command
+    /// line or in the environment.
+    pub fn of_command_line(cmd: &clap::Command, matches: &clap::ArgMatches) -> Sources {
+        use clap::parser::ValueSource;
+        let mut given = BTreeMap::new();
+        for arg in cmd.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            let source = match (matches.value_source(arg.get_id().as_str()), arg.get_env()) {
+                (Some(ValueSource::CommandLine), _) => Source::Flag,
+                (Some(ValueSource::EnvVariable), Some(var)) => Source::Env(var.to_string_lossy().into_owned()),
+                _ => continue,
+            };
+            given.insert(long.to_string(), source);
+        }
+        Sources(given)
+    }
+
+    /// `keys` come from the file at `path`, unless a flag or the
+    /// environment gave them (they win over the file).
+    pub fn add_file(&mut self, path: &Path, keys: impl IntoIterator<Item = String>) {
+        for key in keys {
+            self.0.entry(key).or_insert_with(|| Source::File(path.to_path_buf()));
+        }
+    }
+
+    /// How an error names `key`: `--idle` (a flag, or not given),
+    /// `environment variable WEBSOCKET_MAX_CONNECTIONS`, or
+    /// `config file /etc/tickcast.toml, key idle`.
+    pub fn name(&self, key: &str) -> String {
+        match self.0.get(key) {
+            None | Some(Source::Flag) => format!("--{key}"),
+            Some(Source::Env(var)) => format!("environment variable {var}"),
+            Some(Source::File(path)) => format!("config file {}, key {key}", path.display()),
+        }
+    }
+}
+
+/// Parse `args` (the program name first) as `P`, a command line that
+/// flattens [`Flags`], and say where each of its settings came from.
+///
+/// # Errors
+/// clap's error (help and version included, as clap's `parse` has them); a
+/// bad value of an environment variable names the variable, not the flag.
+pub fn parse_args<P: clap::Parser>(args: Vec<OsString>) -> Result<(P, Sources), clap::Error> {
+    let mut cmd = P::command();
+    let matches = cmd.try_get_matches_from_mut(&args).map_err(|e| env_error(e, &cmd, &args))?;
+    let parsed = P::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))?;
+    Ok((parsed, Sources::of_command_line(&cmd, &matches)))
+}
+
+/// clap's error for a bad value, restated as the environment variable's
+/// when that is where the value came from (clap itself names the flag,
+/// which the user never typed).
+fn env_error(e: clap::Error, cmd: &clap::Command, args: &[OsString]) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(e.kind(), ErrorKind::InvalidValue | ErrorKind::ValueValidation) {
+        return e;
+    }
+    let (Some(ContextValue::String(shown)), Some(ContextValue::String(value))) =
+        (e.get(ContextKind::InvalidArg), e.get(ContextKind::InvalidValue))
+    else {
+        return e;
+    };
+    // `--websocket-max-connections <N>` → `websocket-max-connections`.
+    let long = shown.trim_start_matches('-').split([' ', '=']).next().unwrap_or_default();
+    let Some(var) = cmd.get_arguments().find(|a| a.get_long() == Some(long)).and_then(|a| a.get_env()) else {
+        return e;
+    };
+    let flag = format!("--{long}");
+    let on_command_line = args.iter().skip(1).any(|a| {
+        let a = a.to_string_lossy();
+        a == flag || a.starts_with(&format!("{flag}="))
+    });
+    if on_command_line || std::env::var_os(var).as_deref() != Some(std::ffi::OsStr::new(value)) {
+        return e;
+    }
+    let reason = match (std::error::Error::source(&e), e.get(ContextKind::ValidValue)) {
+        (Some(why), _) => why.to_string(),
+        (None, Some(ContextValue::Strings(valid))) => format!("expected one of {}", valid.join(", ")),
+        _ => "not a valid value".to_string(),
+    };
+    let var = var.to_string_lossy();
+    cmd.clone().error(
+        ErrorKind::ValueValidation,
+        format!("environment variable {var}=`{value}`: {reason} (it sets {flag}; correct or unset it)"),
+    )
+}
+
+/// A listening address, `IP:PORT`, as `--listen` and the other `*-listen`
+/// settings take it.
+///
+/// # Errors
+/// Anything else (a host name included: it is not resolved), saying what
+/// is expected.
+pub fn parse_addr(s: &str) -> std::result::Result<SocketAddr, String> {
+    s.trim().parse().map_err(|_| {
+        "expected HOST:PORT such as 127.0.0.1:8080 (an IP address and a port; port 0 picks a free one)".to_string()
+    })
+}
+
+/// [`parse_addr`] for a TOML key.
+fn deserialize_addr<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<SocketAddr>, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_addr(&s).map(Some).map_err(|why| serde::de::Error::custom(format!("`{s}`: {why}")))
 }
 
 /// How an idle worker waits for work.
@@ -426,7 +560,7 @@ pub struct OpenAlgoConfig {
 
 impl Default for Config {
     fn default() -> Config {
-        Config::from_flags(Flags::default()).expect("defaults are valid")
+        Config::from_flags(Flags::default(), &Sources::default()).expect("defaults are valid")
     }
 }
 
@@ -437,11 +571,12 @@ fn default_workers() -> usize {
 /// Parse `0,2,4-6` into CPU ids.
 ///
 /// # Errors
-/// Anything that is not a comma list of ids and ranges.
+/// Anything that is not a comma list of ids and ranges (the caller names
+/// the flag and quotes the list).
 pub fn parse_cpus(list: &str) -> Result<Vec<usize>> {
     let mut out = Vec::new();
     for part in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let bad = || format!("--cpus `{list}`: `{part}` is not a CPU id or range like 2-5");
+        let bad = || format!("`{part}` is not a CPU id or range like 2-5");
         match part.split_once('-') {
             Some((a, b)) => {
                 let (a, b): (usize, usize) = (a.trim().parse().with_context(bad)?, b.trim().parse().with_context(bad)?);
@@ -457,62 +592,73 @@ pub fn parse_cpus(list: &str) -> Result<Vec<usize>> {
 }
 
 impl Config {
-    /// Parse the process arguments and the `--config` file.
+    /// Validate `flags` over the `--config` file's keys; `given` says
+    /// where each flag came from (the command line or the environment).
     ///
     /// # Errors
-    /// Unreadable/invalid file, or an invalid value (the message names it).
-    pub fn load(flags: Flags) -> Result<Config> {
+    /// Unreadable/invalid file, or an invalid value (the message names its
+    /// source: flag, environment variable, or file and key).
+    pub fn load(flags: Flags, mut given: Sources) -> Result<Config> {
         let file = match &flags.config {
-            Some(path) => read_file(path)?,
+            Some(path) => {
+                let (file, keys) = read_file(path)?;
+                given.add_file(path, keys);
+                file
+            }
             None => Flags::default(),
         };
-        Config::from_flags(flags.over(file))
+        Config::from_flags(flags.over(file), &given)
     }
 
     /// Validate merged arguments, filling defaults.
     ///
     /// # Errors
-    /// An invalid value; the message names the flag and the accepted values.
-    pub fn from_flags(a: Flags) -> Result<Config> {
+    /// An invalid value; the message names where it came from (`src`) and
+    /// the accepted values.
+    pub fn from_flags(a: Flags, src: &Sources) -> Result<Config> {
         let feeds = match &a.feed {
-            Some(list) if !list.is_empty() => list.iter().map(|s| FeedSpec::parse(s)).collect::<Result<_>>()?,
+            Some(list) if !list.is_empty() => {
+                list.iter().map(|s| FeedSpec::parse(s).with_context(|| src.name("feed"))).collect::<Result<_>>()?
+            }
             _ => vec![FeedSpec::Sim { rate: DEFAULT_SIM_RATE, seed: None }],
         };
         let idle = match a.idle.as_deref() {
             None | Some("park") => Idle::Park,
             Some("spin") => Idle::Spin,
             Some("hybrid") => Idle::Hybrid,
-            Some(o) => bail!("--idle `{o}`: expected `park`, `spin` or `hybrid`"),
+            Some(o) => bail!("{} `{o}`: expected `park`, `spin` or `hybrid`", src.name("idle")),
         };
         let slow_consumer = match a.slow_consumer.as_deref() {
             None | Some("conflate") => SlowConsumer::Conflate,
             Some("disconnect") => SlowConsumer::Disconnect,
-            Some(o) => bail!("--slow-consumer `{o}`: expected `conflate` or `disconnect`"),
+            Some(o) => bail!("{} `{o}`: expected `conflate` or `disconnect`", src.name("slow-consumer")),
         };
         let workers = a.workers.unwrap_or_else(default_workers);
         let feed_poll = match a.feed_poll.as_deref() {
             None | Some("auto") if workers == 1 => FeedPoll::Worker,
             None | Some("auto" | "thread") => FeedPoll::Thread,
             Some("worker") => FeedPoll::Worker,
-            Some(o) => bail!("--feed-poll `{o}`: expected `auto`, `thread` or `worker`"),
+            Some(o) => bail!("{} `{o}`: expected `auto`, `thread` or `worker`", src.name("feed-poll")),
         };
         if workers == 0 || workers > crate::ring::MAX_WORKERS {
-            bail!("--workers {workers}: must be 1..={}", crate::ring::MAX_WORKERS);
+            bail!("{} {workers}: must be 1..={}", src.name("workers"), crate::ring::MAX_WORKERS);
         }
         let cpus = match &a.cpus {
-            Some(list) => parse_cpus(list)?,
+            Some(list) => parse_cpus(list).with_context(|| format!("{} `{list}`", src.name("cpus")))?,
             None => Vec::new(),
         };
         let positive = |name: &str, v: Option<usize>, default: usize| -> Result<usize> {
             match v {
-                Some(0) => bail!("--{name} must be at least 1"),
+                Some(0) => bail!("{} must be at least 1", src.name(name)),
                 Some(v) => Ok(v),
                 None => Ok(default),
             }
         };
         let seconds = |name: &str, v: Option<f64>, default: f64| -> Result<Duration> {
             match v {
-                Some(s) if !(0.01..=86_400.0).contains(&s) => bail!("--{name} {s}: must be 0.01 to 86400 seconds"),
+                Some(s) if !(0.01..=86_400.0).contains(&s) => {
+                    bail!("{} {s}: must be 0.01 to 86400 seconds", src.name(name))
+                }
                 Some(s) => Ok(Duration::from_secs_f64(s)),
                 None => Ok(Duration::from_secs_f64(default)),
             }
@@ -521,59 +667,81 @@ impl Config {
             positive("kite-upstream-connections", a.kite_upstream_connections, DEFAULT_KITE_CONNECTIONS)?,
             positive("kite-upstream-instruments", a.kite_upstream_instruments, DEFAULT_KITE_INSTRUMENTS)?,
         );
-        let feeds = kite_credentials(feeds, &a, kite_limits)?;
+        let feeds = kite_credentials(feeds, &a, src, kite_limits)?;
         let heartbeat_ms = a.heartbeat_ms.unwrap_or(1000);
         if heartbeat_ms == 0 {
-            bail!("--heartbeat-ms must be at least 1");
+            bail!("{} must be at least 1", src.name("heartbeat-ms"));
         }
         let ring_capacity = positive("ring-capacity", a.ring_capacity, 65536)?;
         let listen = a.listen.unwrap_or_else(|| "127.0.0.1:8080".parse().expect("literal address"));
-        let openalgo_listen = match a.openalgo_listen.as_deref().unwrap_or("127.0.0.1:8765") {
-            "off" => None,
-            addr => {
-                Some(addr.parse().with_context(|| format!("--openalgo-listen `{addr}`: expected HOST:PORT or off"))?)
+        let listener = |key: &str, given: Option<&str>, default: &str| -> Result<Option<SocketAddr>> {
+            match given.unwrap_or(default) {
+                "off" => Ok(None),
+                addr => parse_addr(addr)
+                    .map(Some)
+                    .map_err(|why| anyhow::anyhow!("{} `{addr}`: {why}, or off", src.name(key))),
             }
         };
-        let kite_listen = match a.kite_listen.as_deref().unwrap_or("off") {
-            "off" => None,
-            addr => Some(addr.parse().with_context(|| format!("--kite-listen `{addr}`: expected HOST:PORT or off"))?),
-        };
+        let openalgo_listen = listener("openalgo-listen", a.openalgo_listen.as_deref(), "127.0.0.1:8765")?;
+        let kite_listen = listener("kite-listen", a.kite_listen.as_deref(), "off")?;
         let main_tls = match (a.tls_cert, a.tls_key) {
             (Some(cert), Some(key)) => Some(TlsPair { cert, key }),
             (None, None) => None,
-            (Some(_), None) => bail!("--tls-cert needs --tls-key"),
-            (None, Some(_)) => bail!("--tls-key needs --tls-cert"),
+            (Some(_), None) => bail!("{} needs --tls-key", src.name("tls-cert")),
+            (None, Some(_)) => bail!("{} needs --tls-cert", src.name("tls-key")),
         };
         let tls = TlsConfig {
-            openalgo: listener_tls("openalgo", a.openalgo_tls_cert, a.openalgo_tls_key, a.openalgo_plain, &main_tls)?,
-            kite: listener_tls("kite", a.kite_tls_cert, a.kite_tls_key, a.kite_plain, &main_tls)?,
+            openalgo: listener_tls(
+                "openalgo",
+                (a.openalgo_tls_cert, a.openalgo_tls_key, a.openalgo_plain),
+                &main_tls,
+                src,
+            )?,
+            kite: listener_tls("kite", (a.kite_tls_cert, a.kite_tls_key, a.kite_plain), &main_tls, src)?,
             main: main_tls,
         };
         let allow_anonymous = a.allow_anonymous.unwrap_or(false);
-        let exposed = std::iter::once(listen)
-            .chain(openalgo_listen)
-            .chain(kite_listen)
-            .find(|l: &SocketAddr| !l.ip().is_loopback());
-        if let (Some(addr), None, false) = (exposed, &a.auth_file, allow_anonymous) {
+        let exposed = [("listen", Some(listen)), ("openalgo-listen", openalgo_listen), ("kite-listen", kite_listen)]
+            .into_iter()
+            .find_map(|(key, l)| l.filter(|l| !l.ip().is_loopback()).map(|l| (key, l)));
+        if let (Some((key, addr)), None, false) = (exposed, &a.auth_file, allow_anonymous) {
             bail!(
-                "refusing to serve {addr} (not loopback) without API keys: give --auth-file PATH, or --allow-anonymous to let anyone who can reach it connect"
+                "refusing to serve {addr} ({}; not loopback) without API keys: give --auth-file PATH, or --allow-anonymous to let anyone who can reach it connect",
+                src.name(key)
             );
         }
         let shm = match &a.shm {
             Some(name) => Some(crate::shm::RegionOptions {
-                path: crate::shm::region_path(name).context("--shm")?,
-                mode: parse_mode(a.shm_mode.as_deref().unwrap_or("0600"))?,
-                group: a.shm_group.as_deref().map(crate::shm::writer::parse_group).transpose()?,
+                path: crate::shm::region_path(name).with_context(|| src.name("shm"))?,
+                mode: {
+                    let mode = a.shm_mode.as_deref().unwrap_or("0600");
+                    parse_mode(mode).with_context(|| format!("{} `{mode}`", src.name("shm-mode")))?
+                },
+                group: match a.shm_group.as_deref() {
+                    Some(g) => Some(
+                        crate::shm::writer::parse_group(g)
+                            .with_context(|| format!("{} `{g}`", src.name("shm-group")))?,
+                    ),
+                    None => None,
+                },
                 capacity: match a.shm_capacity {
                     None => crate::shm::DEFAULT_CAPACITY,
                     Some(n) if n.is_power_of_two() && (2..=1 << 30).contains(&n) => n,
-                    Some(n) => bail!("--shm-capacity {n}: must be a power of two from 2 to 2^30"),
+                    Some(n) => bail!("{} {n}: must be a power of two from 2 to 2^30", src.name("shm-capacity")),
                 },
             }),
-            None if a.shm_mode.is_some() || a.shm_group.is_some() || a.shm_capacity.is_some() => {
-                bail!("--shm-mode, --shm-group and --shm-capacity need --shm NAME")
+            None => {
+                let given = [
+                    ("shm-mode", a.shm_mode.is_some()),
+                    ("shm-group", a.shm_group.is_some()),
+                    ("shm-capacity", a.shm_capacity.is_some()),
+                ];
+                let given: Vec<String> = given.iter().filter(|(_, g)| *g).map(|(key, _)| src.name(key)).collect();
+                if !given.is_empty() {
+                    bail!("{}: need --shm NAME (they configure its region)", given.join(", "));
+                }
+                None
             }
-            None => None,
         };
         Ok(Config {
             shm,
@@ -593,10 +761,13 @@ impl Config {
             max_message_bytes: positive("max-message-bytes", a.max_message_bytes, 64 * 1024)?,
             out_buffer_bytes: positive("out-buffer-bytes", a.out_buffer_bytes, 4 * 1024 * 1024)?,
             ring_capacity,
-            market_hours: crate::market::Schedule::from_spec(a.market_hours.as_ref())?,
+            market_hours: crate::market::Schedule::from_spec(a.market_hours.as_ref())
+                .with_context(|| src.name("market-hours"))?,
             publish_listen: a.publish_listen,
             publish: match a.publish {
-                Some(url) if !url.starts_with("redis://") => bail!("--publish `{url}`: expected redis://HOST:PORT"),
+                Some(url) if !url.starts_with("redis://") => {
+                    bail!("{} `{url}`: expected redis://HOST:PORT", src.name("publish"))
+                }
                 other => other,
             },
             max_channels: positive("max-channels", a.max_channels, 4096)?,
@@ -643,14 +814,22 @@ impl Config {
 ///
 /// # Errors
 /// A second `kite` feed, missing credentials, too many connections or a bad user.
-fn kite_credentials(mut feeds: Vec<FeedSpec>, a: &Flags, limits: (usize, usize)) -> Result<Vec<FeedSpec>> {
+fn kite_credentials(
+    mut feeds: Vec<FeedSpec>,
+    a: &Flags,
+    src: &Sources,
+    limits: (usize, usize),
+) -> Result<Vec<FeedSpec>> {
     let kites = feeds.iter().filter(|f| matches!(f, FeedSpec::Kite(_))).count();
     if kites > 1 {
-        bail!("--feed: at most one kite feed per server (Kite limits connections per API key; got {kites})");
+        bail!(
+            "{}: at most one kite feed per server (Kite limits connections per API key; got {kites})",
+            src.name("feed")
+        );
     }
     let (connections, instruments) = limits;
     if kites == 1 && connections > 64 {
-        bail!("--kite-upstream-connections {connections}: at most 64");
+        bail!("{} {connections}: at most 64", src.name("kite-upstream-connections"));
     }
     for f in &mut feeds {
         let FeedSpec::Kite(k) = f else { continue };
@@ -670,7 +849,7 @@ fn kite_credentials(mut feeds: Vec<FeedSpec>, a: &Flags, limits: (usize, usize))
         if k.user.is_none() {
             if let Some(u) = &a.kite_order_user {
                 if !crate::feed::spec::KiteSpec::valid_user(u) {
-                    bail!("--kite-order-user `{u}`: cannot name a channel (letters, digits, _ @ . | -)");
+                    bail!("{} `{u}`: cannot name a channel (letters, digits, _ @ . | -)", src.name("kite-order-user"));
                 }
                 k.user = Some(u.clone());
             }
@@ -683,23 +862,40 @@ fn kite_credentials(mut feeds: Vec<FeedSpec>, a: &Flags, limits: (usize, usize))
 /// Parse permission bits in octal (`0640`, `640`, `0o640`).
 ///
 /// # Errors
-/// Not octal, beyond 0777, or writable by others (anyone could corrupt the region).
+/// Not octal, beyond 0777, or writable by others (anyone could corrupt the
+/// region); the caller names the setting and quotes the value.
 fn parse_mode(s: &str) -> Result<u32> {
     let digits = s.strip_prefix("0o").unwrap_or(s);
     let mode = u32::from_str_radix(digits, 8).ok().filter(|m| *m <= 0o777);
-    let Some(mode) = mode else { bail!("--shm-mode `{s}`: expected octal permission bits like 0600 or 0640") };
+    let Some(mode) = mode else { bail!("expected octal permission bits like 0600 or 0640") };
     if mode & 0o002 != 0 {
-        bail!("--shm-mode `{s}`: others may not write the region (anyone could corrupt what readers see); use a group");
+        bail!("others may not write the region (anyone could corrupt what readers see); use a group");
     }
     if mode & 0o600 != 0o600 {
-        bail!("--shm-mode `{s}`: the owner needs read and write (0600 at least)");
+        bail!("the owner needs read and write (0600 at least)");
     }
     Ok(mode)
 }
 
-fn read_file(path: &Path) -> Result<Flags> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
+/// The `--config` file's flags, and the keys it gives.
+///
+/// # Errors
+/// Unreadable, not TOML (with the line), or a bad key or value (naming the
+/// file and the key).
+fn read_file(path: &Path) -> Result<(Flags, Vec<String>)> {
+    let shown = || format!("config file {}", path.display());
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", shown()))?;
+    let table: toml::Table = text.parse().with_context(shown)?;
+    let keys = table.keys().cloned().collect();
+    // One key at a time, so that a bad value's error names its key.
+    let mut flags = Flags::default();
+    for (key, value) in table {
+        let one: Flags = toml::Value::Table(toml::Table::from_iter([(key.clone(), value)]))
+            .try_into()
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("{}, key {key}: {}", shown(), e.message().trim()))?;
+        flags = one.over(flags);
+    }
+    Ok((flags, keys))
 }
 
 #[cfg(test)]
@@ -714,8 +910,9 @@ mod tests {
     }
 
     fn parse(argv: &[&str]) -> Result<Config> {
-        use clap::Parser;
-        Config::load(TestCli::try_parse_from(std::iter::once("tickcast").chain(argv.iter().copied()))?.flags)
+        let args = std::iter::once("tickcast").chain(argv.iter().copied()).map(OsString::from).collect();
+        let (cli, given) = parse_args::<TestCli>(args)?;
+        Config::load(cli.flags, given)
     }
 
     #[test]

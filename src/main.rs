@@ -3,13 +3,12 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
-use tickcast::cli::{Cli, Command};
+use tickcast::cli::Command;
 use tickcast::config::Config;
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let cli = Cli::parse();
+    let (cli, given) = tickcast::cli::parse();
     let sub = match cli.command {
         Some(Command::Record(r)) => Some(("record", tickcast::record::run(r))),
         Some(Command::Bench(b)) => Some(("bench", tickcast::bench::run(*b))),
@@ -30,7 +29,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    let config = match Config::load(cli.flags) {
+    let config = match Config::load(cli.flags, given) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("tickcast: {e:#}");

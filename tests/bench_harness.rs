@@ -80,10 +80,96 @@ fn a_spawned_two_second_run_reports_deliveries_and_percentiles() {
     assert!(server_cpu > 0.0 && server_cpu <= cores + 0.1, "server CPU {server_cpu} cores (of {cores}): {r}");
     let svg = std::fs::read_to_string(&plot).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("99.9%"));
+    // The chart carries the run's parameters, outcome and date.
+    let year = jiff::Timestamp::now().strftime("%Y").to_string();
+    for want in [
+        "2,000 ticks/s for 2.00 s; 4 clients × 5 subs of 20 tokens".to_string(),
+        format!("{} samples, loss ", thousands(delivered)),
+        "feeder lag p99 ".to_string(),
+        format!("{year}-"),
+    ] {
+        assert!(svg.contains(&want), "plot has {want:?}: {svg}");
+    }
+    // Where the files went, and the spawned server's log (a file, not stderr).
+    for want in [format!("plot: {}", plot.display()), format!("hlog: {}", hlog.display())] {
+        assert!(stderr.contains(&want), "{want:?} in {stderr}");
+    }
+    let server_log = stderr.split("server log: ").nth(1).and_then(|l| l.lines().next()).expect("server log path");
+    std::fs::remove_file(server_log).unwrap_or_else(|e| panic!("the server's log {server_log}: {e}"));
+    assert!(!stderr.contains("measuring:"), "no progress line off a terminal: {stderr}");
     let log = std::fs::read_to_string(&hlog).unwrap();
     let intervals = log.lines().filter(|l| l.contains("HIST")).count();
     assert!(intervals >= 2, "one interval per measured second: {log}");
     assert!(log.lines().filter(|l| l.contains("HIST")).all(|l| l.starts_with("Tag=custom_json_2000/s,")), "{log}");
+}
+
+/// `n` with thousands separators, as the report writes counts.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `tickcast bench ARGS` on a terminal (`script` gives it a pseudo-terminal):
+/// (success, everything it wrote to the terminal).
+fn bench_on_a_terminal(args: &[&str]) -> (bool, String) {
+    let cmd = std::iter::once(env!("CARGO_BIN_EXE_tickcast"))
+        .chain(std::iter::once("bench"))
+        .chain(args.iter().copied())
+        .map(|a| format!("'{a}'"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = Command::new("script").args(["-qefc", &cmd, "/dev/null"]).output().expect("script (util-linux)");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// On a terminal, a run shows a progress line on stderr, rewritten in place
+/// while it runs, then the report; with --json, only the JSON.
+#[test]
+fn a_run_on_a_terminal_shows_its_progress() {
+    let (ok, out) = bench_on_a_terminal(SMALL_RUN);
+    assert!(ok, "{out}");
+    // Each rewrite of the line ends by erasing the rest of it.
+    let updates = out.matches("\x1b[K").count();
+    let measuring = out.matches("custom json 1000/s: measuring: ").count();
+    assert!(measuring >= 1 && updates >= 3, "progress updates ({updates}, {measuring} measuring): {out:?}");
+    assert!(out.contains("custom json 1000/s: subscribing: ") || out.contains("custom json 1000/s: warming up: "));
+    assert!(out.contains("p99.9"), "then the report: {out}");
+    let (ok, out) = bench_on_a_terminal(&[SMALL_RUN, &["--json"]].concat());
+    assert!(ok, "{out}");
+    assert!(!out.contains("measuring:") && out.contains("\"latency_ns\""), "--json: no progress line: {out}");
+}
+
+/// --find-max plots the objective and each step's verdict; a server that
+/// refuses to start is reported with its log.
+#[test]
+fn find_max_plots_the_objective_and_each_steps_verdict() {
+    let dir = std::env::temp_dir().join(format!("tickcast-bench-find-max-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let plot = dir.join("max.svg");
+    // No step can hold a 1 ns p99: the search stops after its first step.
+    let (ok, stdout, stderr) =
+        bench(&[SMALL_RUN, &["--find-max", "--slo", "1ns", "--plot", plot.to_str().unwrap()]].concat());
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("no rate held (loss < 0.1%, p99 ≤ 1ns)"), "{stdout}");
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    for want in
+        [">SLO: p99 ≤ 1ns</text>", "custom json 1000/s: failed (p99 ", "a step holds with loss &lt; 0.1% and p99 ≤ 1ns"]
+    {
+        assert!(svg.contains(want), "{want:?} in {svg}");
+    }
+    assert!(svg.contains("--find-max from 1,000 ticks/s for 1.00 s; 2 clients × 3 subs of 10 tokens"), "{svg}");
+    std::fs::remove_dir_all(&dir).unwrap();
+    let (ok, _, stderr) = bench(&[SMALL_RUN, &["--server-arg=--idle", "--server-arg=sometimes"]].concat());
+    assert!(!ok, "a server that cannot start fails the run");
+    assert!(stderr.contains("the server did not start") && stderr.contains("its log, "), "{stderr}");
+    assert!(stderr.contains("--idle `sometimes`"), "the server's own error, from its log: {stderr}");
 }
 
 /// A one-second spawned run: 2 clients × 3 of 10 tokens at 1000 ticks/s.

@@ -319,12 +319,14 @@ fn received(c: &mut Conn, bytes: &[u8], now_ns: u64, t: &mut Tally) {
 
 /// Run `specs` until `stop`; `ready` counts connections that settled: their
 /// subscription was acknowledged, or they are gone. Measured: deliveries
-/// with `ts` in `window`.
+/// with `ts` in `window`, also added to `measured_so_far` once per turn
+/// (for the progress line).
 pub fn run(
     specs: Vec<ClientSpec>,
     ready: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     window: (Arc<AtomicU64>, Arc<AtomicU64>),
+    measured_so_far: Arc<AtomicU64>,
 ) -> io::Result<Measured> {
     let mut poll = Poll::new()?;
     let mut conns = Vec::with_capacity(specs.len());
@@ -352,7 +354,12 @@ pub fn run(
     let mut t = Tally { window: (0, 0), per_second: Vec::new(), delivered: 0, bytes: 0, failed: 0, settled: &ready };
     let mut events = Events::with_capacity(1024);
     let mut chunk = vec![0u8; 256 * 1024];
+    let mut shown = 0;
     while !stop.load(Ordering::Relaxed) {
+        if t.delivered != shown {
+            measured_so_far.fetch_add(t.delivered - shown, Ordering::Relaxed);
+            shown = t.delivered;
+        }
         poll.poll(&mut events, Some(Duration::from_millis(20)))?;
         t.window = (window.0.load(Ordering::Relaxed), window.1.load(Ordering::Relaxed));
         for ev in events.iter() {

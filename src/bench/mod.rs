@@ -15,11 +15,13 @@ pub mod clients;
 pub mod feeder;
 pub mod hlog;
 pub mod plot;
+mod progress;
 pub mod report;
 pub mod shm;
 mod spawn;
 mod tls;
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -280,7 +282,7 @@ type Run = (Report, Vec<hdrhistogram::Histogram<u64>>);
 fn run_once(a: &BenchArgs, shape: &Shape, server: &Target, tokens: &[u32]) -> Result<Run> {
     let (ws, path, udp) = (server.ws, server.path.as_str(), server.udp);
     let load_cpus = match &a.load_cpus {
-        Some(l) => parse_cpus(l)?,
+        Some(l) => parse_cpus(l).with_context(|| format!("--load-cpus `{l}`"))?,
         None => Vec::new(),
     };
     let sources = source_addrs(a, shape, ws)?;
@@ -312,7 +314,10 @@ fn run_once(a: &BenchArgs, shape: &Shape, server: &Target, tokens: &[u32]) -> Re
     let mut readers = match (a.shm_readers, &server.shm) {
         (0, _) => None,
         (n, Some(path)) => {
-            let cpus = a.shm_cpus.as_deref().map(parse_cpus).transpose()?.unwrap_or_default();
+            let cpus = match a.shm_cpus.as_deref() {
+                Some(l) => parse_cpus(l).with_context(|| format!("--shm-cpus `{l}`"))?,
+                None => Vec::new(),
+            };
             Some(shm::Readers::start(n, path, &a.shm_wait, &cpus)?)
         }
         (_, None) => bail!("--shm-readers needs the server's region: --spawn, or --shm NAME"),
@@ -324,16 +329,30 @@ fn run_once(a: &BenchArgs, shape: &Shape, server: &Target, tokens: &[u32]) -> Re
     let mut handles = Vec::new();
     let window_start = Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
     let window_end = Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
+    let measured = Arc::new(std::sync::atomic::AtomicU64::new(0));
     for (i, g) in groups.into_iter().enumerate() {
         let (ready, stop, cpus) = (ready.clone(), stop.clone(), load_cpus.clone());
-        let (ws_start, ws_end) = (window_start.clone(), window_end.clone());
+        let (ws_start, ws_end, measured) = (window_start.clone(), window_end.clone(), measured.clone());
         handles.push(std::thread::spawn(move || {
             if !cpus.is_empty() {
                 pin(&cpus, i + 1);
             }
-            clients::run(g, ready, stop, (ws_start, ws_end))
+            clients::run(g, ready, stop, (ws_start, ws_end), measured)
         }));
     }
+    let label = match &a.label {
+        Some(l) if a.find_max => format!("{l} {}/s", shape.rate),
+        Some(l) => l.clone(),
+        None => format!("{} {} {}/s", shape.scenario, a.format, shape.rate),
+    };
+    let live = progress::Live {
+        label: label.clone(),
+        clients: shape.clients,
+        ready: ready.clone(),
+        window: (window_start.clone(), window_end.clone()),
+        measured,
+    };
+    let progress = progress::Progress::start(!a.json && std::io::stderr().is_terminal(), live);
     let deadline = Instant::now() + Duration::from_secs(30);
     while ready.load(Ordering::Relaxed) < shape.clients && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
@@ -389,6 +408,7 @@ fn run_once(a: &BenchArgs, shape: &Shape, server: &Target, tokens: &[u32]) -> Re
     let server_cpu = server_pid.as_deref().map(process_cpu_secs).zip(server_cpu0).map(|(b, a)| b - a);
     std::thread::sleep(Duration::from_millis(500)); // let in-flight deliveries land
     stop.store(true, Ordering::Relaxed);
+    drop(progress);
     let shm_results = match readers {
         Some(r) => r.finish()?,
         None => Vec::new(),
@@ -431,11 +451,7 @@ fn run_once(a: &BenchArgs, shape: &Shape, server: &Target, tokens: &[u32]) -> Re
     let expected = sent.measured.iter().zip(&subscribers).map(|(n, s)| n * s).sum();
     let elapsed = (now_ns().min(end) - start) as f64 / 1e9;
     let report = Report {
-        label: match &a.label {
-            Some(l) if a.find_max => format!("{l} {}/s", shape.rate),
-            Some(l) => l.clone(),
-            None => format!("{} {} {}/s", shape.scenario, a.format, shape.rate),
-        },
+        label,
         scenario: shape.scenario.clone(),
         url: format!("{}://{ws}{path}", if server.tls.is_some() { "wss" } else { "ws" }),
         format: a.format.clone(),
@@ -457,6 +473,29 @@ fn run_once(a: &BenchArgs, shape: &Shape, server: &Target, tokens: &[u32]) -> Re
     Ok((report, per_second))
 }
 
+/// What a plot of `reports` says besides its curves: each run's load and
+/// outcome (a `--find-max` search: the first step's load and the
+/// objective, also drawn as a line), and when and by what it was made.
+fn plot_notes(a: &BenchArgs, reports: &[Report], slo_ns: u64) -> plot::Notes {
+    let mut notes = plot::Notes::default();
+    match reports.first() {
+        Some(first) if a.find_max => {
+            notes.lines.push(format!("--find-max from {}; each step ×1.5 the rate", first.load_line()));
+            notes.lines.push(format!("a step holds with loss < 0.1% and p99 ≤ {}", a.slo));
+            notes.slo = Some((slo_ns, format!("SLO: p99 ≤ {}", a.slo)));
+        }
+        _ => {
+            for r in reports {
+                notes.lines.push(r.load_line());
+                notes.lines.push(r.outcome_line());
+            }
+        }
+    }
+    let now = jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M:%S UTC");
+    notes.lines.push(format!("{now}, tickcast {}", env!("CARGO_PKG_VERSION")));
+    notes
+}
+
 /// Run `tickcast bench`.
 ///
 /// # Errors
@@ -466,7 +505,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
         let out = a.plot.as_ref().context("--plot-hlog needs --plot FILE.svg to write the chart to")?;
         let runs = hlog::read(&a.plot_hlog)?;
         let refs: Vec<(&str, &hdrhistogram::Histogram<u64>)> = runs.iter().map(|(n, h)| (n.as_str(), h)).collect();
-        std::fs::write(out, plot::plot_svg("tickcast bench: latency by percentile", &refs))
+        let files: Vec<String> = a.plot_hlog.iter().map(|p| p.display().to_string()).collect();
+        let notes = plot::Notes { lines: vec![format!("from {}", files.join(", "))], slo: None };
+        std::fs::write(out, plot::plot_svg("tickcast bench: latency by percentile", &refs, &notes))
             .with_context(|| format!("writing {}", out.display()))?;
         println!("{}: {} runs", out.display(), runs.len());
         return Ok(());
@@ -499,6 +540,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         let tls =
             a.tls_cert.is_some().then(|| tls::ClientTls::new("localhost", a.ca.as_deref(), a.insecure)).transpose()?;
         let s = spawn_server(&a, &shape, tls.as_ref())?;
+        eprintln!("server log: {}", s.log.display());
         let (ws, udp) = (s.ws, s.udp);
         let tokens: Vec<u32> = (1..=shape.tokens as u32).collect();
         // The generated master's instruments are NSE equities: Kite segment 1.
@@ -545,8 +587,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     loop {
         let (r, per_second) = run_once(&a, &shape, &target, &tokens)?;
         intervals.push(per_second);
-        let (loss, p99) = r.verdict();
-        let held = loss < 0.1 && p99 <= slo;
+        let held = r.held(slo);
         if !a.json {
             print!("{}", r.table());
             for w in r.warnings(std::thread::available_parallelism().map_or(1, |n| n.get())) {
@@ -560,7 +601,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         shape.rate = (shape.rate as f64 * 1.5) as u64;
     }
     if a.find_max {
-        let best = reports.iter().filter(|r| r.verdict().0 < 0.1 && r.verdict().1 <= slo).map(|r| r.rate).max();
+        let best = reports.iter().filter(|r| r.held(slo)).map(|r| r.rate).max();
         match best {
             Some(rate) if !a.json => println!("highest rate that held (loss < 0.1%, p99 ≤ {}): {rate} ticks/s", a.slo),
             None if !a.json => println!("no rate held (loss < 0.1%, p99 ≤ {})", a.slo),
@@ -575,13 +616,26 @@ pub fn run(a: BenchArgs) -> Result<()> {
         );
     }
     if let Some(p) = &a.plot {
-        let curves: Vec<(String, &hdrhistogram::Histogram<u64>)> = reports.iter().flat_map(Report::curves).collect();
+        // A --find-max step's curves carry its verdict.
+        let curves: Vec<(String, &hdrhistogram::Histogram<u64>)> = reports
+            .iter()
+            .flat_map(|r| {
+                let verdict = a.find_max.then(|| r.verdict_text(slo));
+                r.curves().into_iter().map(move |(name, h)| match &verdict {
+                    Some(v) => (format!("{name}: {v}"), h),
+                    None => (name, h),
+                })
+            })
+            .collect();
         let runs: Vec<(&str, &hdrhistogram::Histogram<u64>)> = curves.iter().map(|(n, h)| (n.as_str(), *h)).collect();
-        std::fs::write(p, plot::plot_svg("tickcast bench: latency by percentile", &runs))
+        let notes = plot_notes(&a, &reports, slo);
+        std::fs::write(p, plot::plot_svg("tickcast bench: latency by percentile", &runs, &notes))
             .with_context(|| format!("writing {}", p.display()))?;
+        eprintln!("plot: {}", p.display());
     }
     if let Some(p) = &a.hlog {
         hlog::write(p, &reports, &intervals)?;
+        eprintln!("hlog: {}", p.display());
     }
     drop(spawned);
     Ok(())

@@ -2,6 +2,11 @@
 //! percentile distributions on one SVG, latency (log) against 1/(1−q)
 //! (log), as HdrHistogram's own plotter draws them. Self-contained SVG, no
 //! scripts, finite numbers only.
+//!
+//! A chart read later, away from the terminal that made it, carries what it
+//! needs to be understood ([`Notes`]): the run's parameters and outcome
+//! under the title and, for `--find-max`, the objective as a dashed line
+//! (each step's verdict is in its legend label).
 
 use std::fmt::Write as _;
 
@@ -31,6 +36,8 @@ const PLOT_HEIGHT: f64 = 560.0;
 const MARGIN_LEFT: f64 = 80.0;
 const MARGIN_RIGHT: f64 = 30.0;
 const MARGIN_TOP: f64 = 50.0;
+/// Height of one line of notes under the title, px.
+const NOTE_LINE: f64 = 15.0;
 const MARGIN_BOTTOM: f64 = 60.0;
 
 /// Plot samples per decade of 1/(1−q).
@@ -77,6 +84,15 @@ fn decade_bounds(lo: u64, hi: u64) -> (u32, u32) {
     (below, above.max(below + 1))
 }
 
+/// What a plot says besides its curves.
+#[derive(Clone, Debug, Default)]
+pub struct Notes {
+    /// Lines under the title: the run's parameters, outcome and date.
+    pub lines: Vec<String>,
+    /// An objective drawn across the plot as a dashed line: (latency ns, its label).
+    pub slo: Option<(u64, String)>,
+}
+
 /// The plot area and its scales: x in decades of 1/(1−q), y in decades of ns (10^y_lo ..= 10^y_hi).
 struct Frame {
     left: f64,
@@ -88,14 +104,15 @@ struct Frame {
 }
 
 impl Frame {
-    /// The frame for curves whose latencies span `lo..=hi` ns, or 1 µs .. 1 ms when there are none.
-    fn new(span: Option<(u64, u64)>) -> Frame {
+    /// The frame for curves whose latencies span `lo..=hi` ns, or 1 µs .. 1 ms when there are none,
+    /// below `notes` lines of notes.
+    fn new(span: Option<(u64, u64)>, notes: usize) -> Frame {
         let (y_lo, y_hi) = span.map_or((3, 6), |(lo, hi)| decade_bounds(lo, hi));
         Frame {
             left: MARGIN_LEFT,
             right: PLOT_WIDTH - MARGIN_RIGHT,
-            top: MARGIN_TOP,
-            bottom: PLOT_HEIGHT - MARGIN_BOTTOM,
+            top: MARGIN_TOP + NOTE_LINE * notes as f64,
+            bottom: PLOT_HEIGHT + NOTE_LINE * notes as f64 - MARGIN_BOTTOM,
             y_lo,
             y_hi,
         }
@@ -115,7 +132,7 @@ impl Frame {
     /// Grid lines, tick labels, the frame and the axis titles. The y axis gets a labelled line per
     /// decade and faint lines at 2..9 × each decade, also labelled at 2 and 5 when the range spans
     /// no more than two decades.
-    fn write_axes(&self, svg: &mut String) {
+    fn write_axes(&self, svg: &mut String, height: f64) {
         let Frame { left, right, top, bottom, y_lo, y_hi } = *self;
         let few_decades = y_hi - y_lo <= 2;
         // A grid line at m × 10^e ns: major (and labelled) at m = 1, faint otherwise.
@@ -159,12 +176,29 @@ impl Frame {
             svg,
             r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">percentile</text>"#,
             (left + right) / 2.0,
-            PLOT_HEIGHT - 18.0
+            height - 18.0
         );
         let mid = (top + bottom) / 2.0;
         let _ = writeln!(
             svg,
             r#"<text x="18" y="{mid:.1}" text-anchor="middle" transform="rotate(-90 18 {mid:.1})">latency</text>"#
+        );
+    }
+
+    /// The objective: a dashed line at `ns` across the plot, labelled at its right end.
+    fn write_slo(&self, svg: &mut String, ns: u64, label: &str) {
+        let y = self.y(ns as f64);
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{:.1}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#c00" stroke-width="1.5" stroke-dasharray="6 4"/>"##,
+            self.left, self.right
+        );
+        let _ = writeln!(
+            svg,
+            r##"<text x="{:.1}" y="{:.1}" text-anchor="end" fill="#c00">{}</text>"##,
+            self.right - 6.0,
+            y - 5.0,
+            xml_escape(label)
         );
     }
 
@@ -231,13 +265,18 @@ impl Frame {
 /// ticks) against percentile on an x axis of 1/(1−q) on a log scale, labelled "50%", "90%", "99%",
 /// "99.9%", "99.99%", "99.999%"; one line per run, named by its label in the legend; `title` on top.
 ///
-/// Returns a complete standalone SVG document, 900×560 px, with no external fonts or scripts.
-/// Each curve ends, with a dot, at its histogram's max (or at 99.999% if the max lies beyond); an
-/// empty histogram gets a legend entry marked "(no data)" and no line.
-pub fn plot_svg(title: &str, runs: &[(&str, &Histogram<u64>)]) -> String {
+/// `notes` go under the title (a line each, pushing the plot down) and, with an objective, as a
+/// dashed line across the plot (its latency within the y range).
+///
+/// Returns a complete standalone SVG document, 900 px wide (560 px high, plus a line per note),
+/// with no external fonts or scripts. Each curve ends, with a dot, at its histogram's max (or at
+/// 99.999% if the max lies beyond); an empty histogram gets a legend entry marked "(no data)" and
+/// no line.
+pub fn plot_svg(title: &str, runs: &[(&str, &Histogram<u64>)], notes: &Notes) -> String {
     let curves: Vec<Vec<(f64, u64)>> = runs.iter().map(|(_, h)| curve(h)).collect();
-    let samples = curves.iter().flatten().map(|&(_, ns)| ns);
-    let frame = Frame::new(samples.clone().min().zip(samples.max()));
+    let samples = curves.iter().flatten().map(|&(_, ns)| ns).chain(notes.slo.as_ref().map(|(ns, _)| *ns));
+    let frame = Frame::new(samples.clone().min().zip(samples.max()), notes.lines.len());
+    let height = PLOT_HEIGHT + NOTE_LINE * notes.lines.len() as f64;
     let labels: Vec<&str> = runs.iter().map(|&(label, _)| label).collect();
     let title = xml_escape(title);
 
@@ -245,7 +284,7 @@ pub fn plot_svg(title: &str, runs: &[(&str, &Histogram<u64>)]) -> String {
     let mut svg = String::new();
     let _ = writeln!(
         svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{PLOT_WIDTH}" height="{PLOT_HEIGHT}" viewBox="0 0 {PLOT_WIDTH} {PLOT_HEIGHT}" font-family="sans-serif" font-size="12">"#
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{PLOT_WIDTH}" height="{height}" viewBox="0 0 {PLOT_WIDTH} {height}" font-family="sans-serif" font-size="12">"#
     );
     let _ = writeln!(svg, "<title>{title}</title>");
     let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
@@ -254,7 +293,19 @@ pub fn plot_svg(title: &str, runs: &[(&str, &Histogram<u64>)]) -> String {
         r#"<text x="{:.1}" y="30" text-anchor="middle" font-size="16" font-weight="bold">{title}</text>"#,
         (frame.left + frame.right) / 2.0
     );
-    frame.write_axes(&mut svg);
+    for (i, line) in notes.lines.iter().enumerate() {
+        let _ = writeln!(
+            svg,
+            r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" fill="#333">{}</text>"##,
+            (frame.left + frame.right) / 2.0,
+            48.0 + NOTE_LINE * i as f64,
+            xml_escape(line)
+        );
+    }
+    frame.write_axes(&mut svg, height);
+    if let Some((ns, label)) = &notes.slo {
+        frame.write_slo(&mut svg, *ns, label);
+    }
     frame.write_curves(&mut svg, &curves);
     frame.write_legend(&mut svg, &labels, &curves);
     svg.push_str("</svg>\n");
@@ -289,6 +340,7 @@ mod tests {
         let svg = plot_svg(
             "tickcast bench: latency by percentile",
             &[("hft json", &uniform), ("retail rkyv", &narrow), ("one sample", &single)],
+            &Notes::default(),
         );
         assert_wellformed(&svg, "three runs");
         for needle in ["hft json", "retail rkyv", "one sample", "tickcast bench: latency by percentile"] {
@@ -341,7 +393,7 @@ mod tests {
             ("empty and full", vec![("idle", &empty), ("busy", &uniform)]),
         ];
         for (name, runs) in cases {
-            let svg = plot_svg("empty", &runs);
+            let svg = plot_svg("empty", &runs, &Notes::default());
             assert_wellformed(&svg, name);
             for (label, _) in &runs {
                 assert!(svg.contains(label), "{name}: no legend {label}");
@@ -352,9 +404,25 @@ mod tests {
     #[test]
     fn plot_escapes_text() {
         let h = uniform_histogram();
-        let svg = plot_svg("a < b & c", &[("<script>", &h)]);
+        let svg = plot_svg("a < b & c", &[("<script>", &h)], &Notes::default());
         assert!(svg.contains("a &lt; b &amp; c"));
         assert!(svg.contains("&lt;script&gt;") && !svg.contains("<script>"));
+    }
+
+    #[test]
+    fn notes_go_under_the_title_and_the_objective_across_the_plot() {
+        let h = uniform_histogram(); // 1 µs to 100 ms
+        let notes = Notes {
+            lines: vec!["2 clients × 5 subs".into(), "a < b".into()],
+            slo: Some((1_000_000_000, "SLO: p99 ≤ 1s".into())),
+        };
+        let svg = plot_svg("t", &[("run: held", &h)], &notes);
+        assert_wellformed(&svg, "notes");
+        assert!(svg.contains(">2 clients × 5 subs</text>") && svg.contains(">a &lt; b</text>"), "{svg}");
+        assert!(svg.contains(r#"height="590""#), "two note lines add 30 px: {svg}");
+        assert!(svg.contains(">SLO: p99 ≤ 1s</text>") && svg.contains("stroke-dasharray=\"6 4\""), "{svg}");
+        // The objective (1 s) is beyond the curve's 100 ms max: the y axis reaches it.
+        assert!(svg.contains(">1 s</text>"), "{svg}");
     }
 
     #[test]

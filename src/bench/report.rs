@@ -146,6 +146,52 @@ impl Report {
         (loss, self.shm.iter().map(|r| at(&r.sched, 0.99)).max().unwrap_or(0))
     }
 
+    /// Did the run hold the `--find-max` objective: loss under 0.1% and p99 within `slo_ns`?
+    pub fn held(&self, slo_ns: u64) -> bool {
+        let (loss, p99) = self.verdict();
+        loss < 0.1 && p99 <= slo_ns
+    }
+
+    /// A `--find-max` step's verdict: "held (p99 812 µs, loss 0%)" or "failed (…)".
+    pub fn verdict_text(&self, slo_ns: u64) -> String {
+        let (loss, p99) = self.verdict();
+        let word = if self.held(slo_ns) { "held" } else { "failed" };
+        format!("{word} (p99 {}, loss {})", fmt_duration(p99), fmt_pct(loss))
+    }
+
+    /// The offered load and audience: "2,000 ticks/s for 2.00 s; 4 clients × 5 subs of 20 tokens".
+    pub fn load_line(&self) -> String {
+        let audience = match self.clients {
+            0 => format!("{} tokens, no WebSocket clients", thousands(self.tokens as u64)),
+            c => format!(
+                "{} clients × {} subs of {} tokens",
+                thousands(c as u64),
+                thousands(self.subs as u64),
+                thousands(self.tokens as u64)
+            ),
+        };
+        let readers = match self.shm.len() {
+            0 => String::new(),
+            n => format!(", {n} shared-memory readers"),
+        };
+        format!("{} ticks/s for {}; {audience}{readers}", thousands(self.rate), fmt_secs(self.secs))
+    }
+
+    /// What the run measured, for a plot: "7,890 samples, loss 0%, feeder lag p99 12.0 µs"
+    /// (samples and loss of the clients, or without clients of the shared-memory readers).
+    pub fn outcome_line(&self) -> String {
+        let samples = match self.clients {
+            0 => self.shm.iter().map(|r| r.recv.len()).sum(),
+            _ => self.latency.len(),
+        };
+        format!(
+            "{} samples, loss {}, feeder lag p99 {}",
+            thousands(samples),
+            fmt_pct(self.verdict().0),
+            fmt_duration(at(&self.feeder_lag, 0.99))
+        )
+    }
+
     /// Feeder lag p50, p99 and max in ns, labelled "p50", "p99", "max" (zero when empty).
     pub fn feeder_lag(&self) -> [(&'static str, u64); 3] {
         [("p50", 0.5), ("p99", 0.99), ("max", 1.0)].map(|(label, q)| (label, at(&self.feeder_lag, q)))
@@ -160,16 +206,7 @@ impl Report {
             let _ = writeln!(out, "  {key:<12}{value}");
         };
         line("scenario", format!("{}, {} frames, {}", self.scenario, self.format, self.url));
-        let audience = match self.clients {
-            0 => format!("{} tokens, no WebSocket clients", thousands(self.tokens as u64)),
-            c => format!(
-                "{} clients × {} subs of {} tokens",
-                thousands(c as u64),
-                thousands(self.subs as u64),
-                thousands(self.tokens as u64)
-            ),
-        };
-        line("load", format!("{} ticks/s for {}; {audience}", thousands(self.rate), fmt_secs(self.secs)));
+        line("load", self.load_line());
         if self.clients > 0 {
             line(
                 "delivered",

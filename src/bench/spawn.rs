@@ -1,6 +1,8 @@
 //! `tickcast bench --spawn`: start this binary as the server under test
 //! (a generated master with the run's tokens, a UDP or simulated feed, one
 //! worker, pinned with `--server-cpus`), find its addresses, stop it after.
+//! Its log goes to a file of its own (kept after the run), so that it never
+//! interleaves with the report.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -18,6 +20,8 @@ pub(super) struct Spawned {
     pub(super) udp: SocketAddr,
     /// Its shared-memory region, with `--shm-readers`.
     pub(super) shm: Option<String>,
+    /// Its log (stderr), kept after the run.
+    pub(super) log: std::path::PathBuf,
     pub(super) _master: tempfile_path::TempPath,
 }
 
@@ -48,8 +52,8 @@ impl Drop for Spawned {
 
 /// `GET /status` of a server, as JSON.
 /// How long the spawned server's `/status` may take: generous, since a
-/// loaded machine (a build beside the run) can delay its first answer by
-/// seconds.
+/// machine loaded by other work (or a test suite) may take seconds to
+/// schedule the server's http thread.
 pub(super) const STATUS_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn status(addr: SocketAddr, tls: Option<&super::tls::ClientTls>) -> Result<serde_json::Value> {
@@ -92,6 +96,9 @@ pub(super) fn spawn_server(a: &BenchArgs, shape: &Shape, tls: Option<&super::tls
         .args(&a.server_arg)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped());
+    let log = std::env::temp_dir().join(format!("tickcast-bench-server-{}.log", std::process::id()));
+    let log_file = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+    cmd.stderr(log_file);
     if let Some(cpus) = &a.server_cpus {
         cmd.args(["--cpus", cpus]);
     }
@@ -103,25 +110,47 @@ pub(super) fn spawn_server(a: &BenchArgs, shape: &Shape, tls: Option<&super::tls
         cmd.args(["--shm", path]);
     }
     let mut child = cmd.spawn().context("starting the server")?;
-    let stdout = child.stdout.take().context("server stdout")?;
-    // Owned from here: a server that fails the checks below is stopped.
-    let unset: SocketAddr = "0.0.0.0:0".parse()?;
-    let mut s = Spawned { child, ws: unset, udp: unset, shm, _master: master };
+    match addresses(&mut child, a, &log, tls) {
+        Ok((ws, udp)) => Ok(Spawned { child, ws, udp, shm, log, _master: master }),
+        Err(e) => {
+            // Not left running behind a failed run (it may be up but slow).
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(e)
+        }
+    }
+}
+
+/// The spawned server's WebSocket and UDP feed addresses, from its banner
+/// and `/status`.
+///
+/// # Errors
+/// No banner (it did not start: the error quotes its `log`), or no answer.
+fn addresses(
+    child: &mut Child,
+    a: &BenchArgs,
+    log: &std::path::Path,
+    tls: Option<&super::tls::ClientTls>,
+) -> Result<(SocketAddr, SocketAddr)> {
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line)?;
-    s.ws = line
+    BufReader::new(child.stdout.take().context("server stdout")?).read_line(&mut line)?;
+    let ws: SocketAddr = line
         .split("listening on ")
         .nth(1)
         .and_then(|r| r.split("://").nth(1))
         .and_then(|r| r.split('/').next())
         .and_then(|a| a.parse().ok())
-        .with_context(|| format!("unexpected server banner {line:?}"))?;
-    let st = status(s.ws, tls).context("reading the spawned server's /status")?;
-    s.udp = match a.source.as_str() {
+        .with_context(|| {
+            let said = std::fs::read_to_string(log).unwrap_or_default();
+            format!("the server did not start (banner {line:?}); its log, {}:\n{}", log.display(), said.trim_end())
+        })?;
+    let st = status(ws, tls)
+        .with_context(|| format!("asking the spawned server for /status (its log: {})", log.display()))?;
+    let udp = match a.source.as_str() {
         "sim" => "127.0.0.1:9".parse()?, // unused: no feeder
         _ => {
             st["feeds"][0]["address"].as_str().and_then(|a| a.parse().ok()).context("the server's UDP feed address")?
         }
     };
-    Ok(s)
+    Ok((ws, udp))
 }

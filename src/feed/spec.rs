@@ -278,20 +278,38 @@ impl FeedSpec {
                     match kv.split_once('=') {
                         Some(("rate", v)) => {
                             let r = v.parse().ok().filter(|&r| r > 0);
-                            rate = r.with_context(|| format!("feed `{spec}`: rate must be a positive integer, got `{v}`"))?;
+                            rate = r.with_context(|| {
+                                format!("feed `{spec}`: rate must be a positive integer, got `{v}`")
+                            })?;
                         }
-                        Some(("seed", v)) => seed = Some(v.parse().with_context(|| format!("feed `{spec}`: seed must be an integer"))?),
+                        Some(("seed", v)) => {
+                            seed = Some(v.parse().with_context(|| format!("feed `{spec}`: seed must be an integer"))?)
+                        }
                         _ => bail!("feed `{spec}`: unknown option `{kv}` (sim takes `rate=N,seed=S`)"),
                     }
                 }
                 Ok(FeedSpec::Sim { rate, seed })
             }
-            _ => bail!(
-                "feed `{spec}`: unknown source `{kind}` (supported: `sim[:rate=N]`, `udp://HOST:PORT`, `tcp://HOST:PORT`, `redis://HOST:PORT`, `kite://HOST?api_key=…`, `kite+ws://HOST:PORT/PATH?…`, `replay:PATH`)"
-            ),
+            _ => {
+                let kinds: Vec<String> = KINDS.iter().map(|(_, example)| format!("`{example}`")).collect();
+                bail!("feed `{spec}`: unknown source `{kind}` (supported, for example: {})", kinds.join(", "))
+            }
         }
     }
 }
+
+/// Every kind of source `--feed` takes, as (how its spec begins, an example
+/// spec). A new kind goes here: the unknown-source error lists these, a unit
+/// test parses each example, and a test holds `tickcast --help` to the list.
+pub const KINDS: [(&str, &str); 7] = [
+    ("sim", "sim:rate=1000,seed=7"),
+    ("udp://", "udp://127.0.0.1:9000?iface=127.0.0.1"),
+    ("tcp://", "tcp://127.0.0.1:7000"),
+    ("redis://", "redis://127.0.0.1:6379"),
+    ("kite://", "kite://ws.kite.trade?api_key=K&access_token=T"),
+    ("kite+ws://", "kite+ws://127.0.0.1:8080/kite?api_key=K&access_token=T"),
+    ("replay:", "replay:session.tcf1?speed=max"),
+];
 
 /// Default simulator rate, ticks per second.
 pub const DEFAULT_SIM_RATE: u64 = 2000;
@@ -317,6 +335,12 @@ mod tests {
         for (spec, want) in cases {
             assert_eq!(&FeedSpec::parse(spec).unwrap(), want, "{spec}");
         }
+        for (prefix, example) in KINDS {
+            assert!(example.starts_with(prefix), "{example}");
+            FeedSpec::parse(example).unwrap_or_else(|e| panic!("{example}: {e:#}"));
+        }
+        let err = format!("{:#}", FeedSpec::parse("nats://h:1").unwrap_err());
+        assert!(KINDS.iter().all(|(_, example)| err.contains(example)), "{err}");
         let bad = [
             ("udp://nowhere", "not a HOST:PORT"),
             ("udp://1.2.3.4:5?x=1", "unknown option `x`"),

@@ -397,10 +397,11 @@ impl Schedule {
     /// Parse a string spec (module docs).
     ///
     /// # Errors
-    /// Anything else, naming `--market-hours` and the accepted forms.
+    /// Anything else, quoting `spec` and naming the accepted forms (the
+    /// caller names where the spec came from: `--market-hours`, a file).
     pub fn parse(spec: &str) -> Result<Schedule> {
         Schedule::parse_inner(spec).with_context(|| {
-            format!("--market-hours `{spec}`: expected `always`, `nse[;holidays=YYYY-MM-DD,…]`, or sessions like `09:15-15:30@Asia/Kolkata[;days=mon-fri][;holidays=…]`")
+            format!("`{spec}`: expected `always`, `nse[;holidays=YYYY-MM-DD,…]`, or sessions like `09:15-15:30@Asia/Kolkata[;days=mon-fri][;holidays=…]`")
         })
     }
 
@@ -442,9 +443,10 @@ impl Schedule {
     /// The `[market-hours]` table of the config file.
     ///
     /// # Errors
-    /// A bad or missing value, naming the key.
+    /// A bad or missing value, naming the key within the table (the caller
+    /// names the file).
     pub fn from_table(t: &HoursTable) -> Result<Schedule> {
-        let ctx = "config file [market-hours]";
+        let ctx = "[market-hours]";
         let mut hours = match t.preset.as_deref() {
             None => None,
             Some("nse") => match Schedule::nse() {
@@ -726,7 +728,7 @@ mod tests {
         ];
         for (spec, why) in cases {
             let err = format!("{:#}", Schedule::parse(spec).unwrap_err());
-            assert!(err.contains("--market-hours") && err.contains(why), "{spec}: {err}");
+            assert!(err.contains(&format!("`{spec}`: expected")) && err.contains(why), "{spec}: {err}");
         }
     }
 

@@ -149,7 +149,7 @@ pub fn wait_path(path: &Path) -> PathBuf {
 /// A gid from a group name (`/etc/group`) or number.
 ///
 /// # Errors
-/// An unknown group name.
+/// An unknown group name (the caller names the setting and quotes it).
 pub fn parse_group(s: &str) -> Result<u32> {
     if let Ok(gid) = s.parse() {
         return Ok(gid);
@@ -163,7 +163,7 @@ pub fn parse_group(s: &str) -> Result<u32> {
         })
         .find(|(name, _)| *name == s)
         .and_then(|(_, gid)| gid.parse().ok())
-        .with_context(|| format!("--shm-group `{s}`: no such group (a name from /etc/group or a number)"))
+        .context("no such group (a name from /etc/group or a number)")
 }
 
 impl Region {
