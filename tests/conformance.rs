@@ -20,14 +20,11 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use serde_json::Value;
+use tickcast::ws::frame::{OP_BINARY as BINARY, OP_CLOSE as CLOSE, OP_PING as PING, OP_PONG as PONG, OP_TEXT as TEXT};
 use util::{client_frame, raw_upgrade, read_frame, Server};
 
+/// The continuation opcode (§5.2).
 const CONT: u8 = 0x0;
-const TEXT: u8 = 0x1;
-const BINARY: u8 = 0x2;
-const CLOSE: u8 = 0x8;
-const PING: u8 = 0x9;
-const PONG: u8 = 0xA;
 
 /// A small server: the simulator, slow (these tests subscribe to nothing).
 fn server(extra: &[&str]) -> Server {
@@ -470,7 +467,7 @@ fn messages_over_the_size_limit_fail_with_1009() {
     let mut raw = open(&s);
     // At the limit: accepted, whole or in fragments.
     let (req, id) = request_of_len(1024, "limit");
-    assert_eq!(pong_ids(&answers(&mut raw, &client_frame(TEXT, true, &req))), [id.clone()]);
+    assert_eq!(pong_ids(&answers(&mut raw, &client_frame(TEXT, true, &req))), std::slice::from_ref(&id));
     let bytes = [client_frame(TEXT, false, &req[..600]), client_frame(CONT, true, &req[600..])].concat();
     assert_eq!(pong_ids(&answers(&mut raw, &bytes)), [id]);
     // One byte over: one frame, or fragments that add up to it.
