@@ -50,6 +50,7 @@
 //! - [`bench`](mod@bench): `tickcast bench`, the open-loop latency harness.
 //! - [`record`]: `tickcast record`, sources to a replayable TCF1 file.
 //! - [`tail`]: `tickcast tail`, a shared-memory region's ticks on the terminal.
+//! - `fuzzing` (feature `fuzzing`, hidden): what the cargo-fuzz targets in `fuzz/` need.
 
 // `unsafe` lives in one place, `sys` (mmap, futex, locks), which allows it
 // explicitly; anywhere else it is a visible, argued exception.
@@ -67,6 +68,9 @@ pub mod demand;
 pub mod dialect;
 pub mod encode;
 pub mod feed;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod instrument;
 pub mod kite;

@@ -36,7 +36,10 @@ pub mod kite;
 pub mod native;
 pub mod odin;
 pub mod openalgo;
-#[cfg(test)]
+// The fuzz targets drive dialects through `Pair` too (`crate::fuzzing`);
+// they use only part of it.
+#[cfg(any(test, feature = "fuzzing"))]
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) mod pair;
 #[cfg(test)]
 mod props;

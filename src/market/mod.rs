@@ -194,6 +194,11 @@ fn parse_offset(s: &str) -> Option<i32> {
         _ => return None,
     };
     let (h, m) = rest.split_once(':')?;
+    // Digits only: `parse` alone takes a sign (`+5:-80000001` overflowed).
+    let digits = |d: &str, len| d.len() == len && d.bytes().all(|b| b.is_ascii_digit());
+    if !(digits(h, 1) || digits(h, 2)) || !digits(m, 2) {
+        return None;
+    }
     let (h, m): (i32, i32) = (h.parse().ok()?, m.parse().ok()?);
     (h <= 14 && m < 60).then_some(sign * (h * 3600 + m * 60))
 }
@@ -683,6 +688,16 @@ mod tests {
         assert_eq!(Schedule::Always.next_transition(0), None);
     }
 
+    /// Found by the `market_hours` fuzz target: a signed minute count
+    /// overflowed (a panic with overflow checks, a wrong zone without).
+    #[test]
+    fn offsets_are_digits_only() {
+        for bad in ["+5:-80000001", "+-5:00", "++05:30", "+05:+3", "+05:3", "+123:00", "+15:00", "+05:60", "+:30"] {
+            assert!(Schedule::parse(&format!("09:00-10:00@{bad}")).is_err(), "{bad}");
+        }
+        assert!(Schedule::parse("09:00-10:00@-14:00").is_ok());
+    }
+
     #[test]
     fn the_tz_database_is_bundled() {
         let db = jiff::tz::TimeZoneDatabase::bundled();
@@ -708,6 +723,7 @@ mod tests {
         let wrap = Schedule::parse("10:00-11:00;days=fri-mon").unwrap();
         assert_eq!(wrap.to_string(), "10:00-11:00@UTC;days=fri-mon");
         let odd = Schedule::parse("10:00-11:00;days=sun,mon,wed").unwrap();
+        assert_eq!(Schedule::parse("10:00-11:00@+5:30").unwrap().to_string(), "10:00-11:00@+5:30");
         assert_eq!(odd.to_string(), "10:00-11:00@UTC;days=wed,sun,mon");
     }
 

@@ -44,7 +44,7 @@ impl Worker {
             handshake::Head::Complete(req, n) => (req, n),
         };
         c.inbuf.drain(..n);
-        if !req.upgrade {
+        if !req.upgrade_attempt() {
             // Answered by the `http` thread, off this loop; read nothing more.
             c.phase = Phase::Closing;
             c.awaiting_http = true;

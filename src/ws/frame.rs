@@ -222,6 +222,10 @@ pub fn parse(buf: &mut [u8], max_payload: usize) -> Result<Option<Parsed>, Frame
     let Some(mask) = hdr.mask else {
         return Err(FrameError::Unmasked);
     };
+    if len >> 63 != 0 {
+        // §5.2: "the most significant bit MUST be 0".
+        return Err(FrameError::Protocol("64-bit payload length with the most significant bit set"));
+    }
     if len > max_payload as u64 {
         return Err(FrameError::TooBig);
     }
@@ -356,6 +360,15 @@ mod tests {
         }
         assert_eq!(FrameError::TooBig.close().0, 1009);
         assert_eq!(FrameError::Unmasked.close().0, 1002);
+    }
+
+    #[test]
+    fn a_64_bit_length_with_its_top_bit_set_is_a_protocol_error() {
+        let mut hdr = vec![0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 5, 1, 2, 3, 4];
+        assert_eq!(
+            parse(&mut hdr, 65536).unwrap_err(),
+            FrameError::Protocol("64-bit payload length with the most significant bit set")
+        );
     }
 
     #[test]

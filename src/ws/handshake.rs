@@ -77,14 +77,27 @@ pub fn parse(buf: &[u8]) -> Head {
 }
 
 impl Request {
+    /// A WebSocket upgrade, or an attempt at one: the upgrade headers, or a
+    /// `Sec-WebSocket-Key` without them (answered by [`Request::upgrade_error`],
+    /// not as plain HTTP).
+    pub fn upgrade_attempt(&self) -> bool {
+        self.upgrade || self.ws_key.is_some()
+    }
+
     /// Why this upgrade request cannot be accepted, if it cannot.
     pub fn upgrade_error(&self) -> Option<(u16, &'static str)> {
         if self.method != "GET" {
             Some((400, "WebSocket upgrade requires GET"))
         } else if self.http10 {
             Some((400, "WebSocket upgrade requires HTTP/1.1"))
+        } else if !self.upgrade {
+            // §4.2.1 items 3 and 4.
+            Some((400, "WebSocket upgrade requires `Upgrade: websocket` and `Connection: Upgrade`"))
         } else if self.ws_key.as_deref().is_none_or(str::is_empty) {
             Some((400, "missing Sec-WebSocket-Key"))
+        } else if !self.ws_key.as_deref().is_some_and(key_is_16_bytes) {
+            // §4.2.1 item 5: the key is a base64-encoded 16-byte value.
+            Some((400, "Sec-WebSocket-Key must be 16 bytes in base64"))
         } else if self.ws_version.as_deref() != Some("13") {
             // §4.4: 426 with the version this server speaks (see `http_response`).
             Some((426, "unsupported Sec-WebSocket-Version (need 13)"))
@@ -100,6 +113,12 @@ impl Request {
             (k == name).then(|| percent_decode(v))
         })
     }
+}
+
+/// A `Sec-WebSocket-Key` that decodes (base64, padded) to 16 bytes.
+fn key_is_16_bytes(key: &str) -> bool {
+    use base64::Engine;
+    key.len() == 24 && base64::engine::general_purpose::STANDARD.decode(key).is_ok_and(|k| k.len() == 16)
 }
 
 fn percent_decode(s: &str) -> String {
@@ -201,6 +220,20 @@ mod tests {
             panic!()
         };
         assert_eq!(req.upgrade_error(), Some((400, "missing Sec-WebSocket-Key")));
+        // Found by the `http_upgrade` fuzz target: any non-empty key was taken.
+        for bad in ["abc", "dGhlIHNhbXBsZSBub25jZQ", "dGhlIHNhbXBsZSBub25jZQ=!", "dGhlIHNhbXBsZSBub25jZSE="] {
+            let Head::Complete(req, _) = parse(UPGRADE.replace("dGhlIHNhbXBsZSBub25jZQ==", bad).as_bytes()) else {
+                panic!()
+            };
+            assert_eq!(req.upgrade_error(), Some((400, "Sec-WebSocket-Key must be 16 bytes in base64")), "{bad}");
+        }
+        for missing in ["Upgrade: websocket\r\n", "Connection: keep-alive, Upgrade\r\n"] {
+            let Head::Complete(req, _) = parse(UPGRADE.replace(missing, "").as_bytes()) else { panic!() };
+            assert!(req.upgrade_attempt() && !req.upgrade, "{missing}");
+            assert_eq!(req.upgrade_error().map(|e| e.0), Some(400), "{missing}");
+        }
+        let Head::Complete(plain, _) = parse(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n") else { panic!() };
+        assert!(!plain.upgrade_attempt());
         let old = UPGRADE.replace("Version: 13", "Version: 12");
         let Head::Complete(req, _) = parse(old.as_bytes()) else { panic!() };
         assert_eq!(req.upgrade_error().map(|e| e.0), Some(426));
