@@ -303,6 +303,16 @@ impl Running {
     }
 }
 
+/// A server left running by a failed check is killed, not left behind.
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Start a server, check its banner and `/status`; the running server.
 fn serve(shell: &Shell, words: Vec<String>, what: &str) -> Running {
     let mut words = words;
