@@ -177,6 +177,12 @@ fn snapshot(shared: &Shared) -> Snapshot {
             ("frames_sent", "frames_sent_total", "Data frames queued to clients", l(&c.frames_sent)),
             ("bytes_written", "written_bytes_total", "Bytes written to client sockets", l(&c.bytes_written)),
             (
+                "write_calls",
+                "write_calls_total",
+                "write/writev system calls to client sockets that wrote something",
+                l(&c.write_calls),
+            ),
+            (
                 "sessions_restored",
                 "sessions_restored_total",
                 "Reconnects that got their subscriptions back",

@@ -42,6 +42,8 @@ pub struct Counters {
     pub frames_sent: AtomicU64,
     /// Bytes written to client sockets.
     pub bytes_written: AtomicU64,
+    /// `write`/`writev` calls to client sockets that wrote something.
+    pub write_calls: AtomicU64,
     /// Sessions restored by a reconnect with the same `client_id`.
     pub sessions_restored: AtomicU64,
     /// Connections refused for a missing, wrong or under-privileged API key.

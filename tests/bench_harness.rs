@@ -56,11 +56,18 @@ fn a_spawned_two_second_run_reports_deliveries_and_percentiles() {
         "bytes_per_sec",
         "client_cpu",
         "server_cpu",
+        "server_writes_per_msg",
+        "client_reads_per_msg",
         "feeder_lag_ns",
         "latency_ns",
     ] {
         assert!(r.get(k).is_some(), "report has {k}: {r}");
     }
+    // System calls per delivery, both sides: some, and at most a few each
+    // (a write or read carries one frame or more, bar partial writes).
+    let writes = r["server_writes_per_msg"].as_f64().unwrap_or_else(|| panic!("the spawned server's writes: {r}"));
+    let reads = r["client_reads_per_msg"].as_f64().unwrap();
+    assert!(writes > 0.0 && writes <= 2.0 && reads > 0.0 && reads <= 2.0, "writes {writes}, reads {reads}: {r}");
     for k in ["p50", "p90", "p99", "p99.9", "p99.99", "max", "count"] {
         assert!(r["latency_ns"][k].is_number(), "latency {k}: {r}");
     }

@@ -49,6 +49,8 @@ pub struct Measured {
     pub delivered: u64,
     /// Payload bytes of those deliveries.
     pub bytes: u64,
+    /// Reads that returned data while the window was open.
+    pub reads: u64,
     /// Connections that failed or were closed by the server.
     pub failed: usize,
     /// Per connection (in `specs` order): its subscription was acknowledged,
@@ -187,6 +189,8 @@ struct Tally<'a> {
     per_second: Vec<Histogram<u64>>,
     delivered: u64,
     bytes: u64,
+    /// Reads that returned data while the window was open.
+    reads: u64,
     failed: usize,
     /// The run's count of settled connections.
     settled: &'a AtomicUsize,
@@ -351,7 +355,8 @@ pub fn run(
         });
     }
     let mut plain = Vec::new();
-    let mut t = Tally { window: (0, 0), per_second: Vec::new(), delivered: 0, bytes: 0, failed: 0, settled: &ready };
+    let mut t =
+        Tally { window: (0, 0), per_second: Vec::new(), delivered: 0, bytes: 0, reads: 0, failed: 0, settled: &ready };
     let mut events = Events::with_capacity(1024);
     let mut chunk = vec![0u8; 256 * 1024];
     let mut shown = 0;
@@ -406,6 +411,9 @@ pub fn run(
                 };
                 // Everything one read returns was received by now.
                 let now = now_ns();
+                if (t.window.0..t.window.1).contains(&now) {
+                    t.reads += 1;
+                }
                 if c.tls.is_none() {
                     received(c, &chunk[..n], now, &mut t);
                 } else if decrypt(c, &chunk[..n], &mut plain).is_ok() {
@@ -431,6 +439,7 @@ pub fn run(
         per_second: t.per_second,
         delivered: t.delivered,
         bytes: t.bytes,
+        reads: t.reads,
         failed: t.failed,
         acknowledged: conns.iter().map(|c| c.ready).collect(),
     })
@@ -500,6 +509,7 @@ mod tests {
             per_second: Vec::new(),
             delivered: 0,
             bytes: 0,
+            reads: 0,
             failed: 0,
             settled,
         }

@@ -127,6 +127,8 @@ mod tests {
             bytes: 0,
             client_cpu: 0.0,
             server_cpu: None,
+            server_writes: None,
+            client_reads: 0,
             latency: new_histogram(),
             feeder_lag: new_histogram(),
             shm: Vec::new(),

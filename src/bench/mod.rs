@@ -395,6 +395,7 @@ fn run_once(a: &BenchArgs, shape: &Shape, server: &Target, tokens: &[u32]) -> Re
         ltq_clock: a.format == "kite",
     };
     let server_pid = server.pid.map(|p| p.to_string());
+    let writes0 = spawn::write_counts(ws, server.tls.as_ref());
     let server_cpu0 = server_pid.as_deref().map(process_cpu_secs);
     let cpu0 = process_cpu_secs("self");
     let sent = if a.source == "sim" {
@@ -406,6 +407,9 @@ fn run_once(a: &BenchArgs, shape: &Shape, server: &Target, tokens: &[u32]) -> Re
     };
     let cpu = process_cpu_secs("self") - cpu0;
     let server_cpu = server_pid.as_deref().map(process_cpu_secs).zip(server_cpu0).map(|(b, a)| b - a);
+    let server_writes = spawn::write_counts(ws, server.tls.as_ref())
+        .zip(writes0)
+        .map(|((c1, f1), (c0, f0))| (c1.saturating_sub(c0), f1.saturating_sub(f0)));
     std::thread::sleep(Duration::from_millis(500)); // let in-flight deliveries land
     stop.store(true, Ordering::Relaxed);
     drop(progress);
@@ -415,7 +419,7 @@ fn run_once(a: &BenchArgs, shape: &Shape, server: &Target, tokens: &[u32]) -> Re
     };
     let mut latency = new_histogram();
     let mut per_second: Vec<hdrhistogram::Histogram<u64>> = Vec::new();
-    let (mut delivered, mut bytes, mut failed) = (0, 0, 0);
+    let (mut delivered, mut bytes, mut reads, mut failed) = (0, 0, 0, 0);
     let mut unacknowledged = 0;
     for (h, tokens) in handles.into_iter().zip(&group_tokens) {
         let m = h.join().map_err(|_| anyhow::anyhow!("a client thread panicked"))?.context("clients")?;
@@ -440,6 +444,7 @@ fn run_once(a: &BenchArgs, shape: &Shape, server: &Target, tokens: &[u32]) -> Re
         }
         delivered += m.delivered;
         bytes += m.bytes;
+        reads += m.reads;
         failed += m.failed;
     }
     if unacknowledged > 0 {
@@ -465,6 +470,8 @@ fn run_once(a: &BenchArgs, shape: &Shape, server: &Target, tokens: &[u32]) -> Re
         bytes,
         client_cpu: cpu / elapsed.max(1e-9),
         server_cpu: server_cpu.map(|c| c / elapsed.max(1e-9)),
+        server_writes,
+        client_reads: reads,
         latency,
         feeder_lag: sent.lag,
         shm: shm_results,

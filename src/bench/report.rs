@@ -54,6 +54,11 @@ pub struct Report {
     /// CPU the spawned server used over the run (warm-up included), in cores (`None` for a server not
     /// spawned).
     pub server_cpu: Option<f64>,
+    /// The server's write system calls and the data frames it queued over the run (warm-up
+    /// included), from its `/status` (`None` when it has none to read: not tickcast, or keys needed).
+    pub server_writes: Option<(u64, u64)>,
+    /// Reads by the clients that returned data during the measured window.
+    pub client_reads: u64,
     /// Latency (client receive time − the tick's scheduled send time), ns, 3 significant digits.
     pub latency: Histogram<u64>,
     /// The feeder's own lag per datagram (send time − its first tick's scheduled time), ns: the
@@ -227,6 +232,10 @@ impl Report {
         if let Some(c) = self.server_cpu {
             line("server CPU", format!("{:.2} cores", finite(c)));
         }
+        if self.clients > 0 {
+            let server = self.server_writes_per_msg().map_or(String::new(), |w| format!("server {w:.3} writes/msg, "));
+            line("syscalls", format!("{server}clients {:.3} reads/msg", self.client_reads_per_msg()));
+        }
         let lag = self.feeder_lag().map(|(label, ns)| format!("{label} {}", fmt_duration(ns)));
         line("feeder lag", format!("{} (the harness's share of the latency below)", lag.join(", ")));
         if self.clients > 0 {
@@ -275,9 +284,24 @@ impl Report {
         text
     }
 
+    /// The server's write system calls per data frame it queued (a frame is one delivery).
+    pub fn server_writes_per_msg(&self) -> Option<f64> {
+        self.server_writes.map(|(calls, frames)| if frames == 0 { 0.0 } else { calls as f64 / frames as f64 })
+    }
+
+    /// The clients' reads (that returned data) per delivery, over the measured window.
+    pub fn client_reads_per_msg(&self) -> f64 {
+        if self.delivered == 0 {
+            0.0
+        } else {
+            self.client_reads as f64 / self.delivered as f64
+        }
+    }
+
     /// The machine-readable form, keys in this order: "label", "scenario", "url", "format", "rate",
     /// "secs", "clients", "subs", "tokens", "expected", "delivered", "loss_pct", "msgs_per_sec",
-    /// "bytes_per_sec", "client_cpu", "server_cpu" (null unless spawned), "feeder_lag_ns": {"p50", "p99", "max"}, "latency_ns": {"p50",
+    /// "bytes_per_sec", "client_cpu", "server_cpu" (null unless spawned), "server_writes_per_msg" (null when the
+    /// server's `/status` could not be read), "client_reads_per_msg", "feeder_lag_ns": {"p50", "p99", "max"}, "latency_ns": {"p50",
     /// "p90", "p99", "p99.9", "p99.99", "max", "count", "mean"}, "shm_readers": [{"wait", "received", "expected", "loss_pct",
     /// "written", "taken", "lost_records", "lap_loss_pct", "gaps", "written_per_sec", "cpu", "recv_latency_ns", "sched_latency_ns"}]
     /// (empty without `--shm-readers`). Counts and percentiles are integers; rates, ratios, `secs` and `mean` are
@@ -312,6 +336,8 @@ impl Report {
             "bytes_per_sec": self.bytes_per_sec(),
             "client_cpu": finite(self.client_cpu),
             "server_cpu": self.server_cpu.map(finite),
+            "server_writes_per_msg": self.server_writes_per_msg(),
+            "client_reads_per_msg": self.client_reads_per_msg(),
             "feeder_lag_ns": Value::Object(self.feeder_lag().iter().map(|&(l, ns)| (l.to_owned(), json!(ns))).collect()),
             "latency_ns": latency_json(&self.latency),
             "shm_readers": shm,
@@ -509,6 +535,8 @@ pub(super) mod tests {
             bytes: delivered * 120,
             client_cpu: 0.85,
             server_cpu: None,
+            server_writes: None,
+            client_reads: delivered / 2,
             latency,
             feeder_lag: histogram(),
             shm: Vec::new(),
@@ -652,7 +680,7 @@ pub(super) mod tests {
         let string = |v: &Value| v.is_string();
         let uint = |v: &Value| v.is_u64();
         let float = |v: &Value| v.is_f64();
-        let top: [KeyType; 19] = [
+        let top: [KeyType; 21] = [
             ("label", string),
             ("scenario", string),
             ("url", string),
@@ -669,6 +697,8 @@ pub(super) mod tests {
             ("bytes_per_sec", float),
             ("client_cpu", float),
             ("server_cpu", |v: &Value| v.is_null()),
+            ("server_writes_per_msg", |v: &Value| v.is_null()),
+            ("client_reads_per_msg", float),
             ("feeder_lag_ns", Value::is_object),
             ("latency_ns", Value::is_object),
             ("shm_readers", Value::is_array),

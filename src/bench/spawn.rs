@@ -74,6 +74,15 @@ fn status(addr: SocketAddr, tls: Option<&super::tls::ClientTls>) -> Result<serde
     Ok(serde_json::from_str(body)?)
 }
 
+/// A tickcast server's (write calls, data frames queued) so far, from its
+/// `/status` counters; `None` when they cannot be read (another server,
+/// or one that wants an admin key).
+pub(super) fn write_counts(addr: SocketAddr, tls: Option<&super::tls::ClientTls>) -> Option<(u64, u64)> {
+    let st = status(addr, tls).ok()?;
+    let c = &st["counters"];
+    Some((c["write_calls"].as_u64()?, c["frames_sent"].as_u64()?))
+}
+
 pub(super) fn spawn_server(a: &BenchArgs, shape: &Shape, tls: Option<&super::tls::ClientTls>) -> Result<Spawned> {
     let path = std::env::temp_dir().join(format!("tickcast-bench-master-{}.csv", std::process::id()));
     let mut csv = String::from("token,exchange,symbol,name,isin,tick_size,lot_size,price_decimals\n");

@@ -58,6 +58,23 @@ impl Batch {
     }
 }
 
+/// What flushes wrote: bytes, and the system calls that wrote them (so
+/// `/metrics` and `tickcast bench` can tell writes per delivered message).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Written {
+    /// Bytes the kernel took.
+    pub bytes: u64,
+    /// `write`/`writev` calls that took some (a would-block is not counted).
+    pub calls: u64,
+}
+
+impl Written {
+    fn took(&mut self, n: usize) {
+        self.bytes += n as u64;
+        self.calls += 1;
+    }
+}
+
 /// `Conn::packet_frame` when no packet frame is open.
 const NO_PACKET_FRAME: usize = usize::MAX;
 /// A packet frame's header while it is gathered: a binary frame with a
@@ -320,7 +337,7 @@ impl Conn {
     ///
     /// # Errors
     /// The socket failed: the connection is dead.
-    pub fn flush(&mut self, bytes_written: &mut u64) -> io::Result<bool> {
+    pub fn flush(&mut self, written: &mut Written) -> io::Result<bool> {
         self.seal();
         loop {
             if let Some(tls) = &mut self.tls {
@@ -328,7 +345,7 @@ impl Conn {
                     match self.sock.write(tls.unsent()) {
                         Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                         Ok(n) => {
-                            *bytes_written += n as u64;
+                            written.took(n);
                             tls.sent(n);
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -358,7 +375,7 @@ impl Conn {
                 None => match self.sock.write_vectored(&[IoSlice::new(a), IoSlice::new(b), IoSlice::new(c)]) {
                     Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                     Ok(n) => {
-                        *bytes_written += n as u64;
+                        written.took(n);
                         n
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -462,19 +479,19 @@ mod tests {
             frame::append(&mut f, frame::OP_BINARY, &[i; 1000]);
             conn.data_frame(&f, 0);
         }
-        let mut written = 0;
+        let mut written = Written::default();
         assert!(!conn.flush(&mut written).unwrap(), "tiny buffers: the first flush is partial");
-        written
+        written.bytes
     }
 
     /// The reader reads, the server flushes, until everything is out.
-    fn drain(conn: &mut Conn, client: &mut StdStream, written: &mut u64) -> Vec<u8> {
-        let mut got = Vec::new();
-        let mut buf = [0u8; 65536];
-        while !conn.flush(written).unwrap() || got.len() < *written as usize {
+    fn drain(conn: &mut Conn, client: &mut StdStream, bytes: &mut u64) -> Vec<u8> {
+        let (mut got, mut buf, mut written) = (Vec::new(), [0u8; 65536], Written { bytes: *bytes, calls: 0 });
+        while !conn.flush(&mut written).unwrap() || got.len() < written.bytes as usize {
             let n = client.read(&mut buf).unwrap();
             got.extend_from_slice(&buf[..n]);
         }
+        *bytes = written.bytes;
         got
     }
 
@@ -529,8 +546,9 @@ mod tests {
             conn.data_packet(p, 0);
         }
         conn.ctrl_text(b"between", 0); // the control lane does not seal or split it
-        let mut written = 0;
-        conn.flush(&mut written).unwrap();
+        let mut w = Written::default();
+        conn.flush(&mut w).unwrap();
+        let mut written = w.bytes;
         let huge: Vec<Vec<u8>> = (0..400).map(|i| packet(184, i as u8)).collect();
         for p in &huge {
             conn.data_packet(p, 0);

@@ -174,8 +174,8 @@ pub struct Worker {
     market_open: bool,
     /// Data frames queued since the last publish.
     frames: u64,
-    /// Bytes written since the last publish.
-    bytes: u64,
+    /// Bytes and write calls since the last publish.
+    written: conn::Written,
     /// Connections held (any phase).
     open: u64,
     /// Generation of the next accepted connection.
@@ -297,7 +297,7 @@ impl Worker {
             next_publish_ns: 0,
             market_open: shared.market_open.load(Ordering::Acquire),
             frames: 0,
-            bytes: 0,
+            written: Default::default(),
             open: 0,
             next_gen: 0,
             http_jobs: setup.http_jobs,
@@ -478,7 +478,9 @@ impl Worker {
         }
         let c = &self.shared.counters;
         Counters::add(&c.frames_sent, std::mem::take(&mut self.frames));
-        Counters::add(&c.bytes_written, std::mem::take(&mut self.bytes));
+        let written = std::mem::take(&mut self.written);
+        Counters::add(&c.bytes_written, written.bytes);
+        Counters::add(&c.write_calls, written.calls);
     }
 
     /// Close 1001 to every client, give them up to a second to drain, exit.

@@ -258,8 +258,10 @@ impl Worker {
         if c.awaiting_http {
             return;
         }
-        let mut bytes = 0;
-        let _ = c.flush(&mut bytes);
+        let mut written = super::conn::Written::default();
+        let _ = c.flush(&mut written);
+        self.written.bytes += written.bytes;
+        self.written.calls += written.calls;
         self.drop_conn(id);
     }
 
@@ -282,10 +284,8 @@ impl Worker {
 
     /// Flush one connection; handle completion, relief and death.
     pub(super) fn write(&mut self, id: ConnId, now: u64) {
-        let mut bytes = 0;
-        let Some(c) = self.conn(id) else { return };
-        let res = c.flush(&mut bytes);
-        self.bytes += bytes;
+        let Some(c) = self.conns.get_mut(id.0 as usize).and_then(Option::as_mut) else { return };
+        let res = c.flush(&mut self.written);
         match res {
             Ok(true) => {
                 let c = self.conn(id).expect("present above");
