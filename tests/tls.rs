@@ -453,3 +453,23 @@ fn websocat_streams_over_wss() {
     assert_eq!(types[..2], ["welcome", "subscription_response"], "{types:?}");
     assert!(types.iter().filter(|t| *t == "market_data").count() >= 3, "{types:?}");
 }
+
+/// OpenSSL's TLS 1.2 (through curl) with each cipher family the server
+/// offers: its records, explicit GCM nonces included, open and seal here.
+#[test]
+fn openssl_tls12_clients_with_each_cipher() {
+    let pki = Pki::new();
+    pki.leaf("leaf");
+    let s = start(&pki, &[]);
+    let url = format!("https://localhost:{}/healthz", s.addr.port());
+    for cipher in ["ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305"] {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--tlsv1.2", "--tls-max", "1.2", "--ciphers", cipher, "--cacert", &pki.ca_path(), &url])
+            .output()
+            .expect("curl (scripts/test installs it)");
+        let body = String::from_utf8_lossy(&out.stdout);
+        assert!(body.starts_with("ok"), "{cipher}: {body} {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let st = status(&pki, &s);
+    assert_eq!(st["tls"]["handshakes"]["TLSv1.2"], 3, "{}", st["tls"]);
+}
