@@ -19,8 +19,9 @@ use super::Failure;
 /// for the socket stays bounded and the plaintext lanes (where frames can
 /// still be cut at a close) hold the rest.
 const SEAL_BUDGET: usize = 4 * MAX_PLAIN;
-/// Ciphertext buffers over this are given back once drained.
-const KEEP: usize = 64 * 1024;
+/// Ciphertext buffers over this are given back once drained (above what
+/// one full seal budget needs, so a busy client keeps its buffer).
+const KEEP: usize = 2 * SEAL_BUDGET;
 
 enum Phase {
     Handshake(Box<UnbufferedServerConnection>),
