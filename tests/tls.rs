@@ -186,7 +186,7 @@ fn wss_and_https_serve_the_native_protocol() {
     assert_eq!(code, 200);
     for series in [
         "tickcast_tls_handshakes_total{version=\"1.3\"}",
-        "tickcast_tls_handshake_failures_total{reason=\"not_tls\"} 0",
+        "tickcast_tls_failures_total{reason=\"not_tls\"} 0",
         "tickcast_tls_certificate_expiry_seconds{listener=\"main\"}",
     ] {
         assert!(metrics.contains(series), "{series} missing");

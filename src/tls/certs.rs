@@ -129,15 +129,16 @@ pub fn not_after(cert: &[u8]) -> Result<i64> {
     let (tag, time, _) = der_any(rest)?;
     let s = std::str::from_utf8(time).context("time is not text")?;
     let (year, rest) = match tag {
-        0x17 if s.len() == 13 => {
+        0x17 if s.len() == 13 && s.is_ascii() => {
             let yy: i64 = s[..2].parse()?;
             (if yy >= 50 { 1900 + yy } else { 2000 + yy }, &s[2..])
         }
-        0x18 if s.len() == 15 => (s[..4].parse()?, &s[4..]),
+        0x18 if s.len() == 15 && s.is_ascii() => (s[..4].parse()?, &s[4..]),
         _ => bail!("unexpected time encoding"),
     };
-    let n = |i: usize| -> Result<i64> { Ok(rest[i..i + 2].parse()?) };
-    let date = jiff::civil::date(year as i16, n(0)? as i8, n(2)? as i8).at(n(4)? as i8, n(6)? as i8, n(8)? as i8, 0);
+    let n = |i: usize| -> Result<i8> { Ok(rest.get(i..i + 2).context("short time")?.parse()?) };
+    let date = jiff::civil::Date::new(year as i16, n(0)?, n(2)?)?;
+    let date = date.to_datetime(jiff::civil::Time::new(n(4)?, n(6)?, n(8)?, 0)?);
     Ok(date.to_zoned(jiff::tz::TimeZone::UTC)?.timestamp().as_second())
 }
 

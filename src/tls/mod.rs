@@ -77,6 +77,8 @@ impl std::fmt::Display for Failure {
     }
 }
 
+impl std::error::Error for Failure {}
+
 /// Failure reasons, as counted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(usize)]
@@ -283,11 +285,16 @@ impl Tls {
         for (v, n) in ["1.2", "1.3"].iter().zip(&self.stats.handshakes) {
             let _ = writeln!(o, "tickcast_tls_handshakes_total{{version=\"{v}\"}} {}", l(n));
         }
-        family(o, "tls_handshake_failures_total", "counter", "TLS connections dropped, by reason");
+        family(
+            o,
+            "tls_failures_total",
+            "counter",
+            "TLS connections dropped for a TLS reason (in the handshake or after), by reason",
+        );
         for r in Reason::ALL {
             let _ = writeln!(
                 o,
-                "tickcast_tls_handshake_failures_total{{reason=\"{}\"}} {}",
+                "tickcast_tls_failures_total{{reason=\"{}\"}} {}",
                 r.name(),
                 l(&self.stats.failures[r as usize])
             );

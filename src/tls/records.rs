@@ -108,8 +108,14 @@ pub struct Records {
     /// Records a key may seal before it must change (the suite's limit,
     /// less a margin).
     pub(super) limit: u64,
+    /// `key_update`s since the last application data (a peer may not
+    /// make us re-key and answer without end: rustls allows 32 too).
+    key_updates: u8,
     kernel: KernelConnection<ServerConnectionData>,
 }
+
+/// Most `key_update`s in a row without application data between them.
+const MAX_KEY_UPDATES: u8 = 32;
 
 /// The result of opening records: plaintext went to the caller's buffer.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -142,6 +148,7 @@ impl Records {
             tx: Direction::new(secrets.tx.1, secrets.tx.0)?,
             rx: Direction::new(secrets.rx.1, secrets.rx.0)?,
             limit: limit.saturating_sub(limit / 16),
+            key_updates: 0,
             kernel,
         })
     }
@@ -250,14 +257,19 @@ impl Records {
             used += HEADER + len;
             let (typ, payload) = self.open_one(outer, &header, body)?;
             match typ {
-                content::DATA => plain.extend_from_slice(payload),
-                content::ALERT => {
-                    return Err(match payload {
-                        [_, 0] => Fault::PeerClosed,
-                        [_, d] => Fault::Alert(*d),
-                        _ => Fault::Protocol("malformed alert"),
-                    })
+                content::DATA => {
+                    self.key_updates = 0;
+                    plain.extend_from_slice(payload);
                 }
+                content::ALERT => match payload {
+                    [_, 0] => return Err(Fault::PeerClosed),
+                    // Warnings go on: TLS 1.2's (no_renegotiation…) and
+                    // TLS 1.3's user_canceled (RFC 8446 §6.1).
+                    [1, _] if self.shape != Shape::Tls13 => {}
+                    [_, 90] => {}
+                    [_, d] => return Err(Fault::Alert(*d)),
+                    _ => return Err(Fault::Protocol("malformed alert")),
+                },
                 content::HANDSHAKE => self.handshake_message(payload, out)?,
                 content::CCS => return Err(Fault::Protocol("change_cipher_spec after the handshake")),
                 _ => return Err(Fault::Protocol("unknown record type")),
@@ -301,35 +313,38 @@ impl Records {
         if self.shape != Shape::Tls13 {
             return Ok((outer, plain));
         }
-        // TLS 1.3 inner plaintext: content, type, zero padding.
-        let end = plain.iter().rposition(|&b| b != 0).ok_or(Fault::Protocol("a record with no content type"))?;
-        if end > MAX_PLAIN {
+        // TLS 1.3 inner plaintext: content, type, zero padding; at most
+        // 2^14 + 1 bytes in all (RFC 8446 §5.4).
+        if plain.len() > MAX_PLAIN + 1 {
             return Err(Fault::Protocol("an oversized record"));
         }
+        let end = plain.iter().rposition(|&b| b != 0).ok_or(Fault::Protocol("a record with no content type"))?;
         Ok((plain[end], &plain[..end]))
     }
 
-    /// A handshake message after the handshake: TLS 1.3 `key_update` is
-    /// followed (and answered when asked); anything else (renegotiation,
-    /// a session ticket from a client) ends the connection.
-    fn handshake_message(&mut self, mut msg: &[u8], out: &mut Vec<u8>) -> Result<(), Fault> {
-        while !msg.is_empty() {
-            let &[typ, a, b, c, ref rest @ ..] = msg else {
-                return Err(Fault::Protocol("a handshake message split across records"));
-            };
-            let len = u32::from_be_bytes([0, a, b, c]) as usize;
-            if self.shape != Shape::Tls13 {
-                return Err(Fault::Protocol("renegotiation is not supported"));
-            }
-            if typ != KEY_UPDATE || len != 1 || rest.is_empty() || rest[0] > 1 {
-                return Err(Fault::Protocol("an unexpected handshake message"));
-            }
-            let (seq, secrets) = self.kernel.update_rx_secret().map_err(|_| Fault::Protocol("key update failed"))?;
-            self.rx = Direction::new(secrets, seq)?;
-            if rest[0] == 1 {
-                self.update_tx_key(out)?;
-            }
-            msg = &rest[1..];
+    /// A handshake record after the handshake: TLS 1.3 `key_update` is
+    /// followed (and answered when asked), one per record and it must end
+    /// the record (RFC 8446 §5.1), at most [`MAX_KEY_UPDATES`] in a row;
+    /// anything else (renegotiation, a session ticket from a client, an
+    /// empty record) ends the connection.
+    fn handshake_message(&mut self, msg: &[u8], out: &mut Vec<u8>) -> Result<(), Fault> {
+        if self.shape != Shape::Tls13 {
+            return Err(Fault::Protocol("renegotiation is not supported"));
+        }
+        let &[typ, a, b, c, request] = msg else {
+            return Err(Fault::Protocol("a handshake record that is not one whole key_update"));
+        };
+        if typ != KEY_UPDATE || [a, b, c] != [0, 0, 1] || request > 1 {
+            return Err(Fault::Protocol("an unexpected handshake message"));
+        }
+        self.key_updates += 1;
+        if self.key_updates > MAX_KEY_UPDATES {
+            return Err(Fault::Protocol("too many key updates without data"));
+        }
+        let (seq, secrets) = self.kernel.update_rx_secret().map_err(|_| Fault::Protocol("key update failed"))?;
+        self.rx = Direction::new(secrets, seq)?;
+        if request == 1 {
+            self.update_tx_key(out)?;
         }
         Ok(())
     }

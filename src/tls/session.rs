@@ -50,6 +50,8 @@ pub struct Session {
     hello: bool,
     /// close_notify is queued.
     notified: bool,
+    /// The peer sent close_notify: later input is ignored.
+    peer_closed: bool,
 }
 
 impl Session {
@@ -65,6 +67,7 @@ impl Session {
             sent: 0,
             hello: false,
             notified: false,
+            peer_closed: false,
         })
     }
 
@@ -87,8 +90,11 @@ impl Session {
     /// # Errors
     /// The connection must be dropped, for the reason given.
     pub fn receive(&mut self, bytes: &[u8], plain: &mut Vec<u8>) -> Result<Received, Failure> {
-        self.incoming.extend_from_slice(bytes);
         let mut got = Received::default();
+        if self.peer_closed {
+            return Ok(got);
+        }
+        self.incoming.extend_from_slice(bytes);
         if let Phase::Handshake(conn) = &mut self.phase {
             // A ClientHello record starts with 22; HTTP or noise does not.
             if !self.hello && !bytes.is_empty() {
@@ -112,7 +118,8 @@ impl Session {
                     self.incoming.drain(..o.used);
                 }
                 Err(Fault::PeerClosed) => {
-                    self.incoming.clear();
+                    self.incoming = Vec::new();
+                    self.peer_closed = true;
                     got.peer_closed = true;
                 }
                 Err(f) => return Err(fault(f)),

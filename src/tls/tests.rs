@@ -229,3 +229,53 @@ fn pairs_are_checked_at_load_and_reload_keeps_the_old_on_failure() {
         let _ = std::fs::remove_file(p);
     }
 }
+
+#[test]
+fn a_peer_cannot_make_us_rekey_without_end() {
+    let (mut c, mut s, mut plain) = established(&[]);
+    // Up to 32 key updates in a row are followed and answered…
+    for _ in 0..32 {
+        c.refresh_traffic_keys().unwrap();
+        c.writer().write_all(b"").unwrap();
+    }
+    pump(&mut c, &mut s, &mut plain).unwrap();
+    c.writer().write_all(b"data resets the count").unwrap();
+    pump(&mut c, &mut s, &mut plain).unwrap();
+    assert!(plain.ends_with(b"data resets the count"));
+    // …the 33rd without data between them ends the connection.
+    let mut buf = Vec::new();
+    for _ in 0..33 {
+        c.refresh_traffic_keys().unwrap();
+        while c.wants_write() {
+            c.write_tls(&mut buf).unwrap();
+        }
+    }
+    let e = s.receive(&buf, &mut plain).unwrap_err();
+    assert_eq!(e, Failure::Protocol("too many key updates without data".into()));
+}
+
+#[test]
+fn tls12_at_its_record_limit_refuses_to_seal() {
+    let (_c, mut s, _) = established(&[suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256]);
+    s.set_key_limit(4); // the handshake's Finished was record 0
+    for n in 0..3 {
+        assert!(s.seal([b"data", b"", b""]).is_ok(), "record {}", n + 1);
+    }
+    assert_eq!(s.seal([b"data", b"", b""]).unwrap_err(), Failure::KeyLimit);
+    assert_eq!(s.seal([b"data", b"", b""]).unwrap_err(), Failure::KeyLimit, "and stays refused");
+}
+
+#[test]
+fn certificate_times_that_are_not_dates_are_errors() {
+    // Certificate → tbs → [0] version, serial, signature, issuer, validity.
+    let cert = |not_after: &[u8]| {
+        let tlv = |tag: u8, body: &[u8]| [&[tag, body.len() as u8][..], body].concat();
+        let validity = tlv(0x30, &[tlv(0x17, b"250101000000Z"), tlv(0x17, not_after)].concat());
+        let tbs = [tlv(0xa0, &tlv(2, &[2])), tlv(2, &[1]), tlv(0x30, &[]), tlv(0x30, &[]), validity].concat();
+        tlv(0x30, &tlv(0x30, &tbs))
+    };
+    assert_eq!(certs::not_after(&cert(b"310709000000Z")).unwrap(), 1_941_321_600);
+    for bad in [&b"311309000000Z"[..], b"310709250000Z", b"3107090000\xc3\xa9", b"31070900Z", b"31070900000AZ"] {
+        assert!(certs::not_after(&cert(bad)).is_err(), "{:?}", String::from_utf8_lossy(bad));
+    }
+}

@@ -370,7 +370,8 @@ impl Conn {
                     // Before the handshake is done the lanes wait.
                     Ok(0) => return Ok(true),
                     Ok(n) => n,
-                    Err(e) => return Err(io::Error::other(e.to_string())),
+                    // The caller finds the TLS reason inside (`tls_failed`).
+                    Err(e) => return Err(io::Error::other(e)),
                 },
                 None => match self.sock.write_vectored(&[IoSlice::new(a), IoSlice::new(b), IoSlice::new(c)]) {
                     Ok(0) => return Err(io::ErrorKind::WriteZero.into()),

@@ -211,7 +211,16 @@ impl Worker {
                                 if got.established {
                                     self.shared.tls.stats.handshake(tls.version());
                                 }
-                                if !tls.unsent().is_empty() {
+                                let unsent = tls.unsent().len();
+                                if unsent > self.shared.config.out_buffer_bytes {
+                                    // Only a peer that makes us answer
+                                    // (key updates) faster than it reads.
+                                    let f =
+                                        crate::tls::Failure::Protocol("TLS replies the client does not read".into());
+                                    self.tls_failed(id, &f);
+                                    return;
+                                }
+                                if unsent > 0 {
                                     self.mark_dirty(id);
                                 }
                                 if got.peer_closed {
@@ -307,7 +316,10 @@ impl Worker {
                     self.relieve(id, now);
                 }
             }
-            Err(_) => self.drop_conn(id),
+            Err(e) => match e.get_ref().and_then(|inner| inner.downcast_ref::<crate::tls::Failure>()) {
+                Some(f) => self.tls_failed(id, f),
+                None => self.drop_conn(id),
+            },
         }
     }
 
