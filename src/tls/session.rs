@@ -103,15 +103,8 @@ impl Session {
                 }
                 self.hello = true;
             }
-            match handshake(conn, &mut self.incoming, &mut self.outgoing, plain) {
-                Ok(true) => {}
-                Ok(false) => return Ok(got),
-                Err(f) => {
-                    // rustls queued a fatal alert saying why: it goes out
-                    // with the close (best effort, see `unsent`).
-                    fatal_alert(conn, &mut self.outgoing);
-                    return Err(f);
-                }
+            if !handshake(conn, &mut self.incoming, &mut self.outgoing, plain)? {
+                return Ok(got);
             }
             let Phase::Handshake(conn) = std::mem::replace(&mut self.phase, Phase::Done) else { unreachable!() };
             let (secrets, kernel) =
@@ -220,16 +213,6 @@ fn fault(f: Fault) -> Failure {
         Fault::Alert(d) => Failure::PeerAlert(d),
         Fault::Protocol(why) => Failure::Protocol(why.to_string()),
         Fault::KeyLimit => Failure::KeyLimit,
-    }
-}
-
-/// The alert rustls queued when the handshake failed, into `outgoing`.
-fn fatal_alert(conn: &mut UnbufferedServerConnection, outgoing: &mut Vec<u8>) {
-    if let Ok(ConnectionState::EncodeTlsData(mut e)) = conn.process_tls_records(&mut []).state {
-        let start = outgoing.len();
-        outgoing.resize(start + 64, 0);
-        let n = e.encode(&mut outgoing[start..]).unwrap_or(0);
-        outgoing.truncate(start + n);
     }
 }
 

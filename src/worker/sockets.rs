@@ -282,12 +282,6 @@ impl Worker {
         if stats.log_due(f.reason()) {
             log::info!("TLS connection dropped: {f} (logged once a minute per reason; counts in /status)");
         }
-        // An alert saying why (rustls's, for a failed handshake), one try.
-        if let Some(c) = self.conn(id) {
-            if let Some(tls) = &c.tls {
-                let _ = io::Write::write(&mut c.sock, tls.unsent());
-            }
-        }
         self.drop_conn(id);
     }
 
