@@ -9,7 +9,8 @@
 # perf/tls/summary.md (medians: msgs/s, server CPU, server µs of CPU per
 # delivered message, p50/p99/p99.9, worst loss; and TLS ÷ plain).
 #
-# Usage: perf/tls.sh [ROUNDS] [SECS]   (defaults 5 rounds, 8 s measured after 2 s warm-up)
+# Usage: perf/tls.sh [ROUNDS] [SECS]   (defaults 5 rounds, 8 s measured after 2 s warm-up;
+#        ROUNDS 0 only summarises the runs already in perf/tls)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-5}
@@ -18,7 +19,7 @@ cargo build --release --quiet
 BIN=target/release/tickcast
 OUT=perf/tls
 mkdir -p "$OUT"
-rm -f "$OUT"/*.json
+[ "$ROUNDS" -gt 0 ] && rm -f "$OUT"/*.json
 KEYS=$(mktemp -d)
 trap 'rm -rf "$KEYS"' EXIT
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=localhost \
@@ -44,13 +45,14 @@ for p in ("hft", "retail"):
         us_per_msg = med([r["server_cpu"] / r["msgs_per_sec"] * 1e6 for r in runs])
         row = (p, mode, len(runs), med([r["msgs_per_sec"] for r in runs]), med([r["server_cpu"] for r in runs]), us_per_msg,
                med([r["latency_ns"]["p50"] for r in runs]) / 1e3, med([r["latency_ns"]["p99"] for r in runs]) / 1e3,
-               med([r["latency_ns"]["p99.9"] for r in runs]) / 1e3, max(r["loss_pct"] for r in runs))
+               med([r["latency_ns"]["p99.9"] for r in runs]) / 1e3, max(r["loss_pct"] for r in runs),
+               med([r["server_writes_per_msg"] for r in runs]), med([r["client_reads_per_msg"] for r in runs]))
         rows.append(row)
         ratio[(p, mode)] = row
 with open(f"{out}/summary.md", "w") as s:
-    s.write("| preset | transport | runs | msgs/s | server CPU (cores) | server CPU µs/msg | p50 µs | p99 µs | p99.9 µs | worst loss % |\n|---|---|---|---|---|---|---|---|---|---|\n")
-    for p, mode, n, mps, cpu, upm, p50, p99, p999, loss in rows:
-        s.write(f"| {p} | {mode} | {n} | {mps:,.0f} | {cpu:.3f} | {upm:.3f} | {p50:.1f} | {p99:.1f} | {p999:.1f} | {loss:.4f} |\n")
+    s.write("| preset | transport | runs | msgs/s | server CPU (cores) | server CPU µs/msg | p50 µs | p99 µs | p99.9 µs | worst loss % | server writes/msg | client reads/msg |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    for p, mode, n, mps, cpu, upm, p50, p99, p999, loss, wpm, rpm in rows:
+        s.write(f"| {p} | {mode} | {n} | {mps:,.0f} | {cpu:.3f} | {upm:.3f} | {p50:.1f} | {p99:.1f} | {p999:.1f} | {loss:.4f} | {wpm:.3f} | {rpm:.3f} |\n")
     s.write("\n| preset | TLS ÷ plain: CPU per msg | p50 | p99 |\n|---|---|---|---|\n")
     for p in ("hft", "retail"):
         a, b = ratio[(p, "plain")], ratio[(p, "tls")]
