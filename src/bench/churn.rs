@@ -235,11 +235,9 @@ impl Checker {
     /// One text frame from the server to `s`.
     pub fn text(&mut self, s: &mut Seqs, payload: &[u8]) {
         if payload.starts_with(b"{\"type\":\"gap\"") {
-            if let (Some(i), Some(from), Some(to)) = (
-                self.token_index(payload),
-                field_u64(payload, b"\"from_seq\":"),
-                field_u64(payload, b"\"to_seq\":"),
-            ) {
+            if let (Some(i), Some(from), Some(to)) =
+                (self.token_index(payload), field_u64(payload, b"\"from_seq\":"), field_u64(payload, b"\"to_seq\":"))
+            {
                 s.notices.push((i, from, to));
             }
             return;
@@ -397,7 +395,13 @@ fn join(poll: &Poll, spec: &ClientSpec, token: usize) -> io::Result<TcpStream> {
 /// A masked close frame with code 1000.
 fn close_frame(mask: u32) -> Vec<u8> {
     let mut f = Vec::with_capacity(8);
-    crate::ws::frame::append_masked(&mut f, crate::ws::frame::OP_CLOSE, true, mask.to_le_bytes(), &1000u16.to_be_bytes());
+    crate::ws::frame::append_masked(
+        &mut f,
+        crate::ws::frame::OP_CLOSE,
+        true,
+        mask.to_le_bytes(),
+        &1000u16.to_be_bytes(),
+    );
     f
 }
 
@@ -483,8 +487,13 @@ pub fn run(plan: &Plan, stop: &AtomicBool) -> io::Result<Outcome> {
     let mut conns: Vec<Option<Conn>> = (0..slots).map(|_| None).collect();
     let mut rejoin_at = vec![0u64; slots];
     let (mut left_close, mut left_reset) = (0u64, 0u64);
-    let class_of =
-        |slot: usize| if slot < anchors { Class::Anchor } else { Class::of_slot(slot - anchors, plan.clients, plan.slow_pct, plan.lossless_pct) };
+    let class_of = |slot: usize| {
+        if slot < anchors {
+            Class::Anchor
+        } else {
+            Class::of_slot(slot - anchors, plan.clients, plan.slow_pct, plan.lossless_pct)
+        }
+    };
     let mut events = Events::with_capacity(1024);
     let mut chunk = vec![0u8; 256 * 1024];
     let mut next_slow = now_ns();
@@ -524,8 +533,15 @@ pub fn run(plan: &Plan, stop: &AtomicBool) -> io::Result<Outcome> {
                 match join(&poll, &spec(subscribe.clone(), class), slot) {
                     Ok(sock) => {
                         let seqs = check.seqs(class);
-                        conns[slot] =
-                            Some(Conn { sock, state: State::Connecting, seqs, subscribe, joined_at: now, leave_at, partial: Vec::new() });
+                        conns[slot] = Some(Conn {
+                            sock,
+                            state: State::Connecting,
+                            seqs,
+                            subscribe,
+                            joined_at: now,
+                            leave_at,
+                            partial: Vec::new(),
+                        });
                     }
                     Err(e) if class == Class::Anchor => return Err(e),
                     Err(_) => {
@@ -596,12 +612,7 @@ pub fn run(plan: &Plan, stop: &AtomicBool) -> io::Result<Outcome> {
         }
     }
     let tally = check.finish();
-    Ok(Outcome {
-        tally,
-        closes: check.closes.clone(),
-        left_close,
-        left_reset,
-    })
+    Ok(Outcome { tally, closes: check.closes.clone(), left_close, left_reset })
 }
 
 #[cfg(test)]
@@ -680,6 +691,9 @@ mod tests {
     fn slots_are_classed_by_percent() {
         let classes: Vec<Class> = (0..10).map(|i| Class::of_slot(i, 10, 20, 30)).collect();
         use Class::*;
-        assert_eq!(classes, [Slow, Slow, Lossless, Lossless, Lossless, Conflate, Conflate, Conflate, Conflate, Conflate]);
+        assert_eq!(
+            classes,
+            [Slow, Slow, Lossless, Lossless, Lossless, Conflate, Conflate, Conflate, Conflate, Conflate]
+        );
     }
 }

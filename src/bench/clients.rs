@@ -419,7 +419,8 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let sock = TcpStream::from_std(std::net::TcpStream::connect(addr).unwrap());
         let (peer, _) = listener.accept().unwrap();
-        let spec = ClientSpec { addr, source: None, path: "/".into(), subscribe: "{}".into(), kite: false, rcvbuf: None };
+        let spec =
+            ClientSpec { addr, source: None, path: "/".into(), subscribe: "{}".into(), kite: false, rcvbuf: None };
         (Conn { sock, state: State::Upgrading, ready: false, settled: false, partial: Vec::new(), spec }, peer)
     }
 
@@ -489,8 +490,14 @@ mod tests {
         assert_eq!(source_addr(254, 253).unwrap().ip().to_string(), "127.0.0.254");
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let spec =
-            ClientSpec { addr, source: source_addr(3, 2), path: "/".into(), subscribe: String::new(), kite: false, rcvbuf: None };
+        let spec = ClientSpec {
+            addr,
+            source: source_addr(3, 2),
+            path: "/".into(),
+            subscribe: String::new(),
+            kite: false,
+            rcvbuf: None,
+        };
         let _sock = connect(&spec).unwrap();
         let (_peer, from) = listener.accept().unwrap();
         assert_eq!(from.ip().to_string(), "127.0.0.3", "the connection comes from its source address");

@@ -296,7 +296,14 @@ fn run_once(a: &BenchArgs, shape: &Shape, server: &Target, tokens: &[u32]) -> Re
         let subscribe = a.sub_template().replace("%TOKENS%", &format!("[{}]", list.join(",")));
         let source = clients::source_addr(sources, c);
         let kite = a.format == "kite";
-        groups[c % threads].push(clients::ClientSpec { addr: ws, source, path: path.to_string(), subscribe, kite, rcvbuf: None });
+        groups[c % threads].push(clients::ClientSpec {
+            addr: ws,
+            source,
+            path: path.to_string(),
+            subscribe,
+            kite,
+            rcvbuf: None,
+        });
         group_tokens[c % threads].push(idx);
     }
     let mut readers = match (a.shm_readers, &server.shm) {
@@ -451,9 +458,15 @@ fn run_once(a: &BenchArgs, shape: &Shape, server: &Target, tokens: &[u32]) -> Re
 /// on this one for --secs; then the clients leave and the outcome is printed.
 fn run_churn(a: &BenchArgs, shape: &Shape, server: &Target, tokens: &[u32]) -> Result<()> {
     let life = a.churn.as_deref().unwrap_or_default();
-    let (lo, hi) = life.split_once("..").with_context(|| format!("--churn `{life}`: expected MIN..MAX, e.g. 2s..20s"))?;
+    let (lo, hi) =
+        life.split_once("..").with_context(|| format!("--churn `{life}`: expected MIN..MAX, e.g. 2s..20s"))?;
     let life_ns = (parse_duration_ns(lo)?, parse_duration_ns(hi)?);
-    if a.format != "json" || life_ns.0 == 0 || life_ns.0 > life_ns.1 || a.slow_pct + a.lossless_pct > 100 || a.anchors == 0 {
+    if a.format != "json"
+        || life_ns.0 == 0
+        || life_ns.0 > life_ns.1
+        || a.slow_pct + a.lossless_pct > 100
+        || a.anchors == 0
+    {
         bail!("--churn needs --format json, 0 < MIN ≤ MAX, --slow-pct + --lossless-pct ≤ 100 and --anchors ≥ 1");
     }
     let plan = churn::Plan {
@@ -520,7 +533,9 @@ fn churn_table(v: &serde_json::Value) -> String {
         v["left_reset"],
         v["server_closes"]
     );
-    out.push_str("class      joined   ticks        gaps(ticks)       upstream  lost  unnoticed  out-of-order  closed\n");
+    out.push_str(
+        "class      joined   ticks        gaps(ticks)       upstream  lost  unnoticed  out-of-order  closed\n",
+    );
     for (name, c) in v["classes"].as_object().into_iter().flatten() {
         let f = |k: &str| c[k].to_string();
         out.push_str(&format!(
