@@ -142,3 +142,28 @@ fn a_bad_state_file_is_ignored_and_replaced() {
         );
     }
 }
+
+/// The same across a restart for the Odin dialect's `client_id`.
+#[test]
+fn an_odin_client_id_keeps_its_subscriptions_across_a_restart() {
+    let state = StateFile::new("odin");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let s = start(&listen, &state);
+    let mut c = s.connect("/enhanced-stream?client_id=odin_desk");
+    c.recv_type("welcome");
+    c.send_json(json!({"type": "request", "action": "subscribe", "stocks": ["RELIANCE", "TCS"]}));
+    c.recv_type("subscription_response");
+    util::unsafe_free_kill(s.child.id(), "-TERM");
+    assert_eq!(close_of(&mut c).0, CloseCode::Away);
+    stop(s);
+
+    let s = start(&listen, &state);
+    let mut c = s.connect("/enhanced-stream?client_id=odin_desk");
+    c.recv_type("welcome");
+    c.send_json(json!({"type": "request", "action": "get_subscriptions"}));
+    let r = c.recv_type("subscription_response");
+    assert_eq!(r["data"]["action"], "restore", "{r}");
+    assert_eq!(r["data"]["subscribed_stocks"], json!(["RELIANCE", "TCS"]), "{r}");
+    let m = c.recv_type("market_data");
+    assert!(m["symbol"] == "RELIANCE" || m["symbol"] == "TCS", "{m}");
+}
