@@ -10,6 +10,9 @@
 //! Expected deliveries are known exactly (the harness chose every client's
 //! tokens and counted every tick it scheduled per token), so loss is
 //! measured, not guessed. Ticks scheduled during warm-up are not counted.
+//!
+//! `--churn` runs a soak load instead (clients joining and leaving, slow
+//! readers, every tick checked by its `seq`): see [`churn`].
 
 pub mod churn;
 pub mod clients;
