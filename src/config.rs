@@ -104,6 +104,10 @@ pub struct Flags {
     #[arg(long, value_name = "SECS")]
     pub session_ttl_secs: Option<u64>,
 
+    /// Keep client_id sessions across a restart: written here on SIGTERM/SIGINT, read back on start (a bad file is logged and ignored) [default: off].
+    #[arg(long, value_name = "PATH")]
+    pub state_file: Option<PathBuf>,
+
     /// Largest client message accepted; larger closes with 1009 [default: 65536].
     #[arg(long, value_name = "BYTES")]
     pub max_message_bytes: Option<usize>,
@@ -488,6 +492,8 @@ pub struct Config {
     pub stale_after: Duration,
     /// Session retention after disconnect.
     pub session_ttl: Duration,
+    /// Where sessions are kept across a restart (`None`: not kept).
+    pub state_file: Option<PathBuf>,
     /// Largest accepted client message.
     pub max_message_bytes: usize,
     /// Per-client out-buffer high-water mark.
@@ -758,6 +764,7 @@ impl Config {
             heartbeat: Duration::from_millis(heartbeat_ms),
             stale_after: seconds("stale-after", a.stale_after, 5.0)?,
             session_ttl: Duration::from_secs(a.session_ttl_secs.unwrap_or(600)),
+            state_file: a.state_file,
             max_message_bytes: positive("max-message-bytes", a.max_message_bytes, 64 * 1024)?,
             out_buffer_bytes: positive("out-buffer-bytes", a.out_buffer_bytes, 4 * 1024 * 1024)?,
             ring_capacity,

@@ -382,6 +382,16 @@ pub fn run(config: Config) -> Result<()> {
     let server = Server::start(config)?;
     let addr = server.local_addr();
     let s = server.shared();
+    if let Some(path) = &s.config.state_file {
+        // Before the banner: a client that reconnects once it can finds its session.
+        match s.sessions.read_state(path, Instant::now()) {
+            Ok(n) => log::info!("state file {}: restored {n} session(s)", path.display()),
+            Err(e) => log::warn!(
+                "state file {}: {e:#}; ignored, starting without saved sessions (it is replaced at the next stop)",
+                path.display()
+            ),
+        }
+    }
     // Before the banner, so the first welcome already has the clock's state.
     let mut market = crate::market::Watch::new(s.config.market_hours.clone(), clock);
     market.update(&s.market_open);
@@ -429,6 +439,14 @@ pub fn run(config: Config) -> Result<()> {
         }
     }
     log::info!("shutting down");
+    let shared = server.shared().clone();
     server.stop();
+    // The workers have closed every client and saved the resumable ones.
+    if let Some(path) = &shared.config.state_file {
+        match shared.sessions.write_state(path, Instant::now()) {
+            Ok(n) => log::info!("state file {}: wrote {n} session(s)", path.display()),
+            Err(e) => log::error!("state file {}: {e:#}; sessions not kept", path.display()),
+        }
+    }
     Ok(())
 }

@@ -3,11 +3,26 @@
 //!
 //! Control plane only (touched at connect and disconnect), so a
 //! `parking_lot::Mutex` around a map is the right tool.
+//!
+//! With `--state-file`, the sessions outlive the process: written on a
+//! clean stop ([`Sessions::write_state`], after the workers saved every
+//! resumable connection they closed), read back on start
+//! ([`Sessions::read_state`]). The file is JSON, versioned:
+//!
+//! ```json
+//! {"format":"tickcast-sessions","version":1,"sessions":[
+//!   {"user":"","client_id":"desk-7","expires_unix_ms":1765000000000,
+//!    "subs":[{"token":2885,"mode":"quote","delivery":"lossless"},
+//!            {"token":1594,"mode":"ltp","delivery":"max_rate","interval_ns":200000000}]}]}
+//! ```
 
 use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use anyhow::{bail, Context, Result};
 use parking_lot::Mutex;
+use serde_json::{json, Value};
 
 use crate::subs::Delivery;
 use crate::tick::Mode;
@@ -54,6 +69,39 @@ struct Inner {
 }
 
 /// The user part of a session key.
+/// The state file's `format` and `version`.
+const STATE_FORMAT: &str = "tickcast-sessions";
+const STATE_VERSION: u64 = 1;
+
+/// Wall-clock ms since the epoch (the state file outlives `Instant`s).
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// One saved subscription in the state file.
+fn sub_json(s: &SavedSub) -> Value {
+    let mut v = json!({"token": s.token, "mode": s.mode.name(), "delivery": s.delivery.name()});
+    if let Delivery::MaxRate { interval_ns } = s.delivery {
+        v["interval_ns"] = interval_ns.into();
+    }
+    v
+}
+
+/// The saved subscription in `v`, as [`sub_json`] wrote it.
+fn sub_from_json(v: &Value) -> Result<SavedSub> {
+    let token = v["token"].as_u64().and_then(|t| u32::try_from(t).ok()).context("`token` is not a u32")?;
+    let mode = v["mode"].as_str().and_then(Mode::parse).context("`mode` is not ltp, quote or depth")?;
+    let delivery = match v["delivery"].as_str() {
+        Some("conflate") => Delivery::Conflate,
+        Some("lossless") => Delivery::Lossless,
+        Some("max_rate") => Delivery::MaxRate {
+            interval_ns: v["interval_ns"].as_u64().filter(|&n| n > 0).context("max_rate without `interval_ns`")?,
+        },
+        _ => bail!("`delivery` is not conflate, lossless or max_rate"),
+    };
+    Ok(SavedSub { token, mode, delivery })
+}
+
 fn user_of(key: &str) -> &str {
     key.split_once('\u{1f}').map_or("", |(u, _)| u)
 }
@@ -106,7 +154,13 @@ impl Sessions {
     /// was there; at a bound the oldest session (the user's own, at the
     /// per-user bound) is forgotten, and that is reported once a minute.
     pub fn save(&self, key: &str, subs: Vec<SavedSub>, now: Instant) {
-        if subs.is_empty() || self.ttl.is_zero() {
+        self.save_for(key, subs, now, self.ttl);
+    }
+
+    /// [`Sessions::save`], kept for `ttl` (a restored session keeps what
+    /// was left of its own).
+    fn save_for(&self, key: &str, subs: Vec<SavedSub>, now: Instant, ttl: Duration) {
+        if subs.is_empty() || ttl.is_zero() {
             return;
         }
         let mut g = self.inner.lock();
@@ -118,7 +172,7 @@ impl Sessions {
         if g.map.len() >= MAX_SESSIONS {
             g.evict_oldest(None);
         }
-        let expires = now + self.ttl;
+        let expires = now + ttl;
         g.map.insert(key.to_string(), (expires, subs));
         *g.per_user.entry(user.to_string()).or_default() += 1;
         g.order.push_back((expires, key.to_string()));
@@ -134,6 +188,82 @@ impl Sessions {
     }
 
     /// Take back what `key` had, unless it expired.
+    /// Write every unexpired session to `path` (through a temporary file
+    /// and a rename, so a crash mid-write leaves the old file or none).
+    /// Returns how many were written.
+    ///
+    /// # Errors
+    /// The file cannot be written.
+    pub fn write_state(&self, path: &Path, now: Instant) -> Result<usize> {
+        let wall = unix_ms();
+        let sessions: Vec<Value> = {
+            let g = self.inner.lock();
+            g.map
+                .iter()
+                .filter(|(_, (e, _))| *e > now)
+                .map(|(key, (e, subs))| {
+                    let (user, client_id) = key.split_once('\u{1f}').unwrap_or(("", key));
+                    json!({
+                        "user": user,
+                        "client_id": client_id,
+                        "expires_unix_ms": wall + e.duration_since(now).as_millis() as u64,
+                        "subs": subs.iter().map(sub_json).collect::<Vec<_>>(),
+                    })
+                })
+                .collect()
+        };
+        let n = sessions.len();
+        let text = json!({"format": STATE_FORMAT, "version": STATE_VERSION, "sessions": sessions}).to_string();
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+        Ok(n)
+    }
+
+    /// Restore the sessions in `path` that have not expired (a missing file
+    /// is no sessions). Returns how many were restored. Nothing is restored
+    /// from a file that fails any check.
+    ///
+    /// # Errors
+    /// Unreadable, not JSON, another format or version, or a malformed session.
+    pub fn read_state(&self, path: &Path, now: Instant) -> Result<usize> {
+        let text = match std::fs::read_to_string(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            r => r.with_context(|| format!("reading {}", path.display()))?,
+        };
+        let v: Value = serde_json::from_str(&text).context("not JSON")?;
+        if v["format"] != STATE_FORMAT || v["version"] != STATE_VERSION {
+            bail!(
+                "not a tickcast session file of version {STATE_VERSION} (format {}, version {})",
+                v["format"],
+                v["version"]
+            );
+        }
+        let wall = unix_ms();
+        let mut restored = Vec::new();
+        for (i, s) in v["sessions"].as_array().context("`sessions` is not a list")?.iter().enumerate() {
+            let field = |k: &str| s[k].as_str().with_context(|| format!("session {i}: `{k}` is not a string"));
+            let (user, client_id) = (field("user")?, field("client_id")?);
+            let expires =
+                s["expires_unix_ms"].as_u64().with_context(|| format!("session {i}: no `expires_unix_ms`"))?;
+            let subs = s["subs"]
+                .as_array()
+                .with_context(|| format!("session {i}: `subs` is not a list"))?
+                .iter()
+                .map(sub_from_json)
+                .collect::<Result<Vec<_>>>()
+                .with_context(|| format!("session {i}"))?;
+            if expires > wall {
+                restored.push((format!("{user}\u{1f}{client_id}"), Duration::from_millis(expires - wall), subs));
+            }
+        }
+        let n = restored.len();
+        for (key, left, subs) in restored {
+            self.save_for(&key, subs, now, left.min(self.ttl));
+        }
+        Ok(n)
+    }
+
     pub fn take(&self, key: &str, now: Instant) -> Option<Vec<SavedSub>> {
         let (expires, subs) = self.inner.lock().remove(key)?;
         (expires > now).then_some(subs)
@@ -199,5 +329,31 @@ mod tests {
         assert_eq!(s.sweep(now), MAX_PER_USER - 2 + 1);
         let g = s.inner.lock();
         assert_eq!(g.order.len(), g.map.len(), "no stale order entries left");
+    }
+
+    /// Written and read back: every kind of delivery, the user kept apart
+    /// from the id, the time left kept; expired sessions are not written.
+    #[test]
+    fn the_state_file_round_trips_unexpired_sessions() {
+        let path = std::env::temp_dir().join(format!("tickcast-sessions-unit-{}.json", std::process::id()));
+        let t0 = Instant::now();
+        let s = Sessions::new(Duration::from_secs(60));
+        let subs = vec![
+            SavedSub { token: 2885, mode: Mode::Quote, delivery: Delivery::Lossless },
+            SavedSub { token: 1594, mode: Mode::Ltp, delivery: Delivery::MaxRate { interval_ns: 200_000_000 } },
+            SavedSub { token: 11536, mode: Mode::Depth, delivery: Delivery::Conflate },
+        ];
+        s.save("alice\u{1f}desk-7", subs.clone(), t0);
+        s.save("\u{1f}anon-chosen", subs[..1].to_vec(), t0);
+        let short = Sessions::new(Duration::from_millis(1));
+        short.save("\u{1f}gone", subs.clone(), t0);
+        assert_eq!(short.write_state(&path, t0 + Duration::from_secs(1)).unwrap(), 0, "expired: not written");
+        assert_eq!(s.write_state(&path, t0).unwrap(), 2);
+        let back = Sessions::new(Duration::from_secs(60));
+        assert_eq!(back.read_state(&path, t0).unwrap(), 2);
+        assert_eq!(back.take("alice\u{1f}desk-7", t0 + Duration::from_secs(30)), Some(subs.clone()));
+        assert_eq!(back.take("\u{1f}anon-chosen", t0 + Duration::from_secs(61)), None, "the time left is kept");
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(back.read_state(&path, t0).unwrap(), 0, "no file: no sessions");
     }
 }

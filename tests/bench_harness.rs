@@ -437,3 +437,47 @@ fn shared_memory_readers_are_measured_beside_the_clients() {
     let (ok, _, stderr) = bench(&["--spawn", "--source", "sim", "--clients", "3"]);
     assert!(!ok && stderr.contains("--source sim measures shared-memory readers"), "{stderr}");
 }
+
+/// `--churn`: clients join and leave (by close frame and by reset), slow
+/// readers are conflated and told, and nothing a lossless client was owed
+/// goes missing.
+#[test]
+fn a_churn_run_checks_every_tick_and_loses_none() {
+    let (ok, stdout, stderr) = bench(&[
+        "--spawn",
+        "--churn",
+        "300ms..1s",
+        "--secs",
+        "6",
+        "--clients",
+        "12",
+        "--subs",
+        "5",
+        "--tokens",
+        "20",
+        "--rate",
+        "4000",
+        "--slow-pct",
+        "25",
+        "--server-arg=--out-buffer-bytes",
+        "--server-arg=65536",
+        "--json",
+    ]);
+    assert!(ok, "bench failed: {stderr}");
+    let v: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let class = |c: &str, k: &str| v["classes"][c][k].as_u64().unwrap_or_else(|| panic!("{c}.{k} in {v}"));
+    assert!(class("conflate", "joined") + class("lossless", "joined") > 12, "clients came and went: {v}");
+    assert!(v["left_close"].as_u64().unwrap() > 0 && v["left_reset"].as_u64().unwrap() > 0, "{v}");
+    assert!(class("anchor", "ticks") > 0 && class("lossless", "ticks") > 0, "{v}");
+    assert_eq!((v["lossless_lost_ticks"].as_u64(), v["unreported_misses"].as_u64()), (Some(0), Some(0)), "{v}");
+    assert_eq!(class("anchor", "server_closed"), 0, "{v}");
+    for bad in [
+        &["--churn", "2s"][..],
+        &["--churn", "2s..1s"],
+        &["--churn", "1s..2s", "--format", "rkyv"],
+        &["--churn", "1s..2s", "--slow-pct", "80", "--lossless-pct", "30"],
+    ] {
+        let (ok, _, stderr) = bench(&[&["--spawn", "--secs", "1", "--clients", "2"][..], bad].concat());
+        assert!(!ok && stderr.contains("--churn"), "{bad:?} is refused: {stderr}");
+    }
+}

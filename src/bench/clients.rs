@@ -36,6 +36,9 @@ pub struct ClientSpec {
     pub kite: bool,
     /// `wss://`: the TLS settings to connect with.
     pub tls: Option<super::tls::ClientTls>,
+    /// Receive buffer to ask for before connecting (`None`: the kernel's,
+    /// which grows to megabytes on loopback).
+    pub rcvbuf: Option<usize>,
 }
 
 /// What one client thread measured.
@@ -93,14 +96,22 @@ pub fn source_addr(k: usize, i: usize) -> Option<SocketAddr> {
     (k > 1).then(|| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i % k) as u8)), 0))
 }
 
-/// Start a non-blocking connect to `spec.addr`, from `spec.source` if set.
-fn connect(spec: &ClientSpec) -> io::Result<TcpStream> {
+/// Start a non-blocking connect to `spec.addr`, from `spec.source` and
+/// with `spec.rcvbuf` if set.
+pub(super) fn connect(spec: &ClientSpec) -> io::Result<TcpStream> {
     /// Linux's errno for "connect started" (`io::ErrorKind::InProgress` is not stable yet).
     const EINPROGRESS: i32 = 115;
-    let Some(source) = spec.source else { return TcpStream::connect(spec.addr) };
+    if spec.source.is_none() && spec.rcvbuf.is_none() {
+        return TcpStream::connect(spec.addr);
+    }
     let sock = socket2::Socket::new(socket2::Domain::for_address(spec.addr), socket2::Type::STREAM, None)?;
     sock.set_nonblocking(true)?;
-    sock.bind(&source.into())?;
+    if let Some(bytes) = spec.rcvbuf {
+        sock.set_recv_buffer_size(bytes)?;
+    }
+    if let Some(source) = spec.source {
+        sock.bind(&source.into())?;
+    }
     match sock.connect(&spec.addr.into()) {
         Err(e) if e.raw_os_error() != Some(EINPROGRESS) => return Err(e),
         _ => {}
@@ -108,8 +119,15 @@ fn connect(spec: &ClientSpec) -> io::Result<TcpStream> {
     Ok(TcpStream::from_std(sock.into()))
 }
 
+/// The WebSocket upgrade request for `path` at `addr`.
+pub(super) fn upgrade_request(path: &str, addr: SocketAddr) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+}
+
 /// A masked client text frame.
-fn text_frame(payload: &[u8]) -> Vec<u8> {
+pub(super) fn text_frame(payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(payload.len() + 14);
     frame::append_masked(&mut out, frame::OP_TEXT, true, fastrand::u32(..).to_le_bytes(), payload);
     out
@@ -155,7 +173,7 @@ pub fn kite_ts(packet: &[u8], now_ns: u64) -> Option<u64> {
 }
 
 /// Split one server frame off the front of `buf`: (opcode, payload range, total length).
-fn server_frame(buf: &[u8]) -> Option<(u8, std::ops::Range<usize>, usize)> {
+pub(super) fn server_frame(buf: &[u8]) -> Option<(u8, std::ops::Range<usize>, usize)> {
     let b1 = *buf.get(1)?;
     let (hl, len) = match b1 & 0x7f {
         126 => (4, u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?) as usize),
@@ -370,11 +388,7 @@ pub fn run(
         for ev in events.iter() {
             let c = &mut conns[ev.token().0];
             if c.state == State::Connecting && ev.is_writable() {
-                let req = format!(
-                    "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                    c.spec.path, c.spec.addr
-                );
-                if send(c, req.as_bytes()).is_err() {
+                if send(c, upgrade_request(&c.spec.path, c.spec.addr).as_bytes()).is_err() {
                     gone(c, &mut t.failed, t.settled);
                     continue;
                 }
@@ -495,7 +509,15 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let sock = TcpStream::from_std(std::net::TcpStream::connect(addr).unwrap());
         let (peer, _) = listener.accept().unwrap();
-        let spec = ClientSpec { addr, source: None, path: "/".into(), subscribe: "{}".into(), kite: false, tls: None };
+        let spec = ClientSpec {
+            addr,
+            source: None,
+            path: "/".into(),
+            subscribe: "{}".into(),
+            kite: false,
+            tls: None,
+            rcvbuf: None,
+        };
         (
             Conn { sock, tls: None, state: State::Upgrading, ready: false, settled: false, partial: Vec::new(), spec },
             peer,
@@ -576,6 +598,7 @@ mod tests {
             subscribe: String::new(),
             kite: false,
             tls: None,
+            rcvbuf: None,
         };
         let _sock = connect(&spec).unwrap();
         let (_peer, from) = listener.accept().unwrap();

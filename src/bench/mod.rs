@@ -10,7 +10,11 @@
 //! Expected deliveries are known exactly (the harness chose every client's
 //! tokens and counted every tick it scheduled per token), so loss is
 //! measured, not guessed. Ticks scheduled during warm-up are not counted.
+//!
+//! `--churn` runs a soak load instead (clients joining and leaving, slow
+//! readers, every tick checked by its `seq`): see [`churn`].
 
+pub mod churn;
 pub mod clients;
 pub mod feeder;
 pub mod hlog;
@@ -148,6 +152,18 @@ pub struct BenchArgs {
     /// Most ticks per feeder datagram: ticks due together share one, up to this many (1: one datagram per tick, so a tick never waits for the rest of its datagram's schedule).
     #[arg(long, default_value_t = feeder::PER_PACKET, value_name = "N")]
     pub ticks_per_datagram: usize,
+    /// Soak load instead of a latency run: each of --clients joins, stays a lifetime drawn from MIN..MAX (e.g. `2s..20s`), leaves (half with a close frame, half with a reset) and is replaced, for --secs; every tick is checked by its `seq` (see `bench::churn`). JSON format only.
+    #[arg(long, value_name = "MIN..MAX")]
+    pub churn: Option<String>,
+    /// With --churn: percent of the clients that read slowly (conflate delivery).
+    #[arg(long, default_value_t = 10, value_name = "PCT")]
+    pub slow_pct: usize,
+    /// With --churn: percent of the clients that subscribe lossless.
+    #[arg(long, default_value_t = 30, value_name = "PCT")]
+    pub lossless_pct: usize,
+    /// With --churn: lossless clients that stay the whole run, the tokens dealt out among them (the witnesses of what reached the server).
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub anchors: usize,
     /// Where ticks come from: `udp` (the open-loop feeder) or `sim` (the spawned server's own simulator at --rate: no feeder, for writer throughput with --shm-readers and no clients).
     #[arg(long, default_value = "udp", value_name = "udp|sim")]
     pub source: String,
@@ -308,6 +324,7 @@ fn run_once(a: &BenchArgs, shape: &Shape, server: &Target, tokens: &[u32]) -> Re
             subscribe,
             kite,
             tls,
+            rcvbuf: None,
         });
         group_tokens[c % threads].push(idx);
     }
@@ -503,6 +520,109 @@ fn plot_notes(a: &BenchArgs, reports: &[Report], slo_ns: u64) -> plot::Notes {
     notes
 }
 
+/// A `--churn` run: the churning clients on their own thread, the feeder
+/// on this one for --secs; then the clients leave and the outcome is printed.
+fn run_churn(a: &BenchArgs, shape: &Shape, server: &Target, tokens: &[u32]) -> Result<()> {
+    let life = a.churn.as_deref().unwrap_or_default();
+    let (lo, hi) =
+        life.split_once("..").with_context(|| format!("--churn `{life}`: expected MIN..MAX, e.g. 2s..20s"))?;
+    let life_ns = (parse_duration_ns(lo)?, parse_duration_ns(hi)?);
+    if a.format != "json"
+        || life_ns.0 == 0
+        || life_ns.0 > life_ns.1
+        || a.slow_pct + a.lossless_pct > 100
+        || a.anchors == 0
+    {
+        bail!("--churn needs --format json, 0 < MIN ≤ MAX, --slow-pct + --lossless-pct ≤ 100 and --anchors ≥ 1");
+    }
+    let plan = churn::Plan {
+        addr: server.ws,
+        path: server.path.clone(),
+        tokens: server.sub_tokens.clone(),
+        clients: shape.clients,
+        subs: shape.subs,
+        anchors: a.anchors,
+        life_ns,
+        slow_pct: a.slow_pct,
+        lossless_pct: a.lossless_pct,
+        seed: a.seed,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = {
+        let stop = stop.clone();
+        std::thread::spawn(move || churn::run(&plan, &stop))
+    };
+    // The anchors subscribe before the first tick.
+    std::thread::sleep(Duration::from_millis(500));
+    let start = now_ns();
+    let end = start + (a.secs * 1e9) as u64;
+    let feed = feeder::Plan {
+        target: server.udp,
+        rate: shape.rate,
+        tokens: tokens.to_vec(),
+        draw: feeder::Draw::Uniform,
+        start_ns: start,
+        window: (start, end),
+        end_ns: end,
+        seed: a.seed,
+        per_packet: a.ticks_per_datagram,
+        ltq_clock: false,
+    };
+    let sent = feeder::run(&feed).context("feeder");
+    std::thread::sleep(Duration::from_secs(1)); // let in-flight deliveries land
+    stop.store(true, Ordering::Relaxed);
+    let out = clients.join().map_err(|_| anyhow::anyhow!("the client thread panicked"))?.context("clients")?;
+    let sent = sent?;
+    let mut v = out.json();
+    v["secs"] = a.secs.into();
+    v["deliveries_per_sec"] = (out.deliveries() as f64 / a.secs).round().into();
+    v["rate"] = shape.rate.into();
+    v["ticks_sent"] = sent.total.into();
+    v["send_errors"] = sent.errors.into();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print!("{}", churn_table(&v));
+    }
+    Ok(())
+}
+
+/// The human summary of a `--churn` outcome (its JSON).
+fn churn_table(v: &serde_json::Value) -> String {
+    let mut out = format!(
+        "churn: {:.0} s, {} ticks sent at {}/s, {} deliveries/s; left by close {}, by reset {}; server closes {}\n",
+        v["secs"].as_f64().unwrap_or(0.0),
+        v["ticks_sent"],
+        v["rate"],
+        v["deliveries_per_sec"],
+        v["left_close"],
+        v["left_reset"],
+        v["server_closes"]
+    );
+    out.push_str(
+        "class      joined   ticks        gaps(ticks)       upstream  lost  unnoticed  out-of-order  closed\n",
+    );
+    for (name, c) in v["classes"].as_object().into_iter().flatten() {
+        let f = |k: &str| c[k].to_string();
+        out.push_str(&format!(
+            "{name:<10} {:<8} {:<12} {:<17} {:<9} {:<5} {:<10} {:<13} {}\n",
+            f("joined"),
+            f("ticks"),
+            format!("{}({})", c["reported_gaps"], c["reported_ticks"]),
+            f("upstream_ticks"),
+            f("lost_ticks"),
+            f("unnoticed"),
+            f("out_of_order"),
+            f("server_closed")
+        ));
+    }
+    out.push_str(&format!(
+        "lossless lost ticks: {}; unreported misses: {}\n",
+        v["lossless_lost_ticks"], v["unreported_misses"]
+    ));
+    out
+}
+
 /// Run `tickcast bench`.
 ///
 /// # Errors
@@ -589,6 +709,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
         None => a.shm.as_deref().map(crate::shm::region_path).transpose()?.map(|p| p.display().to_string()),
     };
     let target = Target { ws, path, udp, pid: spawned.as_ref().map(|s| s.child.id()), shm, sub_tokens, tls };
+    if a.churn.is_some() {
+        if target.tls.is_some() {
+            bail!("--churn speaks plain ws:// only (its clients have no TLS)");
+        }
+        return run_churn(&a, &shape, &target, &tokens);
+    }
     let mut reports = Vec::new();
     let mut intervals = Vec::new();
     loop {

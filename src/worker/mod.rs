@@ -483,14 +483,21 @@ impl Worker {
         Counters::add(&c.write_calls, written.calls);
     }
 
-    /// Close 1001 to every client, give them up to a second to drain, exit.
+    /// Close 1001 to every client, give them up to a second to drain, then
+    /// drop what is left (saving resumable sessions for `--state-file`), exit.
     fn shutdown(&mut self) {
         let now = now_ns();
+        // With a state file this stop is a restart the client can ride out.
+        let reason = if self.shared.config.state_file.is_some() {
+            "server restarting: reconnect with your client_id"
+        } else {
+            "server shutting down"
+        };
         for i in 0..self.conns.len() {
             let id = ConnId(i as u32);
             match self.conns[i].as_mut().map(|c| c.phase) {
                 Some(Phase::Open) => {
-                    self.conns[i].as_mut().expect("matched").close(close::GOING_AWAY, "server shutting down");
+                    self.conns[i].as_mut().expect("matched").close(close::GOING_AWAY, reason);
                     self.write(id, now);
                 }
                 Some(_) => self.drop_conn(id),
@@ -507,6 +514,9 @@ impl Worker {
                     self.write(ConnId(t as u32), now);
                 }
             }
+        }
+        for i in 0..self.conns.len() {
+            self.drop_conn(ConnId(i as u32));
         }
         self.publish_metrics(now_ns());
     }
