@@ -36,6 +36,7 @@ const SKIPPED: &[(&str, &str)] = &[
     ("export KITE_API_KEY", "placeholder credentials, for the kite:// line below it"),
     ("--feed kite://ws.kite.trade", "needs a Kite Connect API key and access token, and Kite's servers"),
     ("keys = [\"sha256:…\"]", "an auth-file layout with a placeholder hash; the auth tests run real ones"),
+    ("perf/soak.sh", "a soak of at least five minutes (run by hand; its record is in perf/RESULTS.md)"),
 ];
 
 /// Commands that measure a server the reader already runs: the test starts
