@@ -10,7 +10,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use tickcast::auth::{role, Auth};
-use tickcast::config::{Config, Flags};
+use tickcast::config::{Config, Flags, Sources};
 
 fuzz_target!(|data: &[u8]| {
     let [pick, text @ ..] = data else { return };
@@ -24,8 +24,10 @@ fuzz_target!(|data: &[u8]| {
     } else {
         let Ok(mut flags) = toml::from_str::<Flags>(text) else { return };
         flags.feed = None;
-        let once = Config::from_flags(flags.clone()).map(|c| format!("{c:?}")).map_err(|e| e.to_string());
-        let twice = Config::from_flags(flags.clone().over(flags)).map(|c| format!("{c:?}")).map_err(|e| e.to_string());
+        let given = Sources::default();
+        let once = Config::from_flags(flags.clone(), &given).map(|c| format!("{c:?}")).map_err(|e| e.to_string());
+        let twice =
+            Config::from_flags(flags.clone().over(flags), &given).map(|c| format!("{c:?}")).map_err(|e| e.to_string());
         assert_eq!(once, twice);
     }
 });
