@@ -468,7 +468,6 @@ fn without_a_user_order_postbacks_are_counted_and_dropped() {
 }
 
 /// A CA and a leaf certificate for `name` it signed: (CA PEM, TLS server settings).
-#[allow(deprecated)] // ring's provider, as the source uses (see feed/kite.rs)
 fn tls_server(name: &str) -> (String, Arc<rustls::ServerConfig>) {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -478,7 +477,7 @@ fn tls_server(name: &str) -> (String, Arc<rustls::ServerConfig>) {
     let key = rcgen::KeyPair::generate().unwrap();
     let leaf = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap().signed_by(&key, &ca, &ca_key).unwrap();
     let der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(tickcast::tls::provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()

@@ -70,8 +70,7 @@ impl Pki {
     fn client_config(&self) -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.ca.der().clone()).unwrap();
-        #[allow(deprecated)] // ring, as the server uses
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(tickcast::tls::provider());
         let mut c = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()

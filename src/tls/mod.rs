@@ -177,9 +177,12 @@ impl Stats {
     }
 }
 
-/// The crypto provider: ring (no cmake/aws-lc build), as the `kite://`
-/// source uses; rustls deprecates it only for lacking post-quantum key
-/// exchange.
+/// The crypto provider of the listeners and the bench's clients (the
+/// `kite://` source, below `tls` in the module order, names the same one
+/// itself): ring, not aws-lc-rs, so the
+/// build needs no cmake or NASM. rustls 0.23.48 deprecates it for lacking
+/// post-quantum key exchange, which market data can do without; classical
+/// ECDHE is still negotiated.
 #[allow(deprecated)]
 pub fn provider() -> rustls::crypto::CryptoProvider {
     rustls::crypto::ring::default_provider()

@@ -263,14 +263,11 @@ impl Worker {
     /// arrives (`write` drops the connection once it is out, or on a write
     /// error); queued replies get one try first.
     fn peer_closed(&mut self, id: ConnId) {
-        let Some(c) = self.conn(id) else { return };
+        let Some(c) = self.conns.get_mut(id.0 as usize).and_then(Option::as_mut) else { return };
         if c.awaiting_http {
             return;
         }
-        let mut written = super::conn::Written::default();
-        let _ = c.flush(&mut written);
-        self.written.bytes += written.bytes;
-        self.written.calls += written.calls;
+        let _ = c.flush(&mut self.written);
         self.drop_conn(id);
     }
 
