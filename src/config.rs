@@ -298,14 +298,26 @@ fn listener_tls(
     main: &Option<TlsPair>,
     src: &Sources,
 ) -> Result<Option<TlsPair>> {
-    let key_name = |k: &str| src.name(&format!("{name}-{k}"));
-    match (cert, key, plain.unwrap_or(false)) {
-        (Some(_), Some(_), true) => bail!("{} and {}: choose one", key_name("tls-cert"), key_name("plain")),
-        (Some(cert), Some(key), false) => Ok(Some(TlsPair { cert, key })),
-        (None, None, true) => Ok(None),
-        (None, None, false) => Ok(main.clone()),
-        (Some(_), None, _) => bail!("{} needs --{name}-tls-key", key_name("tls-cert")),
-        (None, Some(_), _) => bail!("{} needs --{name}-tls-cert", key_name("tls-key")),
+    match (tls_pair(&format!("{name}-"), cert, key, src)?, plain.unwrap_or(false)) {
+        (Some(_), true) => {
+            bail!("{} and {}: choose one", src.name(&format!("{name}-tls-cert")), src.name(&format!("{name}-plain")))
+        }
+        (Some(own), false) => Ok(Some(own)),
+        (None, true) => Ok(None),
+        (None, false) => Ok(main.clone()),
+    }
+}
+
+/// The pair `--PREFIXtls-cert` and `--PREFIXtls-key` give, if any.
+///
+/// # Errors
+/// Half a pair.
+fn tls_pair(prefix: &str, cert: Option<PathBuf>, key: Option<PathBuf>, src: &Sources) -> Result<Option<TlsPair>> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(TlsPair { cert, key })),
+        (None, None) => Ok(None),
+        (Some(_), None) => bail!("{} needs --{prefix}tls-key", src.name(&format!("{prefix}tls-cert"))),
+        (None, Some(_)) => bail!("{} needs --{prefix}tls-cert", src.name(&format!("{prefix}tls-key"))),
     }
 }
 
@@ -690,12 +702,7 @@ impl Config {
         };
         let openalgo_listen = listener("openalgo-listen", a.openalgo_listen.as_deref(), "127.0.0.1:8765")?;
         let kite_listen = listener("kite-listen", a.kite_listen.as_deref(), "off")?;
-        let main_tls = match (a.tls_cert, a.tls_key) {
-            (Some(cert), Some(key)) => Some(TlsPair { cert, key }),
-            (None, None) => None,
-            (Some(_), None) => bail!("{} needs --tls-key", src.name("tls-cert")),
-            (None, Some(_)) => bail!("{} needs --tls-cert", src.name("tls-key")),
-        };
+        let main_tls = tls_pair("", a.tls_cert, a.tls_key, src)?;
         let tls = TlsConfig {
             openalgo: listener_tls(
                 "openalgo",
